@@ -1,0 +1,310 @@
+//! The node agent (our kubelet). For now it registers the Node, keeps its status current and
+//! renews its Lease; pods arrive with the runtime.
+
+mod sysinfo;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::node::NodeSettings;
+use crate::node::client::{self, Credentials};
+
+pub const LEASE_DURATION_SECONDS: i64 = 40;
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// The field manager a real kubelet writes as, so managedFields read as on any cluster.
+const FIELD_MANAGER: &str = "kubelet";
+
+pub fn version_string() -> String {
+    crate::apiserver::git_version()
+}
+
+pub fn runtime_version() -> String {
+    format!("kcluster://{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub async fn run(
+    settings: NodeSettings,
+    host: String,
+    port: u16,
+    creds: Credentials,
+) -> Result<()> {
+    let state_dir = crate::node::state_dir();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        // A fresh client each round re-resolves the server's name: its address can change when it restarts.
+        let result = async {
+            let client = client::connect(&host, port, &creds).await?;
+            let mut agent = Agent::new(client, &settings, &state_dir);
+            agent.register().await?;
+            info!(node = %settings.node_name, "node registered");
+            loop {
+                agent.heartbeat().await?;
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        }
+        .await;
+        let err: anyhow::Error = match result {
+            Ok(()) => continue,
+            Err(e) => e,
+        };
+        warn!(
+            error = format!("{err:#}"),
+            retry_in_ms = delay.as_millis() as u64,
+            "cannot reach the API server"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+struct Agent<'a> {
+    settings: &'a NodeSettings,
+    nodes: Api<Node>,
+    leases: Api<Lease>,
+    capacity: sysinfo::Capacity,
+    machine_id: String,
+    /// When each condition last changed, so a heartbeat does not move lastTransitionTime.
+    transitions: Vec<(String, String, String)>,
+}
+
+impl<'a> Agent<'a> {
+    fn new(client: kube::Client, settings: &'a NodeSettings, state_dir: &std::path::Path) -> Self {
+        Agent {
+            settings,
+            nodes: Api::all(client.clone()),
+            leases: Api::namespaced(client, "kube-node-lease"),
+            capacity: sysinfo::Capacity::detect(state_dir),
+            machine_id: sysinfo::machine_id(state_dir),
+            transitions: Vec::new(),
+        }
+    }
+
+    fn labels(&self) -> Value {
+        let arch = crate::apiserver::arch_label();
+        let mut labels = json!({
+            "kubernetes.io/hostname": self.settings.node_name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": arch,
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": arch,
+        });
+        if self.settings.role == "server" {
+            labels["node-role.kubernetes.io/control-plane"] = json!("");
+        }
+        for (k, v) in &self.settings.labels {
+            labels[k] = json!(v);
+        }
+        labels
+    }
+
+    fn condition(
+        &mut self,
+        kind: &str,
+        status: &str,
+        reason: &str,
+        message: &str,
+        now: &str,
+    ) -> Value {
+        let since = match self.transitions.iter_mut().find(|(k, _, _)| k == kind) {
+            Some((_, s, t)) if s == status => t.clone(),
+            Some(entry) => {
+                *entry = (kind.to_string(), status.to_string(), now.to_string());
+                now.to_string()
+            }
+            None => {
+                self.transitions
+                    .push((kind.to_string(), status.to_string(), now.to_string()));
+                now.to_string()
+            }
+        };
+        json!({"type": kind, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": since})
+    }
+
+    fn status(&mut self) -> Value {
+        let now = now_seconds();
+        let cap = self.capacity.clone();
+        let alloc = cap.allocatable();
+        let quantities = |c: &sysinfo::Capacity| {
+            json!({
+                "cpu": sysinfo::cpu_quantity(c.cpu_millis),
+                "memory": sysinfo::bytes_quantity(c.memory_bytes),
+                "ephemeral-storage": sysinfo::bytes_quantity(c.ephemeral_storage_bytes),
+                "hugepages-1Gi": "0",
+                "hugepages-2Mi": "0",
+                "pods": sysinfo::MAX_PODS.to_string(),
+            })
+        };
+        let mut addresses = Vec::new();
+        if let Some(ip) = sysinfo::internal_ip() {
+            addresses.push(json!({"type": "InternalIP", "address": ip.to_string()}));
+        }
+        addresses.push(json!({"type": "Hostname", "address": self.settings.node_name}));
+        let conditions = vec![
+            self.condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+                &now,
+            ),
+            self.condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                &now,
+            ),
+            self.condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                &now,
+            ),
+            self.condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+                &now,
+            ),
+        ];
+        json!({
+            "capacity": quantities(&cap),
+            "allocatable": quantities(&alloc),
+            "conditions": conditions,
+            "addresses": addresses,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": self.machine_id,
+                "systemUUID": self.machine_id,
+                "bootID": sysinfo::boot_id(),
+                "kernelVersion": sysinfo::kernel_version(),
+                "osImage": format!("kcluster {}", env!("CARGO_PKG_VERSION")),
+                "containerRuntimeVersion": runtime_version(),
+                "kubeletVersion": version_string(),
+                "kubeProxyVersion": version_string(),
+                "operatingSystem": "linux",
+                "architecture": crate::apiserver::arch_label(),
+            },
+        })
+    }
+
+    async fn register(&mut self) -> Result<()> {
+        let name = self.settings.node_name.clone();
+        // Keep transition times across agent restarts when nothing changed.
+        if let Some(existing) = self
+            .nodes
+            .get_opt(&name)
+            .await
+            .context("cannot read this node")?
+        {
+            for c in existing
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+            {
+                if let Some(t) = c.last_transition_time {
+                    self.transitions.push((c.type_, c.status, t.0.to_string()));
+                }
+            }
+            let patch = json!({"metadata": {"labels": self.labels()}});
+            self.nodes
+                .patch(
+                    &name,
+                    &PatchParams {
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .context("cannot update this node's labels")?;
+        } else {
+            let node: Node = serde_json::from_value(json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": self.labels(),
+                             "annotations": {"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                "spec": {},
+                "status": self.status(),
+            }))
+            .context("cannot build the Node object")?;
+            let post = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match self.nodes.create(&post, &node).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e).context("cannot register this node"),
+            }
+        }
+        self.heartbeat().await
+    }
+
+    async fn heartbeat(&mut self) -> Result<()> {
+        let name = self.settings.node_name.clone();
+        let status = json!({"status": self.status()});
+        self.nodes
+            .patch_status(&name, &patch_params(), &Patch::Merge(&status))
+            .await
+            .context("cannot update this node's status")?;
+        self.renew_lease().await
+    }
+
+    async fn renew_lease(&self) -> Result<()> {
+        let name = &self.settings.node_name;
+        let spec = json!({"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now_micros()});
+        match self
+            .leases
+            .patch(name, &patch_params(), &Patch::Merge(&json!({"spec": spec})))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                let lease: Lease = serde_json::from_value(json!({
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": name, "namespace": "kube-node-lease"},
+                    "spec": spec,
+                }))
+                .context("cannot build the Lease object")?;
+                let post = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                self.leases
+                    .create(&post, &lease)
+                    .await
+                    .context("cannot create this node's lease")?;
+                Ok(())
+            }
+            Err(e) => Err(e).context("cannot renew this node's lease"),
+        }
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+pub fn now_seconds() -> String {
+    crate::apiserver::now_rfc3339()
+}
+
+fn now_micros() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}

@@ -1,0 +1,130 @@
+//! Server-side apply: `PATCH` with `Content-Type: application/apply-patch+yaml`. The body is the
+//! manager's whole intent for the object (YAML or JSON); the field manager merges it into the
+//! live object (or creates the object from it), and the result goes through the same defaulting,
+//! admission and validation as any write.
+
+use serde_json::{Value, json};
+
+use super::fieldmanager::{self, Context};
+use super::handlers::{
+    Reply, Request, check_body_identity, check_precondition, create_object, prepare_update,
+    write_update,
+};
+use super::object;
+use super::status::ApiError;
+
+/// Go's strconv.ParseBool, which decodes the `force` option.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The applied configuration, checked as Kubernetes checks it before merging.
+fn read_config(req: &Request<'_>) -> Result<Value, ApiError> {
+    let def = req.def();
+    let config = req.decode_body()?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding YAML: the applied configuration must be an object",
+        ));
+    }
+    let api_version = config
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = config
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if api_version != def.api_version() || kind != def.kind {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        return Err(ApiError::bad_request(format!(
+            "invalid object type: {group}/{version}, Kind={kind}"
+        )));
+    }
+    if config
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    // An undeclared field fails the typed conversion whatever fieldValidation says.
+    let mut checked = config.clone();
+    let mode = super::schema::FieldValidation::from_query(req.query.get("fieldValidation"))?;
+    super::schema::check_fields(def, &req.body, req.content_type, &mut checked, mode)?;
+    Ok(config)
+}
+
+pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
+    fieldmanager::validate_options(req, true)?;
+    let manager = req
+        .query
+        .get("fieldManager")
+        .unwrap_or_default()
+        .to_string();
+    let force = match req.query.get("force") {
+        None => false,
+        Some(v) => parse_bool(v).ok_or_else(|| {
+            ApiError::bad_request(format!("invalid value for force: {v:?}: not a boolean"))
+        })?,
+    };
+    let name = req.name()?.to_string();
+    let config = read_config(req)?;
+    let subresource = req.target.subresource.as_deref();
+    let ctx = Context::new(req.def(), subresource);
+    for _attempt in 0..8 {
+        let current = req
+            .store
+            .get(&req.key(&name))
+            .map_err(req.store_err(&name))?;
+        let Some(current) = current else {
+            if subresource.is_some() {
+                return Err(req.not_found(&name));
+            }
+            // A missing object is created from the configuration, as an apply onto the empty
+            // object of its kind.
+            let mut created =
+                fieldmanager::apply(&ctx, &json!({}), false, &config, &manager, force)?;
+            check_body_identity(req, &name, &mut created)?;
+            match create_object(req, created, Vec::new(), false).await {
+                Err(e) if e.reason == "AlreadyExists" => continue,
+                other => return other,
+            }
+        };
+        let old = object::from_stored(&current)?;
+        let mut applied = fieldmanager::apply(&ctx, &old, true, &config, &manager, force)?;
+        check_body_identity(req, &name, &mut applied)?;
+        check_precondition(req, &name, &applied, &current)?;
+        // A status write keeps nothing of the object but its status; the managed fields the
+        // apply computed go with it.
+        let managed = applied.pointer("/metadata/managedFields").cloned();
+        let mut merged = prepare_update(req.def(), &old, applied, subresource.is_some())?;
+        if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
+            match managed {
+                Some(m) => meta.insert("managedFields".into(), m),
+                None => meta.remove("managedFields"),
+            };
+        }
+        super::admission::on_update(req.store, req.def(), &old, &mut merged).await?;
+        match write_update(req, &name, &current, merged).await {
+            Err(e) if e.reason == "Conflict" => continue,
+            other => {
+                return Ok(Reply {
+                    code: 200,
+                    body: other?,
+                    encoded: None,
+                    warnings: Vec::new(),
+                });
+            }
+        }
+    }
+    Err(ApiError::conflict(
+        req.def().group,
+        req.def().plural,
+        &name,
+        "too many concurrent writes; try again",
+    ))
+}

@@ -1,0 +1,362 @@
+//! The Kubernetes API server: TLS with client-certificate authentication, discovery, and the REST
+//! verbs over the store for every resource in `resources::RESOURCES`.
+
+mod admission;
+mod apply;
+mod connect;
+mod defaults;
+mod delete;
+mod discovery;
+mod fieldmanager;
+mod handlers;
+mod kinds;
+mod object;
+mod openapi;
+mod pagination;
+mod protobuf;
+mod request;
+mod resources;
+mod schema;
+mod selector;
+mod status;
+mod subresources;
+mod table;
+pub mod tls;
+mod watch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::pki::ClientIdentity;
+use crate::store::Store;
+use handlers::Query;
+use request::Verb;
+use status::ApiError;
+
+pub use discovery::{arch as arch_label, git_version};
+pub use object::now_rfc3339;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct ApiServer {
+    store: Store,
+    /// host:port clients are told to use in legacy discovery.
+    advertise: String,
+    /// The range ClusterIPs come from.
+    service_subnet: String,
+    /// How to reach node agents (kubelet API) for logs, exec, attach, port-forward and node proxy.
+    kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+impl ApiServer {
+    pub fn new(store: Store, advertise: String) -> Arc<Self> {
+        Self::with_service_subnet(store, advertise, kinds::service::DEFAULT_SERVICE_SUBNET)
+    }
+
+    pub fn with_service_subnet(store: Store, advertise: String, service_subnet: &str) -> Arc<Self> {
+        Arc::new(ApiServer {
+            store,
+            advertise,
+            service_subnet: service_subnet.to_string(),
+            kubelet_tls: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Credentials for talking to node agents; set once, before serving.
+    pub fn set_kubelet_client(&self, config: rustls::ClientConfig) {
+        let _ = self.kubelet_tls.set(Arc::new(config));
+    }
+
+    /// Creates what every cluster has before anyone asks: the system namespaces.
+    pub async fn bootstrap(&self) -> Result<()> {
+        // As early as the server can: the documents build while the store is prepared.
+        openapi::warm_in_background();
+        let def = resources::find("", "v1", "namespaces").context("namespaces are not served")?;
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            if self.store.get(&def.key(None, name))?.is_some() {
+                continue;
+            }
+            let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": name, "uid": object::new_uid(), "creationTimestamp": object::now_rfc3339()}});
+            fieldmanager::created_by(def, None, &mut ns, "kube-apiserver");
+            defaults::on_create(def, &mut ns);
+            match self
+                .store
+                .create(
+                    &def.key(None, name),
+                    object::to_stored(&ns).map_err(|e| anyhow::anyhow!(e.message))?,
+                )
+                .await
+            {
+                Ok(_) | Err(crate::store::StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e).context("cannot create the system namespaces"),
+            }
+        }
+        kinds::bootstrap(&self.store, &self.advertise, &self.service_subnet).await
+    }
+
+    /// Serves HTTPS on `listener` until the task is dropped.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: rustls::ServerConfig,
+    ) -> Result<()> {
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        // For servers that skip `bootstrap`; a no-op when it already started the warm-up.
+        openapi::warm_in_background();
+        info!(addr = %listener.local_addr()?, "API server listening");
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let server = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                };
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|der| crate::pki::identity_from_der(der).ok())
+                    .map(Arc::new);
+                let service = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    let identity = identity.clone();
+                    async move {
+                        Ok::<_, Infallible>(server.handle(req, identity.as_deref(), peer).await)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await
+                {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        identity: Option<&ClientIdentity>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let response = match self.route(req, identity).await {
+            Ok(r) => r,
+            Err(e) => json_response(e.code, &e.to_status()),
+        };
+        debug!(%peer, user = identity.map(|i| i.user.as_str()).unwrap_or("anonymous"), %method, %uri,
+               status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        response
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        identity: Option<&ClientIdentity>,
+    ) -> Result<Response<Body>, ApiError> {
+        let path = req.uri().path().to_string();
+        let query = Query::parse(req.uri().query());
+        let accept = header_str(&req, header::ACCEPT);
+        let get = req.method() == Method::GET;
+
+        // Anonymous requests may ask only what Kubernetes lets them ask.
+        match path.as_str() {
+            "/version" | "/version/" if get => {
+                return Ok(json_response(200, &discovery::version()));
+            }
+            "/healthz" | "/livez" | "/readyz" if get => return Ok(text_response(200, "ok")),
+            p if get
+                && (p.starts_with("/healthz/")
+                    || p.starts_with("/livez/")
+                    || p.starts_with("/readyz/")) =>
+            {
+                return Ok(text_response(200, "ok"));
+            }
+            _ => {}
+        }
+        if identity.is_none() {
+            return Err(ApiError::unauthorized());
+        }
+
+        if get && let Some(doc) = self.discovery(&path, &accept) {
+            return Ok(doc);
+        }
+        if get && path.starts_with("/openapi/") {
+            return match openapi::serve(&path, req.uri().query(), req.headers()) {
+                Some(response) => Ok(response.map(full)),
+                None => Err(ApiError::path_not_found(&path)),
+            };
+        }
+        let target = request::parse(req.method(), &path, query.flag("watch"))?;
+        if matches!(
+            target.subresource.as_deref(),
+            Some("log" | "exec" | "attach" | "portforward" | "proxy")
+        ) {
+            return connect::handle(&self.store, self.kubelet_tls.get(), &target, &path, req).await;
+        }
+        let content_type = header_str(&req, header::CONTENT_TYPE);
+        let user_agent = header_str(&req, header::USER_AGENT);
+        let table = accept.contains("as=Table");
+        if target.verb == Verb::Watch {
+            let include = match query.get("includeObject") {
+                Some("None") => table::IncludeObject::None,
+                Some("Object") => table::IncludeObject::Object,
+                _ => table::IncludeObject::Metadata,
+            };
+            let params = watch::WatchParams::from_query(&query, &target, table, include)?;
+            let rx = kinds::convert::watch(self.store.clone(), &target, params)?;
+            return Ok(stream_response(rx));
+        }
+        let body = read_body(req).await?;
+        let reply = kinds::convert::dispatch(handlers::Request {
+            store: &self.store,
+            target: &target,
+            query: &query,
+            accept: &accept,
+            content_type: &content_type,
+            user_agent: &user_agent,
+            body,
+        })
+        .await?;
+        let mut response = match reply.encoded {
+            Some(bytes) => encoded_json_response(reply.code, bytes),
+            None => json_response(reply.code, &reply.body),
+        };
+        for warning in reply.warnings {
+            let text = format!("299 - {:?}", warning);
+            if let Ok(value) = header::HeaderValue::from_str(&text) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        Ok(response)
+    }
+
+    fn discovery(&self, path: &str, accept: &str) -> Option<Response<Body>> {
+        let path = path.trim_end_matches('/');
+        let aggregated = discovery::wants_aggregated(accept);
+        let doc = match path {
+            "/api" if aggregated => return Some(aggregated_response(discovery::aggregated(true))),
+            "/apis" if aggregated => {
+                return Some(aggregated_response(discovery::aggregated(false)));
+            }
+            "/api" => discovery::legacy_api_versions(&self.advertise),
+            "/apis" => discovery::legacy_group_list(),
+            _ => {
+                let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                match segments.as_slice() {
+                    ["api", version] => discovery::legacy_resource_list("", version)?,
+                    ["apis", group] => discovery::legacy_group(group)?,
+                    ["apis", group, version] => discovery::legacy_resource_list(group, version)?,
+                    _ => return None,
+                }
+            }
+        };
+        Some(json_response(200, &doc))
+    }
+}
+
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), handlers::MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::request_entity_too_large(format!(
+                "the request body is larger than the {} byte limit",
+                handlers::MAX_BODY_BYTES
+            )))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn json_response(code: u16, body: &Value) -> Response<Body> {
+    encoded_json_response(code, serde_json::to_vec(body).unwrap_or_default().into())
+}
+
+fn encoded_json_response(code: u16, bytes: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(bytes))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn aggregated_response(body: Value) -> Response<Body> {
+    let mut response = json_response(200, &body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    response
+}
+
+fn text_response(code: u16, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(text))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap_or_else(|_| Response::new(full("")))
+}

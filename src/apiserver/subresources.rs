@@ -1,0 +1,306 @@
+//! Subresources other than status: scale, pods/binding, pods/eviction and namespaces/finalize.
+//! The connecting ones (log, exec, attach, portforward, proxy) are in `connect`.
+
+use serde_json::{Value, json};
+
+use super::handlers::{Reply, Request, ok, write_update};
+use super::object::{self, meta_str};
+use super::request::Verb;
+use super::resources;
+use super::selector::{label_selector_matches, label_selector_to_string, labels_of};
+use super::status::ApiError;
+
+pub async fn dispatch(req: &Request<'_>, sub: &str) -> Result<Reply, ApiError> {
+    match (sub, req.target.verb) {
+        ("scale", Verb::Get) => scale_get(req).await,
+        ("scale", Verb::Update | Verb::Patch) => scale_write(req).await,
+        ("binding", Verb::Create) => binding(req).await,
+        ("eviction", Verb::Create) => eviction(req).await,
+        ("finalize", Verb::Update) => finalize(req).await,
+        (_, verb) => Err(ApiError::method_not_allowed(format!(
+            "{verb:?} is not supported on {}/{sub}",
+            req.def().plural
+        ))),
+    }
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(label_selector_to_string)
+        .unwrap_or_default();
+    let meta = obj.get("metadata").cloned().unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+async fn scale_get(req: &Request<'_>) -> Result<Reply, ApiError> {
+    let obj = object::from_stored(&req.load(req.name()?).await?)?;
+    ok(scale_of(&obj))
+}
+
+async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
+    let name = req.name()?.to_string();
+    let media = req
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    let body = req.decode_body()?;
+    for _attempt in 0..8 {
+        let current = req.load(&name).await?;
+        let old = object::from_stored(&current)?;
+        let mut scale = scale_of(&old);
+        match (req.target.verb, media) {
+            (Verb::Update, _) => scale = body.clone(),
+            // A Scale has no lists, so a strategic merge patch is a JSON merge patch here.
+            (_, "application/merge-patch+json" | "application/strategic-merge-patch+json") => {
+                json_patch::merge(&mut scale, &body)
+            }
+            (_, "application/json-patch+json") => {
+                let ops: json_patch::Patch = serde_json::from_value(body.clone()).map_err(|e| {
+                    ApiError::bad_request(format!("the JSON patch is not valid: {e}"))
+                })?;
+                json_patch::patch(&mut scale, &ops).map_err(|e| {
+                    ApiError::invalid(
+                        "autoscaling",
+                        "Scale",
+                        &name,
+                        vec![("".into(), e.to_string())],
+                    )
+                })?;
+            }
+            (_, other) => return Err(ApiError::unsupported_media_type(other)),
+        }
+        if let Some(rv) = meta_str(&scale, "resourceVersion")
+            && !rv.is_empty()
+            && rv != current.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict(
+                req.def().group,
+                req.def().plural,
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        let replicas = scale
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                &name,
+                vec![(
+                    "spec.replicas".into(),
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["replicas"] = replicas.into();
+        if new != old {
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                + 1;
+            new["metadata"]["generation"] = generation.into();
+        }
+        super::fieldmanager::on_scale(req, &old, &mut new);
+        match write_update(req, &name, &current, new).await {
+            Ok(written) => return ok(scale_of(&written)),
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        req.def().group,
+        req.def().plural,
+        &name,
+        "too many concurrent writes; try again",
+    ))
+}
+
+fn success() -> Result<Reply, ApiError> {
+    Ok(Reply {
+        code: 201,
+        body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        encoded: None,
+        warnings: Vec::new(),
+    })
+}
+
+/// pods/binding: what the scheduler posts to place a pod on a node.
+async fn binding(req: &Request<'_>) -> Result<Reply, ApiError> {
+    let name = req.name()?.to_string();
+    let body = req.decode_body()?;
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &name,
+            vec![("target.name".into(), "Required value".into())],
+        ));
+    }
+    for _attempt in 0..8 {
+        let current = req.load(&name).await?;
+        let mut pod = object::from_stored(&current)?;
+        let conflict = |why: String| ApiError::conflict("", "pods/binding", &name, &why);
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(conflict(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        if let Some(existing) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(conflict(format!(
+                "pod {name} is already assigned to node \"{existing}\""
+            )));
+        }
+        pod["spec"]["nodeName"] = node.clone().into();
+        let now = object::now_rfc3339();
+        let mut conditions: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
+            .collect();
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        pod["status"]["conditions"] = Value::Array(conditions);
+        match write_update(req, &name, &current, pod).await {
+            Ok(_) => return success(),
+            Err(e) if e.reason == "Conflict" && e.message.contains("modified") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        "",
+        "pods",
+        &name,
+        "too many concurrent writes; try again",
+    ))
+}
+
+/// pods/eviction: a delete that respects PodDisruptionBudgets (what `kubectl drain` uses).
+async fn eviction(req: &Request<'_>) -> Result<Reply, ApiError> {
+    let name = req.name()?.to_string();
+    let body = req.decode_body()?;
+    let pod = object::from_stored(&req.load(&name).await?)?;
+    let namespace = meta_str(&pod, "namespace").unwrap_or_default().to_string();
+    let terminal = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !terminal
+        && pod.pointer("/metadata/deletionTimestamp").is_none()
+        && let Some(pdb_def) = resources::find("policy", "v1", "poddisruptionbudgets")
+    {
+        let labels = labels_of(&pod);
+        let (pdbs, _) = req
+            .store
+            .list(&pdb_def.list_prefix(Some(&namespace)))
+            .map_err(|e| ApiError::from_store(e, "policy", "poddisruptionbudgets", ""))?;
+        let mut matching = Vec::new();
+        for kv in &pdbs {
+            let pdb = object::from_stored(kv)?;
+            if pdb
+                .pointer("/spec/selector")
+                .is_some_and(|s| label_selector_matches(s, &labels))
+            {
+                matching.push(pdb);
+            }
+        }
+        if matching.len() > 1 {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
+        }
+        if let Some(pdb) = matching.first() {
+            let allowed = pdb
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if allowed < 1 {
+                let pdb_name = meta_str(pdb, "name").unwrap_or_default();
+                let healthy = pdb
+                    .pointer("/status/currentHealthy")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let desired = pdb
+                    .pointer("/status/desiredHealthy")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                return Err(ApiError::too_many_requests(
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                    json!({"causes": [{"reason": "DisruptionBudget", "message": format!(
+                        "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently")}]}),
+                ));
+            }
+        }
+    }
+    let options: super::delete::DeleteOptions = body
+        .get("deleteOptions")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("invalid deleteOptions: {e}")))?
+        .unwrap_or_default();
+    super::delete::delete_one(req, &name, &options).await?;
+    success()
+}
+
+/// namespaces/finalize: the namespace controller clears spec.finalizers once the namespace is
+/// empty, and a terminating namespace without finalizers is gone.
+async fn finalize(req: &Request<'_>) -> Result<Reply, ApiError> {
+    let name = req.name()?.to_string();
+    let body = req.decode_body()?;
+    let current = req.load(&name).await?;
+    let mut ns = object::from_stored(&current)?;
+    ns["spec"]["finalizers"] = body
+        .pointer("/spec/finalizers")
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let no_finalizers = ns
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+        && ns
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+    if ns.pointer("/metadata/deletionTimestamp").is_some() && no_finalizers {
+        req.store
+            .delete(&req.key(&name), Some(current.mod_revision))
+            .await
+            .map_err(req.store_err(&name))?;
+        return ok(ns);
+    }
+    ok(write_update(req, &name, &current, ns).await?)
+}

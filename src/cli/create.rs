@@ -1,0 +1,491 @@
+//! `kcluster create`: check everything that can be checked before touching Docker, then create
+//! the network and nodes, merge the kubeconfig and wait for every node to be Ready. A failure or
+//! ctrl-C removes what was created unless --retain.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{CreateArgs, Progress};
+use crate::cluster::config::{ClusterConfig, NodeConfig, Role, validate_cluster_name};
+use crate::cluster::docker::{self, Docker, NodeSpec, PortSpec, Security};
+use crate::cluster::{image, kubeconfig};
+use crate::node::NodeSettings;
+use crate::node::client::Credentials;
+use crate::pki::CertificateAuthority;
+
+pub const DEFAULT_NAME: &str = "kcluster";
+pub const API_PORT_IN_NODE: u16 = 6443;
+
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: removed what was created (use --retain to keep it)")]
+pub struct Interrupted;
+
+pub fn context_name(cluster: &str) -> String {
+    format!("kcluster-{cluster}")
+}
+
+pub fn node_names<'a>(cluster: &str, config: &'a ClusterConfig) -> Vec<(String, &'a NodeConfig)> {
+    let (mut servers, mut workers) = (0, 0);
+    config
+        .nodes
+        .iter()
+        .map(|n| {
+            let name = match n.role {
+                Role::Server => {
+                    servers += 1;
+                    format!("{cluster}-server-{}", servers - 1)
+                }
+                Role::Worker => {
+                    workers += 1;
+                    format!("{cluster}-worker-{}", workers - 1)
+                }
+            };
+            (name, n)
+        })
+        .collect()
+}
+
+/// The settled plan: everything decided and checked before anything is created.
+struct Plan {
+    name: String,
+    config: ClusterConfig,
+    api_address: IpAddr,
+    api_port: u16,
+    image: String,
+    build_from: Option<std::path::PathBuf>,
+    kubeconfig_path: std::path::PathBuf,
+}
+
+pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ClusterConfig::load(path)?,
+        None => ClusterConfig::default_for(
+            args.name.as_deref().unwrap_or(DEFAULT_NAME),
+            args.workers.unwrap_or(0),
+        ),
+    };
+    let name = args
+        .name
+        .clone()
+        .or_else(|| config.name.clone())
+        .unwrap_or_else(|| DEFAULT_NAME.to_string());
+    validate_cluster_name(&name)?;
+    config.name = Some(name.clone());
+    if let Some(workers) = args.workers {
+        config.nodes.retain(|n| n.role == Role::Server);
+        let template = NodeConfig {
+            role: Role::Worker,
+            ..ClusterConfig::default_for(&name, 1).nodes.remove(1)
+        };
+        config.nodes.extend(std::iter::repeat_n(template, workers));
+    }
+    if let Some(port) = args.api_port {
+        config.networking.api_server_port = port;
+    }
+    config.validate()?;
+    check_mounts(&config)?;
+
+    let docker = Docker::connect().await?;
+    if !docker.node_containers(Some(&name)).await?.is_empty()
+        || docker.network_exists(&name).await?
+    {
+        bail!(
+            "a cluster named {name:?} already exists (see `kcluster list`): delete it with `kcluster delete --name {name}` or choose another --name"
+        );
+    }
+    let api_address = config.networking.api_server_address;
+    let api_port = match config.networking.api_server_port {
+        0 => pick_free_port(api_address)?,
+        port => {
+            check_port_free(api_address, port, "tcp").with_context(|| {
+                format!(
+                    "the API server port {port} is not free (--api-port / networking.apiServerPort)"
+                )
+            })?;
+            port
+        }
+    };
+    for node in &config.nodes {
+        for m in &node.extra_port_mappings {
+            let proto = format!("{:?}", m.protocol).to_lowercase();
+            check_port_free(m.listen_address, m.host_port, &proto).with_context(|| {
+                format!(
+                    "extraPortMappings: host port {}/{proto} on {} is not free",
+                    m.host_port, m.listen_address
+                )
+            })?;
+        }
+    }
+    let kubeconfig_path = match &args.kubeconfig {
+        Some(p) => p.clone(),
+        None => kubeconfig::default_path(
+            std::env::var("KUBECONFIG").ok().as_deref(),
+            home().as_deref(),
+        )?,
+    };
+    let (image, build_from) = match &args.image {
+        Some(image) => (image.clone(), None),
+        None => {
+            let binary = image::own_binary()?;
+            (image::tag_for(&binary)?, Some(binary))
+        }
+    };
+    let plan = Plan {
+        name: name.clone(),
+        config,
+        api_address,
+        api_port,
+        image,
+        build_from,
+        kubeconfig_path,
+    };
+
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        r = build(&docker, &plan, &args, progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    };
+    if let Err(err) = outcome {
+        if args.retain {
+            eprintln!(
+                "create failed; --retain keeps cluster {name:?} for debugging (remove it with `kcluster delete --name {name}`)"
+            );
+        } else {
+            let step = progress.step(format!("Removing what was created for cluster {name:?}"));
+            docker.remove_cluster(&name).await?;
+            if err.downcast_ref::<Interrupted>().is_some() {
+                // A create request that was in flight when ctrl-C dropped it still completes in
+                // the engine; a second sweep catches what landed after the first.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                docker.remove_cluster(&name).await?;
+            }
+            kubeconfig::remove(&plan.kubeconfig_path, &context_name(&name))?;
+            step.done();
+        }
+        return Err(err);
+    }
+    progress.say(&format!(
+        "\nCluster {name:?} is ready ({:.1}s). Try:\n  kubectl cluster-info --context {ctx}\n  kubectl get nodes -o wide\nDelete it with: kcluster delete --name {name}",
+        started.elapsed().as_secs_f64(),
+        ctx = context_name(&name)
+    ));
+    Ok(())
+}
+
+async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progress) -> Result<()> {
+    if let Some(binary) = &plan.build_from {
+        let step = progress.step(format!("Ensuring node image {}", plan.image));
+        image::ensure(docker, binary, &plan.image).await?;
+        step.done();
+    } else if !image::exists(docker, &plan.image).await? {
+        bail!(
+            "the image {} is not in the Docker engine; kcluster builds its own node image when --image is not given",
+            plan.image
+        );
+    }
+
+    let step = progress.step("Creating certificates");
+    let ca = CertificateAuthority::generate(&format!("kcluster-{}-ca", plan.name))?;
+    let admin = ca.issue_client("kubernetes-admin", &["system:masters"])?;
+    step.done();
+
+    let step = progress.step(format!(
+        "Creating network {}",
+        docker::network_name(&plan.name)
+    ));
+    docker.create_network(&plan.name).await?;
+    step.done();
+
+    let nodes = node_names(&plan.name, &plan.config);
+    let server_name = nodes
+        .iter()
+        .find(|(_, n)| n.role == Role::Server)
+        .map(|(n, _)| n.clone())
+        .context("the config has no server node")?;
+    let config_json =
+        serde_json::to_string(&plan.config).context("cannot encode the cluster config")?;
+    let mut specs = Vec::new();
+    for (node_name, node) in &nodes {
+        let role = if node.role == Role::Server {
+            "server"
+        } else {
+            "worker"
+        };
+        let settings = NodeSettings {
+            cluster: plan.name.clone(),
+            node_name: node_name.clone(),
+            role: role.to_string(),
+            server: format!("{server_name}:{API_PORT_IN_NODE}"),
+            labels: node.labels.clone(),
+            pod_subnet: plan.config.networking.pod_subnet.to_string(),
+            service_subnet: plan.config.networking.service_subnet.to_string(),
+        };
+        let node_cert = ca.issue_client(&format!("system:node:{node_name}"), &["system:nodes"])?;
+        let mut files = vec![
+            (
+                crate::node::NODE_CONFIG_PATH.to_string(),
+                serde_json::to_vec_pretty(&settings)?,
+                0o644,
+            ),
+            (
+                format!("{}/ca.crt", crate::node::PKI_DIR),
+                ca.cert_pem().into_bytes(),
+                0o644,
+            ),
+            (
+                format!("{}/node.crt", crate::node::PKI_DIR),
+                node_cert.cert_pem.into_bytes(),
+                0o644,
+            ),
+            (
+                format!("{}/node.key", crate::node::PKI_DIR),
+                node_cert.key_pem.into_bytes(),
+                0o600,
+            ),
+        ];
+        let mut labels = HashMap::from([
+            (docker::LABEL_CLUSTER.to_string(), plan.name.clone()),
+            (docker::LABEL_ROLE.to_string(), role.to_string()),
+            (
+                docker::LABEL_VERSION.to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ]);
+        let mut ports: Vec<PortSpec> = node
+            .extra_port_mappings
+            .iter()
+            .map(|m| PortSpec {
+                container_port: m.container_port,
+                protocol: format!("{:?}", m.protocol).to_lowercase(),
+                host_ip: m.listen_address.to_string(),
+                host_port: m.host_port,
+            })
+            .collect();
+        if node.role == Role::Server {
+            files.push((
+                format!("{}/ca.key", crate::node::PKI_DIR),
+                ca.key_pem().into_bytes(),
+                0o600,
+            ));
+            files.push((
+                format!("{}/admin.crt", crate::node::PKI_DIR),
+                admin.cert_pem.clone().into_bytes(),
+                0o644,
+            ));
+            files.push((
+                format!("{}/admin.key", crate::node::PKI_DIR),
+                admin.key_pem.clone().into_bytes(),
+                0o600,
+            ));
+            labels.insert(docker::LABEL_API_PORT.into(), plan.api_port.to_string());
+            labels.insert(
+                docker::LABEL_API_ADDRESS.into(),
+                plan.api_address.to_string(),
+            );
+            labels.insert(docker::LABEL_CONFIG.into(), config_json.clone());
+            ports.push(PortSpec {
+                container_port: API_PORT_IN_NODE,
+                protocol: "tcp".into(),
+                host_ip: plan.api_address.to_string(),
+                host_port: plan.api_port,
+            });
+        }
+        let node_log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());
+        let spec = NodeSpec {
+            name: node_name.clone(),
+            cluster: plan.name.clone(),
+            image: plan.image.clone(),
+            cmd: vec![
+                "node".into(),
+                if node.role == Role::Server {
+                    "server".into()
+                } else {
+                    "agent".into()
+                },
+            ],
+            labels,
+            env: node_env(&node_log),
+            ports,
+            binds: node
+                .extra_mounts
+                .iter()
+                .map(|m| {
+                    (
+                        m.host_path.display().to_string(),
+                        m.container_path.display().to_string(),
+                        m.read_only,
+                    )
+                })
+                .collect(),
+        };
+        specs.push((spec, files, node.role == Role::Server));
+    }
+
+    // All nodes start at once. The first node refused --privileged tells the others, which then
+    // go straight to the capability fallback.
+    let step = progress.step(format!("Starting {} node container(s)", specs.len()));
+    let refused = AtomicBool::new(false);
+    futures::future::try_join_all(
+        specs
+            .iter()
+            .map(|(spec, files, _)| run_node(docker, spec, files, &refused)),
+    )
+    .await?;
+    step.done();
+
+    let server_url_host = if plan.api_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        plan.api_address.to_string()
+    };
+    let entry = kubeconfig::KubeconfigEntry {
+        context: context_name(&plan.name),
+        server: format!(
+            "https://{}",
+            SocketAddr::new(server_url_host.parse()?, plan.api_port)
+        ),
+        ca_pem: ca.cert_pem(),
+        client_cert_pem: admin.cert_pem.clone(),
+        client_key_pem: admin.key_pem.clone(),
+    };
+    let step = progress.step(format!(
+        "Writing context {} to {}",
+        entry.context,
+        plan.kubeconfig_path.display()
+    ));
+    kubeconfig::merge(&plan.kubeconfig_path, &entry, !args.no_switch_context)?;
+    step.done();
+
+    if args.wait.is_zero() {
+        return Ok(());
+    }
+    let creds = Credentials {
+        ca_pem: ca.cert_pem(),
+        cert_pem: admin.cert_pem,
+        key_pem: admin.key_pem,
+    };
+    let mut step = progress.step(format!("Waiting for {} node(s) to be Ready", nodes.len()));
+    if let Err(e) = wait_ready(
+        &server_url_host,
+        plan.api_port,
+        &creds,
+        nodes.len(),
+        args.wait,
+        &mut step,
+    )
+    .await
+    {
+        let logs = docker.logs_tail(&server_name, 15).await;
+        return Err(e.context(format!("last lines of {server_name}'s log:\n{logs}")));
+    }
+    step.done();
+    Ok(())
+}
+
+/// Environment for node processes; a shorter node-monitor grace period can be passed through for tests.
+fn node_env(log: &str) -> Vec<String> {
+    let mut env = vec![format!("RUST_LOG={log}")];
+    if let Ok(grace) = std::env::var("KCLUSTER_NODE_MONITOR_GRACE_SECONDS") {
+        env.push(format!("KCLUSTER_NODE_MONITOR_GRACE_SECONDS={grace}"));
+    }
+    env
+}
+
+/// Starts a node privileged, falling back to the capability set when the engine cannot grant
+/// every capability (and telling the other nodes through `refused`).
+async fn run_node(
+    docker: &Docker,
+    spec: &NodeSpec,
+    files: &[(String, Vec<u8>, u32)],
+    refused: &AtomicBool,
+) -> Result<()> {
+    if !refused.load(Ordering::SeqCst) {
+        match docker.run_node(spec, Security::Privileged, files).await {
+            Ok(()) => return Ok(()),
+            Err(e) if docker::is_capability_failure(&e) => {
+                tracing::info!(node = %spec.name, "privileged containers are refused here; using the capability fallback");
+                refused.store(true, Ordering::SeqCst);
+                docker.remove_node(&spec.name).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    docker.run_node(spec, Security::Capabilities, files).await
+}
+
+async fn wait_ready(
+    host: &str,
+    port: u16,
+    creds: &Credentials,
+    expected: usize,
+    wait: Duration,
+    step: &mut crate::cli::progress::Step,
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let deadline = Instant::now() + wait;
+    let client = crate::node::client::connect(host, port, creds).await?;
+    let nodes: kube::Api<Node> = kube::Api::all(client);
+    let mut last = String::from("the API server is not answering yet");
+    while Instant::now() < deadline {
+        match nodes.list(&Default::default()).await {
+            Ok(list) => {
+                let ready = list.items.iter().filter(|n| node_ready(n)).count();
+                last = format!("{ready} of {expected} node(s) Ready");
+                step.set_message(format!("Waiting for nodes to be Ready: {last}"));
+                if ready >= expected {
+                    return Ok(());
+                }
+            }
+            Err(e) => last = format!("the API server is not answering yet: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the cluster was not Ready within {}s ({last}); raise --wait, or add --retain and look at `docker logs`",
+        wait.as_secs()
+    )
+}
+
+pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn check_mounts(config: &ClusterConfig) -> Result<()> {
+    for node in &config.nodes {
+        for m in &node.extra_mounts {
+            if !m.host_path.exists() {
+                bail!(
+                    "extraMounts: hostPath {} does not exist on this machine",
+                    m.host_path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pick_free_port(address: IpAddr) -> Result<u16> {
+    let listener = std::net::TcpListener::bind(SocketAddr::new(address, 0))
+        .with_context(|| format!("cannot find a free port on {address}"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn check_port_free(address: IpAddr, port: u16, protocol: &str) -> Result<()> {
+    let addr = SocketAddr::new(address, port);
+    match protocol {
+        "udp" => std::net::UdpSocket::bind(addr).map(drop),
+        _ => std::net::TcpListener::bind(addr).map(drop),
+    }
+    .with_context(|| format!("{addr} is in use"))
+}
+
+pub fn home() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").map(std::path::PathBuf::from)
+}

@@ -1,0 +1,79 @@
+//! `kcluster get kubeconfig` and `kcluster export kubeconfig`: the admin credentials are read
+//! back from the server node, where create left them.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use super::Progress;
+use super::create::{API_PORT_IN_NODE, context_name, home};
+use crate::cluster::docker::{self, Docker};
+use crate::cluster::kubeconfig::{self, KubeconfigEntry};
+
+async fn entry(name: &str, internal: bool) -> Result<KubeconfigEntry> {
+    let docker = Docker::connect().await?;
+    let nodes = docker.node_containers(Some(name)).await?;
+    let Some(server) = nodes
+        .iter()
+        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some("server"))
+    else {
+        bail!("no cluster named {name:?} (see `kcluster list`)");
+    };
+    let server_name = docker::container_name(server);
+    let read = |file: &'static str| {
+        let docker = &docker;
+        let server_name = server_name.clone();
+        async move {
+            let bytes = docker
+                .read_file(&server_name, &format!("{}/{file}", crate::node::PKI_DIR))
+                .await?;
+            String::from_utf8(bytes).with_context(|| format!("{file} on {server_name} is not text"))
+        }
+    };
+    let url = if internal {
+        format!("https://{server_name}:{API_PORT_IN_NODE}")
+    } else {
+        let port = docker::label(server, docker::LABEL_API_PORT)
+            .context("the server node has no API port label")?;
+        let addr = match docker::label(server, docker::LABEL_API_ADDRESS) {
+            None | Some("0.0.0.0") => "127.0.0.1",
+            Some(a) => a,
+        };
+        format!("https://{addr}:{port}")
+    };
+    Ok(KubeconfigEntry {
+        context: context_name(name),
+        server: url,
+        ca_pem: read("ca.crt").await?,
+        client_cert_pem: read("admin.crt").await?,
+        client_key_pem: read("admin.key").await?,
+    })
+}
+
+pub async fn print(name: &str, internal: bool) -> Result<()> {
+    print!("{}", kubeconfig::render(&entry(name, internal).await?)?);
+    Ok(())
+}
+
+pub async fn export(
+    name: &str,
+    internal: bool,
+    path: Option<PathBuf>,
+    progress: &Progress,
+) -> Result<()> {
+    let entry = entry(name, internal).await?;
+    let path = match path {
+        Some(p) => p,
+        None => kubeconfig::default_path(
+            std::env::var("KUBECONFIG").ok().as_deref(),
+            home().as_deref(),
+        )?,
+    };
+    kubeconfig::merge(&path, &entry, true)?;
+    progress.say(&format!(
+        "Set context {} in {}",
+        entry.context,
+        path.display()
+    ));
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The user's verbs. Each verb lives in its own file; this one parses arguments, sets up logging
+//! and runs the verb on a tokio runtime.
+
+mod create;
+mod delete;
+mod doctor;
+mod duration;
+mod image;
+mod kubeconfig;
+mod list;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+pub use progress::Progress;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kcluster",
+    version,
+    about = "Local Kubernetes clusters in Docker, in seconds",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More logs: -v for info, -vv for debug.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Print only errors and the results asked for.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a cluster and wait until every node is Ready.
+    Create(CreateArgs),
+    /// Delete a cluster (or all of them): containers, network, volumes and its kubeconfig entry.
+    Delete(DeleteArgs),
+    /// List clusters with their node counts and state.
+    List,
+    /// Show a cluster's nodes or kubeconfig.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Write a cluster's kubeconfig entry into your kubeconfig file.
+    #[command(subcommand)]
+    Export(ExportCommand),
+    /// Load images from the host's Docker engine into the nodes, and list the nodes' images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Check what the Docker engine allows, and say what kcluster will do about it.
+    Doctor,
+    /// Print shell completions: `kcluster completion bash > /etc/bash_completion.d/kcluster`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Processes inside node containers (not for direct use).
+    #[command(subcommand, hide = true)]
+    Node(NodeCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Cluster name (a DNS label of at most 40 characters). Default: the config file's, else "kcluster".
+    #[arg(long)]
+    name: Option<String>,
+    /// Number of worker nodes (beside the one server node). Overrides the config file's nodes.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Cluster config file (apiVersion kcluster.dev/v1alpha1, kind Cluster); see examples/.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node image to use instead of the one built from this binary.
+    #[arg(long)]
+    image: Option<String>,
+    /// How long to wait for every node to be Ready (e.g. 60s, 2m; 0 = don't wait).
+    #[arg(long, default_value = "120s", value_parser = duration::parse)]
+    wait: std::time::Duration,
+    /// Host port for the API server (default: picked once, then kept).
+    #[arg(long)]
+    api_port: Option<u16>,
+    /// Keep whatever was created when create fails, for debugging.
+    #[arg(long)]
+    retain: bool,
+    /// Add the kubeconfig entry without making it the current context.
+    #[arg(long)]
+    no_switch_context: bool,
+    /// Kubeconfig file to update (default: first path of $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Cluster name.
+    #[arg(long, default_value = "kcluster", conflicts_with = "all")]
+    name: String,
+    /// Delete every kcluster cluster.
+    #[arg(long)]
+    all: bool,
+    /// Kubeconfig file to remove the entry from (default: first path of $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum GetCommand {
+    /// The cluster's node containers: role, state, IP.
+    Nodes {
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+    },
+    /// Print the cluster's kubeconfig.
+    Kubeconfig {
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        /// Address the API server by its node name, for use from containers on the cluster's network.
+        #[arg(long)]
+        internal: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// Merge the cluster's entry into your kubeconfig and make it the current context.
+    Kubeconfig {
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Copy images from the host's Docker engine into every node of a cluster (or the nodes
+    /// named), skipping layers a node already has. Pods can then use them without a registry.
+    Load {
+        /// Images as the host's Docker knows them (e.g. busybox:latest, my/app:dev).
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        /// Only these nodes (comma-separated node names, as `kcluster get nodes` shows them).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
+    /// List the images in each node's store.
+    #[command(alias = "list")]
+    Ls {
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        /// Only these nodes (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+// Parsed once per process: the size of the run-once variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum NodeCommand {
+    /// The server node: store, API server, controllers and the node's own agent.
+    Server,
+    /// A worker node's agent.
+    Agent,
+    /// Exit at once: used to test what the engine lets a node container do.
+    Probe,
+    /// Read a `docker save` archive on stdin into this node's image store (used by `kcluster
+    /// image load`); prints a JSON report.
+    ImageImport,
+    /// Add names to an image this node already has (by id); prints a JSON report.
+    ImageTag { id: String, names: Vec<String> },
+    /// List this node's images.
+    Images {
+        /// As JSON (for `kcluster image ls`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the containers on this node.
+    Ps,
+    /// Run the container prepared in DIR to its end (the per-container helper process).
+    ContainerRun { dir: PathBuf },
+    /// Run one container from a loaded image, print its output, exit with its exit code
+    /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
+    RunOnce(crate::node::containers::RunOnceArgs),
+    /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
+    Apiserver {
+        /// Where the store and the CA live.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// 0 picks a free port.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Kubeconfig to write the context `kcluster-standalone` into.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Also run the controllers.
+        #[arg(long)]
+        controllers: bool,
+    },
+}
+
+fn init_logging(verbose: u8, node: bool, quiet_node: Option<&str>) {
+    let default = match (node, verbose) {
+        (true, _) => "info",
+        (false, 0) => "kcluster=warn",
+        (false, 1) => "kcluster=info",
+        (false, _) => "kcluster=debug,kube=debug",
+    };
+    // Nodes set RUST_LOG=info for their long-running processes; the quiet node commands keep
+    // their own filter unless -v asks for more.
+    let filter = match quiet_node {
+        Some(quiet) if verbose == 0 => tracing_subscriber::EnvFilter::new(quiet),
+        _ => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let node = matches!(cli.command, Command::Node(_));
+    let quiet_node = match &cli.command {
+        // The container's first process is a clone of the helper and logs, until it execs,
+        // on the container's stderr: only libcontainer's errors belong there.
+        Command::Node(NodeCommand::ContainerRun { .. }) => {
+            Some("info,libcontainer=error,libcgroups=error")
+        }
+        // Debugging commands whose output is the point.
+        Command::Node(
+            NodeCommand::RunOnce(_)
+            | NodeCommand::Images { .. }
+            | NodeCommand::ImageImport
+            | NodeCommand::ImageTag { .. }
+            | NodeCommand::Ps,
+        ) => Some("warn"),
+        _ => None,
+    };
+    init_logging(cli.verbose, node, quiet_node);
+    // kube and our API server build rustls configs without naming a provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "kcluster",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    // Node commands that must not start threads (the container runtime forks) or need none.
+    let sync = match &cli.command {
+        Command::Node(NodeCommand::Probe) => Some(Ok(ExitCode::SUCCESS)),
+        Command::Node(NodeCommand::ImageImport) => {
+            Some(crate::node::images::import_stdin().map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::ImageTag { id, names }) => {
+            Some(crate::node::images::tag(id, names).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::Images { json }) => {
+            Some(crate::node::images::list(*json).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::Ps) => {
+            Some(crate::node::containers::ps().map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::ContainerRun { dir }) => {
+            Some(crate::node::containers::container_run(dir.clone()).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::RunOnce(args)) => Some(
+            crate::node::containers::run_once(args.clone())
+                .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
+        ),
+        _ => None,
+    };
+    if let Some(result) = sync {
+        return match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let progress = Progress::new(cli.quiet);
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Create(args) => create::run(args, &progress).await,
+            Command::Delete(args) => delete::run(args, &progress).await,
+            Command::List => list::clusters().await,
+            Command::Get(GetCommand::Nodes { name }) => list::nodes(&name).await,
+            Command::Get(GetCommand::Kubeconfig { name, internal }) => {
+                kubeconfig::print(&name, internal).await
+            }
+            Command::Export(ExportCommand::Kubeconfig {
+                name,
+                internal,
+                kubeconfig,
+            }) => kubeconfig::export(&name, internal, kubeconfig, &progress).await,
+            Command::Doctor => doctor::run().await,
+            Command::Image(ImageCommand::Load {
+                images,
+                name,
+                nodes,
+            }) => image::load(&images, &name, &nodes, &progress).await,
+            Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
+            Command::Node(NodeCommand::Server) => crate::node::run_server().await,
+            Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
+            Command::Node(NodeCommand::Apiserver {
+                data_dir,
+                port,
+                kubeconfig,
+                controllers,
+            }) => {
+                crate::node::run_standalone(crate::node::standalone::Options {
+                    data_dir,
+                    port,
+                    kubeconfig,
+                    controllers,
+                })
+                .await
+            }
+            Command::Node(
+                NodeCommand::Probe
+                | NodeCommand::ImageImport
+                | NodeCommand::ImageTag { .. }
+                | NodeCommand::Images { .. }
+                | NodeCommand::Ps
+                | NodeCommand::ContainerRun { .. }
+                | NodeCommand::RunOnce(_),
+            )
+            | Command::Completion { .. } => Ok(()),
+        }
+    });
+    // Streams still open (watches, Docker connections) must not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<create::Interrupted>() {
+                Some(_) => ExitCode::from(130),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}

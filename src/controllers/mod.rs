@@ -1,0 +1,129 @@
+//! Controllers that run in the server node's process as ordinary API clients, the way
+//! kube-controller-manager does, and the scheduler beside them. They share one informer per
+//! kind (pods, nodes, ReplicaSets, Deployments) and one event writer.
+
+mod cron;
+mod cronjob;
+mod deployment;
+mod disruption;
+mod endpoints;
+mod garbagecollector;
+mod job;
+mod namespace;
+mod nodelifecycle;
+mod podcontrol;
+mod replicaset;
+pub mod runtime;
+mod serviceaccounts;
+mod tainteviction;
+
+use anyhow::Result;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+use runtime::Informer;
+use runtime::events::EventSink;
+
+/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes.
+pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
+    let events = EventSink::start(client.clone());
+    let pods = Informer::<Pod>::new(client.clone());
+    let nodes = Informer::<Node>::new(client.clone());
+    let sets = Informer::<ReplicaSet>::new(client.clone());
+    let deployments = Informer::<Deployment>::new(client.clone());
+    let namespaces = Informer::<Namespace>::new(client.clone());
+    let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
+    let services = Informer::<Service>::new(client.clone());
+    let slices = Informer::<EndpointSlice>::new(client.clone());
+    let jobs = Informer::<Job>::new(client.clone());
+    let cronjobs = Informer::<CronJob>::new(client.clone());
+
+    // Handlers are registered before the informers start, so no change goes unseen.
+    let replicasets = replicaset::ReplicaSetController::new(
+        client.clone(),
+        sets.clone(),
+        pods.clone(),
+        events.recorder("replicaset-controller"),
+    );
+    let deployment_controller = deployment::DeploymentController::new(
+        client.clone(),
+        deployments.clone(),
+        sets.clone(),
+        pods.clone(),
+        events.recorder("deployment-controller"),
+    );
+    let scheduler = crate::scheduler::Scheduler::new(
+        client.clone(),
+        pods.clone(),
+        nodes.clone(),
+        namespaces.clone(),
+        events.recorder("default-scheduler"),
+    );
+
+    let taint_eviction = tainteviction::TaintEvictionController::new(
+        client.clone(),
+        pods.clone(),
+        nodes.clone(),
+        events.recorder("taint-eviction-controller"),
+    );
+    let disruption = disruption::DisruptionController::new(
+        client.clone(),
+        budgets.clone(),
+        pods.clone(),
+        sets.clone(),
+        deployments.clone(),
+        events.recorder("controllermanager"),
+    );
+    let endpoints = endpoints::EndpointsController::new(
+        client.clone(),
+        services.clone(),
+        pods.clone(),
+        nodes.clone(),
+        slices.clone(),
+    );
+    let namespace_defaults =
+        serviceaccounts::NamespaceDefaults::new(client.clone(), namespaces.clone(), ca_pem);
+    let job_controller = job::JobController::new(
+        client.clone(),
+        jobs.clone(),
+        pods.clone(),
+        events.recorder("job-controller"),
+    );
+    let cronjob_controller = cronjob::CronJobController::new(
+        client.clone(),
+        cronjobs.clone(),
+        jobs.clone(),
+        events.recorder("cronjob-controller"),
+    );
+    let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
+
+    tokio::spawn(pods.run());
+    tokio::spawn(nodes.run());
+    tokio::spawn(sets.run());
+    tokio::spawn(deployments.run());
+    tokio::spawn(namespaces.run());
+    tokio::spawn(budgets.run());
+    tokio::spawn(services.run());
+    tokio::spawn(slices.run());
+    tokio::spawn(jobs.run());
+    tokio::spawn(cronjobs.run());
+
+    tokio::try_join!(
+        nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
+        namespace::run(client),
+        replicasets.run(),
+        deployment_controller.run(),
+        scheduler.run(),
+        garbage_collector.run(),
+        taint_eviction.run(),
+        disruption.run(),
+        endpoints.run(),
+        namespace_defaults.run(),
+        job_controller.run(),
+        cronjob_controller.run(),
+    )?;
+    Ok(())
+}

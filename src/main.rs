@@ -1,0 +1,17 @@
+//! kcluster: local Kubernetes clusters in Docker. One binary is both the CLI and, behind
+//! `kcluster node …`, everything that runs inside a node container.
+
+mod agent;
+mod apiserver;
+mod cli;
+mod cluster;
+mod controllers;
+mod node;
+mod pki;
+mod runtime;
+mod scheduler;
+mod store;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,86 @@
+//! What runs inside a node container: `kcluster node server` (API server, controllers and the
+//! node's own agent in one process) and `kcluster node agent` (worker nodes).
+
+pub mod client;
+pub mod containers;
+mod files;
+pub mod images;
+mod server;
+pub mod standalone;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use files::{NODE_CONFIG_PATH, PKI_DIR};
+
+/// The node's settings, written by the CLI into the container before it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSettings {
+    pub cluster: String,
+    pub node_name: String,
+    pub role: String,
+    /// host:port of the API server as seen from inside the cluster network.
+    pub server: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub pod_subnet: String,
+    pub service_subnet: String,
+}
+
+/// Where a node keeps its state: the container's named volume is mounted at /var.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("KCLUSTER_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/kcluster"))
+}
+
+pub fn load_settings() -> Result<NodeSettings> {
+    let text = std::fs::read_to_string(NODE_CONFIG_PATH)
+        .with_context(|| format!("cannot read {NODE_CONFIG_PATH}: this command runs inside a node container made by `kcluster create`"))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{NODE_CONFIG_PATH} is not valid node settings"))
+}
+
+pub async fn run_server() -> Result<()> {
+    let settings = load_settings()?;
+    with_signals(server::run(settings)).await
+}
+
+pub async fn run_standalone(options: standalone::Options) -> Result<()> {
+    with_signals(standalone::run(options)).await
+}
+
+pub async fn run_agent() -> Result<()> {
+    let settings = load_settings()?;
+    let creds = files::node_credentials()?;
+    let (host, port) = split_host_port(&settings.server)?;
+    with_signals(crate::agent::run(settings.clone(), host, port, creds)).await
+}
+
+pub fn split_host_port(server: &str) -> Result<(String, u16)> {
+    let (host, port) = server
+        .rsplit_once(':')
+        .with_context(|| format!("server address {server:?} has no port"))?;
+    Ok((
+        host.to_string(),
+        port.parse()
+            .with_context(|| format!("server address {server:?} has a bad port"))?,
+    ))
+}
+
+/// As PID 1 the process gets no default signal handling: stop cleanly on SIGTERM/SIGINT so that
+/// `docker stop` is quick.
+async fn with_signals(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        r = work => r,
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(()) }
+    }
+}

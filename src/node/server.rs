@@ -1,0 +1,97 @@
+//! The server node's process: store, API server, controllers, and this node's agent.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context, Result};
+use tracing::info;
+
+use super::NodeSettings;
+use super::client::Credentials;
+use super::files;
+use crate::apiserver::ApiServer;
+use crate::pki::CertificateAuthority;
+
+pub const API_PORT: u16 = 6443;
+
+pub async fn run(settings: NodeSettings) -> Result<()> {
+    let ca_pem = files::read_pki("ca.crt")?;
+    let ca = CertificateAuthority::from_pem(&ca_pem, &files::read_pki("ca.key")?)?;
+
+    // The serving certificate is issued at every start, so it always names the node's current addresses.
+    let ips = local_ips();
+    let mut dns: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    dns.push(settings.node_name.clone());
+    let serving = ca.issue_server("kube-apiserver", &dns, &ips)?;
+    let tls = crate::apiserver::tls::server_config(&ca_pem, &serving.cert_pem, &serving.key_pem)?;
+
+    let store_dir = super::state_dir().join("store");
+    let store = crate::store::Store::open(&store_dir)
+        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+    let advertise = ips
+        .iter()
+        .find(|ip| !ip.is_loopback())
+        .map(|ip| format!("{ip}:{API_PORT}"))
+        .unwrap_or_default();
+    let api = ApiServer::with_service_subnet(store, advertise, &settings.service_subnet);
+    api.bootstrap().await?;
+    let kubelet_client = ca.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
+    api.set_kubelet_client(crate::apiserver::tls::kubelet_client_config(
+        &ca_pem,
+        &kubelet_client.cert_pem,
+        &kubelet_client.key_pem,
+    )?);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], API_PORT)))
+        .await
+        .with_context(|| format!("cannot listen on port {API_PORT}"))?;
+    let serve = tokio::spawn(api.serve(listener, tls));
+    info!(node = %settings.node_name, "control plane started");
+
+    let controller_cert = ca.issue_client("system:kube-controller-manager", &[])?;
+    let controller_creds = Credentials {
+        ca_pem: ca_pem.clone(),
+        cert_pem: controller_cert.cert_pem,
+        key_pem: controller_cert.key_pem,
+    };
+    let cluster_ca = ca_pem.clone();
+    let controllers = tokio::spawn(async move {
+        let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
+        crate::controllers::run(client, Some(cluster_ca)).await
+    });
+    let agent = tokio::spawn(crate::agent::run(
+        settings.clone(),
+        "127.0.0.1".to_string(),
+        API_PORT,
+        files::node_credentials()?,
+    ));
+
+    tokio::select! {
+        r = serve => r.context("the API server task failed")?,
+        r = controllers => r.context("the controllers task failed")?,
+        r = agent => r.context("the agent task failed")?,
+    }
+}
+
+/// Addresses of this node's interfaces, loopback included (the serving certificate covers them all).
+pub fn local_ips() -> Vec<IpAddr> {
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for addr in addrs {
+            if let Some(sin) = addr.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+                let ip = IpAddr::V4(sin.ip());
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
+    ips
+}

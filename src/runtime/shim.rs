@@ -1,0 +1,385 @@
+//! `kcluster node container-run <dir>`: the helper process that runs one container.
+//!
+//! It must be single-threaded when it calls libcontainer (which clones the calling process),
+//! so it runs before any async runtime or thread exists. It mounts the overlay rootfs, has
+//! libcontainer create and start the container with stdout/stderr on pipes, copies those into
+//! the CRI log file, waits for the container's first process (a pidfd in the same poll loop),
+//! records how it ended in `state.json` *before* reaping it (so [`super::container::Runtime::signal`]
+//! can trust a pid while the state says running), then removes the cgroup and unmounts.
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tracing::{debug, error, info, warn};
+
+use super::cgroups;
+use super::container::{self, PidFd, Record, START_FAILURE_EXIT_CODE, State, Status};
+use super::logs::{LogWriter, Stream};
+
+/// How long output may keep coming after the first process exited (its children may hold the
+/// pipes; in a PID namespace the kernel kills them right away).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the container described in `dir` to its end. Errors are also recorded in its state.
+pub fn run(dir: &Path) -> Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("no container directory {}", dir.display()))?;
+    let data = std::fs::read(dir.join("container.json"))
+        .with_context(|| format!("{} has no container.json", dir.display()))?;
+    let record: Record = serde_json::from_slice(&data).context("container.json is damaged")?;
+    let mut state = container::read_state(&dir)?;
+    if state.status != Status::Created || state.helper_pid.is_some() {
+        bail!("container {} was already started", record.config.id);
+    }
+    state.helper_pid = Some(std::process::id());
+    container::write_state(&dir, &state)?;
+    // A terminal hang-up or ctrl-C in whoever started us must not orphan the container.
+    // SAFETY: setting signal dispositions to ignore before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let rootfs = dir.join("bundle/rootfs");
+    let result = run_container(&dir, &record, &rootfs, &mut state);
+    if let Err(e) = &result {
+        error!(id = %record.config.id, error = format!("{e:#}"), "container failed");
+        if state.status != Status::Exited {
+            state.status = Status::Exited;
+            state.exit_code = Some(START_FAILURE_EXIT_CODE);
+            state.error = Some(format!("{e:#}"));
+            state.finished_at = Some(jiff::Timestamp::now().to_string());
+            state.pid = None;
+        }
+    }
+    if container::is_mount_point(&rootfs) {
+        container::unmount(&rootfs);
+    }
+    container::write_state(&dir, &state)?;
+    result
+}
+
+fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) -> Result<()> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+
+    cgroups::prepare()?;
+    mount_rootfs(dir, record, rootfs)?;
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("bundle/config.json")).context("the bundle has no config.json")?,
+    )
+    .context("the bundle's config.json is damaged")?;
+    if let Some(cwd) = spec["process"]["cwd"].as_str() {
+        make_working_dir(rootfs, cwd);
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let devnull = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    let mut log = LogWriter::create(&dir.join("container.log"))?;
+    let id = record.config.id.clone();
+    let lc = ContainerBuilder::new(id.clone(), SyscallType::default())
+        .with_root_path(&record.run_root)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_stdin(devnull)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(dir.join("bundle"))
+        .with_systemd(false)
+        .with_detach(true)
+        .build();
+    let mut lc = match lc {
+        Ok(lc) => lc,
+        Err(e) => {
+            // libcontainer's init process logs the precise cause on the container's stderr.
+            let detail = drain_now(err_r);
+            if !detail.trim().is_empty() {
+                error!(output = %detail.trim(), "container init output");
+            }
+            bail!("cannot create the container: {}", chain(&e));
+        }
+    };
+    // The builder held the pipes' write ends; it is gone, so only the container has them now.
+    let pid = lc
+        .pid()
+        .map(|p| p.as_raw())
+        .context("libcontainer reported no pid")?;
+    state.pid = Some(pid);
+    container::write_state(dir, state)?;
+    let pidfd = container::pidfd_open(pid).context("cannot watch the container's process")?;
+    if let Err(e) = lc.start() {
+        if let Ok(kill) = libcontainer::signal::Signal::try_from(libc::SIGKILL) {
+            let _ = lc.kill(kill, true);
+        }
+        let _ = lc.delete(true);
+        bail!("cannot start the container: {}", chain(&e));
+    }
+    state.status = Status::Running;
+    state.started_at = Some(jiff::Timestamp::now().to_string());
+    container::write_state(dir, state)?;
+    info!(%id, pid, "container started");
+
+    let (code, signal) = pump(&mut log, out_r, err_r, &pidfd, pid)?;
+    state.oom_killed = cgroups::oom_killed(&record.cgroup_path);
+    state.status = Status::Exited;
+    state.exit_code = Some(code);
+    state.signal = signal;
+    state.finished_at = Some(jiff::Timestamp::now().to_string());
+    container::write_state(dir, state)?;
+    // Now that the exit is on record, the pid may go.
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    info!(%id, code, ?signal, oom = state.oom_killed, "container exited");
+    if let Err(e) = lc.delete(true) {
+        warn!(%id, error = %chain(&e), "cannot clean up the container's cgroup and state");
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line (libcontainer's errors nest the useful part).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")
+}
+
+/// Mounts the image's layers plus the container's writable layer at `rootfs`. Lower dirs are
+/// named relative to the layers directory (we chdir there) so that many layers fit in the
+/// page-sized mount options.
+fn mount_rootfs(dir: &Path, record: &Record, rootfs: &Path) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    if container::is_mount_point(rootfs) {
+        container::unmount(rootfs);
+    }
+    let mut lowers: Vec<String> = record
+        .lower_dirs
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if lowers.is_empty() {
+        // An image without layers: overlayfs still needs a lower directory.
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty)?;
+        lowers.push(empty.to_string_lossy().into_owned());
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    if options.len() >= 4000 {
+        bail!(
+            "the image has too many layers ({}) for one overlay mount; flatten it (e.g. a multi-stage build)",
+            record.lower_dirs.len()
+        );
+    }
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    std::env::set_current_dir(&record.layers_dir)
+        .with_context(|| format!("cannot enter {}", record.layers_dir.display()))?;
+    let mounted = mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    );
+    let _ = std::env::set_current_dir(here);
+    mounted.with_context(|| {
+        format!(
+            "cannot mount the overlay rootfs at {} (options {options})",
+            rootfs.display()
+        )
+    })?;
+    debug!(rootfs = %rootfs.display(), layers = record.lower_dirs.len(), "rootfs mounted");
+    Ok(())
+}
+
+/// Creates the working directory in the rootfs if the image lacks it (as Docker and containerd
+/// do), unless a symlink is on the way (then the container's own view decides).
+fn make_working_dir(rootfs: &Path, cwd: &str) {
+    let mut path = rootfs.to_path_buf();
+    for part in cwd.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return;
+        }
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return,
+            Err(_) => {
+                if let Err(e) = std::fs::create_dir(&path) {
+                    warn!(path = %path.display(), error = %e, "cannot create the working directory");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).context("fcntl")?;
+    fcntl(
+        fd.as_fd(),
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .context("fcntl")?;
+    Ok(())
+}
+
+/// Copies output to the log until the process has exited and the pipes are drained; returns
+/// (exit code, signal) without reaping the process.
+fn pump(
+    log: &mut LogWriter,
+    out: OwnedFd,
+    err: OwnedFd,
+    pidfd: &PidFd,
+    pid: i32,
+) -> Result<(i32, Option<i32>)> {
+    set_nonblocking(&out)?;
+    set_nonblocking(&err)?;
+    let mut streams: Vec<(Option<std::fs::File>, Stream)> = vec![
+        (Some(std::fs::File::from(out)), Stream::Stdout),
+        (Some(std::fs::File::from(err)), Stream::Stderr),
+    ];
+    let mut exited: Option<(i32, Option<i32>, Instant)> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut which: Vec<usize> = Vec::new();
+        for (i, (file, _)) in streams.iter().enumerate() {
+            if let Some(f) = file {
+                fds.push(libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                which.push(i);
+            }
+        }
+        if exited.is_none() {
+            fds.push(libc::pollfd {
+                fd: pidfd.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if fds.is_empty() {
+            break;
+        }
+        let timeout_ms = match exited {
+            Some((_, _, at)) => DRAIN.saturating_sub(at.elapsed()).as_millis() as i32,
+            None => -1,
+        };
+        // SAFETY: fds is a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("poll failed");
+        }
+        for (slot, fd) in which.iter().zip(&fds) {
+            if fd.revents == 0 {
+                continue;
+            }
+            let (file, stream) = &mut streams[*slot];
+            let Some(f) = file else { continue };
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => {
+                        log.close(*stream)?;
+                        *file = None;
+                        break;
+                    }
+                    Ok(n) => log.write(*stream, &buf[..n])?,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e).context("cannot read the container's output"),
+                }
+            }
+        }
+        if exited.is_none() && fds.last().is_some_and(|f| f.revents != 0) {
+            let (code, signal) = exit_status(pid)?;
+            exited = Some((code, signal, Instant::now()));
+        }
+        if let Some((code, signal, at)) = exited {
+            if streams.iter().all(|(f, _)| f.is_none()) {
+                return Ok((code, signal));
+            }
+            if at.elapsed() >= DRAIN {
+                // Something outside the container's PID namespace still holds the pipes.
+                for (file, stream) in &mut streams {
+                    if file.take().is_some() {
+                        log.close(*stream)?;
+                    }
+                }
+                return Ok((code, signal));
+            }
+        }
+    }
+    match exited {
+        Some((code, signal, _)) => Ok((code, signal)),
+        None => exit_status_blocking(pid),
+    }
+}
+
+/// The exit status of an exited child, leaving it unreaped (WNOWAIT).
+fn exit_status(pid: i32) -> Result<(i32, Option<i32>)> {
+    // SAFETY: siginfo_t is plain data; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to info; pid is our child.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("cannot read the container's exit status");
+    }
+    // SAFETY: waitid succeeded, so the child fields are set.
+    let (code, status) = (info.si_code, unsafe { info.si_status() });
+    Ok(match code {
+        libc::CLD_EXITED => (status, None),
+        _ => (128 + status, Some(status)),
+    })
+}
+
+fn exit_status_blocking(pid: i32) -> Result<(i32, Option<i32>)> {
+    exit_status(pid)
+}
+
+/// What a pipe holds right now, without waiting (the write ends are closed).
+fn drain_now(fd: OwnedFd) -> String {
+    let _ = set_nonblocking(&fd);
+    let mut file = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = file.read(&mut buf) {
+        if n == 0 || out.len() > 64 * 1024 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

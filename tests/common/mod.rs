@@ -1,0 +1,303 @@
+//! Shared pieces of the end-to-end tests: the real kcluster binary, the real Docker engine and
+//! the real kubectl. Nothing here skips: a missing Docker or kubectl fails the test loudly.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn kcluster_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kcluster")
+}
+
+pub fn require_docker_and_kubectl() {
+    let docker = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match docker {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "these tests need a running Docker engine: `docker info` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("these tests need the docker CLI and a running engine: {e}"),
+    }
+    match Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+    {
+        Ok(out) if out.status.success() => {}
+        other => panic!("these tests need kubectl on PATH: {other:?}"),
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A unique cluster name per test run, so parallel tests and leftovers never collide.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}", (nanos ^ std::process::id()) & 0xfffff)
+}
+
+/// A scratch home for one test: its own kubeconfig, never the user's.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("cannot make a temp dir"),
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn kcluster(&self, args: &[&str]) -> Output {
+        self.kcluster_cmd(args)
+            .output()
+            .expect("cannot run kcluster")
+    }
+
+    pub fn kcluster_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(kcluster_bin());
+        cmd.args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path());
+        cmd
+    }
+
+    pub fn kubectl(&self, context: &str, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(["--context", context])
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("cannot run kubectl")
+    }
+
+    /// kubectl that must succeed; returns its stdout.
+    pub fn kubectl_ok(&self, context: &str, args: &[&str]) -> String {
+        let out = self.kubectl(context, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            text(&out)
+        );
+        stdout(&out)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A cluster that is deleted when the test ends, pass or fail.
+pub struct Cluster<'a> {
+    pub name: String,
+    pub sandbox: &'a Sandbox,
+}
+
+impl<'a> Cluster<'a> {
+    pub fn create(sandbox: &'a Sandbox, name: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["create", "--name", name, "--wait", "120s"];
+        args.extend_from_slice(extra);
+        let out = sandbox
+            .kcluster_cmd(&args)
+            .env("KCLUSTER_NODE_MONITOR_GRACE_SECONDS", "8")
+            .output()
+            .expect("cannot run kcluster");
+        let cluster = Cluster {
+            name: name.to_string(),
+            sandbox,
+        };
+        assert!(
+            out.status.success(),
+            "kcluster create failed: {}",
+            text(&out)
+        );
+        cluster
+    }
+
+    pub fn context(&self) -> String {
+        format!("kcluster-{}", self.name)
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        self.sandbox.kubectl_ok(&self.context(), args)
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.sandbox.kubectl(&self.context(), args)
+    }
+
+    /// Polls kubectl until `check` accepts its output or the time is up.
+    pub fn wait_for(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let out = self.kubectl(args);
+            last = text(&out);
+            if out.status.success() && check(&stdout(&out)) {
+                return stdout(&out);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("timed out after {timeout:?} waiting on kubectl {args:?}; last output:\n{last}");
+    }
+}
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        let _ = self.sandbox.kcluster(&["delete", "--name", &self.name]);
+    }
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("cannot run docker")
+}
+
+/// Names of Docker objects of a kind (`container`, `network`, `volume`) that carry the cluster's label.
+pub fn docker_objects(kind: &str, cluster: &str) -> Vec<String> {
+    let filter = format!("label=dev.kcluster.cluster={cluster}");
+    let out = match kind {
+        "container" => docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]),
+        "network" => docker(&[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ]),
+        _ => docker(&["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"]),
+    };
+    stdout(&out)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The API server alone (`kcluster node apiserver`), on a free port with its own CA and kubeconfig:
+/// for kubectl tests that need no Docker. Killed when dropped.
+pub struct ApiServer {
+    pub sandbox: Sandbox,
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl ApiServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        use std::io::BufRead;
+        let sandbox = Sandbox::new();
+        let data = sandbox.path().join("data");
+        let mut child = Command::new(kcluster_bin())
+            .args(["node", "apiserver", "--data-dir"])
+            .arg(&data)
+            .arg("--kubeconfig")
+            .arg(sandbox.kubeconfig())
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start kcluster node apiserver");
+        let stdout = child.stdout.take().expect("no stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("cannot read the server's first line");
+        let url = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("unexpected first line from the API server: {line:?}"))
+            .to_string();
+        ApiServer {
+            sandbox,
+            child,
+            url,
+        }
+    }
+
+    pub fn context(&self) -> &'static str {
+        "kcluster-standalone"
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.sandbox.kubectl(self.context(), args)
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        self.sandbox.kubectl_ok(self.context(), args)
+    }
+
+    /// kubectl started in the background (watches, waits, proxies), its stdout and stderr piped.
+    pub fn kubectl_spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new("kubectl")
+            .args(["--context", self.context()])
+            .args(args)
+            .env("KUBECONFIG", self.sandbox.kubeconfig())
+            .env("HOME", self.sandbox.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start kubectl")
+    }
+
+    /// kubectl with `stdin` fed to it (for `-f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .args(["--context", self.context()])
+            .args(args)
+            .env("KUBECONFIG", self.sandbox.kubeconfig())
+            .env("HOME", self.sandbox.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("cannot write to kubectl");
+        child.wait_with_output().expect("kubectl did not finish")
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,325 @@
+//! Jobs through the real kubectl: completions with parallelism, Indexed completion, the backoff
+//! limit, activeDeadlineSeconds, suspend and resume, and ttlSecondsAfterFinished. The fake
+//! kubelet runs images named "…complete…" to exit 0 and "…fail…" to exit 1.
+
+mod common;
+mod controllers_support;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use controllers_support::*;
+use serde_json::Value;
+
+fn job(name: &str, image: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}}}\nspec:\n{extra_spec}  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: c, image: \"{image}\"}}]\n"
+    )
+}
+
+fn create(server: &ApiServer, yaml: &str) {
+    let out = server.kubectl_stdin(&["create", "-f", "-"], yaml);
+    assert!(out.status.success(), "create failed: {}", text(&out));
+}
+
+fn json(server: &ApiServer, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&server.kubectl_ok(&all)).expect("kubectl printed JSON")
+}
+
+fn condition(job: &Value, type_: &str) -> Value {
+    job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn jobs_run_to_completion_or_failure() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    for n in ["n1", "n2"] {
+        create_node(&server, n, &[], "4", "8Gi", 110);
+    }
+    let _kubelet = FakeKubelet::start(&server, &["n1", "n2"]);
+
+    // Three completions, two at a time.
+    create(
+        &server,
+        &job(
+            "pi",
+            "example/complete:1",
+            "  completions: 3\n  parallelism: 2\n",
+        ),
+    );
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/pi",
+        "--timeout=60s",
+    ]);
+    let pi = json(&server, &["job", "pi"]);
+    assert_eq!(pi["status"]["succeeded"], 3, "{pi}");
+    assert!(pi["status"]["completionTime"].is_string());
+    assert_eq!(condition(&pi, "Complete")["reason"], "CompletionsReached");
+    let get = server.kubectl_ok(&["get", "job", "pi"]);
+    let row: Vec<&str> = get
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..3], ["pi", "Complete", "3/3"], "{get}");
+    let pods = server.kubectl_ok(&["get", "pods", "-l", "job-name=pi", "--no-headers"]);
+    assert_eq!(
+        pods.lines().filter(|l| l.contains("Completed")).count(),
+        3,
+        "{pods}"
+    );
+    let events = server.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pi",
+    ]);
+    assert!(
+        events.contains("Job completed") && events.contains("Created pod: pi-"),
+        "{events}"
+    );
+
+    // Indexed: each index once, named and labelled by it.
+    create(
+        &server,
+        &job(
+            "idx",
+            "example/complete:1",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n",
+        ),
+    );
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/idx",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        json(&server, &["job", "idx"])["status"]["completedIndexes"],
+        "0-2"
+    );
+    let pods = json(&server, &["pods", "-l", "job-name=idx"]);
+    let mut indexes: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let index = p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let name = p["metadata"]["name"].as_str().unwrap_or_default();
+            assert!(name.starts_with(&format!("idx-{index}-")), "{name}");
+            assert_eq!(p["spec"]["hostname"], format!("idx-{index}"));
+            index
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["0", "1", "2"]);
+
+    // Failing pods: replaced after the 10 s backoff until backoffLimit is passed.
+    create(
+        &server,
+        &job("bad", "example/fail:1", "  backoffLimit: 1\n"),
+    );
+    server.kubectl_ok(&["wait", "--for=condition=failed", "job/bad", "--timeout=60s"]);
+    let bad = json(&server, &["job", "bad"]);
+    assert_eq!(bad["status"]["failed"], 2, "{bad}");
+    assert_eq!(condition(&bad, "Failed")["reason"], "BackoffLimitExceeded");
+    assert_eq!(
+        condition(&bad, "Failed")["message"],
+        "Job has reached the specified backoff limit"
+    );
+    let events = server.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=bad",
+    ]);
+    assert!(events.contains("BackoffLimitExceeded"), "{events}");
+
+    // A deadline ends a job that runs too long, and its pods.
+    create(
+        &server,
+        &job("slow", "example/ready:1", "  activeDeadlineSeconds: 2\n"),
+    );
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/slow",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        condition(&json(&server, &["job", "slow"]), "Failed")["reason"],
+        "DeadlineExceeded"
+    );
+    wait_for("slow's pod to go", Duration::from_secs(30), || {
+        json(&server, &["pods", "-l", "job-name=slow"])["items"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+    });
+
+    // Suspended: nothing runs until resumed.
+    create(
+        &server,
+        &job("later", "example/complete:1", "  suspend: true\n"),
+    );
+    wait_for("the Suspended condition", Duration::from_secs(30), || {
+        condition(&json(&server, &["job", "later"]), "Suspended")["status"] == "True"
+    });
+    assert!(
+        json(&server, &["pods", "-l", "job-name=later"])["items"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+    );
+    server.kubectl_ok(&[
+        "patch",
+        "job",
+        "later",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/later",
+        "--timeout=60s",
+    ]);
+
+    // ttlSecondsAfterFinished: the finished job and its pods are cleaned up.
+    create(
+        &server,
+        &job(
+            "brief",
+            "example/complete:1",
+            "  ttlSecondsAfterFinished: 1\n",
+        ),
+    );
+    wait_for(
+        "the finished job to be deleted",
+        Duration::from_secs(60),
+        || !server.kubectl(&["get", "job", "brief"]).status.success(),
+    );
+    wait_for("its pods to be collected", Duration::from_secs(30), || {
+        json(&server, &["pods", "-l", "job-name=brief"])["items"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+    });
+}
+
+#[test]
+fn cronjob_runs_on_schedule_and_keeps_its_history() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    create_node(&server, "n1", &[], "4", "8Gi", 110);
+    let _kubelet = FakeKubelet::start(&server, &["n1"]);
+    create(
+        &server,
+        r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: hello}
+spec:
+  schedule: "*/1 * * * *"
+  concurrencyPolicy: Forbid
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: c, image: "example/complete:1"}]
+"#,
+    );
+    // A manual run from the template (kubectl makes it owned by the CronJob).
+    server.kubectl_ok(&["create", "job", "--from=cronjob/hello", "manual"]);
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/manual",
+        "--timeout=60s",
+    ]);
+
+    // The scheduled run comes at the next minute.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let scheduled = loop {
+        let jobs = json(&server, &["jobs"]);
+        let found = jobs["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j["metadata"]["name"].as_str())
+            .find(|n| n.starts_with("hello-"))
+            .map(str::to_string);
+        if let Some(name) = found {
+            break name;
+        }
+        assert!(Instant::now() < deadline, "no scheduled job appeared");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let minutes: i64 = scheduled["hello-".len()..]
+        .parse()
+        .expect("minutes since the epoch");
+    let job = json(&server, &["job", &scheduled]);
+    let stamp = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let at: jiff::Timestamp = stamp.parse().expect("an RFC 3339 time");
+    assert_eq!(
+        at.as_second() / 60,
+        minutes,
+        "the name is the scheduled minute"
+    );
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{scheduled}"),
+        "--timeout=60s",
+    ]);
+
+    // One successful job is kept: the manual one, older, goes.
+    wait_for(
+        "the older successful job to be deleted",
+        Duration::from_secs(30),
+        || !server.kubectl(&["get", "job", "manual"]).status.success(),
+    );
+    let cj = json(&server, &["cronjob", "hello"]);
+    assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj}");
+    assert!(cj["status"]["lastSuccessfulTime"].is_string(), "{cj}");
+    assert!(cj["status"]["active"].is_null(), "{cj}");
+    let events = server.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=hello",
+    ]);
+    for needle in [
+        &format!("Created job {scheduled}") as &str,
+        &format!("Saw completed job: {scheduled}, condition: Complete"),
+        "Deleted job manual",
+    ] {
+        assert!(events.contains(needle), "no {needle:?} in:\n{events}");
+    }
+}
