@@ -207,6 +207,9 @@ enum NodeCommand {
         /// Also run the controllers.
         #[arg(long)]
         controllers: bool,
+        /// With --controllers: give each Node a /24 of this subnet as its pod CIDR.
+        #[arg(long)]
+        pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
     },
 }
 
@@ -334,12 +337,14 @@ pub fn main() -> ExitCode {
                 port,
                 kubeconfig,
                 controllers,
+                pod_subnet,
             }) => {
                 crate::node::run_standalone(crate::node::standalone::Options {
                     data_dir,
                     port,
                     kubeconfig,
                     controllers,
+                    pod_subnet,
                 })
                 .await
             }
