@@ -1,6 +1,7 @@
 //! The node agent (our kubelet). For now it registers the Node, keeps its status current and
-//! renews its Lease; pods arrive with the runtime.
+//! renews its Lease, and sets up the node's pod network once the Node has a pod CIDR.
 
+pub mod podnet;
 mod sysinfo;
 
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub async fn run(
     creds: Credentials,
 ) -> Result<()> {
     let state_dir = crate::node::state_dir();
+    // The kubelet attaches pods through this once it is Some.
+    let _network: podnet::NetworkHandle =
+        podnet::start(settings.clone(), host.clone(), port, creds.clone());
     let mut delay = Duration::from_millis(100);
     loop {
         // A fresh client each round re-resolves the server's name: its address can change when it restarts.

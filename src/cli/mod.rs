@@ -193,6 +193,9 @@ enum NodeCommand {
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
     RunOnce(crate::node::containers::RunOnceArgs),
+    /// The pod network by hand: attach/detach a network namespace, list addresses, measure.
+    #[command(subcommand)]
+    Net(crate::node::net::NetCommand),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -249,7 +252,8 @@ pub fn main() -> ExitCode {
             | NodeCommand::Images { .. }
             | NodeCommand::ImageImport
             | NodeCommand::ImageTag { .. }
-            | NodeCommand::Ps,
+            | NodeCommand::Ps
+            | NodeCommand::Net(_),
         ) => Some("warn"),
         _ => None,
     };
@@ -332,6 +336,7 @@ pub fn main() -> ExitCode {
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
+            Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
             Command::Node(NodeCommand::Apiserver {
                 data_dir,
                 port,

@@ -157,6 +157,7 @@ impl Ipam {
             .with_context(|| format!("cannot replace {}", self.path.display()))
     }
 
+    #[cfg(test)]
     pub fn allocate(&self, uid: &str) -> Result<Ipv4Addr> {
         let cidr = self.cidr;
         self.update(|a| a.allocate(cidr, uid))
