@@ -98,8 +98,7 @@ pub fn remove(path: &Path) -> Result<()> {
 
 /// Whether `path` is a mounted namespace (nsfs) rather than a plain file left behind.
 fn is_namespace(path: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
         .unwrap_or(false)
 }
