@@ -352,4 +352,11 @@ fn pods_reach_each_other_within_and_across_nodes_and_keep_their_addresses() {
     // Detaching twice is fine.
     let out = node_cmd(&worker, &["net", "detach", "pod-b"]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Keeping only some pods detaches the rest.
+    let out = node_cmd(&worker, &["net", "retain", "pod-a"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout(&out), "pod-d\n", "{}", text(&out));
+    let pods = allocations(&worker)["pods"].clone();
+    assert_eq!(pods, serde_json::json!({"pod-a": ip_a}), "{pods}");
 }

@@ -485,6 +485,22 @@ impl PodNetwork {
         Ok(())
     }
 
+    /// Detaches every pod not in `live` (e.g. after a node restart, the pods the kubelet no
+    /// longer has), so their addresses return to the pool. Returns the uids detached.
+    pub async fn retain(&self, live: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+        let gone: Vec<String> = self
+            .allocations()
+            .await?
+            .pods
+            .into_keys()
+            .filter(|uid| !live.contains(uid))
+            .collect();
+        for uid in &gone {
+            self.detach(uid).await?;
+        }
+        Ok(gone)
+    }
+
     /// Routes every other node's pod CIDR via that node's InternalIP, and removes the routes of
     /// nodes that are gone or changed. The agent calls it with the node list whenever it changes.
     pub async fn sync_routes(&self, nodes: &[Node]) -> Result<()> {

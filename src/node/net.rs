@@ -1,7 +1,7 @@
 //! `kcluster node net …`: the pod network by hand, for tests and people, without the kubelet.
 //! `attach UID` makes a network namespace (or takes `--netns`), attaches it as a pod would be
-//! and prints its address; `run-once --netns` then runs a container in it. `detach`, `ls`, and
-//! `bench` (attach latency).
+//! and prints its address; `run-once --netns` then runs a container in it. `detach`, `ls`,
+//! `retain`, and `bench` (attach latency).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -28,6 +28,9 @@ pub enum NetCommand {
     Detach { uid: String },
     /// The node's pod CIDR and which pod holds which address, as JSON.
     Ls,
+    /// Detach every pod except these uids (what the kubelet does after a restart); prints the
+    /// uids detached.
+    Retain { uids: Vec<String> },
     /// Attach N fresh namespaces one after another, print the attach latencies, then clean up.
     Bench {
         #[arg(long, default_value_t = 20)]
@@ -70,6 +73,13 @@ pub async fn run(command: NetCommand) -> Result<()> {
         NetCommand::Ls => {
             let allocations = network.allocations().await?;
             println!("{}", serde_json::to_string_pretty(&allocations)?);
+        }
+        NetCommand::Retain { uids } => {
+            let live = uids.into_iter().collect();
+            for uid in network.retain(&live).await? {
+                netns::remove(&default_netns(&uid)?)?;
+                println!("{uid}");
+            }
         }
         NetCommand::Bench { pods } => bench(&network, pods).await?,
     }
