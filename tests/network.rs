@@ -229,6 +229,11 @@ fn pods_reach_each_other_within_and_across_nodes_and_keep_their_addresses() {
     let server = format!("{name}-server-0");
     let worker = format!("{name}-worker-0");
 
+    // A node is Ready only once its pod network is set up, so this works at once.
+    for node in [&server, &worker] {
+        assert_eq!(allocations(node)["pods"], serde_json::json!({}));
+    }
+
     // Each node gets its own block of the pod subnet.
     let cidrs = cluster.wait_for(
         &[
