@@ -10,6 +10,7 @@ mod endpoints;
 mod garbagecollector;
 mod job;
 mod namespace;
+mod nodeipam;
 mod nodelifecycle;
 mod podcontrol;
 mod replicaset;
@@ -27,8 +28,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use runtime::Informer;
 use runtime::events::EventSink;
 
-/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes.
-pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
+/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes;
+/// `pod_subnet`, when given, is split into a pod CIDR per Node (kube-controller-manager's
+/// `--allocate-node-cidrs --cluster-cidr`).
+pub async fn run(
+    client: kube::Client,
+    ca_pem: Option<String>,
+    pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
+) -> Result<()> {
     let events = EventSink::start(client.clone());
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
@@ -99,6 +106,14 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         events.recorder("cronjob-controller"),
     );
     let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
+    let node_ipam = pod_subnet.map(|subnet| {
+        nodeipam::NodeIpamController::new(
+            client.clone(),
+            nodes.clone(),
+            subnet,
+            events.recorder("node-ipam-controller"),
+        )
+    });
 
     tokio::spawn(pods.run());
     tokio::spawn(nodes.run());
@@ -124,6 +139,12 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         namespace_defaults.run(),
         job_controller.run(),
         cronjob_controller.run(),
+        async move {
+            match node_ipam {
+                Some(c) => c.run().await,
+                None => Ok(()),
+            }
+        },
     )?;
     Ok(())
 }

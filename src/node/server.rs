@@ -62,9 +62,16 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         key_pem: controller_cert.key_pem,
     };
     let cluster_ca = ca_pem.clone();
+    let pod_subnet: crate::cluster::cidr::Ipv4Cidr =
+        settings.pod_subnet.parse().with_context(|| {
+            format!(
+                "bad pod subnet {:?} in the node settings",
+                settings.pod_subnet
+            )
+        })?;
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
-        crate::controllers::run(client, Some(cluster_ca)).await
+        crate::controllers::run(client, Some(cluster_ca), Some(pod_subnet)).await
     });
     let agent = tokio::spawn(crate::agent::run(
         settings.clone(),
