@@ -12,7 +12,7 @@ mod affinity;
 mod cache;
 mod plugins;
 mod preemption;
-mod resources;
+pub(crate) mod resources;
 mod spread;
 
 use std::cmp::Reverse;
