@@ -50,15 +50,23 @@ fn create_token(server: &ApiServer, args: &[&str]) -> String {
 fn created_tokens_authenticate_and_bogus_ones_do_not() {
     let server = ApiServer::start_with(&["--controllers"]);
     // The serviceaccount controller makes `default` in every namespace.
-    wait_for("the default service account", Duration::from_secs(30), || {
-        server
-            .kubectl(&["get", "serviceaccount", "default"])
-            .status
-            .success()
-    });
+    wait_for(
+        "the default service account",
+        Duration::from_secs(30),
+        || {
+            server
+                .kubectl(&["get", "serviceaccount", "default"])
+                .status
+                .success()
+        },
+    );
     let token = create_token(&server, &["default"]);
     let out = kubectl_with_token(&server, &token, &["get", "pods"]);
-    assert!(out.status.success(), "get pods with the token: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "get pods with the token: {}",
+        text(&out)
+    );
 
     let out = kubectl_with_token(&server, "not-a-token", &["get", "pods"]);
     assert!(!out.status.success());

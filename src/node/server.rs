@@ -71,6 +71,11 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
         crate::controllers::run(client, Some(cluster_ca)).await
     });
+    tokio::spawn(crate::volumes::localpath::run_cleaner(
+        "127.0.0.1".to_string(),
+        API_PORT,
+        files::node_credentials()?,
+    ));
     let agent = tokio::spawn(crate::agent::run(
         settings.clone(),
         "127.0.0.1".to_string(),

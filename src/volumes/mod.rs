@@ -6,6 +6,7 @@
 pub mod atomic;
 mod downward;
 mod hostpath;
+pub mod localpath;
 mod sources;
 mod subpath;
 
