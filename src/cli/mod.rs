@@ -190,6 +190,8 @@ enum NodeCommand {
     Ps,
     /// Run the container prepared in DIR to its end (the per-container helper process).
     ContainerRun { dir: PathBuf },
+    /// Create a pod's namespaces under DIR/ns (the kubelet's single-threaded sandbox helper).
+    PodSandbox(crate::kubelet::sandbox::CreateArgs),
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
     RunOnce(crate::node::containers::RunOnceArgs),
@@ -246,6 +248,7 @@ pub fn main() -> ExitCode {
             | NodeCommand::Images { .. }
             | NodeCommand::ImageImport
             | NodeCommand::ImageTag { .. }
+            | NodeCommand::PodSandbox(_)
             | NodeCommand::Ps,
         ) => Some("warn"),
         _ => None,
@@ -279,6 +282,9 @@ pub fn main() -> ExitCode {
         }
         Command::Node(NodeCommand::ContainerRun { dir }) => {
             Some(crate::node::containers::container_run(dir.clone()).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::PodSandbox(args)) => {
+            Some(crate::kubelet::sandbox::helper_main(args).map(|()| ExitCode::SUCCESS))
         }
         Command::Node(NodeCommand::RunOnce(args)) => Some(
             crate::node::containers::run_once(args.clone())
@@ -350,6 +356,7 @@ pub fn main() -> ExitCode {
                 | NodeCommand::Images { .. }
                 | NodeCommand::Ps
                 | NodeCommand::ContainerRun { .. }
+                | NodeCommand::PodSandbox(_)
                 | NodeCommand::RunOnce(_),
             )
             | Command::Completion { .. } => Ok(()),
