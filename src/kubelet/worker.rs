@@ -714,9 +714,12 @@ impl Worker {
         }
         self.slots[idx].image_failed_at = Some(now);
         let msg = format!(
-            "failed to pull image \"{image}\": this node cannot pull from registries yet; load the image into the cluster with `kcluster image load {image}`"
+            "the image is not on this node, which cannot pull from registries yet: load it into the cluster with `kcluster image load {image}`"
         );
-        self.slots[idx].waiting = Some(("ErrImagePull".into(), msg.clone()));
+        self.slots[idx].waiting = Some((
+            "ErrImagePull".into(),
+            format!("failed to pull image \"{image}\": {msg}"),
+        ));
         self.event(
             Some(idx),
             NORMAL,
