@@ -1,5 +1,5 @@
-//! The one place the pod worker calls the pod network (`crate::network`) and the volume plugins
-//! (`crate::volumes`). Until those modules are merged, a pod gets no address of its own (its
+//! The one place the pod worker calls the pod network (`crate::network`), the volume plugins
+//! (`crate::volumes`) and exec in containers (`crate::runtime::exec`). Until those modules are merged, a pod gets no address of its own (its
 //! loopback works; probes dial inside its network namespace) and a pod with volumes waits with
 //! a FailedMount event.
 
@@ -58,14 +58,11 @@ pub async fn teardown_volumes(_ctx: &Context, _pod_uid: &str) -> anyhow::Result<
 
 /// Runs argv in a running container and waits: (exit code, output). Exec probes and exec hooks.
 pub async fn exec(
-    _ctx: &Context,
-    _container_id: &str,
+    ctx: &Context,
+    container_id: &str,
     argv: &[String],
-    _timeout: std::time::Duration,
+    timeout: std::time::Duration,
 ) -> anyhow::Result<(i32, Vec<u8>)> {
-    // Wiring: `crate::runtime::exec::capture(&ctx.runtime, id, argv, timeout)`.
-    anyhow::bail!(
-        "cannot run {:?}: exec in containers is not available on this node yet",
-        argv.join(" ")
-    )
+    let out = crate::runtime::exec::capture(&ctx.runtime, container_id, argv, timeout).await?;
+    Ok((out.exit_code, out.output))
 }

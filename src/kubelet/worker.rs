@@ -895,6 +895,9 @@ impl Worker {
             hosts: Some(hosts),
             resolv_conf: Some(etc::resolv_conf(&self.pod, &self.ctx.node.service_subnet)),
             annotations,
+            tty: c.tty.unwrap_or(false),
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
             ..Default::default()
         };
         Ok((config, warnings))

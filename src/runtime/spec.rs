@@ -172,6 +172,15 @@ pub struct ContainerConfig {
     pub resolv_conf: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Run under a terminal (Kubernetes `tty`); the shim keeps its master for `kubectl attach`.
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open for `kubectl attach` (Kubernetes `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin after the first attach ends (Kubernetes `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl ContainerConfig {
