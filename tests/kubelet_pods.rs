@@ -153,6 +153,23 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: hooks}
+spec:
+  restartPolicy: Never
+  shareProcessNamespace: true
+  containers:
+  - name: main
+    image: IMAGE
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    readinessProbe: {exec: {command: ["cat", "/ready"]}, periodSeconds: 1}
+    lifecycle:
+      postStart: {exec: {command: ["sh", "-c", "echo done > /ready"]}}
+  - name: peer
+    image: IMAGE
+    command: ["sh", "-c", "until ps | grep -q 'while true'; do sleep 0.2; done; ps > /dev/termination-log"]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: sleeper}
 spec:
   terminationGracePeriodSeconds: 5
@@ -414,6 +431,22 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
         "pod/gated",
         "--timeout=60s",
     ]);
+
+    // postStart and an exec readiness probe run in the container; a shared PID namespace lets
+    // one container see another's processes.
+    wait_field(
+        &cluster,
+        "hooks",
+        ".status.containerStatuses[?(@.name==\"main\")].ready",
+        |r| r == "true",
+    );
+    let ps = wait_field(
+        &cluster,
+        "hooks",
+        ".status.containerStatuses[?(@.name==\"peer\")].state.terminated.message",
+        |m| !m.is_empty(),
+    );
+    assert!(ps.contains("while true"), "{ps}");
 
     // A missing ConfigMap is a configuration error with kubelet's message.
     let msg = wait_field(

@@ -502,6 +502,12 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         json!({"destination": "/etc/hostname", "type": "bind", "source": input.etc.hostname, "options": ro(&["rbind", "rprivate"], etc_ro)}),
         json!({"destination": "/etc/resolv.conf", "type": "bind", "source": input.etc.resolv_conf, "options": ro(&["rbind", "rprivate"], etc_ro)}),
     ];
+    // libcontainer sets up the cgroup v1 mount from /proc/<its pid>, read through the node's
+    // /proc: a container joining a pod's PID namespace (shareProcessNamespace) has a pid that
+    // /proc does not know, so it goes without /sys/fs/cgroup rather than not starting.
+    if config.namespaces.pid.is_some() && super::cgroups::version() == super::cgroups::Version::V1 {
+        mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
+    }
     for m in &config.mounts {
         mounts.push(json!({
             "destination": m.destination, "type": "bind", "source": m.source,
@@ -518,12 +524,13 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         json!({"type": "cgroup"}),
     ];
     let r = &config.resources;
-    let devices = if config.privileged {
-        json!([{"allow": true, "access": "rwm"}])
+    // A privileged container keeps every device its node may use: its cgroup starts from the
+    // node's device list (asking for more than the node has is refused on cgroup v1).
+    let mut resources = if config.privileged {
+        json!({})
     } else {
-        default_devices()
+        json!({"devices": default_devices()})
     };
-    let mut resources = json!({"devices": devices});
     let mut cpu = serde_json::Map::new();
     if let Some(shares) = r.cpu_shares {
         cpu.insert("shares".into(), json!(shares.max(2)));
