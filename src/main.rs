@@ -6,6 +6,7 @@ mod apiserver;
 mod cli;
 mod cluster;
 mod controllers;
+mod kubelet;
 mod node;
 mod pki;
 mod runtime;

@@ -1,7 +1,7 @@
 //! The node agent (our kubelet). For now it registers the Node, keeps its status current and
 //! renews its Lease; pods arrive with the runtime.
 
-mod sysinfo;
+pub mod sysinfo;
 
 use std::time::Duration;
 
@@ -35,14 +35,32 @@ pub async fn run(
     creds: Credentials,
 ) -> Result<()> {
     let state_dir = crate::node::state_dir();
+    let capacity = sysinfo::Capacity::detect(&state_dir);
+    let alloc = capacity.allocatable();
+    let node = crate::kubelet::NodeInfo {
+        node_name: settings.node_name.clone(),
+        service_subnet: settings.service_subnet.clone(),
+        state_dir: state_dir.clone(),
+        host_ip: sysinfo::internal_ip().map(|ip| ip.to_string()),
+        cpu_millis: alloc.cpu_millis as i64,
+        memory_bytes: alloc.memory_bytes as i64,
+    };
+    // The pod manager outlives reconnections: it is handed each new client.
+    let (clients, clients_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        if let Err(e) = crate::kubelet::run(node, clients_rx).await {
+            tracing::error!(error = format!("{e:#}"), "the pod manager stopped");
+        }
+    });
     let mut delay = Duration::from_millis(100);
     loop {
         // A fresh client each round re-resolves the server's name: its address can change when it restarts.
         let result = async {
             let client = client::connect(&host, port, &creds).await?;
-            let mut agent = Agent::new(client, &settings, &state_dir);
+            let mut agent = Agent::new(client.clone(), &settings, &state_dir);
             agent.register().await?;
             info!(node = %settings.node_name, "node registered");
+            clients.send_replace(Some(client));
             loop {
                 agent.heartbeat().await?;
                 tokio::time::sleep(HEARTBEAT).await;

@@ -85,7 +85,12 @@ async fn with_signals(work: impl std::future::Future<Output = Result<()>>) -> Re
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::select! {
         r = work => r,
-        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
-        _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(()) }
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); stop_pods().await; Ok(()) }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping"); stop_pods().await; Ok(()) }
     }
+}
+
+/// Stopping a node stops its pods (SIGTERM, then SIGKILL) within Docker's stop timeout.
+async fn stop_pods() {
+    crate::kubelet::shutdown(std::time::Duration::from_secs(6)).await;
 }
