@@ -12,8 +12,6 @@ mod pki;
 mod runtime;
 mod scheduler;
 mod store;
-// The kubelet's pod manager is its caller; until it is wired in, parts look unused.
-#[allow(dead_code)]
 mod volumes;
 
 fn main() -> std::process::ExitCode {

@@ -46,9 +46,6 @@ impl VolumeError {
         }
     }
 
-    /// The event reason kubelet uses for these.
-    pub const REASON: &'static str = "FailedMount";
-
     pub fn event_message(&self) -> String {
         format!(
             "MountVolume.SetUp failed for volume \"{}\" : {}",
@@ -390,11 +387,17 @@ pub async fn refresh(ctx: &VolumeContext, pod: &Pod) -> Result<(), VolumeError> 
 
 /// Unmounts what `setup` mounted (memory-backed emptyDirs) and removes the pod's volume
 /// directories. hostPath and claim paths belong to the node and stay.
+#[allow(dead_code)] // The contract's entry point; the kubelet, which may have no client then, calls `teardown_local`.
 pub async fn teardown(ctx: &VolumeContext, pod_uid: &str) -> Result<()> {
+    teardown_local(&ctx.state_dir, pod_uid)
+}
+
+/// `teardown` for callers without an API client: it needs none.
+pub fn teardown_local(state_dir: &Path, pod_uid: &str) -> Result<()> {
     if pod_uid.is_empty() || pod_uid.contains('/') || pod_uid.starts_with('.') {
         anyhow::bail!("{pod_uid:?} is not a pod uid");
     }
-    let dir = pod_dir(&ctx.state_dir, pod_uid).join("volumes");
+    let dir = pod_dir(state_dir, pod_uid).join("volumes");
     for mount in mounts_under(&dir) {
         nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH)
             .with_context(|| format!("cannot unmount {}", mount.display()))?;
@@ -484,11 +487,6 @@ impl PodVolumes {
             }
         }
         env
-    }
-
-    /// Where a volume is on the node (for callers that need the path itself).
-    pub fn path_of(&self, volume: &str) -> Option<&Path> {
-        self.volumes.get(volume).map(|p| p.path.as_path())
     }
 }
 
