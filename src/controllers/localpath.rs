@@ -149,6 +149,7 @@ impl LocalPathProvisioner {
         let spec = claim.spec.clone().unwrap_or_default();
         let pv_name = format!("pvc-{uid}");
         if let Some(bound) = spec.volume_name.as_deref().filter(|v| !v.is_empty()) {
+            lock(&self.told_waiting).remove(&uid);
             // Bound (by us, or a finish of an interrupted binding).
             let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
             if phase != Some("Bound")
