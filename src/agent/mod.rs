@@ -2,7 +2,7 @@
 //! renews its Lease, and sets up the node's pod network once the Node has a pod CIDR.
 
 pub mod podnet;
-mod sysinfo;
+pub mod sysinfo;
 
 use std::time::Duration;
 
@@ -39,15 +39,34 @@ pub async fn run(
     // The kubelet attaches pods through this once it is Some.
     let network: podnet::NetworkHandle =
         podnet::start(settings.clone(), host.clone(), port, creds.clone());
+    let capacity = sysinfo::Capacity::detect(&state_dir);
+    let alloc = capacity.allocatable();
+    let node = crate::kubelet::NodeInfo {
+        node_name: settings.node_name.clone(),
+        service_subnet: settings.service_subnet.clone(),
+        state_dir: state_dir.clone(),
+        host_ip: sysinfo::internal_ip().map(|ip| ip.to_string()),
+        cpu_millis: alloc.cpu_millis as i64,
+        memory_bytes: alloc.memory_bytes as i64,
+        network: network.clone(),
+    };
+    // The pod manager outlives reconnections: it is handed each new client.
+    let (clients, clients_rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        if let Err(e) = crate::kubelet::run(node, clients_rx).await {
+            tracing::error!(error = format!("{e:#}"), "the pod manager stopped");
+        }
+    });
     let mut delay = Duration::from_millis(100);
     loop {
         // A fresh client each round re-resolves the server's name: its address can change when it restarts.
         let result = async {
             let client = client::connect(&host, port, &creds).await?;
-            let mut agent = Agent::new(client, &settings, &state_dir, network.clone());
+            let mut agent = Agent::new(client.clone(), &settings, &state_dir, network.clone());
             let mut network_changes = network.clone();
             agent.register().await?;
             info!(node = %settings.node_name, "node registered");
+            clients.send_replace(Some(client));
             loop {
                 network_changes.borrow_and_update();
                 agent.heartbeat().await?;

@@ -190,6 +190,14 @@ enum NodeCommand {
     Ps,
     /// Run the container prepared in DIR to its end (the per-container helper process).
     ContainerRun { dir: PathBuf },
+    /// Create a pod's namespaces under DIR/ns (the kubelet's single-threaded sandbox helper).
+    PodSandbox(crate::kubelet::sandbox::CreateArgs),
+    /// Run a command in a running container on this node, with this command's stdio.
+    Exec(crate::node::containers::ExecArgs),
+    /// Print a container's log (`-f` follows it while it runs).
+    Logs(crate::node::containers::LogsArgs),
+    /// Run a command inside the running container in DIR (the per-exec helper process).
+    ContainerExec(crate::runtime::exec::HelperArgs),
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
     RunOnce(crate::node::containers::RunOnceArgs),
@@ -246,12 +254,16 @@ pub fn main() -> ExitCode {
         Command::Node(NodeCommand::ContainerRun { .. }) => {
             Some("info,libcontainer=error,libcgroups=error")
         }
+        // Its stdout and stderr are the process's: the report on fd 3 says what went wrong.
+        Command::Node(NodeCommand::ContainerExec(_)) => Some("off"),
+        Command::Node(NodeCommand::Exec(_) | NodeCommand::Logs(_)) => Some("warn"),
         // Debugging commands whose output is the point.
         Command::Node(
             NodeCommand::RunOnce(_)
             | NodeCommand::Images { .. }
             | NodeCommand::ImageImport
             | NodeCommand::ImageTag { .. }
+            | NodeCommand::PodSandbox(_)
             | NodeCommand::Ps
             | NodeCommand::Net(_),
         ) => Some("warn"),
@@ -287,6 +299,16 @@ pub fn main() -> ExitCode {
         Command::Node(NodeCommand::ContainerRun { dir }) => {
             Some(crate::node::containers::container_run(dir.clone()).map(|()| ExitCode::SUCCESS))
         }
+        Command::Node(NodeCommand::PodSandbox(args)) => {
+            Some(crate::kubelet::sandbox::helper_main(args).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::Logs(args)) => {
+            Some(crate::node::containers::logs(args).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::ContainerExec(args)) => {
+            let code = crate::runtime::exec::helper_main(args);
+            Some(Ok(ExitCode::from(code.clamp(0, 255) as u8)))
+        }
         Command::Node(NodeCommand::RunOnce(args)) => Some(
             crate::node::containers::run_once(args.clone())
                 .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
@@ -312,6 +334,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Node(NodeCommand::Exec(args)) = &cli.command {
+        let result = runtime.block_on(crate::node::containers::exec(args.clone()));
+        runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+        return match result {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let progress = Progress::new(cli.quiet);
     let result = runtime.block_on(async {
         match cli.command {
@@ -335,6 +368,7 @@ pub fn main() -> ExitCode {
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
+
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
             Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
             Command::Node(NodeCommand::Apiserver {
@@ -360,6 +394,10 @@ pub fn main() -> ExitCode {
                 | NodeCommand::Images { .. }
                 | NodeCommand::Ps
                 | NodeCommand::ContainerRun { .. }
+                | NodeCommand::PodSandbox(_)
+                | NodeCommand::ContainerExec(_)
+                | NodeCommand::Logs(_)
+                | NodeCommand::Exec(_)
                 | NodeCommand::RunOnce(_),
             )
             | Command::Completion { .. } => Ok(()),

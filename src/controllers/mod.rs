@@ -9,6 +9,7 @@ mod disruption;
 mod endpoints;
 mod garbagecollector;
 mod job;
+pub mod localpath;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
@@ -21,7 +22,9 @@ mod tainteviction;
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
@@ -47,6 +50,8 @@ pub async fn run(
     let slices = Informer::<EndpointSlice>::new(client.clone());
     let jobs = Informer::<Job>::new(client.clone());
     let cronjobs = Informer::<CronJob>::new(client.clone());
+    let claims = Informer::<PersistentVolumeClaim>::new(client.clone());
+    let volumes = Informer::<PersistentVolume>::new(client.clone());
 
     // Handlers are registered before the informers start, so no change goes unseen.
     let replicasets = replicaset::ReplicaSetController::new(
@@ -67,6 +72,8 @@ pub async fn run(
         pods.clone(),
         nodes.clone(),
         namespaces.clone(),
+        claims.clone(),
+        volumes.clone(),
         events.recorder("default-scheduler"),
     );
 
@@ -105,6 +112,12 @@ pub async fn run(
         jobs.clone(),
         events.recorder("cronjob-controller"),
     );
+    let provisioner = localpath::LocalPathProvisioner::new(
+        client.clone(),
+        claims.clone(),
+        volumes.clone(),
+        events.recorder("kcluster.io/local-path"),
+    );
     let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
     let node_ipam = pod_subnet.map(|subnet| {
         nodeipam::NodeIpamController::new(
@@ -125,6 +138,8 @@ pub async fn run(
     tokio::spawn(slices.run());
     tokio::spawn(jobs.run());
     tokio::spawn(cronjobs.run());
+    tokio::spawn(claims.run());
+    tokio::spawn(volumes.run());
 
     tokio::try_join!(
         nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
@@ -145,6 +160,7 @@ pub async fn run(
                 None => Ok(()),
             }
         },
+        provisioner.run(),
     )?;
     Ok(())
 }

@@ -50,6 +50,9 @@ pub async fn run(options: Options) -> Result<()> {
     let port = listener.local_addr()?.port();
     let store = crate::store::Store::open(&options.data_dir.join("store"))?;
     let api = ApiServer::new(store, format!("127.0.0.1:{port}"));
+    api.set_service_account_key(&crate::apiserver::serviceaccount::jwt::load_or_create_key(
+        &options.data_dir.join("pki").join("service-account.key"),
+    )?)?;
     api.bootstrap().await?;
     let kubelet_client = ca.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
     api.set_kubelet_client(crate::apiserver::tls::kubelet_client_config(
