@@ -284,18 +284,17 @@ async fn cleanup_orphans(ctx: &Arc<Context>) {
             }
         }
     }
+    // A gone pod's address is freed with its files, so its files wait until the network is up
+    // (after an agent restart it comes up a moment later): they are how we know it had one.
+    if ctx.node.network.borrow().is_none() {
+        return;
+    }
     let known = known_uids();
     for uid in leftovers.into_iter().filter(|u| !known.contains(u)) {
+        if let Err(e) = seams::detach_network(ctx, &uid).await {
+            warn!(pod_uid = %uid, error = format!("{e:#}"), "cannot free the address of a gone pod");
+        }
         worker::clean_pod_files(ctx, &uid).await;
-    }
-    // Addresses held for pods that ended while the agent was down. A worker is registered
-    // before it attaches, so a pod starting now is among the known ones.
-    let live = known_uids().into_iter().collect();
-    if let Err(e) = seams::retain_network(ctx, &live).await {
-        warn!(
-            error = format!("{e:#}"),
-            "cannot free the addresses of gone pods"
-        );
     }
 }
 

@@ -39,21 +39,6 @@ pub async fn detach_network(ctx: &Context, pod_uid: &str) -> anyhow::Result<()> 
     }
 }
 
-/// After an agent restart: addresses of pods that are gone are freed.
-pub async fn retain_network(
-    ctx: &Context,
-    live_uids: &std::collections::BTreeSet<String>,
-) -> anyhow::Result<()> {
-    let network = ctx.node.network.borrow().clone();
-    if let Some(network) = network {
-        let freed = network.retain(live_uids).await?;
-        if !freed.is_empty() {
-            tracing::info!(pods = ?freed, "freed the addresses of pods this node no longer has");
-        }
-    }
-    Ok(())
-}
-
 /// Prepared volumes of a pod, and when their API-backed contents were last brought up to date.
 pub struct PodVolumes {
     inner: crate::volumes::PodVolumes,
