@@ -6,6 +6,7 @@ mod apiserver;
 mod cli;
 mod cluster;
 mod controllers;
+mod kubeletapi;
 mod node;
 mod pki;
 mod runtime;

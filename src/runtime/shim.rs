@@ -19,6 +19,10 @@ use super::cgroups;
 use super::container::{self, PidFd, Record, START_FAILURE_EXIT_CODE, State, Status};
 use super::logs::{LogWriter, Stream};
 
+/// The unix socket in the container's directory through which `kubectl attach` writes to the
+/// container's stdin (when the container keeps stdin open).
+pub const ATTACH_SOCKET: &str = "attach.sock";
+
 /// How long output may keep coming after the first process exited (its children may hold the
 /// pipes; in a PID namespace the kernel kills them right away).
 const DRAIN: Duration = Duration::from_secs(2);
