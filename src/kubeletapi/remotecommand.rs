@@ -389,6 +389,12 @@ pub async fn run_exec(runtime: &Runtime, id: &str, argv: &[String], tty: bool, m
 /// the container's helper when the container keeps one open.
 pub async fn run_attach(runtime: &Runtime, found: &find::Found, tty: bool, mut s: Session) {
     let dir = runtime.dir(&found.id);
+    let mut reader = match LogReader::open(&runtime.log_path(&found.id)) {
+        Ok(r) => r,
+        Err(e) => return s.finish(failure(&format!("{e:#}"))).await,
+    };
+    // What was logged before the attach is not replayed; what the client's input causes is.
+    let _ = reader.read_new();
     if let Some(mut from_client) = s.stdin.take() {
         let socket = dir.join(crate::runtime::shim::ATTACH_SOCKET);
         match tokio::net::UnixStream::connect(&socket).await {
@@ -405,12 +411,6 @@ pub async fn run_attach(runtime: &Runtime, found: &find::Found, tty: bool, mut s
             Err(e) => debug!(error = %e, "the container keeps no stdin open"),
         }
     }
-    let mut reader = match LogReader::open(&runtime.log_path(&found.id)) {
-        Ok(r) => r,
-        Err(e) => return s.finish(failure(&format!("{e:#}"))).await,
-    };
-    // What was logged before the attach is not replayed.
-    let _ = reader.read_new();
     loop {
         let running = crate::runtime::container::read_state(&dir)
             .map(|st| st.status != Status::Exited)

@@ -737,7 +737,8 @@ mod tests {
             Frame::Ping { id: 1 }
         );
         drop(stream);
-        drop(cw);
+        // A split duplex closes only on shutdown: the server then reads the end.
+        cw.shutdown().await.unwrap();
         drop(rx);
         serving.await.unwrap().unwrap();
     }

@@ -310,10 +310,11 @@ pub async fn start(
     if let Some(listener) = listener {
         let master = tokio::select! {
             accepted = receive_terminal(&listener) => accepted,
-            ended = exec.wait() => match ended {
-                Ok(code) => Err(anyhow::anyhow!("the process ended (exit code {code}) before its terminal was set up")),
-                Err(e) => Err(e),
-            },
+            // Only the helper is awaited here: its report must stay unread for `wait`.
+            _ = exec.helper.wait() => Err(match exec.wait().await {
+                Ok(code) => anyhow::anyhow!("the process ended (exit code {code}) before its terminal was set up"),
+                Err(e) => e,
+            }),
         };
         let master = std::sync::Arc::new(master?);
         let reader = dup_file(&master)?;
