@@ -277,7 +277,7 @@ where
             "stdout" => stdout = Some(Out::Spdy(stream.writer)),
             "stderr" => stderr = Some(Out::Spdy(stream.writer)),
             "resize" => resize = Some(resize_events(stream.incoming)),
-            other => debug!(streamtype = other, "unknown stream ignored"),
+            other => debug!(id = stream.id, streamtype = other, "unknown stream ignored"),
         }
     }
     // Later streams (none expected) are accepted and left alone.

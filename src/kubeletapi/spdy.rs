@@ -277,7 +277,7 @@ impl Default for HeaderDecoder {
 
 fn parse_block(plain: &[u8]) -> Result<Headers> {
     let mut at = 0usize;
-    let mut take_u32 = |at: &mut usize| -> Result<u32> {
+    let take_u32 = |at: &mut usize| -> Result<u32> {
         let bytes = plain
             .get(*at..*at + 4)
             .context("truncated SPDY header block")?;

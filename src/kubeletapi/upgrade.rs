@@ -13,14 +13,6 @@ pub enum Kind {
     Spdy { protocol: String },
 }
 
-impl Kind {
-    pub fn protocol(&self) -> &str {
-        match self {
-            Kind::WebSocket { protocol, .. } | Kind::Spdy { protocol } => protocol,
-        }
-    }
-}
-
 /// Every value of a comma-separated header, over all its lines.
 fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
