@@ -144,6 +144,11 @@ pub struct Exec {
 
 impl Drop for Exec {
     fn drop(&mut self) {
+        // A process nobody waits for any more is killed: SIGTERM makes the helper SIGKILL it
+        // (SIGKILL to the helper itself would leave the process running).
+        if let Ok(None) = self.helper.try_wait() {
+            self.kill();
+        }
         if let Some(dir) = self.socket_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -245,7 +250,6 @@ pub async fn start(
     command
         .args(["node", "container-exec", "--dir"])
         .arg(&dir)
-        .kill_on_drop(true)
         .stderr(Stdio::piped());
     let mut listener = None;
     let mut socket_dir = None;
