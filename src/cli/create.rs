@@ -228,7 +228,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         // The kubelet API's serving certificate: the API server checks it names the node.
         let kubelet_cert = crate::kubeletapi::certs::issue(
             &ca,
-            &node_name,
+            node_name,
             &[std::net::IpAddr::from([127, 0, 0, 1])],
         )?;
         let mut files = vec![

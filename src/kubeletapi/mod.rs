@@ -169,7 +169,7 @@ impl KubeletApi {
         let parts: Vec<String> = path
             .trim_start_matches('/')
             .split('/')
-            .map(|p| percent_decode(p))
+            .map(percent_decode)
             .collect();
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         debug!(method = %req.method(), %path, "kubelet API request");

@@ -42,7 +42,7 @@ pub async fn handle(
     let netns = netns_of(&found);
     let kind = match upgrade::negotiate(&req, &WEBSOCKET_PROTOCOLS, &SPDY_PROTOCOLS) {
         Ok(k) => k,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let answer = upgrade::switching(&kind);

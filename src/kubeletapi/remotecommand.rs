@@ -153,7 +153,7 @@ pub async fn handle(
     }
     let kind = match upgrade::negotiate(&req, &WEBSOCKET_PROTOCOLS, &SPDY_PROTOCOLS) {
         Ok(k) => k,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let answer = upgrade::switching(&kind);

@@ -586,10 +586,11 @@ where
                 flags,
                 data,
             } => {
-                if let Some(tx) = open.get(&stream_id) {
-                    if !data.is_empty() && tx.send(data).await.is_err() {
-                        open.remove(&stream_id);
-                    }
+                if let Some(tx) = open.get(&stream_id)
+                    && !data.is_empty()
+                    && tx.send(data).await.is_err()
+                {
+                    open.remove(&stream_id);
                 }
                 if flags & FLAG_FIN != 0 {
                     open.remove(&stream_id);

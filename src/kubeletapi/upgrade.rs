@@ -31,17 +31,19 @@ pub fn negotiate(
     req: &Request<Incoming>,
     websocket: &[&str],
     spdy: &[&str],
-) -> Result<Kind, Response<Body>> {
+) -> Result<Kind, Box<Response<Body>>> {
     let upgrade = values(req.headers(), header::UPGRADE.as_str());
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         let offered = values(req.headers(), "sec-websocket-protocol");
         let Some(protocol) = websocket.iter().find(|p| offered.iter().any(|o| o == *p)) else {
-            return Err(bad_request(&format!(
+            return Err(Box::new(bad_request(&format!(
                 "none of the offered WebSocket subprotocols {offered:?} is supported ({websocket:?})"
-            )));
+            ))));
         };
         let Some(key) = req.headers().get("sec-websocket-key") else {
-            return Err(bad_request("a WebSocket upgrade needs Sec-WebSocket-Key"));
+            return Err(Box::new(bad_request(
+                "a WebSocket upgrade needs Sec-WebSocket-Key",
+            )));
         };
         return Ok(Kind::WebSocket {
             accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
@@ -51,15 +53,15 @@ pub fn negotiate(
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
         let offered = values(req.headers(), "x-stream-protocol-version");
         let Some(protocol) = spdy.iter().find(|p| offered.iter().any(|o| o == *p)) else {
-            return Err(forbidden_protocol(&offered, spdy));
+            return Err(Box::new(forbidden_protocol(&offered, spdy)));
         };
         return Ok(Kind::Spdy {
             protocol: protocol.to_string(),
         });
     }
-    Err(bad_request(
+    Err(Box::new(bad_request(
         "this endpoint needs a connection upgrade (Upgrade: websocket or SPDY/3.1)",
-    ))
+    )))
 }
 
 fn forbidden_protocol(offered: &[String], ours: &[&str]) -> Response<Body> {
