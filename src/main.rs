@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod controllers;
 mod kubelet;
+mod kubeletapi;
 mod network;
 mod node;
 mod pki;

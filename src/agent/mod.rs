@@ -57,6 +57,7 @@ pub async fn run(
             tracing::error!(error = format!("{e:#}"), "the pod manager stopped");
         }
     });
+    start_kubelet_api(&settings.node_name, &state_dir);
     let mut delay = Duration::from_millis(100);
     loop {
         // A fresh client each round re-resolves the server's name: its address can change when it restarts.
@@ -94,6 +95,31 @@ pub async fn run(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Serves the kubelet API (logs, exec, attach, port-forward) in the background; the node
+/// works without it, so a failure is only logged.
+fn start_kubelet_api(node_name: &str, state_dir: &std::path::Path) {
+    let ips = crate::node::local_ips();
+    let tls = match crate::kubeletapi::certs::server_config(node_name, &ips) {
+        Ok(t) => t,
+        Err(e) => {
+            return warn!(
+                error = format!("{e:#}"),
+                "the kubelet API is off: kubectl logs/exec/port-forward will not reach this node"
+            );
+        }
+    };
+    let runtime = match crate::runtime::container::Runtime::new(state_dir) {
+        Ok(r) => std::sync::Arc::new(r),
+        Err(e) => return warn!(error = format!("{e:#}"), "the kubelet API is off"),
+    };
+    let api = std::sync::Arc::new(crate::kubeletapi::KubeletApi { runtime });
+    tokio::spawn(async move {
+        if let Err(e) = crate::kubeletapi::serve(api, tls).await {
+            warn!(error = format!("{e:#}"), "the kubelet API stopped");
+        }
+    });
 }
 
 struct Agent<'a> {

@@ -225,6 +225,12 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             service_subnet: plan.config.networking.service_subnet.to_string(),
         };
         let node_cert = ca.issue_client(&format!("system:node:{node_name}"), &["system:nodes"])?;
+        // The kubelet API's serving certificate: the API server checks it names the node.
+        let kubelet_cert = crate::kubeletapi::certs::issue(
+            &ca,
+            node_name,
+            &[std::net::IpAddr::from([127, 0, 0, 1])],
+        )?;
         let mut files = vec![
             (
                 crate::node::NODE_CONFIG_PATH.to_string(),
@@ -244,6 +250,24 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             (
                 format!("{}/node.key", crate::node::PKI_DIR),
                 node_cert.key_pem.into_bytes(),
+                0o600,
+            ),
+            (
+                format!(
+                    "{}/{}",
+                    crate::node::PKI_DIR,
+                    crate::kubeletapi::certs::CERT_FILE
+                ),
+                kubelet_cert.cert_pem.into_bytes(),
+                0o644,
+            ),
+            (
+                format!(
+                    "{}/{}",
+                    crate::node::PKI_DIR,
+                    crate::kubeletapi::certs::KEY_FILE
+                ),
+                kubelet_cert.key_pem.into_bytes(),
                 0o600,
             ),
         ];

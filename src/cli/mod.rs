@@ -35,6 +35,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the node variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a cluster and wait until every node is Ready.

@@ -307,6 +307,9 @@ pub struct ExecArgs {
     /// Pass this command's stdin to the process.
     #[arg(long, short = 'i')]
     pub stdin: bool,
+    /// Capture the output and kill the process after this many seconds (as exec probes do).
+    #[arg(long)]
+    pub timeout: Option<f64>,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
@@ -316,6 +319,13 @@ pub struct ExecArgs {
 pub async fn exec(args: ExecArgs) -> Result<i32> {
     use crate::runtime::exec::{ExecOptions, start};
     let runtime = Runtime::new(&super::state_dir())?;
+    if let Some(seconds) = args.timeout {
+        let timeout = Duration::try_from_secs_f64(seconds)
+            .with_context(|| format!("--timeout {seconds} is not a number of seconds"))?;
+        let out = crate::runtime::exec::capture(&runtime, &args.id, &args.command, timeout).await?;
+        std::io::stdout().write_all(&out.output)?;
+        return Ok(out.exit_code);
+    }
     let mut exec = start(
         &runtime,
         &args.id,

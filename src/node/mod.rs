@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use files::{NODE_CONFIG_PATH, PKI_DIR};
+pub use server::local_ips;
 
 /// The node's settings, written by the CLI into the container before it starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]

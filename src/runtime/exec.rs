@@ -144,6 +144,11 @@ pub struct Exec {
 
 impl Drop for Exec {
     fn drop(&mut self) {
+        // A process nobody waits for any more is killed: SIGTERM makes the helper SIGKILL it
+        // (SIGKILL to the helper itself would leave the process running).
+        if let Ok(None) = self.helper.try_wait() {
+            self.kill();
+        }
         if let Some(dir) = self.socket_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -245,7 +250,6 @@ pub async fn start(
     command
         .args(["node", "container-exec", "--dir"])
         .arg(&dir)
-        .kill_on_drop(true)
         .stderr(Stdio::piped());
     let mut listener = None;
     let mut socket_dir = None;
@@ -310,10 +314,11 @@ pub async fn start(
     if let Some(listener) = listener {
         let master = tokio::select! {
             accepted = receive_terminal(&listener) => accepted,
-            ended = exec.wait() => match ended {
-                Ok(code) => Err(anyhow::anyhow!("the process ended (exit code {code}) before its terminal was set up")),
-                Err(e) => Err(e),
-            },
+            // Only the helper is awaited here: its report must stay unread for `wait`.
+            _ = exec.helper.wait() => Err(match exec.wait().await {
+                Ok(code) => anyhow::anyhow!("the process ended (exit code {code}) before its terminal was set up"),
+                Err(e) => e,
+            }),
         };
         let master = std::sync::Arc::new(master?);
         let reader = dup_file(&master)?;

@@ -19,6 +19,10 @@ use super::cgroups;
 use super::container::{self, PidFd, Record, START_FAILURE_EXIT_CODE, State, Status};
 use super::logs::{LogWriter, Stream};
 
+/// The unix socket in the container's directory through which `kubectl attach` writes to the
+/// container's stdin (when the container keeps stdin open).
+pub const ATTACH_SOCKET: &str = "attach.sock";
+
 /// How long output may keep coming after the first process exited (its children may hold the
 /// pipes; in a PID namespace the kernel kills them right away).
 const DRAIN: Duration = Duration::from_secs(2);
@@ -77,13 +81,43 @@ fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) 
     }
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let devnull = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    // A container that keeps stdin open gets a pipe fed by `kubectl attach` clients.
+    let mut attach = if record.config.stdin {
+        let (in_r, in_w) = pipe()?;
+        let socket = dir.join(ATTACH_SOCKET);
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
+        listener
+            .set_nonblocking(true)
+            .context("cannot set up the attach socket")?;
+        Some((
+            in_r,
+            Attach {
+                listener: Some(listener),
+                stdin: Some(std::fs::File::from(in_w)),
+                clients: Vec::new(),
+                once: record.config.stdin_once,
+            },
+        ))
+    } else {
+        None
+    };
+    let stdin: OwnedFd = match attach.as_mut() {
+        Some((in_r, _)) => in_r
+            .try_clone()
+            .context("cannot duplicate the stdin pipe")?,
+        None => std::fs::File::open("/dev/null")
+            .context("cannot open /dev/null")?
+            .into(),
+    };
+    let mut attach = attach.map(|(_, a)| a);
     let mut log = LogWriter::create(&dir.join("container.log"))?;
     let id = record.config.id.clone();
     let lc = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(&record.run_root)
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_stdin(devnull)
+        .with_stdin(stdin)
         .with_stdout(out_w)
         .with_stderr(err_w)
         .as_init(dir.join("bundle"))
@@ -121,7 +155,9 @@ fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) 
     container::write_state(dir, state)?;
     info!(%id, pid, "container started");
 
-    let (code, signal) = pump(&mut log, out_r, err_r, &pidfd, pid)?;
+    let (code, signal) = pump(&mut log, out_r, err_r, &pidfd, pid, attach.as_mut())?;
+    drop(attach);
+    let _ = std::fs::remove_file(dir.join(ATTACH_SOCKET));
     state.oom_killed = cgroups::oom_killed(&record.cgroup_path);
     state.status = Status::Exited;
     state.exit_code = Some(code);
@@ -244,12 +280,93 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
 
 /// Copies output to the log until the process has exited and the pipes are drained; returns
 /// (exit code, signal) without reaping the process.
+/// The container's stdin, written by attach clients connecting to [`ATTACH_SOCKET`].
+struct Attach {
+    listener: Option<std::os::unix::net::UnixListener>,
+    stdin: Option<std::fs::File>,
+    clients: Vec<std::os::unix::net::UnixStream>,
+    /// stdinOnce: stdin closes when the first client leaves.
+    once: bool,
+}
+
+impl Attach {
+    fn poll_fds(&self) -> Vec<libc::pollfd> {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        if let Some(l) = &self.listener {
+            fds.push(libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        for c in &self.clients {
+            fds.push(libc::pollfd {
+                fd: c.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        fds
+    }
+
+    /// Accepts new clients and copies what they sent to the container's stdin.
+    fn serve(&mut self, ready: &[libc::pollfd]) {
+        use std::io::Write;
+        let mut at = 0;
+        if let Some(l) = &self.listener {
+            if ready.first().is_some_and(|f| f.revents != 0) {
+                while let Ok((client, _)) = l.accept() {
+                    let _ = client.set_nonblocking(true);
+                    self.clients.push(client);
+                }
+            }
+            at = 1;
+        }
+        let mut buf = [0u8; 16 * 1024];
+        let mut closed = Vec::new();
+        for (i, fd) in ready[at..].iter().enumerate() {
+            if fd.revents == 0 || i >= self.clients.len() {
+                continue;
+            }
+            loop {
+                match self.clients[i].read(&mut buf) {
+                    Ok(0) => {
+                        closed.push(i);
+                        break;
+                    }
+                    Ok(n) => {
+                        if let Some(stdin) = &mut self.stdin
+                            && stdin.write_all(&buf[..n]).is_err()
+                        {
+                            self.stdin = None;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        closed.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            self.clients.remove(i);
+            if self.once {
+                self.stdin = None;
+                self.listener = None;
+            }
+        }
+    }
+}
+
 fn pump(
     log: &mut LogWriter,
     out: OwnedFd,
     err: OwnedFd,
     pidfd: &PidFd,
     pid: i32,
+    mut attach: Option<&mut Attach>,
 ) -> Result<(i32, Option<i32>)> {
     set_nonblocking(&out)?;
     set_nonblocking(&err)?;
@@ -272,6 +389,7 @@ fn pump(
                 which.push(i);
             }
         }
+        let pid_slot = fds.len();
         if exited.is_none() {
             fds.push(libc::pollfd {
                 fd: pidfd.as_fd().as_raw_fd(),
@@ -281,6 +399,12 @@ fn pump(
         }
         if fds.is_empty() {
             break;
+        }
+        let attach_from = fds.len();
+        if exited.is_none()
+            && let Some(a) = attach.as_deref()
+        {
+            fds.extend(a.poll_fds());
         }
         let timeout_ms = match exited {
             Some((_, _, at)) => DRAIN.saturating_sub(at.elapsed()).as_millis() as i32,
@@ -315,7 +439,12 @@ fn pump(
                 }
             }
         }
-        if exited.is_none() && fds.last().is_some_and(|f| f.revents != 0) {
+        if exited.is_none()
+            && let Some(a) = attach.as_deref_mut()
+        {
+            a.serve(&fds[attach_from..]);
+        }
+        if exited.is_none() && fds.get(pid_slot).is_some_and(|f| f.revents != 0) {
             let (code, signal) = exit_status(pid)?;
             exited = Some((code, signal, Instant::now()));
         }
