@@ -20,7 +20,7 @@ mod tainteviction;
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
@@ -33,6 +33,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
     let sets = Informer::<ReplicaSet>::new(client.clone());
+    let rcs = Informer::<ReplicationController>::new(client.clone());
     let deployments = Informer::<Deployment>::new(client.clone());
     let namespaces = Informer::<Namespace>::new(client.clone());
     let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
@@ -47,6 +48,12 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         sets.clone(),
         pods.clone(),
         events.recorder("replicaset-controller"),
+    );
+    let replication_manager = replicaset::ReplicationManager::new(
+        client.clone(),
+        rcs.clone(),
+        pods.clone(),
+        events.recorder("replication-controller"),
     );
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
@@ -103,6 +110,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     tokio::spawn(pods.run());
     tokio::spawn(nodes.run());
     tokio::spawn(sets.run());
+    tokio::spawn(rcs.run());
     tokio::spawn(deployments.run());
     tokio::spawn(namespaces.run());
     tokio::spawn(budgets.run());
@@ -115,6 +123,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
         namespace::run(client),
         replicasets.run(),
+        replication_manager.run(),
         deployment_controller.run(),
         scheduler.run(),
         garbage_collector.run(),
