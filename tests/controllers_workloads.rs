@@ -192,3 +192,240 @@ fn replication_controllers_keep_their_replicas() {
             .all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
     );
 }
+
+const DS: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+  annotations: {kubernetes.io/change-cause: first}
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: agent:1
+"#;
+
+/// (pod name, node it is pinned to, controller-revision-hash, image) for live agent pods.
+fn agent_pods(server: &ApiServer, selector: &str) -> Vec<(String, String, String, String)> {
+    live_pods(server, selector)
+        .iter()
+        .map(|p| {
+            let node = p
+                .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            (
+                name(p),
+                node,
+                p["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn nodes_of(pods: &[(String, String, String, String)]) -> Vec<String> {
+    let mut nodes: Vec<String> = pods.iter().map(|p| p.1.clone()).collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn daemon_sets_run_one_pod_per_eligible_node_and_roll_out() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    create_node(&server, "n1", &[("disk", "ssd")], "4", "8Gi", 110);
+    create_node(&server, "n2", &[], "4", "8Gi", 110);
+    create_node(&server, "n3", &[], "4", "8Gi", 110);
+    server.kubectl_ok(&["taint", "node", "n3", "dedicated=infra:NoSchedule"]);
+    server.kubectl_ok(&["cordon", "n2"]);
+    let _kubelet = FakeKubelet::start(&server, &["n1", "n2", "n3", "n4"]);
+
+    create(&server, DS);
+    let status = server.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(
+        status.contains("daemon set \"agent\" successfully rolled out"),
+        "{status}"
+    );
+    // The tainted node gets none; the cordoned one does (daemon pods tolerate cordons).
+    let pods = agent_pods(&server, "app=agent");
+    assert_eq!(nodes_of(&pods), ["n1", "n2"], "{pods:?}");
+    let row = row(&server, &["ds", "agent"]);
+    assert_eq!(row[1..6], ["2", "2", "2", "2", "2"], "{row:?}");
+    let ds = json(&server, &["ds", "agent"]);
+    assert_eq!(ds["status"]["numberMisscheduled"], 0, "{ds}");
+    assert_eq!(ds["status"]["observedGeneration"], 1, "{ds}");
+    let pod = &live_pods(&server, "app=agent")[0];
+    let tolerations = pod["spec"]["tolerations"].to_string();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/unschedulable",
+    ] {
+        assert!(tolerations.contains(key), "{key} missing: {tolerations}");
+    }
+    assert_eq!(pod["metadata"]["labels"]["pod-template-generation"], "1");
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+    let hash1 = pods[0].2.clone();
+    let revisions = server.kubectl_ok(&["get", "controllerrevisions"]);
+    assert!(revisions.contains(&format!("agent-{hash1}")), "{revisions}");
+
+    // A node that arrives gets a pod; one that goes loses it.
+    create_node(&server, "n4", &[], "4", "8Gi", 110);
+    wait_for("a pod on n4", || {
+        nodes_of(&agent_pods(&server, "app=agent")) == ["n1", "n2", "n4"]
+    });
+    server.kubectl_ok(&["delete", "node", "n4"]);
+    wait_for("the n4 pod to go", || {
+        nodes_of(&agent_pods(&server, "app=agent")) == ["n1", "n2"]
+    });
+    // Tolerating the taint brings n3 in.
+    server.kubectl_ok(&["taint", "node", "n3", "dedicated-"]);
+    wait_for("a pod on n3", || {
+        nodes_of(&agent_pods(&server, "app=agent")) == ["n1", "n2", "n3"]
+    });
+
+    // A rolling update replaces every pod; history and undo work through kubectl.
+    server.kubectl_ok(&[
+        "annotate",
+        "ds",
+        "agent",
+        "--overwrite",
+        "kubernetes.io/change-cause=second",
+    ]);
+    server.kubectl_ok(&["set", "image", "ds/agent", "agent=agent:2"]);
+    let status = server.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let pods = agent_pods(&server, "app=agent");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert!(
+        pods.iter().all(|p| p.3 == "agent:2" && p.2 != hash1),
+        "{pods:?}"
+    );
+    let history = server.kubectl_ok(&["rollout", "history", "ds/agent"]);
+    let lines: Vec<Vec<&str>> = history
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [vec!["1", "first"], vec!["2", "second"]],
+        "{history}"
+    );
+    let rev1 = server.kubectl_ok(&["rollout", "history", "ds/agent", "--revision=1"]);
+    assert!(rev1.contains("agent:1"), "{rev1}");
+
+    let undo = server.kubectl_ok(&["rollout", "undo", "ds/agent"]);
+    assert!(undo.contains("daemonset.apps/agent rolled back"), "{undo}");
+    let status = server.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let pods = agent_pods(&server, "app=agent");
+    assert!(
+        pods.iter().all(|p| p.3 == "agent:1" && p.2 == hash1),
+        "{pods:?}"
+    );
+    let history = server.kubectl_ok(&["rollout", "history", "ds/agent"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    let undo = server.kubectl_ok(&["rollout", "undo", "ds/agent", "--to-revision=3"]);
+    assert!(undo.contains("skipped rollback"), "{undo}");
+    let events = event_messages(&server, "agent");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("SuccessfulDelete Deleted pod: agent-")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn daemon_sets_surge_or_wait_for_deletion() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    create_node(&server, "n1", &[("disk", "ssd")], "4", "8Gi", 110);
+    create_node(&server, "n2", &[("disk", "ssd")], "4", "8Gi", 110);
+    create_node(&server, "n3", &[], "4", "8Gi", 110);
+    let _kubelet = FakeKubelet::start(&server, &["n1", "n2", "n3"]);
+
+    // nodeSelector limits the nodes; maxSurge starts the new pod before the old one goes.
+    let surge = DS
+        .replacen("name: agent\n", "name: surge\n", 1)
+        .replace("{app: agent}", "{app: surge}")
+        .replace(
+            "    spec:\n      containers:",
+            "    spec:\n      nodeSelector: {disk: ssd}\n      containers:",
+        )
+        .replace(
+            "spec:\n  selector:",
+            "spec:\n  updateStrategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n  selector:",
+        );
+    create(&server, &surge);
+    server.kubectl_ok(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    assert_eq!(nodes_of(&agent_pods(&server, "app=surge")), ["n1", "n2"]);
+    server.kubectl_ok(&["set", "image", "ds/surge", "agent=agent:2"]);
+    server.kubectl_ok(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    let pods = agent_pods(&server, "app=surge");
+    assert_eq!(nodes_of(&pods), ["n1", "n2"], "{pods:?}");
+    assert!(pods.iter().all(|p| p.3 == "agent:2"), "{pods:?}");
+    // A label change moves the pod: n3 gains one, n2 loses its own.
+    server.kubectl_ok(&["label", "node", "n3", "disk=ssd"]);
+    server.kubectl_ok(&["label", "node", "n2", "disk-"]);
+    wait_for("pods to follow the labels", || {
+        nodes_of(&agent_pods(&server, "app=surge")) == ["n1", "n3"]
+    });
+
+    // OnDelete: a new template reaches only pods deleted by hand.
+    let on_delete = DS
+        .replacen("name: agent\n", "name: manual\n", 1)
+        .replace("{app: agent}", "{app: manual}")
+        .replace(
+            "spec:\n  selector:",
+            "spec:\n  updateStrategy: {type: OnDelete}\n  selector:",
+        );
+    create(&server, &on_delete);
+    wait_for("three manual pods", || {
+        let pods = live_pods(&server, "app=manual");
+        pods.len() == 3 && pods.iter().all(is_ready)
+    });
+    server.kubectl_ok(&["set", "image", "ds/manual", "agent=agent:2"]);
+    wait_for("the new generation to be observed", || {
+        let ds = json(&server, &["ds", "manual"]);
+        ds["status"]["observedGeneration"] == 2
+    });
+    let ds = json(&server, &["ds", "manual"]);
+    assert_eq!(ds["status"]["updatedNumberScheduled"], 0, "{ds}");
+    let out = server.kubectl(&["rollout", "status", "ds/manual", "--timeout=5s"]);
+    assert!(
+        text(&out).contains("rollout status is only available for RollingUpdate strategy type"),
+        "{}",
+        text(&out)
+    );
+    let first = agent_pods(&server, "app=manual")[0].clone();
+    server.kubectl_ok(&["delete", "pod", &first.0, "--wait=false"]);
+    wait_for("an updated replacement", || {
+        let pods = agent_pods(&server, "app=manual");
+        pods.len() == 3 && pods.iter().filter(|p| p.3 == "agent:2").count() == 1
+    });
+    wait_for("updatedNumberScheduled", || {
+        json(&server, &["ds", "manual"])["status"]["updatedNumberScheduled"] == 1
+    });
+}

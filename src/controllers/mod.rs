@@ -4,10 +4,12 @@
 
 mod cron;
 mod cronjob;
+mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
 mod garbagecollector;
+mod history;
 mod job;
 mod namespace;
 mod nodelifecycle;
@@ -18,7 +20,7 @@ mod serviceaccounts;
 mod tainteviction;
 
 use anyhow::Result;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -34,6 +36,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     let nodes = Informer::<Node>::new(client.clone());
     let sets = Informer::<ReplicaSet>::new(client.clone());
     let rcs = Informer::<ReplicationController>::new(client.clone());
+    let daemonsets = Informer::<DaemonSet>::new(client.clone());
+    let revisions = Informer::<ControllerRevision>::new(client.clone());
     let deployments = Informer::<Deployment>::new(client.clone());
     let namespaces = Informer::<Namespace>::new(client.clone());
     let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
@@ -54,6 +58,14 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         rcs.clone(),
         pods.clone(),
         events.recorder("replication-controller"),
+    );
+    let daemonset_controller = daemonset::DaemonSetController::new(
+        client.clone(),
+        daemonsets.clone(),
+        pods.clone(),
+        nodes.clone(),
+        revisions.clone(),
+        events.recorder("daemonset-controller"),
     );
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
@@ -111,6 +123,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     tokio::spawn(nodes.run());
     tokio::spawn(sets.run());
     tokio::spawn(rcs.run());
+    tokio::spawn(daemonsets.run());
+    tokio::spawn(revisions.run());
     tokio::spawn(deployments.run());
     tokio::spawn(namespaces.run());
     tokio::spawn(budgets.run());
@@ -124,6 +138,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         namespace::run(client),
         replicasets.run(),
         replication_manager.run(),
+        daemonset_controller.run(),
         deployment_controller.run(),
         scheduler.run(),
         garbage_collector.run(),
