@@ -429,3 +429,271 @@ fn daemon_sets_surge_or_wait_for_deletion() {
         json(&server, &["ds", "manual"])["status"]["updatedNumberScheduled"] == 1
     });
 }
+
+const STS: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  serviceName: nginx
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1
+  volumeClaimTemplates:
+  - metadata: {name: www}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#;
+
+/// The set's SuccessfulCreate/SuccessfulDelete pod messages, oldest first.
+fn set_pod_events(server: &ApiServer, set: &str) -> Vec<String> {
+    let list = json(server, &["events"]);
+    let mut events: Vec<(String, String, String)> = list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == set)
+        .map(|e| {
+            (
+                e["firstTimestamp"].as_str().unwrap_or_default().to_string(),
+                name(e),
+                e["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .filter(|(_, _, m)| m.starts_with("create Pod") || m.starts_with("delete Pod"))
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, _, m)| m).collect()
+}
+
+fn pvc_names(server: &ApiServer) -> Vec<String> {
+    let list = json(server, &["pvc"]);
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .map(name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn stateful_sets_keep_identities_order_and_revisions() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    for n in ["n1", "n2"] {
+        create_node(&server, n, &[], "4", "8Gi", 110);
+    }
+    let _kubelet = FakeKubelet::start(&server, &["n1", "n2"]);
+
+    create(&server, STS);
+    let status = server.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    assert!(
+        status.contains("partitioned roll out complete: 3 new pods have been updated"),
+        "{status}"
+    );
+    assert_eq!(row(&server, &["sts", "web"])[1], "3/3");
+    let pods = live_pods(&server, "app=web");
+    assert_eq!(names(&pods), ["web-0", "web-1", "web-2"]);
+    for (i, p) in pods.iter().enumerate() {
+        assert_eq!(p["spec"]["hostname"], format!("web-{i}"), "{p}");
+        assert_eq!(p["spec"]["subdomain"], "nginx", "{p}");
+        assert_eq!(
+            p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+            format!("web-{i}")
+        );
+        assert_eq!(
+            p["metadata"]["labels"]["apps.kubernetes.io/pod-index"],
+            i.to_string()
+        );
+        let volume = &p["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+        assert!(
+            volume.iter().any(|v| v["name"] == "www"
+                && v["persistentVolumeClaim"]["claimName"] == format!("www-web-{i}")),
+            "{p}"
+        );
+    }
+    assert_eq!(pvc_names(&server), ["www-web-0", "www-web-1", "www-web-2"]);
+    // OrderedReady: each pod was created only after the one before it.
+    let events = set_pod_events(&server, "web");
+    assert_eq!(
+        events,
+        [
+            "create Pod web-0 in StatefulSet web successful",
+            "create Pod web-1 in StatefulSet web successful",
+            "create Pod web-2 in StatefulSet web successful",
+        ],
+        "{events:?}"
+    );
+    let sts = json(&server, &["sts", "web"]);
+    let rev1 = sts["status"]["currentRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(sts["status"]["updateRevision"], rev1.as_str(), "{sts}");
+    assert_eq!(
+        pods[0]["metadata"]["labels"]["controller-revision-hash"],
+        rev1.as_str()
+    );
+    assert_eq!(sts["status"]["currentReplicas"], 3, "{sts}");
+    assert_eq!(sts["status"]["availableReplicas"], 3, "{sts}");
+
+    // A deleted pod comes back with the same name.
+    server.kubectl_ok(&["delete", "pod", "web-1", "--wait=false"]);
+    wait_for("web-1 to come back", || {
+        let pods = live_pods(&server, "app=web");
+        names(&pods) == ["web-0", "web-1", "web-2"] && pods.iter().all(is_ready)
+    });
+
+    // A rolling update goes from the highest ordinal down; the partition holds the rest.
+    server.kubectl_ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}}}}"#,
+    ]);
+    server.kubectl_ok(&["set", "image", "sts/web", "nginx=nginx:2"]);
+    let status = server.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    assert!(
+        status.contains("partitioned roll out complete: 1 new pods have been updated"),
+        "{status}"
+    );
+    let images: Vec<String> = live_pods(&server, "app=web")
+        .iter()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(images, ["nginx:1", "nginx:1", "nginx:2"]);
+    let sts = json(&server, &["sts", "web"]);
+    assert_eq!(sts["status"]["currentRevision"], rev1.as_str(), "{sts}");
+    assert_ne!(sts["status"]["updateRevision"], rev1.as_str(), "{sts}");
+    assert_eq!(sts["status"]["updatedReplicas"], 1, "{sts}");
+    server.kubectl_ok(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
+    ]);
+    server.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    wait_for("the update to become current", || {
+        let sts = json(&server, &["sts", "web"]);
+        sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
+            && sts["status"]["currentReplicas"] == 3
+    });
+    let events = set_pod_events(&server, "web");
+    let deletions: Vec<&String> = events
+        .iter()
+        .filter(|e| e.starts_with("delete Pod"))
+        .collect();
+    assert_eq!(
+        deletions,
+        [
+            "delete Pod web-2 in StatefulSet web successful",
+            "delete Pod web-1 in StatefulSet web successful",
+            "delete Pod web-0 in StatefulSet web successful",
+        ],
+        "{events:?}"
+    );
+    let history = server.kubectl_ok(&["rollout", "history", "sts/web"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let undo = server.kubectl_ok(&["rollout", "undo", "sts/web"]);
+    assert!(undo.contains("statefulset.apps/web rolled back"), "{undo}");
+    server.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    wait_for("the rollback to finish", || {
+        let pods = live_pods(&server, "app=web");
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1" && is_ready(p))
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["labels"]["controller-revision-hash"] == rev1.as_str())
+    });
+
+    // Scale down from the top; claims are retained by default.
+    server.kubectl_ok(&["scale", "sts", "web", "--replicas=1"]);
+    wait_for("one pod", || {
+        names(&live_pods(&server, "app=web")) == ["web-0"]
+    });
+    assert_eq!(pvc_names(&server), ["www-web-0", "www-web-1", "www-web-2"]);
+}
+
+#[test]
+fn parallel_stateful_sets_and_claim_retention() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    create_node(&server, "n1", &[], "4", "8Gi", 110);
+    let _kubelet = FakeKubelet::start(&server, &["n1"]);
+
+    // Parallel: every pod at once, even when the first never becomes ready.
+    let parallel = STS
+        .replace("name: web\n", "name: db\n")
+        .replace("{app: web}", "{app: db}")
+        .replace("image: nginx:1", "image: unready:1")
+        .replace(
+            "  serviceName: nginx\n",
+            "  serviceName: nginx\n  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}\n",
+        )
+        .replace("metadata: {name: www}", "metadata: {name: data}");
+    create(&server, &parallel);
+    wait_for("three unready pods", || {
+        live_pods(&server, "app=db").len() == 3
+    });
+    assert_eq!(pvc_names(&server), ["data-db-0", "data-db-1", "data-db-2"]);
+    let sts = json(&server, &["sts", "db"]);
+    assert_eq!(sts["status"]["readyReplicas"], 0, "{sts}");
+    let claim = json(&server, &["pvc", "data-db-0"]);
+    assert_eq!(
+        claim["metadata"]["ownerReferences"][0]["kind"], "StatefulSet",
+        "{claim}"
+    );
+    assert_eq!(claim["metadata"]["labels"]["app"], "db", "{claim}");
+
+    // whenScaled=Delete: the claims of removed ordinals go with their pods.
+    server.kubectl_ok(&["scale", "sts", "db", "--replicas=1"]);
+    wait_for("claims of removed pods to go", || {
+        names(&live_pods(&server, "app=db")) == ["db-0"] && pvc_names(&server) == ["data-db-0"]
+    });
+    // whenDeleted=Delete: deleting the set deletes the remaining claims.
+    server.kubectl_ok(&["delete", "sts", "db"]);
+    wait_for("the remaining claim to go", || {
+        pvc_names(&server).is_empty()
+    });
+
+    // OrderedReady waits on an unready pod.
+    let ordered = STS
+        .replace("image: nginx:1", "image: unready:1")
+        .replace("replicas: 3", "replicas: 2");
+    create(&server, &ordered);
+    wait_for("web-0", || live_pods(&server, "app=web").len() == 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(names(&live_pods(&server, "app=web")), ["web-0"]);
+    let out = server.kubectl(&["rollout", "status", "sts/web", "--timeout=2s"]);
+    assert!(
+        text(&out).contains("Waiting for 2 pods to be ready"),
+        "{}",
+        text(&out)
+    );
+}

@@ -479,7 +479,7 @@ impl DaemonSetController {
         )
         .await?;
         match made {
-            history::Created::Made(_) => Ok(Some(hash)),
+            history::Created::Made => Ok(Some(hash)),
             history::Created::Collision => {
                 let mut status = ds.status.clone().unwrap_or_default();
                 status.collision_count = Some(collisions.unwrap_or(0) + 1);

@@ -94,7 +94,7 @@ pub struct NewRevision<'a> {
 /// Outcome of creating a revision: made, or a different revision already holds the name (a
 /// hash collision: the caller bumps its collisionCount and tries again).
 pub enum Created {
-    Made(ControllerRevision),
+    Made,
     Collision,
 }
 
@@ -120,7 +120,7 @@ pub async fn create(client: &kube::Client, new: NewRevision<'_>) -> Result<Creat
     };
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), new.namespace);
     match api.create(&PostParams::default(), &cr).await {
-        Ok(made) => Ok(Created::Made(made)),
+        Ok(_) => Ok(Created::Made),
         Err(e) if is_conflict(&e) => {
             // It exists: ours with the same template is as good as new (an informer lagging
             // behind our own write); anything else is a collision.
@@ -133,7 +133,7 @@ pub async fn create(client: &kube::Client, new: NewRevision<'_>) -> Result<Creat
                     if matches(&cr, new.template)
                         && controller_of(&cr.metadata).is_some_and(|r| r.uid == new.owner.uid) =>
                 {
-                    Ok(Created::Made(cr))
+                    Ok(Created::Made)
                 }
                 _ => Ok(Created::Collision),
             }

@@ -17,10 +17,13 @@ mod podcontrol;
 mod replicaset;
 pub mod runtime;
 mod serviceaccounts;
+mod statefulset;
 mod tainteviction;
 
 use anyhow::Result;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -38,6 +41,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     let rcs = Informer::<ReplicationController>::new(client.clone());
     let daemonsets = Informer::<DaemonSet>::new(client.clone());
     let revisions = Informer::<ControllerRevision>::new(client.clone());
+    let statefulsets = Informer::<StatefulSet>::new(client.clone());
     let deployments = Informer::<Deployment>::new(client.clone());
     let namespaces = Informer::<Namespace>::new(client.clone());
     let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
@@ -66,6 +70,13 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         nodes.clone(),
         revisions.clone(),
         events.recorder("daemonset-controller"),
+    );
+    let statefulset_controller = statefulset::StatefulSetController::new(
+        client.clone(),
+        statefulsets.clone(),
+        pods.clone(),
+        revisions.clone(),
+        events.recorder("statefulset-controller"),
     );
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
@@ -125,6 +136,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     tokio::spawn(rcs.run());
     tokio::spawn(daemonsets.run());
     tokio::spawn(revisions.run());
+    tokio::spawn(statefulsets.run());
     tokio::spawn(deployments.run());
     tokio::spawn(namespaces.run());
     tokio::spawn(budgets.run());
@@ -139,6 +151,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         replicasets.run(),
         replication_manager.run(),
         daemonset_controller.run(),
+        statefulset_controller.run(),
         deployment_controller.run(),
         scheduler.run(),
         garbage_collector.run(),
