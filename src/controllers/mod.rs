@@ -15,6 +15,7 @@ mod namespace;
 mod nodelifecycle;
 mod podcontrol;
 mod replicaset;
+mod resourcequota;
 pub mod runtime;
 mod serviceaccounts;
 mod statefulset;
@@ -25,7 +26,9 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, Pod, ReplicationController, ResourceQuota, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
@@ -42,6 +45,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     let daemonsets = Informer::<DaemonSet>::new(client.clone());
     let revisions = Informer::<ControllerRevision>::new(client.clone());
     let statefulsets = Informer::<StatefulSet>::new(client.clone());
+    let quotas = Informer::<ResourceQuota>::new(client.clone());
     let deployments = Informer::<Deployment>::new(client.clone());
     let namespaces = Informer::<Namespace>::new(client.clone());
     let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
@@ -78,6 +82,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         revisions.clone(),
         events.recorder("statefulset-controller"),
     );
+    let quota_controller =
+        resourcequota::ResourceQuotaController::new(client.clone(), quotas.clone(), pods.clone());
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
         deployments.clone(),
@@ -137,6 +143,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     tokio::spawn(daemonsets.run());
     tokio::spawn(revisions.run());
     tokio::spawn(statefulsets.run());
+    tokio::spawn(quotas.run());
     tokio::spawn(deployments.run());
     tokio::spawn(namespaces.run());
     tokio::spawn(budgets.run());
@@ -152,6 +159,7 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         replication_manager.run(),
         daemonset_controller.run(),
         statefulset_controller.run(),
+        quota_controller.run(),
         deployment_controller.run(),
         scheduler.run(),
         garbage_collector.run(),
