@@ -43,7 +43,7 @@ fn live_pods(server: &ApiServer, selector: &str) -> Vec<Value> {
         .into_iter()
         .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
         .collect();
-    pods.sort_by_key(|p| name(p));
+    pods.sort_by_key(name);
     pods
 }
 

@@ -218,9 +218,12 @@ fn phase(pod: &Pod) -> &str {
         .unwrap_or_default()
 }
 
+/// A node's updated pod and old pod, either possibly missing.
+type NewAndOld = (Option<Arc<Pod>>, Option<Arc<Pod>>);
+
 /// findUpdatedPodsOnNode: the node's one new and one old pod (not being deleted); None when
 /// there are more, which the manage step sorts out first.
-fn updated_and_old(pods: &[Arc<Pod>], hash: &str) -> Option<(Option<Arc<Pod>>, Option<Arc<Pod>>)> {
+fn updated_and_old(pods: &[Arc<Pod>], hash: &str) -> Option<NewAndOld> {
     let (mut new, mut old) = (None, None);
     for pod in pods
         .iter()

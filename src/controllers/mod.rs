@@ -14,6 +14,7 @@ mod job;
 mod namespace;
 mod nodelifecycle;
 mod podcontrol;
+mod podfailurepolicy;
 mod replicaset;
 mod resourcequota;
 pub mod runtime;

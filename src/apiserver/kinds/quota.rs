@@ -364,8 +364,24 @@ mod tests {
     fn admission_reports_what_exceeds() {
         let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"requests.cpu": "1", "pods": "3"}}});
         let existing = vec![pod("500m"), pod("250m")];
-        assert!(admit("", "pods", &pod("250m"), &[quota.clone()], &existing).is_ok());
-        let err = admit("", "pods", &pod("500m"), &[quota.clone()], &existing).unwrap_err();
+        assert!(
+            admit(
+                "",
+                "pods",
+                &pod("250m"),
+                std::slice::from_ref(&quota),
+                &existing
+            )
+            .is_ok()
+        );
+        let err = admit(
+            "",
+            "pods",
+            &pod("500m"),
+            std::slice::from_ref(&quota),
+            &existing,
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             "exceeded quota: q, requested: requests.cpu=500m, used: requests.cpu=750m, limited: requests.cpu=1"
