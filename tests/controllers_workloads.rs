@@ -97,6 +97,31 @@ fn event_messages(server: &ApiServer, object: &str) -> Vec<String> {
         .collect()
 }
 
+/// An object's events in the order they were first written (client-go names events
+/// `<object>.<unix nanoseconds in hex>`).
+fn events_in_order(server: &ApiServer, object: &str) -> Vec<String> {
+    let list = json(server, &["events"]);
+    let mut events: Vec<(String, String)> = list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == object)
+        .map(|e| {
+            (
+                name(e),
+                format!(
+                    "{} {}",
+                    e["reason"].as_str().unwrap_or_default(),
+                    e["message"].as_str().unwrap_or_default()
+                ),
+            )
+        })
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, m)| m).collect()
+}
+
 const RC: &str = r#"
 apiVersion: v1
 kind: ReplicationController
@@ -386,6 +411,16 @@ fn daemon_sets_surge_or_wait_for_deletion() {
     let pods = agent_pods(&server, "app=surge");
     assert_eq!(nodes_of(&pods), ["n1", "n2"], "{pods:?}");
     assert!(pods.iter().all(|p| p.3 == "agent:2"), "{pods:?}");
+    // Surge: the rollout began by creating a new pod, not by deleting an old one (one sync
+    // may then create on the next node and delete on the first together).
+    let events = events_in_order(&server, "surge");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds.len(), 6, "{events:?}");
+    assert_eq!(kinds[..3], ["SuccessfulCreate"; 3], "{events:?}");
+    assert_eq!(kinds[5], "SuccessfulDelete", "{events:?}");
     // A label change moves the pod: n3 gains one, n2 loses its own.
     server.kubectl_ok(&["label", "node", "n3", "disk=ssd"]);
     server.kubectl_ok(&["label", "node", "n2", "disk-"]);

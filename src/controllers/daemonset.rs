@@ -692,7 +692,7 @@ impl DaemonSetController {
         plan
     }
 
-    /// syncNodes: creations and deletions under one expectation.
+    /// syncNodes: creations, then deletions, under one expectation.
     async fn apply(&self, key: &ObjKey, ds: &DaemonSet, plan: Plan, hash: &str) -> Result<()> {
         if plan.create_on.is_empty() && plan.delete.is_empty() {
             return Ok(());
@@ -719,7 +719,9 @@ impl DaemonSetController {
             .delete
             .iter()
             .map(|pod| podcontrol::delete(&self.client, &self.recorder, ds, pod));
-        let (created, deleted) = futures::join!(join_all(creations), join_all(deletions));
+        // As kube's syncNodes: the creations finish before the deletions start.
+        let created = join_all(creations).await;
+        let deleted = join_all(deletions).await;
         let mut first_error = None;
         for r in created {
             if let Err(e) = r {
