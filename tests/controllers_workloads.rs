@@ -428,6 +428,31 @@ fn daemon_sets_surge_or_wait_for_deletion() {
         nodes_of(&agent_pods(&server, "app=surge")) == ["n1", "n3"]
     });
 
+    // A pod that fails is deleted and replaced, with a Warning saying so.
+    let crash = DS
+        .replacen("name: agent\n", "name: crash\n", 1)
+        .replace("{app: agent}", "{app: crash}")
+        .replace("image: agent:1", "image: agent-fail:1")
+        .replace(
+            "    spec:\n      containers:",
+            "    spec:\n      nodeSelector: {kubernetes.io/hostname: n1}\n      containers:",
+        );
+    create(&server, &crash);
+    wait_for("a FailedDaemonPod warning", || {
+        event_messages(&server, "crash").iter().any(|e| {
+            e.starts_with("FailedDaemonPod Found failed daemon pod default/crash-")
+                && e.ends_with("on node n1, will try to kill it")
+        })
+    });
+    wait_for("a replacement", || {
+        event_messages(&server, "crash")
+            .iter()
+            .filter(|e| e.starts_with("SuccessfulCreate"))
+            .count()
+            >= 2
+    });
+    server.kubectl_ok(&["delete", "ds", "crash"]);
+
     // OnDelete: a new template reaches only pods deleted by hand.
     let on_delete = DS
         .replacen("name: agent\n", "name: manual\n", 1)

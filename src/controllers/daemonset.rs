@@ -2,12 +2,13 @@
 //! fits (nodeName, nodeSelector, required node affinity, NoSchedule/NoExecute taints with the
 //! tolerations every daemon pod gets), placed by a required node affinity on `metadata.name`
 //! for the scheduler to bind; pods on nodes that stop fitting (or vanish) are deleted, failed
-//! ones replaced. Templates are kept as ControllerRevisions (`controller-revision-hash` on pods),
+//! ones replaced (with a per-node backoff). Templates are kept as ControllerRevisions
+//! (`controller-revision-hash` on pods),
 //! and a new template rolls out by RollingUpdate (maxUnavailable, or maxSurge) or OnDelete.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::future::join_all;
@@ -45,7 +46,13 @@ pub struct DaemonSetController {
     queue: Arc<WorkQueue<ObjKey>>,
     expectations: Expectations,
     recorder: Recorder,
+    /// Per DaemonSet and node: when a failed pod was last deleted and the wait before the next
+    /// deletion (1 s doubling to 15 min), so a node that keeps failing pods is not hot-looped.
+    failed_backoff: Mutex<HashMap<(ObjKey, String), (Instant, Duration)>>,
 }
+
+const FAILED_BACKOFF_BASE: Duration = Duration::from_secs(1);
+const FAILED_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// The tolerations kube adds to every daemon pod: node problems must not evict or block it.
 fn default_tolerations(host_network: bool) -> Vec<Toleration> {
@@ -288,6 +295,7 @@ impl DaemonSetController {
             queue: WorkQueue::new(),
             expectations: Expectations::default(),
             recorder,
+            failed_backoff: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&this);
         this.sets.add_handler(move |change| {
@@ -549,6 +557,10 @@ impl DaemonSetController {
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
                 {
                     if matches!(phase(&pod), "Failed" | "Succeeded") {
+                        if let Some(wait) = self.failed_pod_backoff(ds, &name) {
+                            self.queue.add_after(ObjKey::of(ds), wait);
+                            continue;
+                        }
                         if phase(&pod) == "Failed" {
                             self.recorder.event(
                                 ds,
@@ -598,6 +610,35 @@ impl DaemonSetController {
             }
         }
         plan
+    }
+
+    /// None when a failed pod on `node` may be deleted now (starting the next, longer wait);
+    /// otherwise how long until it may.
+    fn failed_pod_backoff(&self, ds: &DaemonSet, node: &str) -> Option<Duration> {
+        let Ok(mut map) = self.failed_backoff.lock() else {
+            return None;
+        };
+        let key = (ObjKey::of(ds), node.to_string());
+        let now = Instant::now();
+        match map.get(&key).copied() {
+            Some((since, wait)) if now.duration_since(since) < wait => {
+                Some(wait - now.duration_since(since))
+            }
+            Some((since, wait)) => {
+                // A long quiet spell starts the backoff over, as kube's does after 2 × max.
+                let next = if now.duration_since(since) > 2 * FAILED_BACKOFF_MAX {
+                    FAILED_BACKOFF_BASE
+                } else {
+                    (wait * 2).min(FAILED_BACKOFF_MAX)
+                };
+                map.insert(key, (now, next));
+                None
+            }
+            None => {
+                map.insert(key, (now, FAILED_BACKOFF_BASE));
+                None
+            }
+        }
     }
 
     /// updatedDesiredNodeCounts: (maxSurge, maxUnavailable) over the nodes that should run a
