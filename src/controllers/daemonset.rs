@@ -3,8 +3,8 @@
 //! tolerations every daemon pod gets), placed by a required node affinity on `metadata.name`
 //! for the scheduler to bind; pods on nodes that stop fitting (or vanish) are deleted, failed
 //! ones replaced (with a per-node backoff). Templates are kept as ControllerRevisions
-//! (`controller-revision-hash` on pods),
-//! and a new template rolls out by RollingUpdate (maxUnavailable, or maxSurge) or OnDelete.
+//! (`controller-revision-hash` on pods), and a new template rolls out by RollingUpdate
+//! (maxUnavailable, or maxSurge) or OnDelete.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
