@@ -742,6 +742,39 @@ fn parallel_stateful_sets_and_claim_retention() {
         pvc_names(&server).is_empty()
     });
 
+    // maxUnavailable 2 (the events fold repeats, so they show the order, not the overlap).
+    let wide = STS
+        .replace("name: web\n", "name: wide\n")
+        .replace("{app: web}", "{app: wide}")
+        .replace(
+            "  serviceName: nginx\n",
+            "  serviceName: nginx\n  podManagementPolicy: Parallel\n  updateStrategy:\n    rollingUpdate: {maxUnavailable: 2}\n",
+        );
+    create(&server, &wide);
+    server.kubectl_ok(&["rollout", "status", "sts/wide", "--timeout=60s"]);
+    server.kubectl_ok(&["set", "image", "sts/wide", "nginx=nginx:2"]);
+    server.kubectl_ok(&["rollout", "status", "sts/wide", "--timeout=60s"]);
+    wait_for("every wide pod on the new image", || {
+        let pods = live_pods(&server, "app=wide");
+        pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "nginx:2" && is_ready(p))
+    });
+    let deletions: Vec<String> = events_in_order(&server, "wide")
+        .into_iter()
+        .filter(|e| e.starts_with("SuccessfulDelete delete Pod"))
+        .collect();
+    assert_eq!(
+        deletions,
+        [
+            "SuccessfulDelete delete Pod wide-2 in StatefulSet wide successful",
+            "SuccessfulDelete delete Pod wide-1 in StatefulSet wide successful",
+            "SuccessfulDelete delete Pod wide-0 in StatefulSet wide successful",
+        ]
+    );
+    server.kubectl_ok(&["delete", "sts", "wide"]);
+
     // OrderedReady waits on an unready pod.
     let ordered = STS
         .replace("image: nginx:1", "image: unready:1")
