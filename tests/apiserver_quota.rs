@@ -238,4 +238,34 @@ fn quotas_on_compute_need_explicit_requests() {
             "{requests: {memory: 100Mi}, limits: {cpu: '1', memory: 100Mi}}",
         ),
     );
+
+    // A BestEffort-scoped quota counts only pods that ask for nothing.
+    server.kubectl_ok(&["create", "namespace", "s"]);
+    let in_s = |yaml: &str| server.kubectl_stdin(&["create", "-n", "s", "-f", "-"], yaml);
+    let out = in_s(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: besteffort}\nspec:\n  hard: {pods: '1'}\n  scopes: [BestEffort]\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(in_s(&pod("first", "{}")).status.success());
+    let out = in_s(&pod("second", "{}"));
+    assert!(
+        text(&out).contains("pods \"second\" is forbidden: exceeded quota: besteffort, requested: pods=1, used: pods=1, limited: pods=1"),
+        "{}",
+        text(&out)
+    );
+    let out = in_s(&pod("burstable", "{requests: {cpu: 10m}}"));
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the scoped quota's status", || {
+        let q: Value = serde_json::from_str(&server.kubectl_ok(&[
+            "get",
+            "quota",
+            "besteffort",
+            "-n",
+            "s",
+            "-o",
+            "json",
+        ]))
+        .unwrap_or_default();
+        q["status"]["used"]["pods"] == "1"
+    });
 }

@@ -180,8 +180,12 @@ impl ResourceQuotaController {
             hard.keys().filter_map(|k| counted_kind(k)).collect();
         let mut used: BTreeMap<String, Quantity> =
             hard.keys().map(|k| (k.clone(), Quantity::int(0))).collect();
+        let quota_value = serde_json::to_value(&*rq).unwrap_or_default();
         for kind in &kinds {
             for obj in self.objects(&key.namespace, kind).await? {
+                if quota::in_scope(&quota_value, &kind.0, &kind.2, &obj) != Some(true) {
+                    continue;
+                }
                 for (k, q) in quota::usage(&kind.0, &kind.2, &obj) {
                     if let Some(total) = used.get_mut(&k) {
                         *total = total.add(&q);

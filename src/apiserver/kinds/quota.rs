@@ -1,6 +1,7 @@
 //! ResourceQuota accounting: what an object counts against a quota (object counts, `count/…`,
 //! pods' compute requests and limits, claims' storage), and the ResourceQuota admission check
-//! with Kubernetes' messages. The quota controller uses the same accounting for status.used.
+//! with Kubernetes' messages, for unscoped quotas and the Terminating/NotTerminating/BestEffort/
+//! NotBestEffort scopes. The quota controller uses the same accounting for status.used.
 
 use std::collections::BTreeMap;
 
@@ -197,6 +198,63 @@ pub fn usage(group: &str, plural: &str, obj: &Value) -> Usage {
     u
 }
 
+/// Whether a pod is BestEffort: no container (or init container) requests or limits anything.
+fn best_effort(pod: &Value) -> bool {
+    ["containers", "initContainers"].iter().all(|f| {
+        pod.pointer(&format!("/spec/{f}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .all(|c| {
+                ["requests", "limits"].iter().all(|l| {
+                    c.pointer(&format!("/resources/{l}"))
+                        .and_then(Value::as_object)
+                        .is_none_or(|m| m.is_empty())
+                })
+            })
+    })
+}
+
+/// Whether a quota's scopes (Terminating, NotTerminating, BestEffort, NotBestEffort) take in
+/// this object: scoped quotas count only pods that match every scope. None when the quota
+/// uses a scope this server does not evaluate (a scopeSelector); such a quota is not enforced.
+pub fn in_scope(quota: &Value, group: &str, plural: &str, obj: &Value) -> Option<bool> {
+    if quota
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty())
+    {
+        return None;
+    }
+    let scopes: Vec<&str> = quota
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if scopes.is_empty() {
+        return Some(true);
+    }
+    if (group, plural) != ("", "pods") {
+        return Some(false);
+    }
+    let terminating = obj
+        .pointer("/spec/activeDeadlineSeconds")
+        .is_some_and(|v| !v.is_null());
+    let mut all = true;
+    for scope in scopes {
+        all &= match scope {
+            "Terminating" => terminating,
+            "NotTerminating" => !terminating,
+            "BestEffort" => best_effort(obj),
+            "NotBestEffort" => !best_effort(obj),
+            _ => return None,
+        };
+    }
+    Some(all)
+}
+
 /// The quota names a quota's hard list can hold for this kind (so a quota only on other kinds
 /// does not apply).
 fn hard_list(quota: &Value) -> Usage {
@@ -278,15 +336,7 @@ pub fn admit(
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if quota
-            .pointer("/spec/scopes")
-            .and_then(Value::as_array)
-            .is_some_and(|s| !s.is_empty())
-            || quota
-                .pointer("/spec/scopeSelector")
-                .is_some_and(|s| !s.is_null())
-        {
-            // Scoped quotas are not enforced.
+        if in_scope(quota, group, plural, obj) != Some(true) {
             continue;
         }
         let hard = hard_list(quota);
@@ -305,7 +355,10 @@ pub fn admit(
             continue;
         }
         let mut used = Usage::new();
-        for o in existing {
+        for o in existing
+            .iter()
+            .filter(|o| in_scope(quota, group, plural, o) == Some(true))
+        {
             for (k, q) in usage(group, plural, o) {
                 if keys.contains(&k) {
                     add(&mut used, &k, q);
@@ -386,7 +439,30 @@ mod tests {
             err,
             "exceeded quota: q, requested: requests.cpu=500m, used: requests.cpu=750m, limited: requests.cpu=1"
         );
+        let scoped = json!({"metadata": {"name": "be"}, "spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}});
         let bare = json!({"spec": {"containers": [{"name": "app"}]}});
+        assert_eq!(in_scope(&scoped, "", "pods", &bare), Some(true));
+        assert_eq!(in_scope(&scoped, "", "pods", &pod("1")), Some(false));
+        assert!(
+            admit(
+                "",
+                "pods",
+                &pod("1"),
+                std::slice::from_ref(&scoped),
+                &[bare.clone()]
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(
+                "",
+                "pods",
+                &bare,
+                std::slice::from_ref(&scoped),
+                &[bare.clone()]
+            )
+            .is_err()
+        );
         let err = admit("", "pods", &bare, &[quota], &[]).unwrap_err();
         assert_eq!(err, "failed quota: q: must specify requests.cpu for: app");
     }
