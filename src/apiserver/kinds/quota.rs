@@ -449,7 +449,7 @@ mod tests {
                 "pods",
                 &pod("1"),
                 std::slice::from_ref(&scoped),
-                &[bare.clone()]
+                std::slice::from_ref(&bare)
             )
             .is_ok()
         );
@@ -459,7 +459,7 @@ mod tests {
                 "pods",
                 &bare,
                 std::slice::from_ref(&scoped),
-                &[bare.clone()]
+                std::slice::from_ref(&bare)
             )
             .is_err()
         );
