@@ -6,49 +6,22 @@ mod common;
 
 use std::process::Output;
 
+use common::images::TestImage;
 use common::*;
-
-/// A test image removed when the test ends.
-struct TestImage {
-    tag: String,
-}
-
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        let _ = docker(&["rmi", "-f", &self.tag]);
-    }
-}
 
 /// Several layers, one of which deletes a file and another replaces a directory, so loading
 /// exercises whiteouts.
 fn build_busybox_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    let busybox = std::path::Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "these tests need Debian's static busybox at /bin/busybox: apt-get install -y busybox-static (.ci/run installs it)"
-    );
-    let context = sandbox.path().join("image");
-    std::fs::create_dir_all(&context).unwrap();
-    std::fs::copy(busybox, context.join("busybox")).unwrap();
-    std::fs::write(
-        context.join("Dockerfile"),
-        r#"FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-RUN mkdir -p /data/keep && echo gone > /data/gone && echo old > /data/keep/a
+    common::images::build_busybox_image(
+        sandbox,
+        tag,
+        r#"RUN mkdir -p /data/keep && echo gone > /data/gone && echo old > /data/keep/a
 RUN rm /data/gone && rm -rf /data/keep && mkdir /data/keep && echo new > /data/keep/b
 ENV GREETING=hello
 WORKDIR /work
 CMD ["/bin/sh", "-c", "echo $GREETING from $(pwd)"]
 "#,
     )
-    .unwrap();
-    let image = TestImage {
-        tag: tag.to_string(),
-    };
-    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
-    assert!(out.status.success(), "docker build failed: {}", text(&out));
-    image
 }
 
 fn exec(node: &str, args: &[&str]) -> Output {

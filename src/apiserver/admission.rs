@@ -270,6 +270,7 @@ pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Res
         limitrange::default_pod(&ranges, obj);
         let priority = resolve_priority(store, obj)?;
         pod::admit_new_pod(obj, priority);
+        super::serviceaccount::mount_api_access(store, obj)?;
     }
     default_class_name(store, def, obj)?;
     let mut errs = Errors::new();

@@ -190,9 +190,20 @@ enum NodeCommand {
     Ps,
     /// Run the container prepared in DIR to its end (the per-container helper process).
     ContainerRun { dir: PathBuf },
+    /// Create a pod's namespaces under DIR/ns (the kubelet's single-threaded sandbox helper).
+    PodSandbox(crate::kubelet::sandbox::CreateArgs),
+    /// Run a command in a running container on this node, with this command's stdio.
+    Exec(crate::node::containers::ExecArgs),
+    /// Print a container's log (`-f` follows it while it runs).
+    Logs(crate::node::containers::LogsArgs),
+    /// Run a command inside the running container in DIR (the per-exec helper process).
+    ContainerExec(crate::runtime::exec::HelperArgs),
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
     RunOnce(crate::node::containers::RunOnceArgs),
+    /// The pod network by hand: attach/detach a network namespace, list addresses, measure.
+    #[command(subcommand)]
+    Net(crate::node::net::NetCommand),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -207,6 +218,9 @@ enum NodeCommand {
         /// Also run the controllers.
         #[arg(long)]
         controllers: bool,
+        /// With --controllers: give each Node a /24 of this subnet as its pod CIDR.
+        #[arg(long)]
+        pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
     },
 }
 
@@ -240,13 +254,18 @@ pub fn main() -> ExitCode {
         Command::Node(NodeCommand::ContainerRun { .. }) => {
             Some("info,libcontainer=error,libcgroups=error")
         }
+        // Its stdout and stderr are the process's: the report on fd 3 says what went wrong.
+        Command::Node(NodeCommand::ContainerExec(_)) => Some("off"),
+        Command::Node(NodeCommand::Exec(_) | NodeCommand::Logs(_)) => Some("warn"),
         // Debugging commands whose output is the point.
         Command::Node(
             NodeCommand::RunOnce(_)
             | NodeCommand::Images { .. }
             | NodeCommand::ImageImport
             | NodeCommand::ImageTag { .. }
-            | NodeCommand::Ps,
+            | NodeCommand::PodSandbox(_)
+            | NodeCommand::Ps
+            | NodeCommand::Net(_),
         ) => Some("warn"),
         _ => None,
     };
@@ -280,6 +299,16 @@ pub fn main() -> ExitCode {
         Command::Node(NodeCommand::ContainerRun { dir }) => {
             Some(crate::node::containers::container_run(dir.clone()).map(|()| ExitCode::SUCCESS))
         }
+        Command::Node(NodeCommand::PodSandbox(args)) => {
+            Some(crate::kubelet::sandbox::helper_main(args).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::Logs(args)) => {
+            Some(crate::node::containers::logs(args).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Node(NodeCommand::ContainerExec(args)) => {
+            let code = crate::runtime::exec::helper_main(args);
+            Some(Ok(ExitCode::from(code.clamp(0, 255) as u8)))
+        }
         Command::Node(NodeCommand::RunOnce(args)) => Some(
             crate::node::containers::run_once(args.clone())
                 .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
@@ -305,6 +334,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Node(NodeCommand::Exec(args)) = &cli.command {
+        let result = runtime.block_on(crate::node::containers::exec(args.clone()));
+        runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+        return match result {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let progress = Progress::new(cli.quiet);
     let result = runtime.block_on(async {
         match cli.command {
@@ -328,18 +368,22 @@ pub fn main() -> ExitCode {
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
+
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
+            Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
             Command::Node(NodeCommand::Apiserver {
                 data_dir,
                 port,
                 kubeconfig,
                 controllers,
+                pod_subnet,
             }) => {
                 crate::node::run_standalone(crate::node::standalone::Options {
                     data_dir,
                     port,
                     kubeconfig,
                     controllers,
+                    pod_subnet,
                 })
                 .await
             }
@@ -350,6 +394,10 @@ pub fn main() -> ExitCode {
                 | NodeCommand::Images { .. }
                 | NodeCommand::Ps
                 | NodeCommand::ContainerRun { .. }
+                | NodeCommand::PodSandbox(_)
+                | NodeCommand::ContainerExec(_)
+                | NodeCommand::Logs(_)
+                | NodeCommand::Exec(_)
                 | NodeCommand::RunOnce(_),
             )
             | Command::Completion { .. } => Ok(()),

@@ -11,7 +11,9 @@ mod endpoints;
 mod garbagecollector;
 mod history;
 mod job;
+pub mod localpath;
 mod namespace;
+mod nodeipam;
 mod nodelifecycle;
 mod podcontrol;
 mod podfailurepolicy;
@@ -28,7 +30,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, Pod, ReplicationController, ResourceQuota, Service,
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+    ResourceQuota, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -36,8 +39,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use runtime::Informer;
 use runtime::events::EventSink;
 
-/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes.
-pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
+/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes;
+/// `pod_subnet`, when given, is split into a pod CIDR per Node (kube-controller-manager's
+/// `--allocate-node-cidrs --cluster-cidr`).
+pub async fn run(
+    client: kube::Client,
+    ca_pem: Option<String>,
+    pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
+) -> Result<()> {
     let events = EventSink::start(client.clone());
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
@@ -54,6 +63,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     let slices = Informer::<EndpointSlice>::new(client.clone());
     let jobs = Informer::<Job>::new(client.clone());
     let cronjobs = Informer::<CronJob>::new(client.clone());
+    let claims = Informer::<PersistentVolumeClaim>::new(client.clone());
+    let volumes = Informer::<PersistentVolume>::new(client.clone());
 
     // Handlers are registered before the informers start, so no change goes unseen.
     let replicasets = replicaset::ReplicaSetController::new(
@@ -97,6 +108,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         pods.clone(),
         nodes.clone(),
         namespaces.clone(),
+        claims.clone(),
+        volumes.clone(),
         events.recorder("default-scheduler"),
     );
 
@@ -135,7 +148,21 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         jobs.clone(),
         events.recorder("cronjob-controller"),
     );
+    let provisioner = localpath::LocalPathProvisioner::new(
+        client.clone(),
+        claims.clone(),
+        volumes.clone(),
+        events.recorder("kcluster.io/local-path"),
+    );
     let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
+    let node_ipam = pod_subnet.map(|subnet| {
+        nodeipam::NodeIpamController::new(
+            client.clone(),
+            nodes.clone(),
+            subnet,
+            events.recorder("node-ipam-controller"),
+        )
+    });
 
     tokio::spawn(pods.run());
     tokio::spawn(nodes.run());
@@ -152,6 +179,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     tokio::spawn(slices.run());
     tokio::spawn(jobs.run());
     tokio::spawn(cronjobs.run());
+    tokio::spawn(claims.run());
+    tokio::spawn(volumes.run());
 
     tokio::try_join!(
         nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
@@ -170,6 +199,13 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         namespace_defaults.run(),
         job_controller.run(),
         cronjob_controller.run(),
+        async move {
+            match node_ipam {
+                Some(c) => c.run().await,
+                None => Ok(()),
+            }
+        },
+        provisioner.run(),
     )?;
     Ok(())
 }

@@ -62,6 +62,24 @@ pub struct RunOnceArgs {
     /// Container id (default: run-once-<random>).
     #[arg(long)]
     pub id: Option<String>,
+    /// Start the container and return at once, leaving it running (prints its id).
+    #[arg(long)]
+    pub detach: bool,
+    /// Annotations (KEY=VALUE), e.g. the pod ones the kubelet API finds containers by.
+    #[arg(long = "annotation")]
+    pub annotations: Vec<String>,
+    /// Run under a terminal (Kubernetes `tty`).
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Keep stdin open for attach (Kubernetes `stdin`).
+    #[arg(long, short = 'i')]
+    pub stdin: bool,
+    /// Close stdin after the first attach (Kubernetes `stdinOnce`).
+    #[arg(long)]
+    pub stdin_once: bool,
+    /// Its cgroup parent.
+    #[arg(long, default_value = "/kcluster-run-once")]
+    pub cgroup_parent: String,
     /// Command and arguments (replace the image's ENTRYPOINT and CMD); none: the image's.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -125,6 +143,14 @@ fn config_from(args: &RunOnceArgs, id: &str) -> Result<ContainerConfig> {
             })
         }
     };
+    let annotations = args
+        .annotations
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--annotation {a:?} is not KEY=VALUE"),
+        })
+        .collect::<Result<_>>()?;
     let memory_limit = args.memory.as_deref().map(parse_bytes).transpose()?;
     let cpu_quota = match args.cpus {
         Some(c) if c > 0.0 => Some((c * 100_000.0).round() as i64),
@@ -151,7 +177,11 @@ fn config_from(args: &RunOnceArgs, id: &str) -> Result<ContainerConfig> {
             memory_limit,
             pids_limit: args.pids_limit,
         },
-        cgroup_parent: "/kcluster-run-once".to_string(),
+        cgroup_parent: args.cgroup_parent.clone(),
+        annotations,
+        tty: args.tty,
+        stdin: args.stdin,
+        stdin_once: args.stdin_once,
         ..Default::default()
     })
 }
@@ -168,6 +198,9 @@ pub fn run_once(args: RunOnceArgs) -> Result<i32> {
         )
     });
     runtime.create(&store, config_from(&args, &id)?)?;
+    if args.detach {
+        return detach(&runtime, &id);
+    }
     let result = follow(&runtime, &id, &args);
     if !args.keep {
         if let Err(e) = runtime.remove(&id) {
@@ -239,6 +272,121 @@ fn follow(runtime: &Runtime, id: &str, args: &RunOnceArgs) -> Result<i32> {
     }
     eprintln!("{summary}");
     Ok(code)
+}
+
+/// Starts the container and returns once it runs (or failed), leaving the helper running.
+fn detach(runtime: &Runtime, id: &str) -> Result<i32> {
+    let _helper = runtime.start(id)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = runtime.state(id)?;
+        match state.status {
+            Status::Running => {
+                println!("{id}");
+                return Ok(0);
+            }
+            Status::Exited => {
+                if let Some(error) = state.error {
+                    bail!("container {id} could not run: {error}");
+                }
+                println!("{id}");
+                return Ok(0);
+            }
+            Status::Created if Instant::now() >= deadline => {
+                bail!("container {id} did not start within 30 s")
+            }
+            Status::Created => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
+    /// The container to run in.
+    pub id: String,
+    /// Pass this command's stdin to the process.
+    #[arg(long, short = 'i')]
+    pub stdin: bool,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `kcluster node exec ID -- cmd…`: runs a command in a running container, copying this
+/// process's stdio; returns its exit code.
+pub async fn exec(args: ExecArgs) -> Result<i32> {
+    use crate::runtime::exec::{ExecOptions, start};
+    let runtime = Runtime::new(&super::state_dir())?;
+    let mut exec = start(
+        &runtime,
+        &args.id,
+        &args.command,
+        &ExecOptions {
+            tty: false,
+            stdin: args.stdin,
+        },
+    )
+    .await?;
+    let stdin = exec.stdin.take();
+    let feed = async move {
+        if let Some(mut w) = stdin {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut w).await;
+        }
+    };
+    let out = exec.stdout.take();
+    let err = exec.stderr.take();
+    let copy_out = async move {
+        if let Some(mut r) = out {
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::stdout()).await;
+        }
+    };
+    let copy_err = async move {
+        if let Some(mut r) = err {
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::stderr()).await;
+        }
+    };
+    tokio::spawn(feed);
+    let (_, _, code) = tokio::join!(copy_out, copy_err, exec.wait());
+    code
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogsArgs {
+    /// The container whose log to print.
+    pub id: String,
+    /// Keep printing new lines while the container runs.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Print each line's time.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+/// `kcluster node logs ID [-f]`: a container's log as `kubectl logs` shows it.
+pub fn logs(args: &LogsArgs) -> Result<()> {
+    let runtime = Runtime::new(&super::state_dir())?;
+    let path = runtime.log_path(&args.id);
+    let mut reader = LogReader::open(&path)
+        .with_context(|| format!("container {} has no log on this node", args.id))?;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let running = runtime
+            .state(&args.id)
+            .map(|s| s.status != Status::Exited)
+            .unwrap_or(false);
+        for line in reader.read_new()? {
+            if args.timestamps {
+                out.write_all(line.time.as_bytes())?;
+                out.write_all(b" ")?;
+            }
+            out.write_all(&line.text)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        if !args.follow || !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `kcluster node ps`: the containers on this node, as the runtime sees them.

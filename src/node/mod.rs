@@ -5,6 +5,7 @@ pub mod client;
 pub mod containers;
 mod files;
 pub mod images;
+pub mod net;
 mod server;
 pub mod standalone;
 
@@ -58,6 +59,11 @@ pub async fn run_agent() -> Result<()> {
     let settings = load_settings()?;
     let creds = files::node_credentials()?;
     let (host, port) = split_host_port(&settings.server)?;
+    tokio::spawn(crate::volumes::localpath::run_cleaner(
+        host.clone(),
+        port,
+        creds.clone(),
+    ));
     with_signals(crate::agent::run(settings.clone(), host, port, creds)).await
 }
 
@@ -80,7 +86,12 @@ async fn with_signals(work: impl std::future::Future<Output = Result<()>>) -> Re
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::select! {
         r = work => r,
-        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
-        _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(()) }
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); stop_pods().await; Ok(()) }
+        _ = int.recv() => { tracing::info!("SIGINT: stopping"); stop_pods().await; Ok(()) }
     }
+}
+
+/// Stopping a node stops its pods (SIGTERM, then SIGKILL) within Docker's stop timeout.
+async fn stop_pods() {
+    crate::kubelet::shutdown(std::time::Duration::from_secs(6)).await;
 }

@@ -122,6 +122,11 @@ impl Runtime {
         })
     }
 
+    /// The kcluster binary, which runs the per-container and per-exec helpers.
+    pub fn helper_path(&self) -> &Path {
+        &self.helper
+    }
+
     pub fn dir(&self, id: &str) -> PathBuf {
         self.containers.join(id)
     }

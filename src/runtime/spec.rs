@@ -148,6 +148,22 @@ pub struct ContainerConfig {
     pub mounts: Vec<BindMount>,
     #[serde(default)]
     pub read_only_root_filesystem: bool,
+    /// securityContext.privileged: every capability the node has, every device, /proc and /sys
+    /// unmasked and writable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// securityContext.capabilities: names with or without `CAP_`, or `ALL`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities_drop: Vec<String>,
+    /// allowPrivilegeEscalation: false sets no_new_privs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
+    /// The OOM killer's preference (Kubernetes' per-QoS value, already clamped to what the node
+    /// may set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
     /// /etc/hosts and /etc/resolv.conf contents (None: a minimal hosts file, and the node's
     /// resolv.conf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +172,15 @@ pub struct ContainerConfig {
     pub resolv_conf: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Run under a terminal (Kubernetes `tty`); the shim keeps its master for `kubectl attach`.
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep stdin open for `kubectl attach` (Kubernetes `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin after the first attach ends (Kubernetes `stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 impl ContainerConfig {
@@ -425,6 +450,24 @@ fn namespace(kind: &str, path: Option<&Path>) -> Value {
     }
 }
 
+/// Containers may make device nodes but only open the usual harmless ones.
+fn default_devices() -> Value {
+    json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "access": "m"},
+        {"allow": true, "type": "b", "access": "m"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+    ])
+}
+
 /// Builds the OCI runtime spec (as JSON; [`check`] parses it with libcontainer's types).
 pub fn build(input: &SpecInput) -> Result<Value> {
     let config = input.config;
@@ -439,25 +482,32 @@ pub fn build(input: &SpecInput) -> Result<Value> {
     if !cwd.starts_with('/') {
         bail!("the working directory {cwd:?} must be an absolute path");
     }
-    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let caps = capability_set(config);
     let ro = |opts: &[&str], read_only: bool| -> Vec<String> {
         let mut o: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
         o.push(if read_only { "ro" } else { "rw" }.to_string());
         o
     };
     let etc_ro = config.read_only_root_filesystem;
+    let sys_ro = if config.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", sys_ro]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", sys_ro]}),
         json!({"destination": "/etc/hosts", "type": "bind", "source": input.etc.hosts, "options": ro(&["rbind", "rprivate"], etc_ro)}),
         json!({"destination": "/etc/hostname", "type": "bind", "source": input.etc.hostname, "options": ro(&["rbind", "rprivate"], etc_ro)}),
         json!({"destination": "/etc/resolv.conf", "type": "bind", "source": input.etc.resolv_conf, "options": ro(&["rbind", "rprivate"], etc_ro)}),
     ];
+    // libcontainer sets up the cgroup v1 mount from /proc/<its pid>, read through the node's
+    // /proc: a container joining a pod's PID namespace (shareProcessNamespace) has a pid that
+    // /proc does not know, so it goes without /sys/fs/cgroup rather than not starting.
+    if config.namespaces.pid.is_some() && super::cgroups::version() == super::cgroups::Version::V1 {
+        mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
+    }
     for m in &config.mounts {
         mounts.push(json!({
             "destination": m.destination, "type": "bind", "source": m.source,
@@ -474,23 +524,13 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         json!({"type": "cgroup"}),
     ];
     let r = &config.resources;
-    let mut resources = json!({
-        // Containers may make device nodes but only open the usual harmless ones.
-        "devices": [
-            {"allow": false, "access": "rwm"},
-            {"allow": true, "type": "c", "access": "m"},
-            {"allow": true, "type": "b", "access": "m"},
-            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
-            {"allow": true, "type": "c", "major": 136, "access": "rwm"},
-        ],
-    });
+    // A privileged container keeps every device its node may use: its cgroup starts from the
+    // node's device list (asking for more than the node has is refused on cgroup v1).
+    let mut resources = if config.privileged {
+        json!({})
+    } else {
+        json!({"devices": default_devices()})
+    };
     let mut cpu = serde_json::Map::new();
     if let Some(shares) = r.cpu_shares {
         cpu.insert("shares".into(), json!(shares.max(2)));
@@ -533,12 +573,23 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         },
     });
     process["user"]["additionalGids"] = json!(input.user.additional_gids);
+    if let Some(adj) = config.oom_score_adj {
+        process["oomScoreAdj"] = json!(adj);
+    }
+    if config.no_new_privileges {
+        process["noNewPrivileges"] = json!(true);
+    }
+    let (masked, readonly): (&[&str], &[&str]) = if config.privileged {
+        (&[], &[])
+    } else {
+        (&MASKED_PATHS, &READONLY_PATHS)
+    };
     let linux = json!({
         "namespaces": namespaces,
         "resources": resources,
         "cgroupsPath": cgroups_path,
-        "maskedPaths": MASKED_PATHS,
-        "readonlyPaths": READONLY_PATHS,
+        "maskedPaths": masked,
+        "readonlyPaths": readonly,
     });
     let mut spec = json!({
         "ociVersion": "1.0.2",
@@ -553,6 +604,112 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         spec["hostname"] = json!(config.hostname);
     }
     Ok(spec)
+}
+
+/// Capability names by number (linux/capability.h), for the node's own bounding set.
+const CAPABILITY_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capabilities this node itself holds: "all" for a container can be no more than that (a
+/// node started without CAP_SYS_RESOURCE cannot give it away).
+pub fn node_capabilities() -> Vec<&'static str> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    CAPABILITY_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bounding & (1u64 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+/// `NET_ADMIN`, `cap_net_admin` → `CAP_NET_ADMIN`.
+fn capability_name(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+/// The default set, or all of the node's for a privileged container, with adds and drops applied
+/// (drops first, as containerd does; `ALL` in either list).
+fn capability_set(config: &ContainerConfig) -> Vec<String> {
+    let node = node_capabilities();
+    if config.privileged {
+        return node.iter().map(|s| s.to_string()).collect();
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+    let drops: Vec<String> = config
+        .capabilities_drop
+        .iter()
+        .map(|c| capability_name(c))
+        .collect();
+    if drops.iter().any(|d| d == "CAP_ALL") {
+        caps.clear();
+    } else {
+        caps.retain(|c| !drops.contains(c));
+    }
+    for add in config.capabilities_add.iter().map(|c| capability_name(c)) {
+        if add == "CAP_ALL" {
+            for n in &node {
+                if !caps.iter().any(|c| c == n) {
+                    caps.push(n.to_string());
+                }
+            }
+        } else if node.contains(&add.as_str()) && !caps.contains(&add) {
+            caps.push(add);
+        }
+    }
+    caps
 }
 
 /// Parses a built spec with libcontainer's own types: what it would refuse, refuse now.

@@ -2,6 +2,8 @@
 //! the real kubectl. Nothing here skips: a missing Docker or kubectl fails the test loudly.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -165,6 +167,38 @@ impl<'a> Cluster<'a> {
             std::thread::sleep(Duration::from_millis(500));
         }
         panic!("timed out after {timeout:?} waiting on kubectl {args:?}; last output:\n{last}");
+    }
+}
+
+impl Cluster<'_> {
+    /// kubectl with `stdin` fed to it (for `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .args(["--context", &self.context()])
+            .args(args)
+            .env("KUBECONFIG", self.sandbox.kubeconfig())
+            .env("HOME", self.sandbox.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("cannot write to kubectl");
+        child.wait_with_output().expect("kubectl did not finish")
+    }
+
+    /// `kcluster image load` of a local image into this cluster's nodes.
+    pub fn load_image(&self, tag: &str) {
+        let out = self
+            .sandbox
+            .kcluster(&["image", "load", tag, "--name", &self.name]);
+        assert!(out.status.success(), "image load failed: {}", text(&out));
     }
 }
 

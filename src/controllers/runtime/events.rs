@@ -27,6 +27,8 @@ const CONCURRENT_WRITES: usize = 32;
 
 struct Record {
     component: &'static str,
+    /// The node an agent's events come from (`source.host`, `reportingInstance`).
+    host: Option<Arc<str>>,
     regarding: ObjectReference,
     type_: &'static str,
     reason: String,
@@ -37,6 +39,7 @@ struct Record {
 #[derive(Clone)]
 pub struct Recorder {
     component: &'static str,
+    host: Option<Arc<str>>,
     tx: mpsc::UnboundedSender<Record>,
 }
 
@@ -75,6 +78,7 @@ impl Recorder {
     ) {
         let _ = self.tx.send(Record {
             component: self.component,
+            host: self.host.clone(),
             regarding,
             type_,
             reason: reason.to_string(),
@@ -87,18 +91,27 @@ impl Recorder {
 /// One writer task for the process; each controller gets a Recorder naming itself.
 pub struct EventSink {
     tx: mpsc::UnboundedSender<Record>,
+    host: Option<Arc<str>>,
 }
 
 impl EventSink {
     pub fn start(client: kube::Client) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_events(client, rx));
-        EventSink { tx }
+        EventSink { tx, host: None }
+    }
+
+    /// A sink for a node agent: its events name the node as their source host.
+    pub fn start_on_host(client: kube::Client, host: String) -> Self {
+        let mut sink = Self::start(client);
+        sink.host = Some(host.into());
+        sink
     }
 
     pub fn recorder(&self, component: &'static str) -> Recorder {
         Recorder {
             component,
+            host: self.host.clone(),
             tx: self.tx.clone(),
         }
     }
@@ -221,14 +234,20 @@ async fn write_one(
         type_: Some(record.type_.to_string()),
         source: Some(EventSource {
             component: Some(record.component.to_string()),
-            host: None,
+            host: record.host.as_deref().map(str::to_string),
         }),
         first_timestamp: Some(stamp.clone()),
         last_timestamp: Some(stamp),
         count: Some(count),
         action: Some(record.action.to_string()),
         reporting_component: Some(record.component.to_string()),
-        reporting_instance: Some(record.component.to_string()),
+        reporting_instance: Some(
+            record
+                .host
+                .as_deref()
+                .unwrap_or(record.component)
+                .to_string(),
+        ),
         event_time: None::<MicroTime>,
         ..Default::default()
     };
