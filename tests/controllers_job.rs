@@ -323,3 +323,70 @@ spec:
         assert!(events.contains(needle), "no {needle:?} in:\n{events}");
     }
 }
+
+#[test]
+fn pod_failure_policy_fails_or_ignores() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    create_node(&server, "n1", &[], "4", "8Gi", 110);
+    let _kubelet = FakeKubelet::start(&server, &["n1"]);
+
+    // Exit code 1 matches a FailJob rule: the job fails at once, backoffLimit or not.
+    let policy = "  backoffLimit: 6\n  podFailurePolicy:\n    rules:\n    - action: Ignore\n      onPodConditions: [{type: DisruptionTarget}]\n    - action: FailJob\n      onExitCodes: {containerName: c, operator: In, values: [1, 42]}\n";
+    create(&server, &job("exits", "example/fail:1", policy));
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/exits",
+        "--timeout=60s",
+    ]);
+    let exits = json(&server, &["job", "exits"]);
+    let failed = condition(&exits, "Failed");
+    assert_eq!(failed["reason"], "PodFailurePolicy", "{exits}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Container c for pod default/exits-")
+            && message.ends_with("failed with exit code 1 matching FailJob rule at index 1"),
+        "{message}"
+    );
+
+    // A disruption is ignored: not counted, and the pod is replaced even with backoffLimit 0.
+    let ignore = policy.replace("backoffLimit: 6", "backoffLimit: 0");
+    create(&server, &job("disrupted", "example/long:1", &ignore));
+    let mut first_name = String::new();
+    wait_for("the first pod to run", Duration::from_secs(60), || {
+        let pods = json(&server, &["pods", "-l", "job-name=disrupted"]);
+        let running = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["status"]["phase"] == "Running")
+            .cloned();
+        if let Some(p) = running {
+            first_name = p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            return true;
+        }
+        false
+    });
+    let status = r#"{"status":{"phase":"Failed","conditions":[{"type":"DisruptionTarget","status":"True","reason":"PreemptionByScheduler"}]}}"#;
+    server.kubectl_ok(&[
+        "patch",
+        "pod",
+        &first_name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    wait_for("a replacement pod", Duration::from_secs(60), || {
+        let pods = json(&server, &["pods", "-l", "job-name=disrupted"]);
+        pods["items"].as_array().into_iter().flatten().any(|p| {
+            p["metadata"]["name"] != first_name.as_str() && p["status"]["phase"] == "Running"
+        })
+    });
+    let disrupted = json(&server, &["job", "disrupted"]);
+    assert!(condition(&disrupted, "Failed").is_null(), "{disrupted}");
+    assert!(disrupted["status"]["failed"].is_null(), "{disrupted}");
+}

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::defaults;
-use super::kinds::{self, cluster, field::Errors, pod, quantity, service};
+use super::kinds::{self, cluster, field::Errors, limitrange, pod, quantity, quota, service};
 use super::object::{self, meta_str};
 use super::resources::{self, ResourceDef};
 use super::status::ApiError;
@@ -178,12 +178,96 @@ fn default_class_name(store: &Store, def: &ResourceDef, obj: &mut Value) -> Resu
     Ok(())
 }
 
+/// Every stored object of a core or other kind in one namespace.
+fn namespace_objects(
+    store: &Store,
+    group: &str,
+    plural: &str,
+    namespace: &str,
+) -> Result<Vec<Value>, ApiError> {
+    let def = resources::find(group, "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("{plural} are not served")))?;
+    list_objects(store, def, namespace)
+}
+
+fn list_objects(store: &Store, def: &ResourceDef, namespace: &str) -> Result<Vec<Value>, ApiError> {
+    let (kvs, _) = store
+        .list(&def.list_prefix(Some(namespace)))
+        .map_err(|e| ApiError::from_store(e, def.group, def.plural, ""))?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .collect())
+}
+
+/// The name admission errors show: a generated name is not known yet in Kubernetes, so its
+/// prefix stands in for it.
+fn admission_name(obj: &Value) -> String {
+    let name = name_of(obj);
+    match meta_str(obj, "generateName") {
+        Some(prefix)
+            if !prefix.is_empty()
+                && name.starts_with(prefix)
+                && name.len() == prefix.len() + object::GENERATED_SUFFIX_LEN =>
+        {
+            prefix.to_string()
+        }
+        _ => name,
+    }
+}
+
+fn forbidden(def: &ResourceDef, obj: &Value, message: &str) -> ApiError {
+    let resource = if def.group.is_empty() {
+        def.plural.to_string()
+    } else {
+        format!("{}.{}", def.plural, def.group)
+    };
+    ApiError::forbidden(format!(
+        "{resource} \"{}\" is forbidden: {message}",
+        admission_name(obj)
+    ))
+}
+
+/// The LimitRanger (validation half) and ResourceQuota admission plugins on a new object.
+fn admit_limits_and_quota(
+    store: &Store,
+    def: &ResourceDef,
+    obj: &Value,
+    ranges: &[Value],
+) -> Result<(), ApiError> {
+    let Some(ns) = meta_str(obj, "namespace").filter(|_| def.namespaced()) else {
+        return Ok(());
+    };
+    let violations = match (def.group, def.plural) {
+        ("", "pods") => limitrange::validate_pod(ranges, obj),
+        ("", "persistentvolumeclaims") => {
+            limitrange::validate_claim(&namespace_objects(store, "", "limitranges", ns)?, obj)
+        }
+        _ => Vec::new(),
+    };
+    if !violations.is_empty() {
+        return Err(forbidden(def, obj, &limitrange::aggregate(&violations)));
+    }
+    let quotas = namespace_objects(store, "", "resourcequotas", ns)?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let existing = list_objects(store, def, ns)?;
+    quota::admit(def.group, def.plural, obj, &quotas, &existing)
+        .map_err(|message| forbidden(def, obj, &message))
+}
+
 /// Before a create is stored: defaults, admission plugins, validation (422 Invalid with field
-/// causes), then allocations.
+/// causes), limits and quota (403), then allocations.
 pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
     check_decodable(def, obj)?;
     defaults::on_create(def, obj);
+    let mut ranges = Vec::new();
     if (def.group, def.plural) == ("", "pods") {
+        if let Some(ns) = meta_str(obj, "namespace") {
+            ranges = namespace_objects(store, "", "limitranges", ns)?;
+        }
+        limitrange::default_pod(&ranges, obj);
         let priority = resolve_priority(store, obj)?;
         pod::admit_new_pod(obj, priority);
         super::serviceaccount::mount_api_access(store, obj)?;
@@ -192,6 +276,7 @@ pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Res
     let mut errs = Errors::new();
     kinds::validate(def, obj, &mut errs);
     finish(def, obj, errs)?;
+    admit_limits_and_quota(store, def, obj, &ranges)?;
     if (def.group, def.plural) == ("", "services") {
         let name = name_of(obj);
         service::allocate(store, obj).map_err(|errs| errs.into_api_error(def, &name))?;

@@ -9,7 +9,7 @@ mod delete;
 mod discovery;
 mod fieldmanager;
 mod handlers;
-mod kinds;
+pub mod kinds;
 mod object;
 mod openapi;
 mod pagination;

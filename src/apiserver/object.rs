@@ -165,10 +165,13 @@ pub fn validate_name(name: &str, def: &ResourceDef) -> Option<String> {
 }
 
 /// Kubernetes appends five characters from this alphabet (no vowels, no look-alikes).
+/// How many random characters generate_name appends.
+pub const GENERATED_SUFFIX_LEN: usize = 5;
+
 pub fn generate_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    let suffix: String = bytes[..5]
+    let suffix: String = bytes[..GENERATED_SUFFIX_LEN]
         .iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect();

@@ -9,6 +9,9 @@
 //! The TTL-after-finished controller lives here too: a finished Job with
 //! ttlSecondsAfterFinished is deleted (with its pods) that long after it finished.
 //!
+//! A podFailurePolicy (`podfailurepolicy`) can fail the Job on a pod's exit code or condition,
+//! or leave a failure uncounted.
+//!
 //! Pods are counted as they stand (legacy tracking), not through the job-tracking finalizer.
 
 use std::collections::BTreeSet;
@@ -25,6 +28,7 @@ use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use tracing::{info, warn};
 
 use super::podcontrol;
+use super::podfailurepolicy::{self, Verdict};
 use super::runtime::events::{NORMAL, Recorder, WARNING};
 use super::runtime::expectations::Expectations;
 use super::runtime::queue::WorkQueue;
@@ -313,7 +317,20 @@ impl JobController {
         } else {
             succeeded_pods.len() as i32
         };
-        let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i32;
+        // podFailurePolicy: ignored failures do not count; the first FailJob verdict ends it.
+        let policy = spec.pod_failure_policy.as_ref();
+        let mut failed = 0;
+        let mut fail_job: Option<String> = None;
+        for pod in pods.iter().filter(|p| phase(p) == "Failed") {
+            match podfailurepolicy::judge(policy, pod) {
+                Verdict::Ignore => {}
+                Verdict::Count => failed += 1,
+                Verdict::FailJob(message) => {
+                    failed += 1;
+                    fail_job.get_or_insert(message);
+                }
+            }
+        }
         let previous = job.status.clone().unwrap_or_default();
         let suspended = spec.suspend == Some(true);
         let mut status = JobStatus {
@@ -353,26 +370,28 @@ impl JobController {
                 .is_some_and(|t| jiff::Timestamp::now().duration_since(t.0).as_secs() >= d)
         }) && !suspended;
 
-        let mut finished_with: Option<(&str, &str, &str)> = None;
-        if failed > backoff_limit
+        let mut finished_with: Option<(&str, &str, String)> = None;
+        if let Some(message) = fail_job {
+            finished_with = Some(("Failed", "PodFailurePolicy", message));
+        } else if failed > backoff_limit
             || (restart_on_failure && backoff_limit > 0 && restarts >= backoff_limit)
             || (restart_on_failure && backoff_limit == 0 && restarts > 0)
         {
             finished_with = Some((
                 "Failed",
                 "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
+                "Job has reached the specified backoff limit".into(),
             ));
         } else if past_deadline {
             finished_with = Some((
                 "Failed",
                 "DeadlineExceeded",
-                "Job was active longer than specified deadline",
+                "Job was active longer than specified deadline".into(),
             ));
         }
 
         let mut active_count = active.len() as i32;
-        if let Some((_, reason, message)) = finished_with {
+        if let Some((_, reason, message)) = &finished_with {
             // Finished by failure: nothing of it keeps running.
             join_all(
                 active
@@ -412,7 +431,7 @@ impl JobController {
                 conditions.push(c);
             }
         };
-        if let Some((_, reason, message)) = finished_with {
+        if let Some((_, reason, message)) = &finished_with {
             set(conditions, condition("FailureTarget", reason, message));
             set(conditions, condition("Failed", reason, message));
         } else if complete {

@@ -4,26 +4,34 @@
 
 mod cron;
 mod cronjob;
+mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
 mod garbagecollector;
+mod history;
 mod job;
 pub mod localpath;
 mod namespace;
 mod nodeipam;
 mod nodelifecycle;
 mod podcontrol;
+mod podfailurepolicy;
 mod replicaset;
+mod resourcequota;
 pub mod runtime;
 mod serviceaccounts;
+mod statefulset;
 mod tainteviction;
 
 use anyhow::Result;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+    ResourceQuota, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -43,6 +51,11 @@ pub async fn run(
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
     let sets = Informer::<ReplicaSet>::new(client.clone());
+    let rcs = Informer::<ReplicationController>::new(client.clone());
+    let daemonsets = Informer::<DaemonSet>::new(client.clone());
+    let revisions = Informer::<ControllerRevision>::new(client.clone());
+    let statefulsets = Informer::<StatefulSet>::new(client.clone());
+    let quotas = Informer::<ResourceQuota>::new(client.clone());
     let deployments = Informer::<Deployment>::new(client.clone());
     let namespaces = Informer::<Namespace>::new(client.clone());
     let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
@@ -60,6 +73,29 @@ pub async fn run(
         pods.clone(),
         events.recorder("replicaset-controller"),
     );
+    let replication_manager = replicaset::ReplicationManager::new(
+        client.clone(),
+        rcs.clone(),
+        pods.clone(),
+        events.recorder("replication-controller"),
+    );
+    let daemonset_controller = daemonset::DaemonSetController::new(
+        client.clone(),
+        daemonsets.clone(),
+        pods.clone(),
+        nodes.clone(),
+        revisions.clone(),
+        events.recorder("daemonset-controller"),
+    );
+    let statefulset_controller = statefulset::StatefulSetController::new(
+        client.clone(),
+        statefulsets.clone(),
+        pods.clone(),
+        revisions.clone(),
+        events.recorder("statefulset-controller"),
+    );
+    let quota_controller =
+        resourcequota::ResourceQuotaController::new(client.clone(), quotas.clone(), pods.clone());
     let deployment_controller = deployment::DeploymentController::new(
         client.clone(),
         deployments.clone(),
@@ -131,6 +167,11 @@ pub async fn run(
     tokio::spawn(pods.run());
     tokio::spawn(nodes.run());
     tokio::spawn(sets.run());
+    tokio::spawn(rcs.run());
+    tokio::spawn(daemonsets.run());
+    tokio::spawn(revisions.run());
+    tokio::spawn(statefulsets.run());
+    tokio::spawn(quotas.run());
     tokio::spawn(deployments.run());
     tokio::spawn(namespaces.run());
     tokio::spawn(budgets.run());
@@ -145,6 +186,10 @@ pub async fn run(
         nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
         namespace::run(client),
         replicasets.run(),
+        replication_manager.run(),
+        daemonset_controller.run(),
+        statefulset_controller.run(),
+        quota_controller.run(),
         deployment_controller.run(),
         scheduler.run(),
         garbage_collector.run(),

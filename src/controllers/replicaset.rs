@@ -1,5 +1,6 @@
-//! The ReplicaSet controller, as kube-controller-manager's: keeps exactly spec.replicas active
-//! pods, creating them from the template (generateName `<rs>-`, a controller ownerReference) in
+//! The ReplicaSet controller, as kube-controller-manager's, which also runs ReplicationControllers
+//! (an RC is a ReplicaSet with an equality selector; `ReplicaOwner` says how to read each): keeps
+//! exactly spec.replicas active pods, creating them from the template (generateName `<rs>-`, a controller ownerReference) in
 //! slow-start batches, deleting the surplus in kube-controller-manager's order (unassigned,
 //! pending, not ready, doubled up on a node, ready for less time, more restarts, newer first),
 //! adopting matching orphans and releasing pods that stopped matching, and reporting status.
@@ -13,10 +14,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{
+    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition,
+    ReplicationControllerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::podcontrol;
@@ -34,23 +40,146 @@ const WORKERS: usize = 5;
 /// At most this many pods are created or deleted in one sync (burstReplicas).
 const BURST: usize = 500;
 
-pub struct ReplicaSetController {
+/// What the controller needs to know of the kind it runs: ReplicaSets and ReplicationControllers
+/// differ only in their selector's shape and their status types.
+pub trait ReplicaOwner:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const API_VERSION: &'static str;
+    /// An RC's equality selector as a LabelSelector (an empty map selects nothing here, as
+    /// the controller refuses to act on selectors that match everything).
+    fn selector(&self) -> Option<LabelSelector>;
+    fn replicas(&self) -> i32;
+    fn min_ready_seconds(&self) -> i32;
+    fn template(&self) -> PodTemplateSpec;
+    /// The status in ReplicaSet terms.
+    fn counts(&self) -> ReplicaSetStatus;
+    fn set_counts(&mut self, status: ReplicaSetStatus);
+}
+
+impl ReplicaOwner for ReplicaSet {
+    const API_VERSION: &'static str = "apps/v1";
+    fn selector(&self) -> Option<LabelSelector> {
+        self.spec.as_ref().map(|s| s.selector.clone())
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+    fn counts(&self) -> ReplicaSetStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn set_counts(&mut self, status: ReplicaSetStatus) {
+        self.status = Some(status);
+    }
+}
+
+impl ReplicaOwner for ReplicationController {
+    const API_VERSION: &'static str = "v1";
+    fn selector(&self) -> Option<LabelSelector> {
+        let labels = self.spec.as_ref()?.selector.clone()?;
+        Some(LabelSelector {
+            match_labels: Some(labels),
+            match_expressions: None,
+        })
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default()
+    }
+    fn counts(&self) -> ReplicaSetStatus {
+        let s = self.status.clone().unwrap_or_default();
+        ReplicaSetStatus {
+            replicas: s.replicas,
+            fully_labeled_replicas: s.fully_labeled_replicas,
+            ready_replicas: s.ready_replicas,
+            available_replicas: s.available_replicas,
+            observed_generation: s.observed_generation,
+            terminating_replicas: None,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .map(|c| ReplicaSetCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        message: c.message,
+                        last_transition_time: c.last_transition_time,
+                    })
+                    .collect()
+            }),
+        }
+    }
+    fn set_counts(&mut self, s: ReplicaSetStatus) {
+        self.status = Some(ReplicationControllerStatus {
+            replicas: s.replicas,
+            fully_labeled_replicas: s.fully_labeled_replicas,
+            ready_replicas: s.ready_replicas,
+            available_replicas: s.available_replicas,
+            observed_generation: s.observed_generation,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .map(|c| ReplicationControllerCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        message: c.message,
+                        last_transition_time: c.last_transition_time,
+                    })
+                    .collect()
+            }),
+        });
+    }
+}
+
+pub type ReplicaSetController = ReplicaController<ReplicaSet>;
+pub type ReplicationManager = ReplicaController<ReplicationController>;
+
+pub struct ReplicaController<K> {
     client: kube::Client,
-    sets: Arc<Informer<ReplicaSet>>,
+    sets: Arc<Informer<K>>,
     pods: Arc<Informer<Pod>>,
     queue: Arc<WorkQueue<ObjKey>>,
     expectations: Expectations,
     recorder: Recorder,
 }
 
-impl ReplicaSetController {
+impl<K: ReplicaOwner> ReplicaController<K> {
     pub fn new(
         client: kube::Client,
-        sets: Arc<Informer<ReplicaSet>>,
+        sets: Arc<Informer<K>>,
         pods: Arc<Informer<Pod>>,
         recorder: Recorder,
     ) -> Arc<Self> {
-        let this = Arc::new(ReplicaSetController {
+        let this = Arc::new(ReplicaController {
             client,
             sets,
             pods,
@@ -76,7 +205,7 @@ impl ReplicaSetController {
     pub async fn run(self: Arc<Self>) -> Result<()> {
         self.sets.wait_synced().await;
         self.pods.wait_synced().await;
-        info!("replicaset controller started");
+        info!(kind = %K::kind(&()), "replica controller started");
         let workers = (0..WORKERS).map(|_| {
             let this = self.clone();
             async move {
@@ -85,7 +214,7 @@ impl ReplicaSetController {
                     match this.sync(&key).await {
                         Ok(()) => this.queue.forget(&key),
                         Err(e) => {
-                            warn!(replicaset = %key, error = format!("{e:#}"), "sync failed; retrying");
+                            warn!(kind = %K::kind(&()), owner = %key, error = format!("{e:#}"), "sync failed; retrying");
                             this.queue.add_rate_limited(key.clone());
                         }
                     }
@@ -97,7 +226,7 @@ impl ReplicaSetController {
         Ok(())
     }
 
-    fn on_set(&self, change: &Change<ReplicaSet>) {
+    fn on_set(&self, change: &Change<K>) {
         match change {
             Change::Added(rs) | Change::Updated { new: rs, .. } => {
                 self.queue.add(ObjKey::of(&**rs))
@@ -110,25 +239,25 @@ impl ReplicaSetController {
         }
     }
 
-    /// The ReplicaSet a controller reference names, if it is the one in the cache (same UID).
-    fn resolve(&self, namespace: &str, owner: &OwnerReference) -> Option<Arc<ReplicaSet>> {
-        if owner.kind != "ReplicaSet" {
+    /// The owner a controller reference names, if it is the one in the cache (same UID).
+    fn resolve(&self, namespace: &str, owner: &OwnerReference) -> Option<Arc<K>> {
+        if owner.kind != K::kind(&()) {
             return None;
         }
         let rs = self.sets.get(&ObjKey::new(namespace, &owner.name))?;
-        (rs.metadata.uid.as_deref() == Some(owner.uid.as_str())).then_some(rs)
+        (rs.meta().uid.as_deref() == Some(owner.uid.as_str())).then_some(rs)
     }
 
     /// ReplicaSets whose selector matches an orphan pod: each may want to adopt it.
-    fn matching_sets(&self, pod: &Pod) -> Vec<Arc<ReplicaSet>> {
+    fn matching_sets(&self, pod: &Pod) -> Vec<Arc<K>> {
         let ns = pod.namespace().unwrap_or_default();
         self.sets
             .list_namespace(&ns)
             .into_iter()
             .filter(|rs| {
-                let sel = rs.spec.as_ref().map(|s| &s.selector);
-                sel.is_some_and(|s| !selector_is_empty(s))
-                    && selector_matches(sel, pod.metadata.labels.as_ref())
+                let sel = rs.selector();
+                sel.as_ref().is_some_and(|s| !selector_is_empty(s))
+                    && selector_matches(sel.as_ref(), pod.metadata.labels.as_ref())
             })
             .collect()
     }
@@ -189,7 +318,7 @@ impl ReplicaSetController {
                     if let Some(rs) = self.resolve(&ns, owner) {
                         let key = ObjKey::of(&*rs);
                         self.queue.add(key.clone());
-                        let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
+                        let min_ready = Some(rs.min_ready_seconds());
                         if let Some(secs) = min_ready.filter(|s| *s > 0)
                             && !pod_is_ready(old)
                             && pod_is_ready(new)
@@ -217,9 +346,6 @@ impl ReplicaSetController {
             return Ok(());
         };
         let needs_sync = self.expectations.satisfied(key);
-        let Some(spec) = rs.spec.as_ref() else {
-            return Ok(());
-        };
         let active: Vec<Arc<Pod>> = self
             .pods
             .list_namespace(&key.namespace)
@@ -230,17 +356,17 @@ impl ReplicaSetController {
 
         let mut manage_error = None;
         if needs_sync
-            && rs.metadata.deletion_timestamp.is_none()
+            && rs.meta().deletion_timestamp.is_none()
             && let Err(e) = self.manage_replicas(key, &rs, &claimed).await
         {
             manage_error = Some(e);
         }
-        let status = calculate_status(&rs, &claimed, manage_error.as_ref());
+        let status = calculate_status(&*rs, &claimed, manage_error.as_ref());
         let updated = self.update_status(&rs, status).await?;
         if manage_error.is_none() {
-            let min_ready = spec.min_ready_seconds.unwrap_or(0);
-            let want = spec.replicas.unwrap_or(1);
-            let st = updated.status.clone().unwrap_or_default();
+            let min_ready = rs.min_ready_seconds();
+            let want = rs.replicas();
+            let st = updated.counts();
             if min_ready > 0
                 && st.ready_replicas.unwrap_or(0) == want
                 && st.available_replicas.unwrap_or(0) != want
@@ -256,9 +382,10 @@ impl ReplicaSetController {
     }
 
     /// ClaimPods: keep what we own and still match, adopt matching orphans, release the rest.
-    async fn claim_pods(&self, rs: &ReplicaSet, pods: Vec<Arc<Pod>>) -> Result<Vec<Arc<Pod>>> {
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let selector = rs.spec.as_ref().map(|s| &s.selector);
+    async fn claim_pods(&self, rs: &K, pods: Vec<Arc<Pod>>) -> Result<Vec<Arc<Pod>>> {
+        let uid = rs.meta().uid.clone().unwrap_or_default();
+        let selector = rs.selector();
+        let selector = selector.as_ref();
         let mut claimed = Vec::new();
         let mut may_adopt: Option<bool> = None;
         for pod in pods {
@@ -268,19 +395,19 @@ impl ReplicaSetController {
                 Some(_) => {
                     if matches {
                         claimed.push(pod);
-                    } else if rs.metadata.deletion_timestamp.is_none() {
+                    } else if rs.meta().deletion_timestamp.is_none() {
                         self.release(rs, &pod).await?;
                     }
                 }
                 None => {
                     if !matches
-                        || rs.metadata.deletion_timestamp.is_some()
+                        || rs.meta().deletion_timestamp.is_some()
                         || pod.metadata.deletion_timestamp.is_some()
                     {
                         continue;
                     }
                     // Re-read the owner once before adopting: our cache may be stale and the
-                    // ReplicaSet already deleted or replaced.
+                    // owner already deleted or replaced.
                     if may_adopt.is_none() {
                         may_adopt = Some(self.can_adopt(rs).await?);
                     }
@@ -293,42 +420,32 @@ impl ReplicaSetController {
         Ok(claimed)
     }
 
-    async fn can_adopt(&self, rs: &ReplicaSet) -> Result<bool> {
-        let api: Api<ReplicaSet> =
-            Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
+    async fn can_adopt(&self, rs: &K) -> Result<bool> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &rs.namespace().unwrap_or_default());
         match api.get_opt(&rs.name_any()).await? {
-            Some(fresh) => Ok(fresh.metadata.uid == rs.metadata.uid
-                && fresh.metadata.deletion_timestamp.is_none()),
+            Some(fresh) => {
+                Ok(fresh.meta().uid == rs.meta().uid && fresh.meta().deletion_timestamp.is_none())
+            }
             None => Ok(false),
         }
     }
 
-    async fn adopt(&self, rs: &ReplicaSet, pod: &Pod) -> Result<bool> {
-        let owner = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    async fn adopt(&self, rs: &K, pod: &Pod) -> Result<bool> {
+        let owner = controller_ref(K::API_VERSION, &K::kind(&()), rs.meta());
         podcontrol::adopt(&self.client, owner, pod).await
     }
 
-    async fn release(&self, rs: &ReplicaSet, pod: &Pod) -> Result<()> {
+    async fn release(&self, rs: &K, pod: &Pod) -> Result<()> {
         podcontrol::release(
             &self.client,
-            rs.metadata.uid.as_deref().unwrap_or_default(),
+            rs.meta().uid.as_deref().unwrap_or_default(),
             pod,
         )
         .await
     }
 
-    async fn manage_replicas(
-        &self,
-        key: &ObjKey,
-        rs: &ReplicaSet,
-        pods: &[Arc<Pod>],
-    ) -> Result<()> {
-        let want = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize;
+    async fn manage_replicas(&self, key: &ObjKey, rs: &K, pods: &[Arc<Pod>]) -> Result<()> {
+        let want = rs.replicas().max(0) as usize;
         if pods.len() < want {
             let diff = (want - pods.len()).min(BURST);
             self.expectations.expect_creations(key, diff);
@@ -364,7 +481,7 @@ impl ReplicaSetController {
 
     /// slowStartBatch: 1, 2, 4, … pods at a time, stopping at the first batch with a failure,
     /// so a quota or admission error costs one request, not hundreds.
-    async fn create_pods(&self, rs: &ReplicaSet, count: usize) -> Created {
+    async fn create_pods(&self, rs: &K, count: usize) -> Created {
         let mut done = 0;
         let mut batch = 1;
         while done < count {
@@ -390,13 +507,9 @@ impl ReplicaSetController {
         }
     }
 
-    async fn create_pod(&self, rs: &ReplicaSet) -> Result<()> {
-        let template = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.clone())
-            .unwrap_or_default();
-        let owner = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    async fn create_pod(&self, rs: &K) -> Result<()> {
+        let template = rs.template();
+        let owner = controller_ref(K::API_VERSION, &K::kind(&()), rs.meta());
         let name = format!("{}-", rs.name_any());
         podcontrol::create(
             &self.client,
@@ -411,22 +524,22 @@ impl ReplicaSetController {
         Ok(())
     }
 
-    async fn delete_pod(&self, rs: &ReplicaSet, pod: &Pod) -> Result<()> {
+    async fn delete_pod(&self, rs: &K, pod: &Pod) -> Result<()> {
         podcontrol::delete(&self.client, &self.recorder, rs, pod).await
     }
 
-    /// Active pods of every ReplicaSet with the same controller as this one (the Deployment's
+    /// Active pods of every owner with the same controller as this one (the Deployment's
     /// other revisions): scale-down prefers pods doubled up on a node with their siblings.
-    fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
+    fn related_pods(&self, rs: &K) -> Vec<Arc<Pod>> {
         let ns = rs.namespace().unwrap_or_default();
-        let mut owners: Vec<String> = vec![rs.metadata.uid.clone().unwrap_or_default()];
-        if let Some(parent) = controller_of(&rs.metadata) {
+        let mut owners: Vec<String> = vec![rs.meta().uid.clone().unwrap_or_default()];
+        if let Some(parent) = controller_of(rs.meta()) {
             owners = self
                 .sets
                 .list_namespace(&ns)
                 .iter()
-                .filter(|o| controller_of(&o.metadata).is_some_and(|r| r.uid == parent.uid))
-                .filter_map(|o| o.metadata.uid.clone())
+                .filter(|o| controller_of(o.meta()).is_some_and(|r| r.uid == parent.uid))
+                .filter_map(|o| o.meta().uid.clone())
                 .collect();
         }
         self.pods
@@ -439,19 +552,19 @@ impl ReplicaSetController {
             .collect()
     }
 
-    async fn update_status(&self, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<ReplicaSet> {
-        let generation = rs.metadata.generation.unwrap_or(0);
-        let current = rs.status.clone().unwrap_or_default();
+    async fn update_status(&self, rs: &K, status: ReplicaSetStatus) -> Result<K> {
+        let generation = rs.meta().generation.unwrap_or(0);
+        let current = rs.counts();
         if same_counts(&current, &status) && current.observed_generation == Some(generation) {
             return Ok(rs.clone());
         }
         let ns = rs.namespace().unwrap_or_default();
-        let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
         let mut target = rs.clone();
         for attempt in 0..2 {
             let mut s = status.clone();
-            s.observed_generation = target.metadata.generation;
-            target.status = Some(s);
+            s.observed_generation = target.meta().generation;
+            target.set_counts(s);
             match api
                 .replace_status(&rs.name_any(), &PostParams::default(), &target)
                 .await
@@ -467,7 +580,11 @@ impl ReplicaSetController {
                 Err(e) if is_not_found(&e) => return Ok(rs.clone()),
                 Err(e) => {
                     return Err(e).with_context(|| {
-                        format!("cannot update the status of replica set {}", rs.name_any())
+                        format!(
+                            "cannot update the status of {} {}",
+                            K::kind(&()),
+                            rs.name_any()
+                        )
                     });
                 }
             }
@@ -490,20 +607,18 @@ fn same_counts(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
             == b.conditions.as_ref().filter(|c| !c.is_empty())
 }
 
-fn calculate_status(
-    rs: &ReplicaSet,
+fn calculate_status<K: ReplicaOwner>(
+    rs: &K,
     pods: &[Arc<Pod>],
     manage_error: Option<&anyhow::Error>,
 ) -> ReplicaSetStatus {
-    let mut status = rs.status.clone().unwrap_or_default();
-    let spec = rs.spec.clone().unwrap_or_default();
-    let template_labels = spec
-        .template
-        .as_ref()
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
+    let mut status = rs.counts();
+    let template_labels = rs
+        .template()
+        .metadata
+        .and_then(|m| m.labels)
         .unwrap_or_default();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let min_ready = rs.min_ready_seconds();
     let now = jiff::Timestamp::now();
     let (mut fully_labeled, mut ready, mut available) = (0, 0, 0);
     for pod in pods {
@@ -525,7 +640,7 @@ fn calculate_status(
     let has_failure = conditions.iter().any(|c| c.type_ == "ReplicaFailure");
     match manage_error {
         Some(e) if !has_failure => {
-            let want = spec.replicas.unwrap_or(1) as usize;
+            let want = rs.replicas().max(0) as usize;
             let reason = match pods.len().cmp(&want) {
                 Ordering::Less => "FailedCreate",
                 Ordering::Greater => "FailedDelete",

@@ -36,7 +36,7 @@ use cache::{Cache, NodeInfo};
 use plugins::{PodFacts, Rejection};
 use preemption::PostFilter;
 
-pub use plugins::tolerates;
+pub use plugins::{required_affinity_matches, tolerates};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);

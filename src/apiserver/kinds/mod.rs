@@ -9,11 +9,13 @@ pub mod convert;
 pub mod core;
 pub mod field;
 pub mod json;
+pub mod limitrange;
 pub mod meta;
 pub mod names;
 pub mod network;
 pub mod pod;
 pub mod quantity;
+pub mod quota;
 pub mod service;
 pub mod storage;
 

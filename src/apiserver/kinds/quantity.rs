@@ -240,6 +240,35 @@ impl Quantity {
         format!("{mantissa}{suffix}")
     }
 
+    /// The exact sum (saturating far beyond any real resource amount); the format of `self`
+    /// is kept unless it is zero, as Kubernetes' Quantity.Add does.
+    pub fn add(&self, other: &Quantity) -> Quantity {
+        if self.is_zero() {
+            return *other;
+        }
+        let e = self.exponent.min(other.exponent);
+        let scale = |q: &Quantity| -> i128 {
+            pow10((q.exponent - e) as u32)
+                .and_then(|p| q.mantissa.checked_mul(p))
+                .unwrap_or(i128::MAX / 4)
+        };
+        Quantity {
+            mantissa: scale(self).saturating_add(scale(other)),
+            exponent: e,
+            format: self.format,
+        }
+        .normalized()
+    }
+
+    /// Thousandths of the value, rounded up (Kubernetes' MilliValue).
+    pub fn milli_value(&self) -> i128 {
+        let q = self.round_up(-3);
+        let shift = q.exponent + 3;
+        pow10(shift.max(0) as u32)
+            .and_then(|p| q.mantissa.checked_mul(p))
+            .unwrap_or(i128::MAX)
+    }
+
     pub fn int(v: i64) -> Quantity {
         Quantity {
             mantissa: v as i128,

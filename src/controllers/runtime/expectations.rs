@@ -35,24 +35,21 @@ impl Expectations {
     }
 
     pub fn expect_creations(&self, owner: &ObjKey, n: usize) {
-        if let Ok(mut map) = self.map.lock() {
-            map.insert(
-                owner.clone(),
-                Expected {
-                    adds: n as i64,
-                    deletes: HashSet::new(),
-                    since: Instant::now(),
-                },
-            );
-        }
+        self.expect(owner, n, [])
     }
 
     pub fn expect_deletions(&self, owner: &ObjKey, pods: impl IntoIterator<Item = ObjKey>) {
+        self.expect(owner, 0, pods)
+    }
+
+    /// Creations and deletions started together (a DaemonSet replacing pods on some nodes
+    /// while placing new ones on others).
+    pub fn expect(&self, owner: &ObjKey, adds: usize, pods: impl IntoIterator<Item = ObjKey>) {
         if let Ok(mut map) = self.map.lock() {
             map.insert(
                 owner.clone(),
                 Expected {
-                    adds: 0,
+                    adds: adds as i64,
                     deletes: pods.into_iter().collect(),
                     since: Instant::now(),
                 },
