@@ -866,6 +866,8 @@ impl Worker {
         ]);
         let hosts = std::fs::read_to_string(self.pod_dir().join("etc-hosts"))
             .unwrap_or_else(|_| etc::hosts_file(&self.pod, pod_ip.as_deref()));
+        // Fields the runtime may gain later keep their defaults.
+        #[allow(clippy::needless_update)]
         let config = ContainerConfig {
             id: container_id(&self.uid, &c.name, attempt),
             image: c.image.clone().unwrap_or_default(),
@@ -1659,7 +1661,7 @@ pub async fn clean_pod_files(ctx: &Arc<Context>, uid: &str) {
 
 fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m0s", s / 60)
     } else if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)
