@@ -170,6 +170,21 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: sidecar}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: side
+    image: IMAGE
+    restartPolicy: Always
+    command: ["sh", "-c", "mkdir -p /www && echo from-sidecar > /www/index.html && exec httpd -f -p 8081 -h /www"]
+  containers:
+  - name: main
+    image: IMAGE
+    command: ["sh", "-c", "until wget -q -O /dev/termination-log http://127.0.0.1:8081/; do sleep 0.2; done"]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: sleeper}
 spec:
   terminationGracePeriodSeconds: 5
@@ -447,6 +462,19 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
         |m| !m.is_empty(),
     );
     assert!(ps.contains("while true"), "{ps}");
+
+    // A sidecar (an init container that keeps running) serves the app container, and stops
+    // when the app container is done.
+    wait_field(&cluster, "sidecar", ".status.phase", |p| p == "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &cluster,
+            "sidecar",
+            ".status.containerStatuses[0].state.terminated.message"
+        )
+        .trim(),
+        "from-sidecar"
+    );
 
     // A missing ConfigMap is a configuration error with kubelet's message.
     let msg = wait_field(

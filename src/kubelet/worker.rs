@@ -76,6 +76,8 @@ impl Backoff {
 struct Slot {
     name: String,
     init: bool,
+    /// An init container with restartPolicy Always: it keeps running beside the app containers.
+    sidecar: bool,
     /// The latest attempt that has a container (its restartCount).
     attempt: Option<u32>,
     /// Why the container is not running, when it is not (shown as state.waiting).
@@ -98,10 +100,11 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(name: &str, init: bool) -> Slot {
+    fn new(name: &str, init: bool, sidecar: bool) -> Slot {
         Slot {
             name: name.to_string(),
             init,
+            sidecar,
             attempt: None,
             waiting: None,
             exited_at: None,
@@ -190,7 +193,11 @@ pub async fn run(ctx: Arc<Context>, uid: String, mut rx: watch::Receiver<PodMess
         } else if w.final_phase.is_none() {
             wake = w.sync().await;
         }
-        w.publish_status().await;
+        if !w.publish_status().await {
+            // The API server did not take it: try again soon rather than on the next event.
+            let retry = Instant::now() + Duration::from_secs(1);
+            wake = Some(wake.map_or(retry, |t: Instant| t.min(retry)));
+        }
         if w.terminated && !w.pod_deleted_once {
             w.pod_deleted_once = true;
             w.delete_pod_object().await;
@@ -227,10 +234,11 @@ impl Worker {
         let mut slots = Vec::new();
         if let Some(spec) = &pod.spec {
             for c in spec.init_containers.iter().flatten() {
-                slots.push(Slot::new(&c.name, true));
+                let sidecar = c.restart_policy.as_deref() == Some("Always");
+                slots.push(Slot::new(&c.name, true, sidecar));
             }
             for c in &spec.containers {
-                slots.push(Slot::new(&c.name, false));
+                slots.push(Slot::new(&c.name, false, false));
             }
         }
         let qos = qos::qos_class(&pod);
@@ -441,7 +449,11 @@ impl Worker {
                 ok,
                 message,
             } => {
-                let Some(idx) = self.slots.iter().position(|s| s.name == name && !s.init) else {
+                let Some(idx) = self
+                    .slots
+                    .iter()
+                    .position(|s| s.name == name && (!s.init || s.sidecar))
+                else {
                     return;
                 };
                 if self.slots[idx].attempt != Some(attempt) {
@@ -516,7 +528,31 @@ impl Worker {
         // Init containers, one at a time, in order.
         let policy = self.restart_policy();
         let init_count = self.slots.iter().filter(|s| s.init).count();
+        let app_started = self.slots[init_count..].iter().any(|s| s.attempt.is_some());
         for idx in 0..init_count {
+            if self.slots[idx].sidecar {
+                self.kill_if_unhealthy(idx).await;
+                match self.state_of(idx) {
+                    None => {
+                        earliest(self.start_container(idx).await);
+                        return wake;
+                    }
+                    Some((_, state)) if state.status != Status::Exited => {
+                        if self.slots[idx].started || app_started {
+                            continue;
+                        }
+                        return wake;
+                    }
+                    Some(_) => {
+                        // Sidecars restart whatever the pod's policy.
+                        earliest(self.restart(idx).await);
+                        if app_started {
+                            continue;
+                        }
+                        return wake;
+                    }
+                }
+            }
             match self.state_of(idx) {
                 None => {
                     earliest(self.start_container(idx).await);
@@ -538,16 +574,7 @@ impl Worker {
             }
         }
         for idx in init_count..self.slots.len() {
-            if let Some(why) = self.slots[idx].kill.take()
-                && let Some((id, state)) = self.state_of(idx)
-                && state.status == Status::Running
-            {
-                self.event(Some(idx), NORMAL, "Killing", why);
-                let grace = self.grace_seconds();
-                self.stop_container(idx, &id, Duration::from_secs(grace))
-                    .await;
-                self.slots[idx].exited_at = Some(Instant::now());
-            }
+            self.kill_if_unhealthy(idx).await;
             match self.state_of(idx) {
                 None => earliest(self.start_container(idx).await),
                 Some((_, state)) if state.status != Status::Exited => {}
@@ -578,6 +605,21 @@ impl Worker {
             return None;
         }
         wake
+    }
+
+    /// A liveness or startup probe gave up on the container: stop it (the caller restarts it
+    /// per policy).
+    async fn kill_if_unhealthy(&mut self, idx: usize) {
+        if let Some(why) = self.slots[idx].kill.take()
+            && let Some((id, state)) = self.state_of(idx)
+            && state.status == Status::Running
+        {
+            self.event(Some(idx), NORMAL, "Killing", why);
+            let grace = self.grace_seconds();
+            self.stop_container(idx, &id, Duration::from_secs(grace))
+                .await;
+            self.slots[idx].exited_at = Some(Instant::now());
+        }
     }
 
     /// Restarts an exited container unless it is in back-off; returns when to try again.
@@ -1080,7 +1122,7 @@ impl Worker {
         let Some(c) = self.spec_container(idx).cloned() else {
             return;
         };
-        if self.slots[idx].init {
+        if self.slots[idx].init && !self.slots[idx].sidecar {
             return;
         }
         let target = self.target(idx, id);
@@ -1326,7 +1368,7 @@ impl Worker {
                 s["state"] = json!({"running": {"startedAt": state.started_at.as_deref().map(k8s_time).unwrap_or_else(status::now)}});
                 s["lastState"] = previous;
                 s["started"] = json!(slot.started);
-                s["ready"] = json!(slot.ready && slot.started && !slot.init);
+                s["ready"] = json!(slot.ready && slot.started && (!slot.init || slot.sidecar));
             }
             Status::Exited => {
                 let this = terminated_of(attempt).unwrap_or_else(|| json!({}));
@@ -1354,14 +1396,23 @@ impl Worker {
         s
     }
 
+    /// An init container has done its part: completed, or (a sidecar) started.
+    fn init_complete(&self, i: usize) -> bool {
+        let slot = &self.slots[i];
+        self.state_of(i).is_some_and(|(_, s)| {
+            if slot.sidecar {
+                (s.status == Status::Running && slot.started)
+                    || self.slots.iter().any(|o| !o.init && o.attempt.is_some())
+            } else {
+                s.status == Status::Exited && s.exit_code == Some(0) && s.error.is_none()
+            }
+        })
+    }
+
     fn init_done(&self) -> bool {
         (0..self.slots.len())
             .filter(|i| self.slots[*i].init)
-            .all(|i| {
-                self.state_of(i).is_some_and(|(_, s)| {
-                    s.status == Status::Exited && s.exit_code == Some(0) && s.error.is_none()
-                })
-            })
+            .all(|i| self.init_complete(i))
     }
 
     fn phase(&self) -> &'static str {
@@ -1415,12 +1466,7 @@ impl Worker {
             .slots
             .iter()
             .enumerate()
-            .filter(|(i, s)| {
-                s.init
-                    && !self.state_of(*i).is_some_and(|(_, st)| {
-                        st.status == Status::Exited && st.exit_code == Some(0) && st.error.is_none()
-                    })
-            })
+            .filter(|(i, s)| s.init && !self.init_complete(*i))
             .map(|(_, s)| s.name.clone())
             .collect();
         let unready: Vec<String> = statuses
@@ -1528,13 +1574,14 @@ impl Worker {
         out
     }
 
-    async fn publish_status(&mut self) {
+    /// Writes the status if it changed; false when the write failed.
+    async fn publish_status(&mut self) -> bool {
         let status = self.build_status();
         if self.last_status.as_ref() == Some(&status) {
-            return;
+            return true;
         }
         let Some(client) = self.ctx.client() else {
-            return;
+            return false;
         };
         let api: Api<Pod> = Api::namespaced(client, &self.namespace());
         let params = PatchParams {
@@ -1550,12 +1597,15 @@ impl Worker {
                 self.pod = Arc::new(p);
                 // Conditions carry transition times taken from the pod: compare as rebuilt.
                 self.last_status = Some(self.build_status());
+                true
             }
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
                 self.last_status = Some(status);
+                true
             }
             Err(e) => {
-                debug!(pod = %self.name(), error = %e, "cannot update the pod status");
+                warn!(pod = %self.name(), error = %e, "cannot update the pod status");
+                false
             }
         }
     }
