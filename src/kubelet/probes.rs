@@ -259,7 +259,7 @@ pub async fn run(
             Some(why) => {
                 failures += 1;
                 successes = 0;
-                target.ctx.recorder.event_ref(
+                target.ctx.recorder().event_ref(
                     target.reference.clone(),
                     WARNING,
                     "Unhealthy",

@@ -326,7 +326,7 @@ impl Worker {
             Some(i) => self.reference(i),
             None => crate::controllers::runtime::events::reference(self.pod.as_ref()),
         };
-        self.ctx.recorder.event_ref(r, type_, reason, "", message);
+        self.ctx.recorder().event_ref(r, type_, reason, "", message);
     }
 
     fn state_of(&self, idx: usize) -> Option<(String, State)> {
@@ -1213,7 +1213,7 @@ impl Worker {
                 if let Some(pre) = pre
                     && let Err(e) = probes::run_hook(&target, &pre, grace).await
                 {
-                    ctx.recorder.event_ref(
+                    ctx.recorder().event_ref(
                         reference,
                         WARNING,
                         "FailedPreStopHook",
