@@ -1719,3 +1719,30 @@ fn human_duration(d: Duration) -> String {
         format!("{s}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_back_off_starts_at_ten_seconds_and_doubles_to_five_minutes() {
+        let mut b = Backoff::default();
+        // The first restart is immediate; the next failure waits 10 s.
+        assert_eq!(b.check(Instant::now()), None);
+        assert_eq!(b.delay, Duration::from_secs(10));
+        let now = Instant::now();
+        let until = b.check(now).expect("in back-off");
+        assert_eq!(until, now + Duration::from_secs(10));
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let long_ago = Instant::now()
+                .checked_sub(b.delay + Duration::from_secs(1))
+                .expect("a past instant");
+            assert_eq!(b.check(long_ago), None);
+            delays.push(b.delay.as_secs());
+        }
+        assert_eq!(delays, [20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(human_duration(Duration::from_secs(80)), "1m20s");
+    }
+}
