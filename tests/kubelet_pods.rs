@@ -185,6 +185,15 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: deadline}
+spec:
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: IMAGE, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: sleeper}
 spec:
   terminationGracePeriodSeconds: 5
@@ -474,6 +483,13 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
         )
         .trim(),
         "from-sidecar"
+    );
+
+    // activeDeadlineSeconds ends a pod that runs too long.
+    wait_field(&cluster, "deadline", ".status.phase", |p| p == "Failed");
+    assert_eq!(
+        jsonpath(&cluster, "deadline", ".status.reason"),
+        "DeadlineExceeded"
     );
 
     // A missing ConfigMap is a configuration error with kubelet's message.

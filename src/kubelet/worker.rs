@@ -152,6 +152,8 @@ struct Worker {
     events_rx: mpsc::UnboundedReceiver<WorkerEvent>,
     last_status: Option<Value>,
     start_time: String,
+    /// Pod-level reason and message (activeDeadlineSeconds ran out).
+    pod_reason: Option<(&'static str, String)>,
     sandbox_retry: Option<Instant>,
 }
 
@@ -202,6 +204,8 @@ pub async fn run(ctx: Arc<Context>, uid: String, mut rx: watch::Receiver<PodMess
             w.pod_deleted_once = true;
             w.delete_pod_object().await;
         }
+        // Never spin: a timer that is already due still waits a moment.
+        let wake = wake.map(|t| t.max(Instant::now() + Duration::from_millis(20)));
         let sleep = tokio::time::sleep_until(
             wake.map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
@@ -271,6 +275,7 @@ impl Worker {
             events_rx,
             last_status: None,
             start_time,
+            pod_reason: None,
             sandbox_retry: None,
         }
     }
@@ -488,6 +493,31 @@ impl Worker {
     /// Makes the node match the pod; returns when to look again (None: on the next event).
     async fn sync(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        let left = self.active_deadline_left();
+        if left.is_some_and(|l| l.is_zero()) {
+            let msg = "Pod was active on the node longer than the specified deadline".to_string();
+            self.event(None, NORMAL, "DeadlineExceeded", msg.clone());
+            self.pod_reason = Some(("DeadlineExceeded", msg));
+            self.finish("Failed").await;
+            return None;
+        }
+        let wake = self.sync_containers(now).await;
+        match (wake, left.map(|l| now + l)) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
+        }
+    }
+
+    /// How long until spec.activeDeadlineSeconds runs out, counted from the pod's startTime.
+    fn active_deadline_left(&self) -> Option<Duration> {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let started: jiff::Timestamp = self.start_time.parse().ok()?;
+        let end = started.as_second().saturating_add(seconds);
+        let left = end - jiff::Timestamp::now().as_second();
+        Some(Duration::from_secs(left.max(0) as u64))
+    }
+
+    async fn sync_containers(&mut self, now: Instant) -> Option<Instant> {
         if self.sandbox.is_none() {
             if self.sandbox_retry.is_some_and(|t| now < t) {
                 return self.sandbox_retry;
@@ -1570,6 +1600,10 @@ impl Worker {
         if let Some(ip) = self.pod_ip_text() {
             out["podIP"] = json!(ip);
             out["podIPs"] = json!([{"ip": ip}]);
+        }
+        if let Some((reason, message)) = &self.pod_reason {
+            out["reason"] = json!(reason);
+            out["message"] = json!(message);
         }
         out
     }
