@@ -7,11 +7,13 @@ mod cli;
 mod cluster;
 mod controllers;
 mod kubelet;
+mod network;
 mod node;
 mod pki;
 mod runtime;
 mod scheduler;
 mod store;
+mod volumes;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -1460,3 +1460,63 @@ fn hpas_and_events_are_served_at_both_versions() {
     assert_eq!(new["note"], "hello world");
     assert_eq!(new["regarding"]["name"], "p1");
 }
+
+/// An eviction spends one of the budget's allowed disruptions at once, so a second eviction
+/// right after it is refused even before the disruption controller recounts.
+#[test]
+fn an_eviction_spends_the_budgets_allowed_disruption() {
+    let server = ApiServer::start();
+    create_ok(
+        &server,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: web}}\n",
+    );
+    for pod in ["web-a", "web-b"] {
+        create_ok(
+            &server,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, labels: {{app: web}}}}\nspec:\n  containers: [{{name: c, image: nginx}}]\n"
+            ),
+        );
+    }
+    // What the disruption controller would write for two healthy pods.
+    server.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"observedGeneration":1,"disruptionsAllowed":1,"currentHealthy":2,"desiredHealthy":1,"expectedPods":2}}"#,
+    ]);
+    let evict = |pod: &str| {
+        server.kubectl_stdin(
+            &[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+                "-f",
+                "-",
+            ],
+            &format!(
+                r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+            ),
+        )
+    };
+    let first = evict("web-a");
+    assert!(first.status.success(), "{}", text(&first));
+    let pdb = get_json(&server, &["pdb", "web"]);
+    assert_eq!(pdb["status"]["disruptionsAllowed"], 0, "{pdb}");
+    assert!(pdb["status"]["disruptedPods"]["web-a"].is_string(), "{pdb}");
+
+    let second = evict("web-b");
+    assert!(
+        !second.status.success(),
+        "the second eviction must be refused"
+    );
+    assert!(
+        text(&second).contains("Too Many Requests") || text(&second).contains("disruption budget"),
+        "{}",
+        text(&second)
+    );
+    assert!(server.kubectl(&["get", "pod", "web-b"]).status.success());
+}

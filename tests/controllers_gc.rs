@@ -190,10 +190,19 @@ spec:
                 && items(&server, &["pods", "-l", "app=adopt"]).len() == 2
         },
     );
-    let rs = json(&server, &["rs", "adopter"]);
-    assert_eq!(rs["status"]["replicas"], 2);
-    assert_eq!(rs["status"]["readyReplicas"], 2);
-    assert_eq!(rs["status"]["observedGeneration"], 1);
+    // The replacement becomes Ready through the fake kubelet a moment later, so the status is awaited.
+    wait_for(
+        "the replica set's status to count the replacement",
+        Duration::from_secs(30),
+        || {
+            let rs = json(&server, &["rs", "adopter"]);
+            rs["status"]["replicas"] == 2 && rs["status"]["readyReplicas"] == 2
+        },
+    );
+    assert_eq!(
+        json(&server, &["rs", "adopter"])["status"]["observedGeneration"],
+        1
+    );
 }
 
 #[test]

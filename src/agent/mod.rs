@@ -1,6 +1,7 @@
 //! The node agent (our kubelet). For now it registers the Node, keeps its status current and
-//! renews its Lease; pods arrive with the runtime.
+//! renews its Lease, and sets up the node's pod network once the Node has a pod CIDR.
 
+pub mod podnet;
 pub mod sysinfo;
 
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub async fn run(
     creds: Credentials,
 ) -> Result<()> {
     let state_dir = crate::node::state_dir();
+    // The kubelet attaches pods through this once it is Some.
+    let network: podnet::NetworkHandle =
+        podnet::start(settings.clone(), host.clone(), port, creds.clone());
     let capacity = sysinfo::Capacity::detect(&state_dir);
     let alloc = capacity.allocatable();
     let node = crate::kubelet::NodeInfo {
@@ -44,6 +48,7 @@ pub async fn run(
         host_ip: sysinfo::internal_ip().map(|ip| ip.to_string()),
         cpu_millis: alloc.cpu_millis as i64,
         memory_bytes: alloc.memory_bytes as i64,
+        network: network.clone(),
     };
     // The pod manager outlives reconnections: it is handed each new client.
     let (clients, clients_rx) = tokio::sync::watch::channel(None);
@@ -57,13 +62,23 @@ pub async fn run(
         // A fresh client each round re-resolves the server's name: its address can change when it restarts.
         let result = async {
             let client = client::connect(&host, port, &creds).await?;
-            let mut agent = Agent::new(client.clone(), &settings, &state_dir);
+            let mut agent = Agent::new(client.clone(), &settings, &state_dir, network.clone());
+            let mut network_changes = network.clone();
             agent.register().await?;
             info!(node = %settings.node_name, "node registered");
             clients.send_replace(Some(client));
             loop {
+                network_changes.borrow_and_update();
                 agent.heartbeat().await?;
-                tokio::time::sleep(HEARTBEAT).await;
+                // Ready turns True as soon as the pod network is up, not a heartbeat later.
+                tokio::select! {
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                    changed = network_changes.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep(HEARTBEAT).await;
+                        }
+                    }
+                }
             }
         }
         .await;
@@ -87,18 +102,26 @@ struct Agent<'a> {
     leases: Api<Lease>,
     capacity: sysinfo::Capacity,
     machine_id: String,
+    /// The node is Ready only once pods can get addresses.
+    network: podnet::NetworkHandle,
     /// When each condition last changed, so a heartbeat does not move lastTransitionTime.
     transitions: Vec<(String, String, String)>,
 }
 
 impl<'a> Agent<'a> {
-    fn new(client: kube::Client, settings: &'a NodeSettings, state_dir: &std::path::Path) -> Self {
+    fn new(
+        client: kube::Client,
+        settings: &'a NodeSettings,
+        state_dir: &std::path::Path,
+        network: podnet::NetworkHandle,
+    ) -> Self {
         Agent {
             settings,
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client, "kube-node-lease"),
             capacity: sysinfo::Capacity::detect(state_dir),
             machine_id: sysinfo::machine_id(state_dir),
+            network,
             transitions: Vec::new(),
         }
     }
@@ -164,6 +187,7 @@ impl<'a> Agent<'a> {
             addresses.push(json!({"type": "InternalIP", "address": ip.to_string()}));
         }
         addresses.push(json!({"type": "Hostname", "address": self.settings.node_name}));
+        let network_ready = self.network.borrow().is_some();
         let conditions = vec![
             self.condition(
                 "MemoryPressure",
@@ -186,13 +210,25 @@ impl<'a> Agent<'a> {
                 "kubelet has sufficient PID available",
                 &now,
             ),
-            self.condition(
-                "Ready",
-                "True",
-                "KubeletReady",
-                "kubelet is posting ready status",
-                &now,
-            ),
+            if network_ready {
+                self.condition(
+                    "Ready",
+                    "True",
+                    "KubeletReady",
+                    "kubelet is posting ready status",
+                    &now,
+                )
+            } else {
+                self.condition(
+                    "Ready",
+                    "False",
+                    "KubeletNotReady",
+                    "container runtime network not ready: NetworkReady=false \
+                     reason:NetworkPluginNotReady message:the pod network is not set up yet \
+                     (waiting for the Node's spec.podCIDR)",
+                    &now,
+                )
+            },
         ];
         json!({
             "capacity": quantities(&cap),

@@ -141,14 +141,24 @@ pub fn machine_id(state_dir: &Path) -> String {
 }
 
 /// The first IPv4 address that is not loopback: the node's address on the cluster network.
+/// The node's address on the cluster network: eth0's, never the pod bridge's gateway address
+/// (the bridge may come first in the interface list).
 pub fn internal_ip() -> Option<std::net::Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
+    let candidates: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
         .ok()?
         .filter_map(|a| {
-            a.address
-                .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+            let ip = a
+                .address
+                .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))?;
+            Some((a.interface_name, ip))
         })
-        .find(|ip| !ip.is_loopback())
+        .filter(|(name, ip)| !ip.is_loopback() && name != crate::network::BRIDGE)
+        .collect();
+    candidates
+        .iter()
+        .find(|(name, _)| name == "eth0")
+        .or_else(|| candidates.first())
+        .map(|(_, ip)| *ip)
 }
 
 #[cfg(test)]

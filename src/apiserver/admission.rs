@@ -186,6 +186,7 @@ pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Res
     if (def.group, def.plural) == ("", "pods") {
         let priority = resolve_priority(store, obj)?;
         pod::admit_new_pod(obj, priority);
+        super::serviceaccount::mount_api_access(store, obj)?;
     }
     default_class_name(store, def, obj)?;
     let mut errs = Errors::new();

@@ -18,6 +18,7 @@ mod request;
 mod resources;
 mod schema;
 mod selector;
+pub mod serviceaccount;
 mod status;
 mod subresources;
 mod table;
@@ -59,6 +60,8 @@ pub struct ApiServer {
     service_subnet: String,
     /// How to reach node agents (kubelet API) for logs, exec, attach, port-forward and node proxy.
     kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// Signs and verifies service account tokens; without it no token is issued or accepted.
+    service_account_signer: std::sync::OnceLock<Arc<serviceaccount::Signer>>,
 }
 
 impl ApiServer {
@@ -72,12 +75,21 @@ impl ApiServer {
             advertise,
             service_subnet: service_subnet.to_string(),
             kubelet_tls: std::sync::OnceLock::new(),
+            service_account_signer: std::sync::OnceLock::new(),
         })
     }
 
     /// Credentials for talking to node agents; set once, before serving.
     pub fn set_kubelet_client(&self, config: rustls::ClientConfig) {
         let _ = self.kubelet_tls.set(Arc::new(config));
+    }
+
+    /// The key that signs service account tokens (PEM, PKCS#8 P-256); set once, before serving.
+    /// `serviceaccount::jwt::load_or_create_key` keeps one beside the server's other state.
+    pub fn set_service_account_key(&self, pem: &str) -> Result<()> {
+        let signer = serviceaccount::Signer::from_pem(pem)?;
+        let _ = self.service_account_signer.set(Arc::new(signer));
+        Ok(())
     }
 
     /// Creates what every cluster has before anyone asks: the system namespaces.
@@ -173,6 +185,23 @@ impl ApiServer {
         let started = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
+        // A verified client certificate wins; otherwise a bearer token must prove who is asking.
+        let from_token;
+        let identity = match (identity, bearer_token(&req)) {
+            (Some(identity), _) => Some(identity),
+            (None, Some(token)) => match self.authenticate_token(token) {
+                Ok(who) => {
+                    from_token = who;
+                    Some(&from_token)
+                }
+                Err(why) => {
+                    debug!(%peer, %method, %uri, reason = %why, "bearer token rejected");
+                    let e = ApiError::unauthorized();
+                    return json_response(e.code, &e.to_status());
+                }
+            },
+            (None, None) => None,
+        };
         let response = match self.route(req, identity).await {
             Ok(r) => r,
             Err(e) => json_response(e.code, &e.to_status()),
@@ -241,6 +270,14 @@ impl ApiServer {
             return Ok(stream_response(rx));
         }
         let body = read_body(req).await?;
+        if (
+            target.def.group,
+            target.def.plural,
+            target.subresource.as_deref(),
+        ) == ("", "serviceaccounts", Some("token"))
+        {
+            return self.token_request(&target, &content_type, &body);
+        }
         let reply = kinds::convert::dispatch(handlers::Request {
             store: &self.store,
             target: &target,
@@ -262,6 +299,41 @@ impl ApiServer {
             }
         }
         Ok(response)
+    }
+
+    fn authenticate_token(&self, token: &str) -> Result<ClientIdentity, String> {
+        let signer = self
+            .service_account_signer
+            .get()
+            .ok_or("this server has no service-account key")?;
+        serviceaccount::authenticate(&self.store, signer, token)
+    }
+
+    /// POST serviceaccounts/<name>/token.
+    fn token_request(
+        &self,
+        target: &request::ResourceRequest,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response<Body>, ApiError> {
+        if target.verb != Verb::Create {
+            return Err(ApiError::method_not_allowed(format!(
+                "{:?} is not supported on serviceaccounts/token",
+                target.verb
+            )));
+        }
+        let signer = self.service_account_signer.get().ok_or_else(|| {
+            ApiError::internal("this API server has no service-account key to sign tokens with")
+        })?;
+        let request = handlers::decode(content_type, body)?;
+        let reply = serviceaccount::token_request(
+            &self.store,
+            signer,
+            target.namespace.as_deref().unwrap_or("default"),
+            target.name.as_deref().unwrap_or_default(),
+            &request,
+        )?;
+        Ok(json_response(201, &reply))
     }
 
     fn discovery(&self, path: &str, accept: &str) -> Option<Response<Body>> {
@@ -286,6 +358,15 @@ impl ApiServer {
         };
         Some(json_response(200, &doc))
     }
+}
+
+fn bearer_token(req: &Request<Incoming>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> String {

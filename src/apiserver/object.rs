@@ -106,9 +106,15 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// Now, to the second, truncated as Go's metav1.Time serialises it (rounding could put an
+/// object's creationTimestamp after the moment a client saw it created).
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Second)
+                .mode(jiff::RoundMode::Trunc),
+        )
         .map(|t| t.to_string())
         .unwrap_or_default()
 }

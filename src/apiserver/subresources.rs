@@ -213,54 +213,20 @@ async fn eviction(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?.to_string();
     let body = req.decode_body()?;
     let pod = object::from_stored(&req.load(&name).await?)?;
-    let namespace = meta_str(&pod, "namespace").unwrap_or_default().to_string();
     let terminal = matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
     );
-    if !terminal
-        && pod.pointer("/metadata/deletionTimestamp").is_none()
-        && let Some(pdb_def) = resources::find("policy", "v1", "poddisruptionbudgets")
-    {
-        let labels = labels_of(&pod);
-        let (pdbs, _) = req
-            .store
-            .list(&pdb_def.list_prefix(Some(&namespace)))
-            .map_err(|e| ApiError::from_store(e, "policy", "poddisruptionbudgets", ""))?;
-        let mut matching = Vec::new();
-        for kv in &pdbs {
-            let pdb = object::from_stored(kv)?;
-            if pdb
-                .pointer("/spec/selector")
-                .is_some_and(|s| label_selector_matches(s, &labels))
-            {
-                matching.push(pdb);
-            }
-        }
-        if matching.len() > 1 {
-            return Err(ApiError::internal(
-                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-            ));
-        }
-        if let Some(pdb) = matching.first() {
-            let allowed = pdb
-                .pointer("/status/disruptionsAllowed")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if allowed < 1 {
-                let pdb_name = meta_str(pdb, "name").unwrap_or_default();
-                let healthy = pdb
-                    .pointer("/status/currentHealthy")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                let desired = pdb
-                    .pointer("/status/desiredHealthy")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+    if !terminal && pod.pointer("/metadata/deletionTimestamp").is_none() {
+        // Two evictions racing for the last allowed disruption: the budget's compare-and-swap
+        // lets one through and makes the other look again, as Kubernetes' eviction does.
+        let mut attempts = 0;
+        while !take_disruption(req, &pod, &name).await? {
+            attempts += 1;
+            if attempts >= EVICTION_RETRIES {
                 return Err(ApiError::too_many_requests(
-                    "Cannot evict pod as it would violate the pod's disruption budget.",
-                    json!({"causes": [{"reason": "DisruptionBudget", "message": format!(
-                        "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently")}]}),
+                    "Cannot evict pod as it would violate the pod's disruption budget: too many concurrent evictions, try again.",
+                    json!({}),
                 ));
             }
         }
@@ -274,6 +240,98 @@ async fn eviction(req: &Request<'_>) -> Result<Reply, ApiError> {
         .unwrap_or_default();
     super::delete::delete_one(req, &name, &options).await?;
     success()
+}
+
+const EVICTION_RETRIES: usize = 20;
+
+/// Checks the budget covering `pod` (if any) and, when it allows a disruption, records one in its
+/// status (disruptionsAllowed - 1, the pod in disruptedPods) so the next eviction sees it before the
+/// disruption controller recounts. Ok(false): the budget changed under us, look again.
+async fn take_disruption(req: &Request<'_>, pod: &Value, pod_name: &str) -> Result<bool, ApiError> {
+    let Some(pdb_def) = resources::find("policy", "v1", "poddisruptionbudgets") else {
+        return Ok(true);
+    };
+    let namespace = meta_str(pod, "namespace").unwrap_or_default().to_string();
+    let labels = labels_of(pod);
+    let (pdbs, _) = req
+        .store
+        .list(&pdb_def.list_prefix(Some(&namespace)))
+        .map_err(|e| ApiError::from_store(e, "policy", "poddisruptionbudgets", ""))?;
+    let mut matching = Vec::new();
+    for kv in &pdbs {
+        let pdb = object::from_stored(kv)?;
+        if pdb
+            .pointer("/spec/selector")
+            .is_some_and(|s| label_selector_matches(s, &labels))
+        {
+            matching.push((kv, pdb));
+        }
+    }
+    if matching.len() > 1 {
+        return Err(ApiError::internal(
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ));
+    }
+    let Some((kv, mut pdb)) = matching.pop() else {
+        return Ok(true);
+    };
+    let pdb_name = meta_str(&pdb, "name").unwrap_or_default().to_string();
+    let refuse = |message: String| {
+        ApiError::too_many_requests(
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+            json!({"causes": [{"reason": "DisruptionBudget", "message": message}]}),
+        )
+    };
+    let generation = pdb.pointer("/metadata/generation").and_then(Value::as_i64);
+    let observed = pdb
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64);
+    if observed < generation {
+        return Err(refuse(format!(
+            "The disruption budget {pdb_name} is still being processed by the server."
+        )));
+    }
+    let allowed = pdb
+        .pointer("/status/disruptionsAllowed")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if allowed < 1 {
+        let healthy = pdb
+            .pointer("/status/currentHealthy")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let desired = pdb
+            .pointer("/status/desiredHealthy")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        return Err(refuse(format!(
+            "The disruption budget {pdb_name} needs {desired} healthy pods and has {healthy} currently"
+        )));
+    }
+    if req.query.dry_run() {
+        return Ok(true);
+    }
+    pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
+    if !pdb["status"]["disruptedPods"].is_object() {
+        pdb["status"]["disruptedPods"] = json!({});
+    }
+    pdb["status"]["disruptedPods"][pod_name] = json!(object::now_rfc3339());
+    match req
+        .store
+        .update(&kv.key, object::to_stored(&pdb)?, Some(kv.mod_revision))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(
+            crate::store::StoreError::Conflict { .. } | crate::store::StoreError::NotFound { .. },
+        ) => Ok(false),
+        Err(e) => Err(ApiError::from_store(
+            e,
+            "policy",
+            "poddisruptionbudgets",
+            &pdb_name,
+        )),
+    }
 }
 
 /// namespaces/finalize: the namespace controller clears spec.finalizers once the namespace is

@@ -203,6 +203,9 @@ enum NodeCommand {
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
     RunOnce(crate::node::containers::RunOnceArgs),
+    /// The pod network by hand: attach/detach a network namespace, list addresses, measure.
+    #[command(subcommand)]
+    Net(crate::node::net::NetCommand),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -217,6 +220,9 @@ enum NodeCommand {
         /// Also run the controllers.
         #[arg(long)]
         controllers: bool,
+        /// With --controllers: give each Node a /24 of this subnet as its pod CIDR.
+        #[arg(long)]
+        pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
     },
 }
 
@@ -260,7 +266,8 @@ pub fn main() -> ExitCode {
             | NodeCommand::ImageImport
             | NodeCommand::ImageTag { .. }
             | NodeCommand::PodSandbox(_)
-            | NodeCommand::Ps,
+            | NodeCommand::Ps
+            | NodeCommand::Net(_),
         ) => Some("warn"),
         _ => None,
     };
@@ -365,17 +372,20 @@ pub fn main() -> ExitCode {
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
 
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
+            Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
             Command::Node(NodeCommand::Apiserver {
                 data_dir,
                 port,
                 kubeconfig,
                 controllers,
+                pod_subnet,
             }) => {
                 crate::node::run_standalone(crate::node::standalone::Options {
                     data_dir,
                     port,
                     kubeconfig,
                     controllers,
+                    pod_subnet,
                 })
                 .await
             }

@@ -9,7 +9,9 @@ mod disruption;
 mod endpoints;
 mod garbagecollector;
 mod job;
+pub mod localpath;
 mod namespace;
+mod nodeipam;
 mod nodelifecycle;
 mod podcontrol;
 mod replicaset;
@@ -20,15 +22,23 @@ mod tainteviction;
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use runtime::Informer;
 use runtime::events::EventSink;
 
-/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes.
-pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
+/// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes;
+/// `pod_subnet`, when given, is split into a pod CIDR per Node (kube-controller-manager's
+/// `--allocate-node-cidrs --cluster-cidr`).
+pub async fn run(
+    client: kube::Client,
+    ca_pem: Option<String>,
+    pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
+) -> Result<()> {
     let events = EventSink::start(client.clone());
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
@@ -40,6 +50,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     let slices = Informer::<EndpointSlice>::new(client.clone());
     let jobs = Informer::<Job>::new(client.clone());
     let cronjobs = Informer::<CronJob>::new(client.clone());
+    let claims = Informer::<PersistentVolumeClaim>::new(client.clone());
+    let volumes = Informer::<PersistentVolume>::new(client.clone());
 
     // Handlers are registered before the informers start, so no change goes unseen.
     let replicasets = replicaset::ReplicaSetController::new(
@@ -60,6 +72,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         pods.clone(),
         nodes.clone(),
         namespaces.clone(),
+        claims.clone(),
+        volumes.clone(),
         events.recorder("default-scheduler"),
     );
 
@@ -98,7 +112,21 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         jobs.clone(),
         events.recorder("cronjob-controller"),
     );
+    let provisioner = localpath::LocalPathProvisioner::new(
+        client.clone(),
+        claims.clone(),
+        volumes.clone(),
+        events.recorder("kcluster.io/local-path"),
+    );
     let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
+    let node_ipam = pod_subnet.map(|subnet| {
+        nodeipam::NodeIpamController::new(
+            client.clone(),
+            nodes.clone(),
+            subnet,
+            events.recorder("node-ipam-controller"),
+        )
+    });
 
     tokio::spawn(pods.run());
     tokio::spawn(nodes.run());
@@ -110,6 +138,8 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
     tokio::spawn(slices.run());
     tokio::spawn(jobs.run());
     tokio::spawn(cronjobs.run());
+    tokio::spawn(claims.run());
+    tokio::spawn(volumes.run());
 
     tokio::try_join!(
         nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
@@ -124,6 +154,13 @@ pub async fn run(client: kube::Client, ca_pem: Option<String>) -> Result<()> {
         namespace_defaults.run(),
         job_controller.run(),
         cronjob_controller.run(),
+        async move {
+            match node_ipam {
+                Some(c) => c.run().await,
+                None => Ok(()),
+            }
+        },
+        provisioner.run(),
     )?;
     Ok(())
 }

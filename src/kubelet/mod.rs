@@ -41,7 +41,7 @@ use crate::runtime::images::Store;
 pub const FIELD_MANAGER: &str = "kubelet";
 
 /// What the agent knows about its node that pods need.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeInfo {
     pub node_name: String,
     pub service_subnet: String,
@@ -49,6 +49,8 @@ pub struct NodeInfo {
     pub host_ip: Option<String>,
     pub cpu_millis: i64,
     pub memory_bytes: i64,
+    /// The node's pod network, None until the Node has a podCIDR.
+    pub network: crate::agent::podnet::NetworkHandle,
 }
 
 /// Shared by every pod worker.
@@ -298,8 +300,16 @@ async fn cleanup_orphans(ctx: &Arc<Context>) {
             }
         }
     }
+    // A gone pod's address is freed with its files, so its files wait until the network is up
+    // (after an agent restart it comes up a moment later): they are how we know it had one.
+    if ctx.node.network.borrow().is_none() {
+        return;
+    }
     let known = known_uids();
     for uid in leftovers.into_iter().filter(|u| !known.contains(u)) {
+        if let Err(e) = seams::detach_network(ctx, &uid).await {
+            warn!(pod_uid = %uid, error = format!("{e:#}"), "cannot free the address of a gone pod");
+        }
         worker::clean_pod_files(ctx, &uid).await;
     }
 }

@@ -549,12 +549,17 @@ impl Worker {
                 }
             }
         }
+        let refresh_at = match self.volumes.as_mut() {
+            Some(v) => Some(seams::refresh_volumes(&self.ctx, &self.pod, v).await),
+            None => None,
+        };
         let mut wake: Option<Instant> = None;
         let mut earliest = |t: Option<Instant>| {
             if let Some(t) = t {
                 wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
             }
         };
+        earliest(refresh_at);
         // Init containers, one at a time, in order.
         let policy = self.restart_policy();
         let init_count = self.slots.iter().filter(|s| s.init).count();

@@ -8,6 +8,7 @@ use base64::Engine;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// Credentials that identify one API client to the cluster.
+#[derive(Clone)]
 pub struct Credentials {
     pub ca_pem: String,
     pub cert_pem: String,

@@ -5,6 +5,7 @@ pub mod client;
 pub mod containers;
 mod files;
 pub mod images;
+pub mod net;
 mod server;
 pub mod standalone;
 
@@ -58,6 +59,11 @@ pub async fn run_agent() -> Result<()> {
     let settings = load_settings()?;
     let creds = files::node_credentials()?;
     let (host, port) = split_host_port(&settings.server)?;
+    tokio::spawn(crate::volumes::localpath::run_cleaner(
+        host.clone(),
+        port,
+        creds.clone(),
+    ));
     with_signals(crate::agent::run(settings.clone(), host, port, creds)).await
 }
 

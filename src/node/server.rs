@@ -42,6 +42,11 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         .map(|ip| format!("{ip}:{API_PORT}"))
         .unwrap_or_default();
     let api = ApiServer::with_service_subnet(store, advertise, &settings.service_subnet);
+    api.set_service_account_key(&crate::apiserver::serviceaccount::jwt::load_or_create_key(
+        &super::state_dir()
+            .join("apiserver")
+            .join("service-account.key"),
+    )?)?;
     api.bootstrap().await?;
     let kubelet_client = ca.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
     api.set_kubelet_client(crate::apiserver::tls::kubelet_client_config(
@@ -62,10 +67,22 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         key_pem: controller_cert.key_pem,
     };
     let cluster_ca = ca_pem.clone();
+    let pod_subnet: crate::cluster::cidr::Ipv4Cidr =
+        settings.pod_subnet.parse().with_context(|| {
+            format!(
+                "bad pod subnet {:?} in the node settings",
+                settings.pod_subnet
+            )
+        })?;
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
-        crate::controllers::run(client, Some(cluster_ca)).await
+        crate::controllers::run(client, Some(cluster_ca), Some(pod_subnet)).await
     });
+    tokio::spawn(crate::volumes::localpath::run_cleaner(
+        "127.0.0.1".to_string(),
+        API_PORT,
+        files::node_credentials()?,
+    ));
     let agent = tokio::spawn(crate::agent::run(
         settings.clone(),
         "127.0.0.1".to_string(),

@@ -16,6 +16,8 @@ pub struct Options {
     pub port: u16,
     pub kubeconfig: PathBuf,
     pub controllers: bool,
+    /// Split into a pod CIDR per Node by the controllers; none: Nodes get no pod CIDR.
+    pub pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
 }
 
 fn load_or_create_ca(dir: &Path) -> Result<CertificateAuthority> {
@@ -48,6 +50,9 @@ pub async fn run(options: Options) -> Result<()> {
     let port = listener.local_addr()?.port();
     let store = crate::store::Store::open(&options.data_dir.join("store"))?;
     let api = ApiServer::new(store, format!("127.0.0.1:{port}"));
+    api.set_service_account_key(&crate::apiserver::serviceaccount::jwt::load_or_create_key(
+        &options.data_dir.join("pki").join("service-account.key"),
+    )?)?;
     api.bootstrap().await?;
     let kubelet_client = ca.issue_client("kube-apiserver-kubelet-client", &["system:masters"])?;
     api.set_kubelet_client(crate::apiserver::tls::kubelet_client_config(
@@ -75,7 +80,11 @@ pub async fn run(options: Options) -> Result<()> {
             key_pem: admin.key_pem,
         };
         let client = super::client::connect("127.0.0.1", port, &creds).await?;
-        tokio::spawn(crate::controllers::run(client, Some(ca.cert_pem())));
+        tokio::spawn(crate::controllers::run(
+            client,
+            Some(ca.cert_pem()),
+            options.pod_subnet,
+        ));
     }
     serve.await.context("the API server task failed")?
 }

@@ -12,8 +12,9 @@ mod affinity;
 mod cache;
 mod plugins;
 mod preemption;
-mod resources;
+pub(crate) mod resources;
 mod spread;
+mod volumes;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -67,6 +68,8 @@ pub struct Scheduler {
     pods: Arc<Informer<Pod>>,
     nodes: Arc<Informer<Node>>,
     namespaces: Arc<Informer<Namespace>>,
+    claims: Arc<Informer<PersistentVolumeClaim>>,
+    volumes: Arc<Informer<PersistentVolume>>,
     cache: Mutex<Cache>,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -177,6 +180,8 @@ impl Scheduler {
         pods: Arc<Informer<Pod>>,
         nodes: Arc<Informer<Node>>,
         namespaces: Arc<Informer<Namespace>>,
+        claims: Arc<Informer<PersistentVolumeClaim>>,
+        volumes: Arc<Informer<PersistentVolume>>,
         recorder: Recorder,
     ) -> Arc<Self> {
         let seed = jiff::Timestamp::now().as_nanosecond() as u64 | 1;
@@ -185,6 +190,8 @@ impl Scheduler {
             pods,
             nodes,
             namespaces,
+            claims,
+            volumes,
             cache: Mutex::new(Cache::default()),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
@@ -426,6 +433,7 @@ impl Scheduler {
             non_zero: resources::pod_requests(&pod, true),
             ports: cache::host_ports(&pod),
             owner: crate::controllers::runtime::controller_of(&pod.metadata).map(|o| o.uid.clone()),
+            volume_terms: volumes::node_terms(&pod, &self.claims, &self.volumes),
         };
         let decision = {
             let cache = lock(&self.cache);
@@ -648,6 +656,7 @@ impl Scheduler {
             "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
+        volumes::select_node(&self.client, &pod, &node).await;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let result: Result<serde_json::Value, kube::Error> = api
             .create_subresource("binding", &name, &PostParams::default(), &binding)

@@ -54,6 +54,8 @@ pub struct PodFacts<'a> {
     pub non_zero: Resources,
     pub ports: Vec<HostPort>,
     pub owner: Option<String>,
+    /// Node selector terms of the volumes behind the pod's bound claims.
+    pub volume_terms: Vec<Vec<k8s_openapi::api::core::v1::NodeSelectorTerm>>,
 }
 
 fn tolerations(pod: &Pod) -> &[Toleration] {
@@ -228,6 +230,10 @@ pub fn filter(facts: &PodFacts, info: &NodeInfo, cycle: &Cycle) -> Result<(), Re
     // NodeAffinity.
     if !required_affinity_matches(pod, node) {
         return Err(Rejection::unresolvable(REASON_AFFINITY));
+    }
+    // VolumeBinding: a volume pinned to a node takes its pods there.
+    if !super::volumes::node_fits(&facts.volume_terms, node) {
+        return Err(Rejection::unresolvable(super::volumes::REASON_CONFLICT));
     }
     // NodePorts.
     if info.port_conflict(&facts.ports) {
@@ -486,6 +492,7 @@ mod tests {
             },
             ports: Vec::new(),
             owner: None,
+            volume_terms: Vec::new(),
         }
     }
 
