@@ -55,7 +55,7 @@ fn pod_start_latency_and_agent_memory() {
     let name = unique_name("kb");
     let tag = format!("kcluster-e2e/bench-busybox:{name}");
     let _image = common::images::build_busybox_image(&sandbox, &tag, "");
-    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    let cluster = Cluster::create_steady(&sandbox, &name, &["--workers", "1"]);
     let worker = format!("{name}-worker-0");
     cluster.load_image(&tag);
     let idle_kib = rss_kib(&worker);
@@ -106,6 +106,11 @@ fn pod_start_latency_and_agent_memory() {
     // Let the agent settle (status writes, probes) before measuring it.
     std::thread::sleep(Duration::from_secs(5));
     let loaded_kib = rss_kib(&worker);
+    for (i, s) in samples.iter().enumerate() {
+        if *s > Duration::from_secs(1) {
+            println!("slow: bench-{i} took {:.0} ms", s.as_secs_f64() * 1000.0);
+        }
+    }
     let mut sorted = samples.clone();
     sorted.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -120,6 +125,38 @@ fn pod_start_latency_and_agent_memory() {
         idle_kib as f64 / 1024.0,
         loaded_kib as f64 / 1024.0
     );
+    if samples.iter().any(|s| *s > Duration::from_secs(1)) {
+        let logs = text(&docker(&["logs", &worker]));
+        for line in logs
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            println!("agent: {line}");
+        }
+        // Where the slow ones spent their time: the scheduler's event and the agent's start.
+        for (i, s) in samples.iter().enumerate() {
+            if *s > Duration::from_secs(1) {
+                let pod = format!("bench-{i}");
+                for line in logs.lines().filter(|l| l.contains(&format!("pod={pod} "))) {
+                    println!("agent: {line}");
+                }
+                let times = "jsonpath={.metadata.creationTimestamp} {.status.containerStatuses[0].state.running.startedAt}";
+                let events = "jsonpath={range .items[*]}{.reason}@{.firstTimestamp} {end}";
+                println!(
+                    "{pod}: {} / {}",
+                    cluster.kubectl_ok(&["get", "pod", &pod, "-o", times]),
+                    cluster.kubectl_ok(&[
+                        "get",
+                        "events",
+                        "--field-selector",
+                        &format!("involvedObject.name={pod}"),
+                        "-o",
+                        events
+                    ]),
+                );
+            }
+        }
+    }
     cluster.kubectl_ok(&["delete", "pods", "-l", "app=bench", "--wait=false"]);
     drop(cluster);
 }

@@ -170,6 +170,30 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: sidecar}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: side
+    image: IMAGE
+    restartPolicy: Always
+    command: ["sh", "-c", "mkdir -p /www && echo from-sidecar > /www/index.html && exec httpd -f -p 8081 -h /www"]
+  containers:
+  - name: main
+    image: IMAGE
+    command: ["sh", "-c", "until wget -q -O /dev/termination-log http://127.0.0.1:8081/; do sleep 0.2; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: deadline}
+spec:
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: IMAGE, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: sleeper}
 spec:
   terminationGracePeriodSeconds: 5
@@ -204,7 +228,7 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
     let name = unique_name("kl");
     let tag = format!("{IMAGE}-{name}");
     let _image = common::images::build_busybox_image(&sandbox, &tag, "");
-    let cluster = Cluster::create(&sandbox, &name, &[]);
+    let cluster = Cluster::create_steady(&sandbox, &name, &[]);
     let node = format!("{name}-server-0");
     cluster.load_image(&tag);
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifests(&tag));
@@ -447,6 +471,26 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
         |m| !m.is_empty(),
     );
     assert!(ps.contains("while true"), "{ps}");
+
+    // A sidecar (an init container that keeps running) serves the app container, and stops
+    // when the app container is done.
+    wait_field(&cluster, "sidecar", ".status.phase", |p| p == "Succeeded");
+    assert_eq!(
+        jsonpath(
+            &cluster,
+            "sidecar",
+            ".status.containerStatuses[0].state.terminated.message"
+        )
+        .trim(),
+        "from-sidecar"
+    );
+
+    // activeDeadlineSeconds ends a pod that runs too long.
+    wait_field(&cluster, "deadline", ".status.phase", |p| p == "Failed");
+    assert_eq!(
+        jsonpath(&cluster, "deadline", ".status.reason"),
+        "DeadlineExceeded"
+    );
 
     // A missing ConfigMap is a configuration error with kubelet's message.
     let msg = wait_field(

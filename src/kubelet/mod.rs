@@ -59,13 +59,21 @@ pub struct Context {
     clients: watch::Receiver<Option<kube::Client>>,
     pub runtime: Runtime,
     pub store: Store,
-    pub recorder: Recorder,
+    /// Events go through the current client too (replaced with it).
+    recorder: Mutex<Recorder>,
 }
 
 impl Context {
     /// The current API client (the agent replaces it when it reconnects).
     pub fn client(&self) -> Option<kube::Client> {
         self.clients.borrow().clone()
+    }
+
+    pub fn recorder(&self) -> Recorder {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -119,8 +127,10 @@ pub async fn run(node: NodeInfo, clients: watch::Receiver<Option<kube::Client>>)
         clients,
         runtime,
         store,
-        recorder: sink.recorder("kubelet"),
+        recorder: Mutex::new(sink.recorder("kubelet")),
     });
+    // Bumped when the agent hands over a new client; the event sink follows it.
+    let (mut generation, mut events_generation) = (0u64, 0u64);
     info!(node = %ctx.node.node_name, "pod manager started");
     let mut cleanup_tick = tokio::time::interval(Duration::from_secs(20));
     loop {
@@ -128,6 +138,11 @@ pub async fn run(node: NodeInfo, clients: watch::Receiver<Option<kube::Client>>)
             let _ = clients_rx.changed().await;
             continue;
         };
+        if generation != events_generation {
+            let sink = EventSink::start_on_host(client.clone(), ctx.node.node_name.clone());
+            *ctx.recorder.lock().unwrap_or_else(|e| e.into_inner()) = sink.recorder("kubelet");
+            events_generation = generation;
+        }
         let api: Api<Pod> = Api::all(client);
         let config =
             watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node.node_name));
@@ -138,6 +153,7 @@ pub async fn run(node: NodeInfo, clients: watch::Receiver<Option<kube::Client>>)
             tokio::select! {
                 changed = clients_rx.changed() => {
                     if changed.is_err() { return Ok(()); }
+                    generation += 1;
                     debug!("API client replaced: restarting the pod watch");
                     break;
                 }

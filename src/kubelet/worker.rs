@@ -76,6 +76,8 @@ impl Backoff {
 struct Slot {
     name: String,
     init: bool,
+    /// An init container with restartPolicy Always: it keeps running beside the app containers.
+    sidecar: bool,
     /// The latest attempt that has a container (its restartCount).
     attempt: Option<u32>,
     /// Why the container is not running, when it is not (shown as state.waiting).
@@ -98,10 +100,11 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(name: &str, init: bool) -> Slot {
+    fn new(name: &str, init: bool, sidecar: bool) -> Slot {
         Slot {
             name: name.to_string(),
             init,
+            sidecar,
             attempt: None,
             waiting: None,
             exited_at: None,
@@ -149,6 +152,8 @@ struct Worker {
     events_rx: mpsc::UnboundedReceiver<WorkerEvent>,
     last_status: Option<Value>,
     start_time: String,
+    /// Pod-level reason and message (activeDeadlineSeconds ran out).
+    pod_reason: Option<(&'static str, String)>,
     sandbox_retry: Option<Instant>,
 }
 
@@ -190,11 +195,17 @@ pub async fn run(ctx: Arc<Context>, uid: String, mut rx: watch::Receiver<PodMess
         } else if w.final_phase.is_none() {
             wake = w.sync().await;
         }
-        w.publish_status().await;
+        if !w.publish_status().await {
+            // The API server did not take it: try again soon rather than on the next event.
+            let retry = Instant::now() + Duration::from_secs(1);
+            wake = Some(wake.map_or(retry, |t: Instant| t.min(retry)));
+        }
         if w.terminated && !w.pod_deleted_once {
             w.pod_deleted_once = true;
             w.delete_pod_object().await;
         }
+        // Never spin: a timer that is already due still waits a moment.
+        let wake = wake.map(|t| t.max(Instant::now() + Duration::from_millis(20)));
         let sleep = tokio::time::sleep_until(
             wake.map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
@@ -227,10 +238,11 @@ impl Worker {
         let mut slots = Vec::new();
         if let Some(spec) = &pod.spec {
             for c in spec.init_containers.iter().flatten() {
-                slots.push(Slot::new(&c.name, true));
+                let sidecar = c.restart_policy.as_deref() == Some("Always");
+                slots.push(Slot::new(&c.name, true, sidecar));
             }
             for c in &spec.containers {
-                slots.push(Slot::new(&c.name, false));
+                slots.push(Slot::new(&c.name, false, false));
             }
         }
         let qos = qos::qos_class(&pod);
@@ -263,6 +275,7 @@ impl Worker {
             events_rx,
             last_status: None,
             start_time,
+            pod_reason: None,
             sandbox_retry: None,
         }
     }
@@ -318,7 +331,7 @@ impl Worker {
             Some(i) => self.reference(i),
             None => crate::controllers::runtime::events::reference(self.pod.as_ref()),
         };
-        self.ctx.recorder.event_ref(r, type_, reason, "", message);
+        self.ctx.recorder().event_ref(r, type_, reason, "", message);
     }
 
     fn state_of(&self, idx: usize) -> Option<(String, State)> {
@@ -441,7 +454,11 @@ impl Worker {
                 ok,
                 message,
             } => {
-                let Some(idx) = self.slots.iter().position(|s| s.name == name && !s.init) else {
+                let Some(idx) = self
+                    .slots
+                    .iter()
+                    .position(|s| s.name == name && (!s.init || s.sidecar))
+                else {
                     return;
                 };
                 if self.slots[idx].attempt != Some(attempt) {
@@ -476,6 +493,31 @@ impl Worker {
     /// Makes the node match the pod; returns when to look again (None: on the next event).
     async fn sync(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        let left = self.active_deadline_left();
+        if left.is_some_and(|l| l.is_zero()) {
+            let msg = "Pod was active on the node longer than the specified deadline".to_string();
+            self.event(None, NORMAL, "DeadlineExceeded", msg.clone());
+            self.pod_reason = Some(("DeadlineExceeded", msg));
+            self.finish("Failed").await;
+            return None;
+        }
+        let wake = self.sync_containers(now).await;
+        match (wake, left.map(|l| now + l)) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
+        }
+    }
+
+    /// How long until spec.activeDeadlineSeconds runs out, counted from the pod's startTime.
+    fn active_deadline_left(&self) -> Option<Duration> {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let started: jiff::Timestamp = self.start_time.parse().ok()?;
+        let end = started.as_second().saturating_add(seconds);
+        let left = end - jiff::Timestamp::now().as_second();
+        Some(Duration::from_secs(left.max(0) as u64))
+    }
+
+    async fn sync_containers(&mut self, now: Instant) -> Option<Instant> {
         if self.sandbox.is_none() {
             if self.sandbox_retry.is_some_and(|t| now < t) {
                 return self.sandbox_retry;
@@ -521,7 +563,31 @@ impl Worker {
         // Init containers, one at a time, in order.
         let policy = self.restart_policy();
         let init_count = self.slots.iter().filter(|s| s.init).count();
+        let app_started = self.slots[init_count..].iter().any(|s| s.attempt.is_some());
         for idx in 0..init_count {
+            if self.slots[idx].sidecar {
+                self.kill_if_unhealthy(idx).await;
+                match self.state_of(idx) {
+                    None => {
+                        earliest(self.start_container(idx).await);
+                        return wake;
+                    }
+                    Some((_, state)) if state.status != Status::Exited => {
+                        if self.slots[idx].started || app_started {
+                            continue;
+                        }
+                        return wake;
+                    }
+                    Some(_) => {
+                        // Sidecars restart whatever the pod's policy.
+                        earliest(self.restart(idx).await);
+                        if app_started {
+                            continue;
+                        }
+                        return wake;
+                    }
+                }
+            }
             match self.state_of(idx) {
                 None => {
                     earliest(self.start_container(idx).await);
@@ -543,16 +609,7 @@ impl Worker {
             }
         }
         for idx in init_count..self.slots.len() {
-            if let Some(why) = self.slots[idx].kill.take()
-                && let Some((id, state)) = self.state_of(idx)
-                && state.status == Status::Running
-            {
-                self.event(Some(idx), NORMAL, "Killing", why);
-                let grace = self.grace_seconds();
-                self.stop_container(idx, &id, Duration::from_secs(grace))
-                    .await;
-                self.slots[idx].exited_at = Some(Instant::now());
-            }
+            self.kill_if_unhealthy(idx).await;
             match self.state_of(idx) {
                 None => earliest(self.start_container(idx).await),
                 Some((_, state)) if state.status != Status::Exited => {}
@@ -583,6 +640,21 @@ impl Worker {
             return None;
         }
         wake
+    }
+
+    /// A liveness or startup probe gave up on the container: stop it (the caller restarts it
+    /// per policy).
+    async fn kill_if_unhealthy(&mut self, idx: usize) {
+        if let Some(why) = self.slots[idx].kill.take()
+            && let Some((id, state)) = self.state_of(idx)
+            && state.status == Status::Running
+        {
+            self.event(Some(idx), NORMAL, "Killing", why);
+            let grace = self.grace_seconds();
+            self.stop_container(idx, &id, Duration::from_secs(grace))
+                .await;
+            self.slots[idx].exited_at = Some(Instant::now());
+        }
     }
 
     /// Restarts an exited container unless it is in back-off; returns when to try again.
@@ -871,6 +943,8 @@ impl Worker {
         ]);
         let hosts = std::fs::read_to_string(self.pod_dir().join("etc-hosts"))
             .unwrap_or_else(|_| etc::hosts_file(&self.pod, pod_ip.as_deref()));
+        // Fields the runtime may gain later keep their defaults.
+        #[allow(clippy::needless_update)]
         let config = ContainerConfig {
             id: container_id(&self.uid, &c.name, attempt),
             image: c.image.clone().unwrap_or_default(),
@@ -1083,7 +1157,7 @@ impl Worker {
         let Some(c) = self.spec_container(idx).cloned() else {
             return;
         };
-        if self.slots[idx].init {
+        if self.slots[idx].init && !self.slots[idx].sidecar {
             return;
         }
         let target = self.target(idx, id);
@@ -1174,7 +1248,7 @@ impl Worker {
                 if let Some(pre) = pre
                     && let Err(e) = probes::run_hook(&target, &pre, grace).await
                 {
-                    ctx.recorder.event_ref(
+                    ctx.recorder().event_ref(
                         reference,
                         WARNING,
                         "FailedPreStopHook",
@@ -1329,7 +1403,7 @@ impl Worker {
                 s["state"] = json!({"running": {"startedAt": state.started_at.as_deref().map(k8s_time).unwrap_or_else(status::now)}});
                 s["lastState"] = previous;
                 s["started"] = json!(slot.started);
-                s["ready"] = json!(slot.ready && slot.started && !slot.init);
+                s["ready"] = json!(slot.ready && slot.started && (!slot.init || slot.sidecar));
             }
             Status::Exited => {
                 let this = terminated_of(attempt).unwrap_or_else(|| json!({}));
@@ -1357,14 +1431,23 @@ impl Worker {
         s
     }
 
+    /// An init container has done its part: completed, or (a sidecar) started.
+    fn init_complete(&self, i: usize) -> bool {
+        let slot = &self.slots[i];
+        self.state_of(i).is_some_and(|(_, s)| {
+            if slot.sidecar {
+                (s.status == Status::Running && slot.started)
+                    || self.slots.iter().any(|o| !o.init && o.attempt.is_some())
+            } else {
+                s.status == Status::Exited && s.exit_code == Some(0) && s.error.is_none()
+            }
+        })
+    }
+
     fn init_done(&self) -> bool {
         (0..self.slots.len())
             .filter(|i| self.slots[*i].init)
-            .all(|i| {
-                self.state_of(i).is_some_and(|(_, s)| {
-                    s.status == Status::Exited && s.exit_code == Some(0) && s.error.is_none()
-                })
-            })
+            .all(|i| self.init_complete(i))
     }
 
     fn phase(&self) -> &'static str {
@@ -1418,12 +1501,7 @@ impl Worker {
             .slots
             .iter()
             .enumerate()
-            .filter(|(i, s)| {
-                s.init
-                    && !self.state_of(*i).is_some_and(|(_, st)| {
-                        st.status == Status::Exited && st.exit_code == Some(0) && st.error.is_none()
-                    })
-            })
+            .filter(|(i, s)| s.init && !self.init_complete(*i))
             .map(|(_, s)| s.name.clone())
             .collect();
         let unready: Vec<String> = statuses
@@ -1528,16 +1606,21 @@ impl Worker {
             out["podIP"] = json!(ip);
             out["podIPs"] = json!([{"ip": ip}]);
         }
+        if let Some((reason, message)) = &self.pod_reason {
+            out["reason"] = json!(reason);
+            out["message"] = json!(message);
+        }
         out
     }
 
-    async fn publish_status(&mut self) {
+    /// Writes the status if it changed; false when the write failed.
+    async fn publish_status(&mut self) -> bool {
         let status = self.build_status();
         if self.last_status.as_ref() == Some(&status) {
-            return;
+            return true;
         }
         let Some(client) = self.ctx.client() else {
-            return;
+            return false;
         };
         let api: Api<Pod> = Api::namespaced(client, &self.namespace());
         let params = PatchParams {
@@ -1553,12 +1636,15 @@ impl Worker {
                 self.pod = Arc::new(p);
                 // Conditions carry transition times taken from the pod: compare as rebuilt.
                 self.last_status = Some(self.build_status());
+                true
             }
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
                 self.last_status = Some(status);
+                true
             }
             Err(e) => {
-                debug!(pod = %self.name(), error = %e, "cannot update the pod status");
+                warn!(pod = %self.name(), error = %e, "cannot update the pod status");
+                false
             }
         }
     }
@@ -1664,11 +1750,38 @@ pub async fn clean_pod_files(ctx: &Arc<Context>, uid: &str) {
 
 fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m0s", s / 60)
     } else if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)
     } else {
         format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_back_off_starts_at_ten_seconds_and_doubles_to_five_minutes() {
+        let mut b = Backoff::default();
+        // The first restart is immediate; the next failure waits 10 s.
+        assert_eq!(b.check(Instant::now()), None);
+        assert_eq!(b.delay, Duration::from_secs(10));
+        let now = Instant::now();
+        let until = b.check(now).expect("in back-off");
+        assert_eq!(until, now + Duration::from_secs(10));
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let long_ago = Instant::now()
+                .checked_sub(b.delay + Duration::from_secs(1))
+                .expect("a past instant");
+            assert_eq!(b.check(long_ago), None);
+            delays.push(b.delay.as_secs());
+        }
+        assert_eq!(delays, [20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(human_duration(Duration::from_secs(80)), "1m20s");
     }
 }

@@ -935,6 +935,33 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_add_drop_and_privileged() {
+        let node = node_capabilities();
+        let mut c = ContainerConfig {
+            capabilities_drop: vec!["chown".into()],
+            capabilities_add: vec!["NET_ADMIN".into()],
+            ..Default::default()
+        };
+        let caps = capability_set(&c);
+        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+        assert_eq!(
+            caps.contains(&"CAP_NET_ADMIN".to_string()),
+            node.contains(&"CAP_NET_ADMIN")
+        );
+        c.capabilities_drop = vec!["ALL".into()];
+        c.capabilities_add = vec![];
+        assert!(capability_set(&c).is_empty());
+        c.privileged = true;
+        assert_eq!(capability_set(&c).len(), node.len());
+        let spec = spec_for(&ContainerConfig {
+            privileged: true,
+            ..c.clone()
+        });
+        assert!(spec["linux"]["resources"].get("devices").is_none());
+        assert_eq!(spec["linux"]["maskedPaths"], json!([]));
+    }
+
+    #[test]
     fn joined_uts_namespace_keeps_its_hostname_and_ids_are_checked() {
         let config = ContainerConfig {
             id: "c2".into(),

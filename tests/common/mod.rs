@@ -118,13 +118,28 @@ pub struct Cluster<'a> {
 
 impl<'a> Cluster<'a> {
     pub fn create(sandbox: &'a Sandbox, name: &str, extra: &[&str]) -> Self {
+        Self::create_with_grace(sandbox, name, extra, Some("8"))
+    }
+
+    /// A cluster whose nodes keep the default node-monitor grace period (40 s), so that the
+    /// 10 s heartbeats never let a node look unreachable: for tests and benchmarks of pods.
+    pub fn create_steady(sandbox: &'a Sandbox, name: &str, extra: &[&str]) -> Self {
+        Self::create_with_grace(sandbox, name, extra, None)
+    }
+
+    fn create_with_grace(
+        sandbox: &'a Sandbox,
+        name: &str,
+        extra: &[&str],
+        grace: Option<&str>,
+    ) -> Self {
         let mut args = vec!["create", "--name", name, "--wait", "120s"];
         args.extend_from_slice(extra);
-        let out = sandbox
-            .kcluster_cmd(&args)
-            .env("KCLUSTER_NODE_MONITOR_GRACE_SECONDS", "8")
-            .output()
-            .expect("cannot run kcluster");
+        let mut cmd = sandbox.kcluster_cmd(&args);
+        if let Some(g) = grace {
+            cmd.env("KCLUSTER_NODE_MONITOR_GRACE_SECONDS", g);
+        }
+        let out = cmd.output().expect("cannot run kcluster");
         let cluster = Cluster {
             name: name.to_string(),
             sandbox,
