@@ -1,7 +1,7 @@
 //! The kubelet API end to end: real kubectl → our API server → the node agent's kubelet API
-//! on :10250 → containers in a real cluster. Pods are Pod objects bound to a node whose
-//! containers are started by hand inside the node (`kcluster node run-once --detach` with the
-//! kubelet's annotations), so the streaming path is tested on its own.
+//! on :10250 → containers of real pods that the node's kubelet runs, in a real two-node
+//! cluster with a locally built busybox image. Pods are placed with spec.nodeName so both the
+//! server node (its own serving certificate) and the worker (one from `kcluster create`) answer.
 
 mod common;
 
@@ -11,107 +11,76 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-struct TestImage(String);
+/// The port the web pod's httpd listens on inside its own network namespace.
+const HTTP_PORT: u16 = 8080;
 
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        let _ = docker(&["rmi", "-f", &self.0]);
-    }
+fn manifests(image: &str, server: &str, worker: &str) -> String {
+    r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: WORKER
+  containers:
+  - name: main
+    image: IMAGE
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www; echo hello-through-forward > /www/index.html; httpd -p PORT -h /www; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
+    readinessProbe: {httpGet: {path: /, port: PORT}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crashy}
+spec:
+  nodeName: WORKER
+  restartPolicy: Always
+  containers:
+  - name: main
+    image: IMAGE
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo first-one; echo first-two; sleep 0.1; echo first-err >&2; sleep 1; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talk-server}
+spec:
+  nodeName: SERVER
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    imagePullPolicy: Never
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "echo ready; while read line; do echo in:$line; done; echo bye"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talk-worker}
+spec:
+  nodeSelector: {kubernetes.io/hostname: WORKER}
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    imagePullPolicy: Never
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "echo ready; while read line; do echo in:$line; done; echo bye"]
+"#
+    .replace("IMAGE", image)
+    .replace("SERVER", server)
+    .replace("WORKER", worker)
+    .replace("PORT", &HTTP_PORT.to_string())
 }
 
-fn build_busybox(sandbox: &Sandbox, tag: &str) -> TestImage {
-    let busybox = std::path::Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "these tests need Debian's static busybox at /bin/busybox: apt-get install -y busybox-static"
-    );
-    let context = sandbox.path().join("image");
-    std::fs::create_dir_all(&context).unwrap();
-    std::fs::copy(busybox, context.join("busybox")).unwrap();
-    std::fs::write(
-        context.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n",
-    )
-    .unwrap();
-    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
-    assert!(out.status.success(), "docker build failed: {}", text(&out));
-    TestImage(tag.to_string())
-}
-
-/// Starts a container for pod `pod` (container `main`, attempt `attempt`) inside `node`, in the
-/// node's network namespace, the way the kubelet labels it.
-fn start_container(
-    node: &str,
-    image: &str,
-    uid: &str,
-    pod: &str,
-    attempt: u32,
-    extra: &[&str],
-    script: &str,
-) {
-    let id = format!("{uid}-main-{attempt}");
-    let annotations = [
-        "io.kubernetes.pod.namespace=default".to_string(),
-        format!("io.kubernetes.pod.name={pod}"),
-        format!("io.kubernetes.pod.uid={uid}"),
-        "io.kubernetes.container.name=main".to_string(),
-        format!("io.kubernetes.container.restartCount={attempt}"),
-        "io.kubernetes.container.type=regular".to_string(),
-    ];
-    let mut args: Vec<String> = [
-        "exec",
-        node,
-        "/kcluster",
-        "node",
-        "run-once",
-        "--detach",
-        "--id",
-        &id,
-        "--image",
-        image,
-        "--netns",
-        "/proc/1/ns/net",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for a in &annotations {
-        args.push("--annotation".into());
-        args.push(a.clone());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        "--".to_string(),
-        "sh".into(),
-        "-c".into(),
-        script.to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = docker(&args);
-    assert!(out.status.success(), "cannot start {id}: {}", text(&out));
-}
-
-fn create_pod(cluster: &Cluster, node: &str, pod: &str) -> String {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: default}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: main\n    image: unused\n"
-    );
-    let path = cluster.sandbox.path().join(format!("{pod}.yaml"));
-    std::fs::write(&path, manifest).unwrap();
-    cluster.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]);
-    // kubectl port-forward and exec want a running pod; nothing else sets the phase here.
+fn wait_ready(cluster: &Cluster, pod: &str) {
     cluster.kubectl_ok(&[
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=120s",
     ]);
-    cluster
-        .kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"])
-        .trim()
-        .to_string()
 }
 
 fn kubectl_env(cluster: &Cluster, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
@@ -172,59 +141,33 @@ fn logs_exec_attach_port_forward_and_cp_reach_containers() {
     let sandbox = Sandbox::new();
     let name = unique_name("kapi");
     let tag = format!("kcluster-e2e/busybox:{name}");
-    let _image = build_busybox(&sandbox, &tag);
+    let _image = common::images::build_busybox_image(&sandbox, &tag, "");
     let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    let out = sandbox.kcluster(&["image", "load", &tag, "--name", &name]);
-    assert!(out.status.success(), "image load failed: {}", text(&out));
-    let image = format!("docker.io/{tag}");
-    // The worker's serving certificate comes from `kcluster create`, the server's is its own.
+    cluster.load_image(&tag);
     let worker = format!("{name}-worker-0");
     let server = format!("{name}-server-0");
-    let http_port = 20000 + (std::process::id() % 10000) as u16;
-
-    let uid = create_pod(&cluster, &worker, "web");
-    start_container(
-        &worker,
-        &image,
-        &uid,
-        "web",
-        0,
-        &[],
-        "echo first-one; echo first-two; echo first-err >&2",
-    );
-    start_container(
-        &worker,
-        &image,
-        &uid,
-        "web",
-        1,
-        &[],
-        &format!(
-            "mkdir -p /www; echo hello-through-forward > /www/index.html; httpd -p {http_port} -h /www; \
-             i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
-        ),
-    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifests(&tag, &server, &worker));
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    wait_ready(&cluster, "web");
     cluster.wait_for(
         &["logs", "web", "--tail", "1"],
         Duration::from_secs(30),
         |o| o.starts_with("tick"),
     );
 
-    // Logs: plain, tail, timestamps, previous, limit, follow (ended by its own timeout).
+    // Logs: plain, tail, timestamps, limit, follow (ended by its own timeout), unknown container.
     let all = cluster.kubectl_ok(&["logs", "web"]);
     assert!(all.starts_with("tick 0\ntick 1\n"), "{all}");
     let tail = cluster.kubectl_ok(&["logs", "web", "--tail", "2"]);
     assert_eq!(tail.lines().count(), 2, "{tail}");
     let stamped = cluster.kubectl_ok(&["logs", "web", "--tail", "1", "--timestamps"]);
-    let (time, rest) = stamped.trim().split_once(' ').unwrap();
+    let (time, rest) = stamped.trim().split_once(' ').unwrap_or_default();
     assert!(
         time.parse::<jiff::Timestamp>().is_ok() && rest.starts_with("tick"),
         "{stamped}"
     );
-    let previous = cluster.kubectl_ok(&["logs", "web", "--previous"]);
-    assert_eq!(previous, "first-one\nfirst-two\nfirst-err\n");
-    let limited = cluster.kubectl_ok(&["logs", "web", "--previous", "--limit-bytes", "5"]);
-    assert_eq!(limited, "first");
+    let limited = cluster.kubectl_ok(&["logs", "web", "--limit-bytes", "6"]);
+    assert_eq!(limited, "tick 0");
     let follow = kubectl_env(
         &cluster,
         &[],
@@ -244,12 +187,30 @@ fn logs_exec_attach_port_forward_and_cp_reach_containers() {
             .lines()
             .filter(|l| l.starts_with("tick"))
             .count()
-            >= 3,
+            >= 2,
         "follow showed no new lines: {}",
         text(&follow)
     );
     let missing = cluster.kubectl(&["logs", "web", "-c", "nope"]);
-    assert!(!missing.status.success());
+    assert!(!missing.status.success(), "{}", text(&missing));
+    assert!(text(&missing).contains("nope"), "{}", text(&missing));
+
+    // --previous: the crashing pod's first attempt, once the kubelet has restarted it.
+    cluster.wait_for(
+        &[
+            "get",
+            "pod",
+            "crashy",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        Duration::from_secs(120),
+        |o| o.trim().parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    let previous = cluster.kubectl_ok(&["logs", "crashy", "--previous"]);
+    assert_eq!(previous, "first-one\nfirst-two\nfirst-err\n");
+    let limited = cluster.kubectl_ok(&["logs", "crashy", "--previous", "--limit-bytes", "5"]);
+    assert_eq!(limited, "first");
 
     for (label, env) in [
         ("websocket", vec![]),
@@ -302,9 +263,9 @@ fn logs_exec_attach_port_forward_and_cp_reach_containers() {
             text(&out)
         );
 
-        // port-forward + an HTTP GET through it.
+        // port-forward + an HTTP GET through it, into the pod's own network namespace.
         let local = free_port();
-        let mapping = format!("{local}:{http_port}");
+        let mapping = format!("{local}:{HTTP_PORT}");
         let mut cmd = Command::new("kubectl");
         cmd.arg("--kubeconfig")
             .arg(sandbox.kubeconfig())
@@ -317,7 +278,7 @@ fn logs_exec_attach_port_forward_and_cp_reach_containers() {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let mut forward = cmd.spawn().unwrap();
+        let mut forward = cmd.spawn().expect("cannot run kubectl port-forward");
         let first = http_get(local);
         let second = http_get(local);
         let _ = forward.kill();
@@ -330,21 +291,27 @@ fn logs_exec_attach_port_forward_and_cp_reach_containers() {
     }
 
     // exec -t under a real terminal: a tty of the container, the size kubectl sent.
-    let tty = run_in_pty(
-        &cluster,
-        &[
-            "exec",
-            "-it",
-            "web",
-            "--",
-            "sh",
-            "-c",
-            "tty; stty size; exit 7",
-        ],
-    );
-    assert_eq!(tty.0, Some(7), "{}", tty.1);
-    assert!(tty.1.contains("/dev/pts/"), "{}", tty.1);
-    assert!(tty.1.contains("33 111"), "{}", tty.1);
+    for (label, env) in [
+        ("websocket", vec![]),
+        ("spdy", vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")]),
+    ] {
+        let tty = run_in_pty(
+            &cluster,
+            &env,
+            &[
+                "exec",
+                "-it",
+                "web",
+                "--",
+                "sh",
+                "-c",
+                "tty; stty size; exit 7",
+            ],
+        );
+        assert_eq!(tty.0, Some(7), "{label}: {}", tty.1);
+        assert!(tty.1.contains("/dev/pts/"), "{label}: {}", tty.1);
+        assert!(tty.1.contains("33 111"), "{label}: {}", tty.1);
+    }
 
     // cp both ways (tar inside the container).
     let local = sandbox.path().join("local.txt");
@@ -359,30 +326,44 @@ fn logs_exec_attach_port_forward_and_cp_reach_containers() {
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
 
     // attach: stdin reaches the container (stdinOnce closes it after), output comes back,
-    // and the attach ends when the container does. On the server node (its own certificate).
-    let uid = create_pod(&cluster, &server, "talk");
-    start_container(
-        &server,
-        &image,
-        &uid,
-        "talk",
-        0,
-        &["-i", "--stdin-once"],
-        "echo ready; while read line; do echo in:$line; done; echo bye",
+    // and the attach ends when the container does. On the server node over WebSocket, on
+    // the worker over SPDY.
+    for (pod, env) in [
+        ("talk-server", vec![]),
+        (
+            "talk-worker",
+            vec![("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+        ),
+    ] {
+        wait_ready(&cluster, pod);
+        cluster.wait_for(&["logs", pod], Duration::from_secs(30), |o| {
+            o.contains("ready")
+        });
+        let out = kubectl_env(&cluster, &env, &["attach", "-i", pod], b"hello\n");
+        assert!(out.status.success(), "{pod}: {}", text(&out));
+        assert!(stdout(&out).contains("in:hello"), "{pod}: {}", text(&out));
+        cluster.wait_for(&["logs", pod], Duration::from_secs(30), |o| {
+            o.contains("bye")
+        });
+    }
+    let placed = cluster.kubectl_ok(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.spec.nodeName}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        placed.contains(&format!("talk-server={server}\n")),
+        "{placed}"
     );
-    cluster.wait_for(&["logs", "talk"], Duration::from_secs(30), |o| {
-        o.contains("ready")
-    });
-    let out = kubectl_env(&cluster, &[], &["attach", "-i", "talk"], b"hello\n");
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(stdout(&out).contains("in:hello"), "{}", text(&out));
-    cluster.wait_for(&["logs", "talk"], Duration::from_secs(30), |o| {
-        o.contains("bye")
-    });
+    assert!(
+        placed.contains(&format!("talk-worker={worker}\n")),
+        "{placed}"
+    );
 }
 
 /// Runs kubectl with a pseudo-terminal as its stdio; returns its exit code and output.
-fn run_in_pty(cluster: &Cluster, args: &[&str]) -> (Option<i32>, String) {
+fn run_in_pty(cluster: &Cluster, env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     use std::os::fd::OwnedFd;
     let size = nix::pty::Winsize {
         ws_row: 33,
@@ -398,6 +379,7 @@ fn run_in_pty(cluster: &Cluster, args: &[&str]) -> (Option<i32>, String) {
         .arg("--context")
         .arg(cluster.context())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave))
