@@ -38,8 +38,6 @@ pub struct Cli {
 // Parsed once per process: the size of the node variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
-// Parsed once per process: the size of the node variant does not matter.
-#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Create a cluster and wait until every node is Ready.
     Create(CreateArgs),
