@@ -93,9 +93,15 @@ fn claims_bind_to_a_local_volume_on_their_pods_node() {
     assert!(claim["spec"].get("volumeName").is_none());
 
     create(&server, &pod_using_claim("user"));
-    wait_for("the claim to be bound", Duration::from_secs(60), || {
-        json_of(&server, &["pvc", "data"])["status"]["phase"] == "Bound"
-    });
+    // The scheduler binds the pod once the claim is bound, a moment later: wait for both.
+    wait_for(
+        "the claim and then its pod to be bound",
+        Duration::from_secs(60),
+        || {
+            json_of(&server, &["pvc", "data"])["status"]["phase"] == "Bound"
+                && json_of(&server, &["pod", "user"])["spec"]["nodeName"].is_string()
+        },
+    );
     let pod = json_of(&server, &["pod", "user"]);
     let node = pod["spec"]["nodeName"]
         .as_str()
