@@ -148,7 +148,7 @@ fn stopped_node_turns_not_ready_and_restart_brings_state_back() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
     let name = unique_name("restart");
-    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    let cluster = Cluster::create_quick_to_notice(&sandbox, &name, &["--workers", "1"]);
     cluster.kubectl_ok(&["label", "namespace", "default", "kept=across-restarts"]);
 
     let worker = format!("{name}-worker-0");

@@ -55,7 +55,7 @@ fn pod_start_latency_and_agent_memory() {
     let name = unique_name("kb");
     let tag = format!("kcluster-e2e/bench-busybox:{name}");
     let _image = common::images::build_busybox_image(&sandbox, &tag, "");
-    let cluster = Cluster::create_steady(&sandbox, &name, &["--workers", "1"]);
+    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
     let worker = format!("{name}-worker-0");
     cluster.load_image(&tag);
     let idle_kib = rss_kib(&worker);

@@ -228,7 +228,7 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
     let name = unique_name("kl");
     let tag = format!("{IMAGE}-{name}");
     let _image = common::images::build_busybox_image(&sandbox, &tag, "");
-    let cluster = Cluster::create_steady(&sandbox, &name, &[]);
+    let cluster = Cluster::create(&sandbox, &name, &[]);
     let node = format!("{name}-server-0");
     cluster.load_image(&tag);
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifests(&tag));
