@@ -8,18 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::cron::Schedule;
 use super::runtime::events::{NORMAL, Recorder, WARNING};
 use super::runtime::queue::WorkQueue;
-use super::runtime::{Informer, ObjKey, controller_of, controller_ref, is_conflict, is_not_found};
+use super::runtime::{Informer, ObjKey, controller_of, controller_ref, is_not_found};
 
 const WORKERS: usize = 2;
 const SCHEDULED_AT: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -102,26 +101,12 @@ impl CronJobController {
         self.cronjobs.wait_synced().await;
         self.jobs.wait_synced().await;
         info!("cronjob controller started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            let conflict = e.downcast_ref::<kube::Error>().is_some_and(is_conflict);
-                            if !conflict {
-                                warn!(cronjob = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            }
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "cronjob", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

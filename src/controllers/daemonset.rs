@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::deployment::util::{compute_hash, scaled_value};
 use super::history::{self, HASH_LABEL};
@@ -328,23 +328,12 @@ impl DaemonSetController {
         self.nodes.wait_synced().await;
         self.revisions.wait_synced().await;
         info!("daemonset controller started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            warn!(daemonset = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "daemonset", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
@@ -18,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::deployment::util::scaled_value;
 use super::runtime::events::{Recorder, WARNING};
@@ -112,23 +111,12 @@ impl DisruptionController {
         self.budgets.wait_synced().await;
         self.pods.wait_synced().await;
         info!("disruption controller started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            warn!(pdb = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "disruption", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, Pod, Service, ServicePort,
@@ -21,12 +20,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::runtime::queue::WorkQueue;
-use super::runtime::{
-    Change, Informer, ObjKey, controller_ref, is_conflict, is_not_found, pod_is_ready,
-};
+use super::runtime::{Change, Informer, ObjKey, controller_ref, is_not_found, pod_is_ready};
 
 const WORKERS: usize = 4;
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -295,26 +292,12 @@ impl EndpointsController {
         self.pods.wait_synced().await;
         self.slices.wait_synced().await;
         info!("endpoints and endpointslice controllers started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            let conflict = e.downcast_ref::<kube::Error>().is_some_and(is_conflict);
-                            if !conflict {
-                                warn!(service = %key, error = format!("{e:#}"), "endpoints sync failed; retrying");
-                            }
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "endpoints", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

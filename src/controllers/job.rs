@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::podcontrol;
 use super::podfailurepolicy::{self, Verdict};
@@ -213,26 +213,12 @@ impl JobController {
         self.jobs.wait_synced().await;
         self.pods.wait_synced().await;
         info!("job and ttl-after-finished controllers started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            let conflict = e.downcast_ref::<kube::Error>().is_some_and(is_conflict);
-                            if !conflict {
-                                warn!(job = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            }
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "job", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::podcontrol;
 use super::runtime::events::Recorder;
@@ -206,23 +206,12 @@ impl<K: ReplicaOwner> ReplicaController<K> {
         self.sets.wait_synced().await;
         self.pods.wait_synced().await;
         info!(kind = %K::kind(&()), "replica controller started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            warn!(kind = %K::kind(&()), owner = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "replicaset", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

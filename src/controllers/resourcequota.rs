@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, ResourceQuotaStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KQuantity;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::runtime::queue::WorkQueue;
 use super::runtime::{Change, Informer, ObjKey, is_conflict, is_not_found};
@@ -108,23 +107,13 @@ impl ResourceQuotaController {
                 }
             }
         };
-        let workers = (0..2).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            warn!(quota = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        futures::join!(ticker, join_all(workers));
+        futures::join!(
+            ticker,
+            self.queue.run_workers(2, "resourcequota", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+        );
         Ok(())
     }
 

@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::runtime::events::{NORMAL, Recorder};
 use super::runtime::queue::WorkQueue;
@@ -135,22 +134,12 @@ impl TaintEvictionController {
         self.pods.wait_synced().await;
         self.nodes.wait_synced().await;
         info!("taint eviction controller started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    if let Err(e) = this.process(&key).await {
-                        warn!(pod = %key, error = format!("{e:#}"), "taint eviction failed; retrying");
-                        this.queue.add_rate_limited(key.clone());
-                    } else {
-                        this.queue.forget(&key);
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "taint-eviction", |key| {
+                let this = &self;
+                async move { this.process(&key).await }
+            })
+            .await;
         Ok(())
     }
 

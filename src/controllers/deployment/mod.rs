@@ -12,14 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::runtime::events::{NORMAL, Recorder, WARNING};
 use super::runtime::queue::WorkQueue;
@@ -84,31 +83,12 @@ impl DeploymentController {
         self.sets.wait_synced().await;
         self.pods.wait_synced().await;
         info!("deployment controller started");
-        let workers = (0..WORKERS).map(|_| {
-            let this = self.clone();
-            async move {
-                loop {
-                    let key = this.queue.get().await;
-                    match this.sync(&key).await {
-                        Ok(()) => this.queue.forget(&key),
-                        Err(e) => {
-                            // Conflicts are the normal price of acting on a cache.
-                            let conflict = e
-                                .downcast_ref::<kube::Error>()
-                                .is_some_and(is_conflict);
-                            if conflict {
-                                debug!(deployment = %key, "conflict; retrying");
-                            } else {
-                                warn!(deployment = %key, error = format!("{e:#}"), "sync failed; retrying");
-                            }
-                            this.queue.add_rate_limited(key.clone());
-                        }
-                    }
-                    this.queue.done(&key);
-                }
-            }
-        });
-        join_all(workers).await;
+        self.queue
+            .run_workers(WORKERS, "deployment", |key| {
+                let this = &self;
+                async move { this.sync(&key).await }
+            })
+            .await;
         Ok(())
     }
 

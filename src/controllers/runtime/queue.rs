@@ -8,7 +8,9 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::join_all;
 use tokio::sync::Notify;
+use tracing::{debug, warn};
 
 struct State<K> {
     queue: VecDeque<K>,
@@ -133,6 +135,43 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             drop(s);
             self.notify.notify_one();
         }
+    }
+
+    /// Runs `workers` loops that take keys off the queue and hand them to `sync`, as every
+    /// controller's workers do: success forgets the key's failures, an error retries it with
+    /// back-off. A 409 Conflict is only a debug line: the next sync sees the newer object.
+    pub async fn run_workers<F, Fut>(
+        self: &Arc<Self>,
+        workers: usize,
+        controller: &'static str,
+        sync: F,
+    ) where
+        K: std::fmt::Display,
+        F: Fn(K) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let sync = &sync;
+        join_all((0..workers).map(|_| async move {
+            loop {
+                let key = self.get().await;
+                match sync(key.clone()).await {
+                    Ok(()) => self.forget(&key),
+                    Err(e) => {
+                        let conflict = e
+                            .downcast_ref::<kube::Error>()
+                            .is_some_and(super::is_conflict);
+                        if conflict {
+                            debug!(controller, %key, "conflict; syncing again");
+                        } else {
+                            warn!(controller, %key, error = format!("{e:#}"), "sync failed; retrying");
+                        }
+                        self.add_rate_limited(key.clone());
+                    }
+                }
+                self.done(&key);
+            }
+        }))
+        .await;
     }
 
     #[cfg(test)]
