@@ -28,7 +28,7 @@ mod watch;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -38,8 +38,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::pki::ClientIdentity;
 use crate::store::Store;
@@ -126,37 +125,14 @@ impl ApiServer {
         listener: TcpListener,
         tls: rustls::ServerConfig,
     ) -> Result<()> {
-        let acceptor = TlsAcceptor::from(Arc::new(tls));
         // For servers that skip `bootstrap`; a no-op when it already started the warm-up.
         openapi::warm_in_background();
         info!(addr = %listener.local_addr()?, "API server listening");
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+        tls::accept_loop(listener, tls, move |conn: tls::Accepted| {
             let server = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                };
-                let identity = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|certs| certs.first())
-                    .and_then(|der| crate::pki::identity_from_der(der).ok())
-                    .map(Arc::new);
+            async move {
+                let peer = conn.peer;
+                let identity = conn.identity.map(Arc::new);
                 let service = hyper::service::service_fn(move |req| {
                     let server = server.clone();
                     let identity = identity.clone();
@@ -164,7 +140,7 @@ impl ApiServer {
                         Ok::<_, Infallible>(server.handle(req, identity.as_deref(), peer).await)
                     }
                 });
-                let io = hyper_util::rt::TokioIo::new(tls);
+                let io = hyper_util::rt::TokioIo::new(conn.stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
                     .with_upgrades()
@@ -172,8 +148,10 @@ impl ApiServer {
                 {
                     debug!(%peer, error = %e, "connection ended with an error");
                 }
-            });
-        }
+            }
+        })
+        .await;
+        Ok(())
     }
 
     async fn handle(

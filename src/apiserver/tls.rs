@@ -60,3 +60,60 @@ pub fn kubelet_client_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// An accepted connection once its TLS handshake is done: the stream, the peer, and the identity
+/// in its client certificate (None without one, or with one we cannot read).
+pub struct Accepted {
+    pub stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    pub peer: std::net::SocketAddr,
+    pub identity: Option<crate::pki::ClientIdentity>,
+}
+
+/// Accepts connections on `listener` forever, completing each TLS handshake (10 s at most) in a
+/// task of its own before handing the connection to `serve` in that task. Shared by the API
+/// server and the node's kubelet API.
+pub async fn accept_loop<F, Fut>(
+    listener: tokio::net::TcpListener,
+    tls: rustls::ServerConfig,
+    serve: F,
+) where
+    F: Fn(Accepted) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use std::time::Duration;
+    use tracing::{debug, warn};
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                };
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|der| crate::pki::identity_from_der(der).ok());
+            serve(Accepted {
+                stream,
+                peer,
+                identity,
+            })
+            .await;
+        });
+    }
+}

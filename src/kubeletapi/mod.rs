@@ -21,7 +21,6 @@ mod upgrade;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -30,8 +29,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::runtime::container::Runtime;
 
@@ -59,33 +57,13 @@ pub async fn serve_on(
     listener: TcpListener,
     tls: rustls::ServerConfig,
 ) -> Result<()> {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
     info!(addr = %listener.local_addr()?, "kubelet API listening");
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    crate::apiserver::tls::accept_loop(listener, tls, move |conn| {
         let api = api.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                };
-            let allowed = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|der| crate::pki::identity_from_der(der).ok())
+        async move {
+            let peer = conn.peer;
+            let allowed = conn
+                .identity
                 .is_some_and(|id| id.groups.iter().any(|g| g == ALLOWED_GROUP));
             let service = hyper::service::service_fn(move |req| {
                 let api = api.clone();
@@ -100,7 +78,7 @@ pub async fn serve_on(
                     Ok::<_, Infallible>(api.handle(req).await)
                 }
             });
-            let io = hyper_util::rt::TokioIo::new(tls);
+            let io = hyper_util::rt::TokioIo::new(conn.stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
                 .with_upgrades()
@@ -108,8 +86,10 @@ pub async fn serve_on(
             {
                 debug!(%peer, error = %e, "kubelet API connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 /// A Kubernetes Status body (what the API server relays and kubectl prints).
