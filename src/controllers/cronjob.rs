@@ -234,7 +234,7 @@ impl CronJobController {
         }
         let tz = match spec.time_zone.as_deref() {
             None => jiff::tz::TimeZone::UTC,
-            Some(name) => match jiff::tz::TimeZone::get(name) {
+            Some(name) => match crate::apiserver::kinds::batch::load_time_zone(name) {
                 Ok(tz) => tz,
                 Err(e) => {
                     self.recorder.event(
