@@ -237,10 +237,10 @@ pub fn validate_cron_job(cj: &Value, errs: &mut Errors) {
             }
         }
     }
-    if let Some(tz) = json::str_at(spec, "timeZone") {
-        if let Err(msg) = load_time_zone(tz) {
-            errs.invalid(&path.child("timeZone"), Bad::str(tz), msg);
-        }
+    if let Some(tz) = json::str_at(spec, "timeZone")
+        && let Err(msg) = load_time_zone(tz)
+    {
+        errs.invalid(&path.child("timeZone"), Bad::str(tz), msg);
     }
     match json::str_or(spec, "concurrencyPolicy") {
         "Allow" | "Forbid" | "Replace" => {}
