@@ -269,3 +269,63 @@ fn quotas_on_compute_need_explicit_requests() {
         q["status"]["used"]["pods"] == "1"
     });
 }
+
+#[test]
+fn scope_selectors_and_updates_are_checked() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    server.kubectl_ok(&["create", "namespace", "q"]);
+    apply_ok(
+        &server,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\nvalue: 1000\n",
+    );
+    // Only pods of priority class `high` count against this quota.
+    apply_ok(
+        &server,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: high-pods}\nspec:\n  hard: {pods: '1'}\n  scopeSelector:\n    matchExpressions:\n    - {scopeName: PriorityClass, operator: In, values: [high]}\n",
+    );
+    let high = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  priorityClassName: high\n  containers: [{{name: app, image: busybox}}]\n"
+        )
+    };
+    apply_ok(&server, &high("h1"));
+    let out = refused(&server, &high("h2"));
+    assert!(
+        out.contains("pods \"h2\" is forbidden: exceeded quota: high-pods, requested: pods=1, used: pods=1, limited: pods=1"),
+        "{out}"
+    );
+    apply_ok(&server, &pod("ordinary", "{}"));
+    wait_for("the selector-scoped quota's status", || {
+        get_json(&server, &["quota", "high-pods"])["status"]["used"]["pods"] == "1"
+    });
+
+    // An update that raises usage is checked too: a Service turning NodePort needs node ports.
+    apply_ok(
+        &server,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: ports}\nspec:\n  hard: {services.nodeports: '1'}\n",
+    );
+    apply_ok(
+        &server,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: a, port: 80}, {name: b, port: 81}]\n",
+    );
+    let out = server.kubectl(&[
+        "patch",
+        "svc",
+        "web",
+        "-n",
+        "q",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
+    assert!(!out.status.success(), "the patch should be refused");
+    assert!(
+        text(&out).contains("services \"web\" is forbidden: exceeded quota: ports, requested: services.nodeports=2, used: services.nodeports=0, limited: services.nodeports=1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        get_json(&server, &["svc", "web"])["spec"]["type"],
+        "ClusterIP",
+        "a refused update changes nothing"
+    );
+}

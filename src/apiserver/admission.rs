@@ -235,6 +235,37 @@ fn admit_limits_and_quota(
     obj: &Value,
     ranges: &[Value],
 ) -> Result<(), ApiError> {
+    admit_limits(store, def, obj, ranges)?;
+    admit_quota(store, def, obj, None)
+}
+
+/// The ResourceQuota admission plugin: a new object, or an update (`old`) of a kind whose usage
+/// an update can raise.
+fn admit_quota(
+    store: &Store,
+    def: &ResourceDef,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(ns) = meta_str(obj, "namespace").filter(|_| def.namespaced()) else {
+        return Ok(());
+    };
+    let quotas = namespace_objects(store, "", "resourcequotas", ns)?;
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let existing = list_objects(store, def, ns)?;
+    quota::admit(def.group, def.plural, obj, old, &quotas, &existing)
+        .map_err(|message| forbidden(def, obj, &message))
+}
+
+/// LimitRanger's validation half: min, max and ratios of pods' containers and claims.
+fn admit_limits(
+    store: &Store,
+    def: &ResourceDef,
+    obj: &Value,
+    ranges: &[Value],
+) -> Result<(), ApiError> {
     let Some(ns) = meta_str(obj, "namespace").filter(|_| def.namespaced()) else {
         return Ok(());
     };
@@ -248,13 +279,7 @@ fn admit_limits_and_quota(
     if !violations.is_empty() {
         return Err(forbidden(def, obj, &limitrange::aggregate(&violations)));
     }
-    let quotas = namespace_objects(store, "", "resourcequotas", ns)?;
-    if quotas.is_empty() {
-        return Ok(());
-    }
-    let existing = list_objects(store, def, ns)?;
-    quota::admit(def.group, def.plural, obj, &quotas, &existing)
-        .map_err(|message| forbidden(def, obj, &message))
+    Ok(())
 }
 
 /// Before a create is stored: defaults, admission plugins, validation (422 Invalid with field
@@ -326,6 +351,9 @@ pub async fn on_update(
     kinds::validate_update(def, &old, new, &mut errs);
     kinds::validate(def, new, &mut errs);
     finish(def, new, errs)?;
+    if quota::checked_on_update(def.group, def.plural) {
+        admit_quota(store, def, new, Some(&old))?;
+    }
     if (def.group, def.plural) == ("", "services") {
         let name = name_of(new);
         service::allocate(store, new).map_err(|errs| errs.into_api_error(def, &name))?;

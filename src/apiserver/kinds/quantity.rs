@@ -260,6 +260,21 @@ impl Quantity {
         .normalized()
     }
 
+    /// The exact difference, `self - other`, in `self`'s format (Quantity.Sub).
+    pub fn sub(&self, other: &Quantity) -> Quantity {
+        let negated = Quantity {
+            mantissa: -other.mantissa,
+            ..*other
+        };
+        if self.is_zero() {
+            return Quantity {
+                format: self.format,
+                ..negated
+            };
+        }
+        self.add(&negated)
+    }
+
     /// Thousandths of the value, rounded up (Kubernetes' MilliValue).
     pub fn milli_value(&self) -> i128 {
         let q = self.round_up(-3);

@@ -1,7 +1,8 @@
 //! ResourceQuota accounting: what an object counts against a quota (object counts, `count/…`,
 //! pods' compute requests and limits, claims' storage), and the ResourceQuota admission check
-//! with Kubernetes' messages, for unscoped quotas and the Terminating/NotTerminating/BestEffort/
-//! NotBestEffort scopes. The quota controller uses the same accounting for status.used.
+//! with Kubernetes' messages, for unscoped quotas, `scopes` and `scopeSelector` (Terminating,
+//! NotTerminating, BestEffort, NotBestEffort, PriorityClass, CrossNamespacePodAffinity). The
+//! quota controller uses the same accounting for status.used.
 
 use std::collections::BTreeMap;
 
@@ -215,17 +216,93 @@ fn best_effort(pod: &Value) -> bool {
     })
 }
 
-/// Whether a quota's scopes (Terminating, NotTerminating, BestEffort, NotBestEffort) take in
-/// this object: scoped quotas count only pods that match every scope. None when the quota
-/// uses a scope this server does not evaluate (a scopeSelector); such a quota is not enforced.
-pub fn in_scope(quota: &Value, group: &str, plural: &str, obj: &Value) -> Option<bool> {
-    if quota
-        .pointer("/spec/scopeSelector/matchExpressions")
+/// Whether a pod falls in one of Kubernetes' quota scopes; None for a scope this server does not
+/// know.
+fn pod_in_scope(scope: &str, pod: &Value) -> Option<bool> {
+    let terminating = pod
+        .pointer("/spec/activeDeadlineSeconds")
+        .is_some_and(|v| !v.is_null());
+    Some(match scope {
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "BestEffort" => best_effort(pod),
+        "NotBestEffort" => !best_effort(pod),
+        "PriorityClass" => !priority_class(pod).is_empty(),
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(pod),
+        _ => return None,
+    })
+}
+
+fn priority_class(pod: &Value) -> &str {
+    pod.pointer("/spec/priorityClassName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Whether a pod's (anti-)affinity terms reach into other namespaces (a namespace list or a
+/// namespace selector), which the CrossNamespacePodAffinity scope counts.
+fn cross_namespace_affinity(pod: &Value) -> bool {
+    let terms = |kind: &str| -> Vec<&Value> {
+        let Some(a) = pod.pointer(&format!("/spec/affinity/{kind}")) else {
+            return Vec::new();
+        };
+        let required = a
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let preferred = a
+            .get("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.get("podAffinityTerm"));
+        required.chain(preferred).collect()
+    };
+    terms("podAffinity")
+        .into_iter()
+        .chain(terms("podAntiAffinity"))
+        .any(|t| {
+            t.get("namespaces")
+                .and_then(Value::as_array)
+                .is_some_and(|n| !n.is_empty())
+                || t.get("namespaceSelector").is_some_and(|s| !s.is_null())
+        })
+}
+
+/// One `scopeSelector` expression against a pod (Kubernetes' podMatchesScopeFunc).
+fn pod_matches_expression(expr: &Value, pod: &Value) -> Option<bool> {
+    let scope = expr.get("scopeName").and_then(Value::as_str)?;
+    let operator = expr.get("operator").and_then(Value::as_str)?;
+    let values: Vec<&str> = expr
+        .get("values")
         .and_then(Value::as_array)
-        .is_some_and(|e| !e.is_empty())
-    {
-        return None;
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if scope == "PriorityClass" {
+        let class = priority_class(pod);
+        return Some(match operator {
+            "In" => values.contains(&class),
+            "NotIn" => !values.contains(&class),
+            "Exists" => !class.is_empty(),
+            "DoesNotExist" => class.is_empty(),
+            _ => return None,
+        });
     }
+    let matched = pod_in_scope(scope, pod)?;
+    match operator {
+        "Exists" => Some(matched),
+        "DoesNotExist" => Some(!matched),
+        _ => None,
+    }
+}
+
+/// Whether a quota's scopes and scopeSelector take in this object: a scoped quota counts only
+/// pods that match every scope and every selector expression. None when the quota names a scope
+/// or operator this server does not know; such a quota is not enforced.
+pub fn in_scope(quota: &Value, group: &str, plural: &str, obj: &Value) -> Option<bool> {
     let scopes: Vec<&str> = quota
         .pointer("/spec/scopes")
         .and_then(Value::as_array)
@@ -233,24 +310,24 @@ pub fn in_scope(quota: &Value, group: &str, plural: &str, obj: &Value) -> Option
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    if scopes.is_empty() {
+    let expressions: Vec<&Value> = quota
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if scopes.is_empty() && expressions.is_empty() {
         return Some(true);
     }
     if (group, plural) != ("", "pods") {
         return Some(false);
     }
-    let terminating = obj
-        .pointer("/spec/activeDeadlineSeconds")
-        .is_some_and(|v| !v.is_null());
     let mut all = true;
     for scope in scopes {
-        all &= match scope {
-            "Terminating" => terminating,
-            "NotTerminating" => !terminating,
-            "BestEffort" => best_effort(obj),
-            "NotBestEffort" => !best_effort(obj),
-            _ => return None,
-        };
+        all &= pod_in_scope(scope, obj)?;
+    }
+    for expr in expressions {
+        all &= pod_matches_expression(expr, obj)?;
     }
     Some(all)
 }
@@ -320,17 +397,25 @@ fn missing_requests(pod: &Value, hard: &Usage) -> Option<String> {
     Some(format!("must specify {}", parts.join("; ")))
 }
 
-/// The ResourceQuota admission check of a new object against every quota of its namespace;
-/// `existing` are the namespace's objects of the same kind. The error is the message after
-/// `<kind> "<name>" is forbidden: `.
+/// Whether an update can change what an object of this kind counts: Kubernetes re-checks quota on
+/// updates of services (type and ports) and claims (expansion); pods' resources do not change.
+pub fn checked_on_update(group: &str, plural: &str) -> bool {
+    matches!((group, plural), ("", "services" | "persistentvolumeclaims"))
+}
+
+/// The ResourceQuota admission check of an object against every quota of its namespace: a new
+/// object (`old` None) by its whole usage, an update by what it adds to the old version's.
+/// `existing` are the namespace's objects of the same kind (the old version among them). The
+/// error is the message after `<kind> "<name>" is forbidden: `.
 pub fn admit(
     group: &str,
     plural: &str,
     obj: &Value,
+    old: Option<&Value>,
     quotas: &[Value],
     existing: &[Value],
 ) -> Result<(), String> {
-    let requested = usage(group, plural, obj);
+    let whole = usage(group, plural, obj);
     for quota in quotas {
         let name = quota
             .pointer("/metadata/name")
@@ -340,16 +425,25 @@ pub fn admit(
             continue;
         }
         let hard = hard_list(quota);
-        if (group, plural) == ("", "pods")
+        if old.is_none()
+            && (group, plural) == ("", "pods")
             && !terminal(obj)
             && let Some(msg) = missing_requests(obj, &hard)
         {
             return Err(format!("failed quota: {name}: {msg}"));
         }
+        let mut requested = whole.clone();
+        if let Some(old) = old.filter(|o| in_scope(quota, group, plural, o) == Some(true)) {
+            for (k, q) in usage(group, plural, old) {
+                if let Some(r) = requested.get_mut(&k) {
+                    *r = r.sub(&q);
+                }
+            }
+        }
         let keys: Vec<String> = requested
-            .keys()
-            .filter(|k| hard.contains_key(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, q)| hard.contains_key(*k) && q.cmp_value(&Quantity::int(0)).is_gt())
+            .map(|(k, _)| k.clone())
             .collect();
         if keys.is_empty() {
             continue;
@@ -422,6 +516,7 @@ mod tests {
                 "",
                 "pods",
                 &pod("250m"),
+                None,
                 std::slice::from_ref(&quota),
                 &existing
             )
@@ -431,6 +526,7 @@ mod tests {
             "",
             "pods",
             &pod("500m"),
+            None,
             std::slice::from_ref(&quota),
             &existing,
         )
@@ -448,6 +544,7 @@ mod tests {
                 "",
                 "pods",
                 &pod("1"),
+                None,
                 std::slice::from_ref(&scoped),
                 std::slice::from_ref(&bare)
             )
@@ -458,12 +555,50 @@ mod tests {
                 "",
                 "pods",
                 &bare,
+                None,
                 std::slice::from_ref(&scoped),
                 std::slice::from_ref(&bare)
             )
             .is_err()
         );
-        let err = admit("", "pods", &bare, &[quota], &[]).unwrap_err();
+        let err = admit("", "pods", &bare, None, &[quota], &[]).unwrap_err();
         assert_eq!(err, "failed quota: q: must specify requests.cpu for: app");
+    }
+
+    #[test]
+    fn scope_selectors_pick_pods_by_priority_class_and_scope() {
+        let quota = |exprs: Value| json!({"spec": {"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": exprs}}});
+        let high = json!({"spec": {"priorityClassName": "high", "containers": [{"name": "a"}]}});
+        let plain = json!({"spec": {"containers": [{"name": "a"}]}});
+        let in_high = quota(
+            json!([{"scopeName": "PriorityClass", "operator": "In", "values": ["high", "top"]}]),
+        );
+        assert_eq!(in_scope(&in_high, "", "pods", &high), Some(true));
+        assert_eq!(in_scope(&in_high, "", "pods", &plain), Some(false));
+        assert_eq!(in_scope(&in_high, "", "services", &json!({})), Some(false));
+        let not_in =
+            quota(json!([{"scopeName": "PriorityClass", "operator": "NotIn", "values": ["high"]}]));
+        assert_eq!(in_scope(&not_in, "", "pods", &high), Some(false));
+        assert_eq!(in_scope(&not_in, "", "pods", &plain), Some(true));
+        let any_class = quota(json!([{"scopeName": "PriorityClass", "operator": "Exists"}]));
+        assert_eq!(in_scope(&any_class, "", "pods", &high), Some(true));
+        assert_eq!(in_scope(&any_class, "", "pods", &plain), Some(false));
+        // Expressions and scopes must all hold.
+        let both = quota(json!([
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]},
+            {"scopeName": "BestEffort", "operator": "DoesNotExist"}
+        ]));
+        assert_eq!(in_scope(&both, "", "pods", &high), Some(false));
+        let mut high_burstable = high.clone();
+        high_burstable["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "1"}});
+        assert_eq!(in_scope(&both, "", "pods", &high_burstable), Some(true));
+        let cross =
+            quota(json!([{"scopeName": "CrossNamespacePodAffinity", "operator": "Exists"}]));
+        let affine = json!({"spec": {"containers": [], "affinity": {"podAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "k", "namespaceSelector": {}}]}}}});
+        assert_eq!(in_scope(&cross, "", "pods", &affine), Some(true));
+        assert_eq!(in_scope(&cross, "", "pods", &plain), Some(false));
+        let unknown = quota(json!([{"scopeName": "Moonphase", "operator": "Exists"}]));
+        assert_eq!(in_scope(&unknown, "", "pods", &plain), None);
     }
 }
