@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -35,14 +35,6 @@ fn get_json(server: &ApiServer, args: &[&str]) -> Value {
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", "json"]);
     serde_json::from_str(&server.kubectl_ok(&all)).expect("kubectl printed JSON")
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 const LIMITS: &str = r#"
@@ -130,7 +122,7 @@ fn limit_ranges_and_quotas_admit_or_refuse() {
 
     // The quota: the defaulted pod already uses 100m of 400m.
     apply_ok(&server, QUOTA);
-    wait_for("the quota's status", || {
+    wait_for("the quota's status", Duration::from_secs(30), || {
         let q = get_json(&server, &["quota", "compute"]);
         q["status"]["used"]["requests.cpu"] == "100m" && q["status"]["used"]["pods"] == "1"
     });
@@ -193,10 +185,14 @@ fn limit_ranges_and_quotas_admit_or_refuse() {
         "--grace-period=0",
         "--force",
     ]);
-    wait_for("the quota to see the deletion", || {
-        let q = get_json(&server, &["quota", "compute"]);
-        q["status"]["used"]["pods"] == "2" && q["status"]["used"]["configmaps"] == "3"
-    });
+    wait_for(
+        "the quota to see the deletion",
+        Duration::from_secs(30),
+        || {
+            let q = get_json(&server, &["quota", "compute"]);
+            q["status"]["used"]["pods"] == "2" && q["status"]["used"]["configmaps"] == "3"
+        },
+    );
     let describe = server.kubectl_ok(&["describe", "quota", "compute", "-n", "q"]);
     let rows: Vec<Vec<&str>> = describe
         .lines()
@@ -255,7 +251,7 @@ fn quotas_on_compute_need_explicit_requests() {
     );
     let out = in_s(&pod("burstable", "{requests: {cpu: 10m}}"));
     assert!(out.status.success(), "{}", text(&out));
-    wait_for("the scoped quota's status", || {
+    wait_for("the scoped quota's status", Duration::from_secs(30), || {
         let q: Value = serde_json::from_str(&server.kubectl_ok(&[
             "get",
             "quota",
@@ -295,9 +291,11 @@ fn scope_selectors_and_updates_are_checked() {
         "{out}"
     );
     apply_ok(&server, &pod("ordinary", "{}"));
-    wait_for("the selector-scoped quota's status", || {
-        get_json(&server, &["quota", "high-pods"])["status"]["used"]["pods"] == "1"
-    });
+    wait_for(
+        "the selector-scoped quota's status",
+        Duration::from_secs(30),
+        || get_json(&server, &["quota", "high-pods"])["status"]["used"]["pods"] == "1",
+    );
 
     // An update that raises usage is checked too: a Service turning NodePort needs node ports.
     apply_ok(

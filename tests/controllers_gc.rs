@@ -5,7 +5,7 @@
 mod common;
 mod controllers_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use controllers_support::*;
@@ -23,14 +23,6 @@ fn items(server: &ApiServer, args: &[&str]) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn deploy(server: &ApiServer, name: &str, replicas: u32) {

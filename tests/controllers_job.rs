@@ -39,14 +39,6 @@ fn condition(job: &Value, type_: &str) -> Value {
         .unwrap_or_default()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn jobs_run_to_completion_or_failure() {
     let server = ApiServer::start_with(&["--controllers"]);

@@ -5,19 +5,11 @@
 mod common;
 mod controllers_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use controllers_support::*;
 use serde_json::Value;
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// (name, node, terminating) for the deployment's pods.
 fn pods(server: &ApiServer) -> Vec<(String, String, bool)> {

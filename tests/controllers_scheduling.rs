@@ -26,14 +26,6 @@ fn node_of(server: &ApiServer, name: &str) -> String {
         .to_string()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// The pod's FailedScheduling messages, as `kubectl get events` has them.
 fn failed_scheduling(server: &ApiServer, pod: &str) -> Vec<String> {
     let selector = format!("involvedObject.name={pod}");

@@ -6,21 +6,13 @@
 mod common;
 mod controllers_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use controllers_support::*;
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn json_of(server: &ApiServer, args: &[&str]) -> Value {
     let mut all = vec!["get"];

@@ -5,7 +5,7 @@
 mod common;
 mod controllers_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use controllers_support::*;
@@ -23,14 +23,6 @@ fn json(server: &ApiServer, args: &[&str]) -> Value {
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", "json"]);
     serde_json::from_str(&server.kubectl_ok(&all)).expect("kubectl printed JSON")
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 /// Pods matching a label selector that are not being deleted, sorted by name.
@@ -147,7 +139,7 @@ fn replication_controllers_keep_their_replicas() {
     let _kubelet = FakeKubelet::start(&server, &["n1", "n2"]);
 
     create(&server, RC);
-    wait_for("3 ready replicas", || {
+    wait_for("3 ready replicas", WAIT, || {
         row(&server, &["rc", "nginx"])[1..4] == ["3", "3", "3"]
     });
     let rc = json(&server, &["rc", "nginx"]);
@@ -176,7 +168,7 @@ fn replication_controllers_keep_their_replicas() {
     // A deleted pod is replaced.
     let victim = name(&pods[0]);
     server.kubectl_ok(&["delete", "pod", &victim, "--wait=false"]);
-    wait_for("a replacement pod", || {
+    wait_for("a replacement pod", WAIT, || {
         let now = live_pods(&server, "app=nginx");
         now.len() == 3 && !names(&now).contains(&victim) && now.iter().all(is_ready)
     });
@@ -184,7 +176,7 @@ fn replication_controllers_keep_their_replicas() {
     // kubectl scale goes through the scale subresource; the surplus goes.
     let out = server.kubectl_ok(&["scale", "rc", "nginx", "--replicas=1"]);
     assert!(out.contains("replicationcontroller/nginx scaled"), "{out}");
-    wait_for("one replica", || {
+    wait_for("one replica", WAIT, || {
         live_pods(&server, "app=nginx").len() == 1
             && row(&server, &["rc", "nginx"])[1..4] == ["1", "1", "1"]
     });
@@ -194,15 +186,15 @@ fn replication_controllers_keep_their_replicas() {
 
     // An orphan with matching labels is adopted instead of a new pod being created.
     server.kubectl_ok(&["scale", "rc", "nginx", "--replicas=2"]);
-    wait_for("two replicas", || {
+    wait_for("two replicas", WAIT, || {
         live_pods(&server, "app=nginx").len() == 2
     });
     server.kubectl_ok(&["delete", "rc", "nginx", "--cascade=orphan"]);
-    wait_for("the rc to go", || {
+    wait_for("the rc to go", WAIT, || {
         !server.kubectl(&["get", "rc", "nginx"]).status.success()
     });
     create(&server, &RC.replace("replicas: 3", "replicas: 2"));
-    wait_for("the orphans to be adopted", || {
+    wait_for("the orphans to be adopted", WAIT, || {
         let pods = live_pods(&server, "app=nginx");
         pods.len() == 2
             && pods
@@ -312,16 +304,16 @@ fn daemon_sets_run_one_pod_per_eligible_node_and_roll_out() {
 
     // A node that arrives gets a pod; one that goes loses it.
     create_node(&server, "n4", &[], "4", "8Gi", 110);
-    wait_for("a pod on n4", || {
+    wait_for("a pod on n4", WAIT, || {
         nodes_of(&agent_pods(&server, "app=agent")) == ["n1", "n2", "n4"]
     });
     server.kubectl_ok(&["delete", "node", "n4"]);
-    wait_for("the n4 pod to go", || {
+    wait_for("the n4 pod to go", WAIT, || {
         nodes_of(&agent_pods(&server, "app=agent")) == ["n1", "n2"]
     });
     // Tolerating the taint brings n3 in.
     server.kubectl_ok(&["taint", "node", "n3", "dedicated-"]);
-    wait_for("a pod on n3", || {
+    wait_for("a pod on n3", WAIT, || {
         nodes_of(&agent_pods(&server, "app=agent")) == ["n1", "n2", "n3"]
     });
 
@@ -424,7 +416,7 @@ fn daemon_sets_surge_or_wait_for_deletion() {
     // A label change moves the pod: n3 gains one, n2 loses its own.
     server.kubectl_ok(&["label", "node", "n3", "disk=ssd"]);
     server.kubectl_ok(&["label", "node", "n2", "disk-"]);
-    wait_for("pods to follow the labels", || {
+    wait_for("pods to follow the labels", WAIT, || {
         nodes_of(&agent_pods(&server, "app=surge")) == ["n1", "n3"]
     });
 
@@ -438,13 +430,13 @@ fn daemon_sets_surge_or_wait_for_deletion() {
             "    spec:\n      nodeSelector: {kubernetes.io/hostname: n1}\n      containers:",
         );
     create(&server, &crash);
-    wait_for("a FailedDaemonPod warning", || {
+    wait_for("a FailedDaemonPod warning", WAIT, || {
         event_messages(&server, "crash").iter().any(|e| {
             e.starts_with("FailedDaemonPod Found failed daemon pod default/crash-")
                 && e.ends_with("on node n1, will try to kill it")
         })
     });
-    wait_for("a replacement", || {
+    wait_for("a replacement", WAIT, || {
         event_messages(&server, "crash")
             .iter()
             .filter(|e| e.starts_with("SuccessfulCreate"))
@@ -462,12 +454,12 @@ fn daemon_sets_surge_or_wait_for_deletion() {
             "spec:\n  updateStrategy: {type: OnDelete}\n  selector:",
         );
     create(&server, &on_delete);
-    wait_for("three manual pods", || {
+    wait_for("three manual pods", WAIT, || {
         let pods = live_pods(&server, "app=manual");
         pods.len() == 3 && pods.iter().all(is_ready)
     });
     server.kubectl_ok(&["set", "image", "ds/manual", "agent=agent:2"]);
-    wait_for("the new generation to be observed", || {
+    wait_for("the new generation to be observed", WAIT, || {
         let ds = json(&server, &["ds", "manual"]);
         ds["status"]["observedGeneration"] == 2
     });
@@ -481,11 +473,11 @@ fn daemon_sets_surge_or_wait_for_deletion() {
     );
     let first = agent_pods(&server, "app=manual")[0].clone();
     server.kubectl_ok(&["delete", "pod", &first.0, "--wait=false"]);
-    wait_for("an updated replacement", || {
+    wait_for("an updated replacement", WAIT, || {
         let pods = agent_pods(&server, "app=manual");
         pods.len() == 3 && pods.iter().filter(|p| p.3 == "agent:2").count() == 1
     });
-    wait_for("updatedNumberScheduled", || {
+    wait_for("updatedNumberScheduled", WAIT, || {
         json(&server, &["ds", "manual"])["status"]["updatedNumberScheduled"] == 1
     });
 }
@@ -612,7 +604,7 @@ fn stateful_sets_keep_identities_order_and_revisions() {
 
     // A deleted pod comes back with the same name.
     server.kubectl_ok(&["delete", "pod", "web-1", "--wait=false"]);
-    wait_for("web-1 to come back", || {
+    wait_for("web-1 to come back", WAIT, || {
         let pods = live_pods(&server, "app=web");
         names(&pods) == ["web-0", "web-1", "web-2"] && pods.iter().all(is_ready)
     });
@@ -653,7 +645,7 @@ fn stateful_sets_keep_identities_order_and_revisions() {
         r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#,
     ]);
     server.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
-    wait_for("the update to become current", || {
+    wait_for("the update to become current", WAIT, || {
         let sts = json(&server, &["sts", "web"]);
         sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
             && sts["status"]["currentReplicas"] == 3
@@ -682,7 +674,7 @@ fn stateful_sets_keep_identities_order_and_revisions() {
     let undo = server.kubectl_ok(&["rollout", "undo", "sts/web"]);
     assert!(undo.contains("statefulset.apps/web rolled back"), "{undo}");
     server.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
-    wait_for("the rollback to finish", || {
+    wait_for("the rollback to finish", WAIT, || {
         let pods = live_pods(&server, "app=web");
         pods.len() == 3
             && pods
@@ -695,7 +687,7 @@ fn stateful_sets_keep_identities_order_and_revisions() {
 
     // Scale down from the top; claims are retained by default.
     server.kubectl_ok(&["scale", "sts", "web", "--replicas=1"]);
-    wait_for("one pod", || {
+    wait_for("one pod", WAIT, || {
         names(&live_pods(&server, "app=web")) == ["web-0"]
     });
     assert_eq!(pvc_names(&server), ["www-web-0", "www-web-1", "www-web-2"]);
@@ -718,7 +710,7 @@ fn parallel_stateful_sets_and_claim_retention() {
         )
         .replace("metadata: {name: www}", "metadata: {name: data}");
     create(&server, &parallel);
-    wait_for("three unready pods", || {
+    wait_for("three unready pods", WAIT, || {
         live_pods(&server, "app=db").len() == 3
     });
     assert_eq!(pvc_names(&server), ["data-db-0", "data-db-1", "data-db-2"]);
@@ -733,12 +725,12 @@ fn parallel_stateful_sets_and_claim_retention() {
 
     // whenScaled=Delete: the claims of removed ordinals go with their pods.
     server.kubectl_ok(&["scale", "sts", "db", "--replicas=1"]);
-    wait_for("claims of removed pods to go", || {
+    wait_for("claims of removed pods to go", WAIT, || {
         names(&live_pods(&server, "app=db")) == ["db-0"] && pvc_names(&server) == ["data-db-0"]
     });
     // whenDeleted=Delete: deleting the set deletes the remaining claims.
     server.kubectl_ok(&["delete", "sts", "db"]);
-    wait_for("the remaining claim to go", || {
+    wait_for("the remaining claim to go", WAIT, || {
         pvc_names(&server).is_empty()
     });
 
@@ -754,7 +746,7 @@ fn parallel_stateful_sets_and_claim_retention() {
     server.kubectl_ok(&["rollout", "status", "sts/wide", "--timeout=60s"]);
     server.kubectl_ok(&["set", "image", "sts/wide", "nginx=nginx:2"]);
     server.kubectl_ok(&["rollout", "status", "sts/wide", "--timeout=60s"]);
-    wait_for("every wide pod on the new image", || {
+    wait_for("every wide pod on the new image", WAIT, || {
         let pods = live_pods(&server, "app=wide");
         pods.len() == 3
             && pods
@@ -780,7 +772,7 @@ fn parallel_stateful_sets_and_claim_retention() {
         .replace("image: nginx:1", "image: unready:1")
         .replace("replicas: 3", "replicas: 2");
     create(&server, &ordered);
-    wait_for("web-0", || live_pods(&server, "app=web").len() == 1);
+    wait_for("web-0", WAIT, || live_pods(&server, "app=web").len() == 1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(names(&live_pods(&server, "app=web")), ["web-0"]);
     let out = server.kubectl(&["rollout", "status", "sts/web", "--timeout=2s"]);

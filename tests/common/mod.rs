@@ -46,6 +46,17 @@ pub fn stdout(out: &Output) -> String {
 }
 
 /// A unique cluster name per test run, so parallel tests and leftovers never collide.
+/// Polls `check` until it holds, failing the test after `timeout`: state that controllers and
+/// agents settle asynchronously is waited for, never read once.
+#[allow(dead_code)]
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
