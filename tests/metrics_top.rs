@@ -226,7 +226,31 @@ fn kubectl_top_shows_cgroup_usage_of_nodes_and_pods() {
         "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nosuchpod",
     ]);
     assert!(!missing.status.success());
-    assert!(text(&missing).contains("NotFound"), "{}", text(&missing));
+    assert!(
+        text(&missing).contains(r#"pods "nosuchpod" not found"#),
+        "{}",
+        text(&missing)
+    );
+    let missing = cluster.kubectl(&["top", "node", "nosuchnode"]);
+    assert!(
+        text(&missing).contains(r#"nodes "nosuchnode" not found"#),
+        "{}",
+        text(&missing)
+    );
+
+    // kubectl get prints the metrics as metrics-server's Table.
+    let table = cluster.kubectl_ok(&["get", "pods.metrics.k8s.io", "-l", "app=burner"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CPU", "MEMORY", "WINDOW"], "{table}");
+    assert!(
+        row(&table, "burner").is_some_and(|r| r[3] == "10s"),
+        "{table}"
+    );
 
     // The kubelet API's own endpoints, through the node proxy.
     let summary = raw(

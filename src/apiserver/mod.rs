@@ -230,9 +230,16 @@ impl ApiServer {
         }
         if metrics::owns(&path) {
             let kubelet_tls = self.kubelet_tls.get();
-            return metrics::serve(&self.store, kubelet_tls, req.method(), &path, &query)
-                .await
-                .map(|doc| json_response(200, &doc));
+            return metrics::serve(
+                &self.store,
+                kubelet_tls,
+                req.method(),
+                &path,
+                &query,
+                &accept,
+            )
+            .await
+            .map(|doc| json_response(200, &doc));
         }
         let target = request::parse(req.method(), &path, query.flag("watch"))?;
         if matches!(

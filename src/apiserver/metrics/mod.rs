@@ -3,8 +3,10 @@
 //! Summary API (`/stats/summary`, CPU rates sampled by the agents), with names and labels from
 //! the store. `kubectl top` and the HorizontalPodAutoscaler read it.
 //!
-//! As metrics-server: a node or pod with no metrics yet is a 404 on get and left out of lists;
-//! only get and list are served; selectors apply to the node or pod objects.
+//! As metrics-server: a node or pod with no metrics yet is a 404 on get
+//! (`podmetrics.metrics.k8s.io "ns/name" not found`) and left out of lists; only get and list
+//! are served; selectors apply to the node or pod objects. The `window` is the agents' sampling
+//! period, over which their CPU rates are taken (shorter only for a container's first seconds).
 //!
 //! * `scrape` — concurrent Summary API reads with a per-node deadline.
 //! * `quantity` — quantities and durations spelled as Go spells them.
@@ -73,7 +75,9 @@ pub async fn serve(
     method: &Method,
     path: &str,
     query: &Query,
+    accept: &str,
 ) -> Result<Value, ApiError> {
+    let table = accept.contains("as=Table");
     let rest = path.strip_prefix(PREFIX).unwrap_or_default();
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     if method != Method::GET || query.flag("watch") {
@@ -88,17 +92,26 @@ pub async fn serve(
     }
     let ctx = Context { store, kubelet_tls };
     match segments.as_slice() {
-        ["nodes"] => Ok(list("NodeMetricsList", ctx.nodes(None, query).await?)),
+        ["nodes"] => Ok(list(
+            "NodeMetricsList",
+            ctx.nodes(None, query).await?,
+            table,
+        )),
         ["nodes", name] => {
             let item = ctx.nodes(Some(name), query).await?.into_iter().next();
-            single("NodeMetrics", item, || {
-                ApiError::not_found(GROUP, "nodes", name)
+            single("NodeMetrics", item, table, || {
+                ApiError::not_found(GROUP, "nodemetrics", name)
             })
         }
-        ["pods"] => Ok(list("PodMetricsList", ctx.pods(None, None, query).await?)),
+        ["pods"] => Ok(list(
+            "PodMetricsList",
+            ctx.pods(None, None, query).await?,
+            table,
+        )),
         ["namespaces", ns, "pods"] => Ok(list(
             "PodMetricsList",
             ctx.pods(Some(ns), None, query).await?,
+            table,
         )),
         ["namespaces", ns, "pods", name] => {
             let item = ctx
@@ -106,24 +119,75 @@ pub async fn serve(
                 .await?
                 .into_iter()
                 .next();
-            single("PodMetrics", item, || {
-                ApiError::not_found(GROUP, "pods", &format!("{ns}/{name}"))
+            single("PodMetrics", item, table, || {
+                ApiError::not_found(GROUP, "podmetrics", &format!("{ns}/{name}"))
             })
         }
         _ => Err(ApiError::path_not_found(path)),
     }
 }
 
-fn list(kind: &str, items: Vec<Value>) -> Value {
+/// A metrics object with its totals, for the Table rows kubectl get prints.
+struct Item {
+    doc: Value,
+    cpu_nano_cores: u64,
+    memory_bytes: u64,
+}
+
+fn list(kind: &str, items: Vec<Item>, table: bool) -> Value {
+    if table {
+        return as_table(&items);
+    }
+    let items: Vec<Value> = items.into_iter().map(|i| i.doc).collect();
     json!({"kind": kind, "apiVersion": format!("{GROUP}/{VERSION}"), "metadata": {}, "items": items})
+}
+
+/// metrics-server's Table: name, total CPU and memory, window.
+fn as_table(items: &[Item]) -> Value {
+    let column = |name: &str, format: &str, description: &str| json!({"name": name, "type": "string", "format": format, "description": description, "priority": 0});
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            json!({
+                "cells": [
+                    i.doc.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                    quantity::nano_cores(i.cpu_nano_cores),
+                    quantity::bytes(i.memory_bytes),
+                    i.doc.get("window").cloned().unwrap_or(Value::Null),
+                ],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": i.doc.get("metadata").cloned().unwrap_or(Value::Null),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {},
+        "columnDefinitions": [
+            column("Name", "name", "Name of the resource"),
+            column("CPU", "", "CPU usage"),
+            column("Memory", "", "Memory usage"),
+            column("Window", "", "Time window the usage was measured over"),
+        ],
+        "rows": rows,
+    })
 }
 
 fn single(
     kind: &str,
-    item: Option<Value>,
+    item: Option<Item>,
+    table: bool,
     missing: impl FnOnce() -> ApiError,
 ) -> Result<Value, ApiError> {
-    let mut item = item.ok_or_else(missing)?;
+    let item = item.ok_or_else(missing)?;
+    if table {
+        return Ok(as_table(&[item]));
+    }
+    let mut item = item.doc;
     if let Some(obj) = item.as_object_mut() {
         // Type first, as Go writes it.
         let mut typed = serde_json::Map::new();
@@ -187,13 +251,14 @@ impl Context<'_> {
             .collect())
     }
 
-    async fn nodes(&self, name: Option<&str>, query: &Query) -> Result<Vec<Value>, ApiError> {
+    async fn nodes(&self, name: Option<&str>, query: &Query) -> Result<Vec<Item>, ApiError> {
         let selectors = Self::selectors("nodes", name, query)?;
-        let nodes: Vec<Value> = self
-            .stored("nodes", None, &selectors)?
-            .into_iter()
-            .filter(is_ready)
-            .collect();
+        let nodes = self.stored("nodes", None, &selectors)?;
+        if let (Some(name), true) = (name, nodes.is_empty()) {
+            // The node itself is missing: the core group's NotFound, as metrics-server answers.
+            return Err(ApiError::not_found("", "nodes", name));
+        }
+        let nodes: Vec<Value> = nodes.into_iter().filter(is_ready).collect();
         let names: Vec<String> = nodes
             .iter()
             .filter_map(|n| object::meta_str(n, "name").map(str::to_string))
@@ -207,7 +272,8 @@ impl Context<'_> {
                 let stats = &summaries.get(name)?.node;
                 let cpu = stats.cpu.as_ref()?;
                 let memory = stats.memory.as_ref()?.working_set_bytes?;
-                Some(json!({
+                let rate = cpu.usage_nano_cores?;
+                let doc = json!({
                     "metadata": {
                         "name": name,
                         "creationTimestamp": now,
@@ -216,10 +282,15 @@ impl Context<'_> {
                     "timestamp": cpu.time.clone().unwrap_or_else(|| now.clone()),
                     "window": window(),
                     "usage": {
-                        "cpu": quantity::nano_cores(cpu.usage_nano_cores?),
+                        "cpu": quantity::nano_cores(rate),
                         "memory": quantity::bytes(memory),
                     },
-                }))
+                });
+                Some(Item {
+                    doc,
+                    cpu_nano_cores: rate,
+                    memory_bytes: memory,
+                })
             })
             .collect())
     }
@@ -229,7 +300,7 @@ impl Context<'_> {
         namespace: Option<&str>,
         name: Option<&str>,
         query: &Query,
-    ) -> Result<Vec<Value>, ApiError> {
+    ) -> Result<Vec<Item>, ApiError> {
         let selectors = Self::selectors("pods", name, query)?;
         let pods = self.stored("pods", namespace, &selectors)?;
         if let (Some(name), true) = (name, pods.is_empty()) {
@@ -294,16 +365,19 @@ fn pod_item(
     name: &str,
     containers: &[ContainerStats],
     now: &str,
-) -> Option<Value> {
+) -> Option<Item> {
     if containers.is_empty() {
         return None;
     }
     let mut newest: Option<&str> = None;
     let mut usage = Vec::new();
+    let (mut cpu_total, mut memory_total) = (0u64, 0u64);
     for c in containers {
         let cpu = c.cpu.as_ref()?;
         let rate = cpu.usage_nano_cores?;
         let memory = c.memory.as_ref()?.working_set_bytes?;
+        cpu_total = cpu_total.saturating_add(rate);
+        memory_total = memory_total.saturating_add(memory);
         if let Some(t) = cpu.time.as_deref()
             && newest.is_none_or(|n| t > n)
         {
@@ -314,7 +388,7 @@ fn pod_item(
             "usage": {"cpu": quantity::nano_cores(rate), "memory": quantity::bytes(memory)},
         }));
     }
-    Some(json!({
+    let doc = json!({
         "metadata": {
             "name": name,
             "namespace": ns,
@@ -324,7 +398,12 @@ fn pod_item(
         "timestamp": newest.unwrap_or(now),
         "window": window(),
         "containers": usage,
-    }))
+    });
+    Some(Item {
+        doc,
+        cpu_nano_cores: cpu_total,
+        memory_bytes: memory_total,
+    })
 }
 
 fn labels(obj: &Value) -> Value {
@@ -377,6 +456,16 @@ mod tests {
             "2026-01-01T00:00:11Z",
         )
         .unwrap();
+        assert_eq!(
+            (item.cpu_nano_cores, item.memory_bytes),
+            (1_234_567, 10 << 20)
+        );
+        let table = as_table(std::slice::from_ref(&item));
+        assert_eq!(
+            table["rows"][0]["cells"],
+            json!(["p", "1234567n", "10Mi", "10s"])
+        );
+        let item = item.doc;
         assert_eq!(item["metadata"]["labels"], json!({"app": "x"}));
         assert_eq!(item["timestamp"], "2026-01-01T00:00:10Z");
         assert_eq!(item["window"], "10s");
@@ -385,7 +474,12 @@ mod tests {
             json!({"name": "a", "usage": {"cpu": "1234567n", "memory": "5Mi"}})
         );
         assert_eq!(item["containers"][1]["usage"]["cpu"], "0");
-        let typed = single("PodMetrics", Some(item), || ApiError::internal("x")).unwrap();
+        let item = Item {
+            doc: item,
+            cpu_nano_cores: 0,
+            memory_bytes: 0,
+        };
+        let typed = single("PodMetrics", Some(item), false, || ApiError::internal("x")).unwrap();
         assert_eq!(typed["apiVersion"], "metrics.k8s.io/v1beta1");
         assert_eq!(typed["kind"], "PodMetrics");
     }
