@@ -134,7 +134,7 @@ fn node_images(store: &crate::runtime::images::Store) -> Vec<Value> {
             return Vec::new();
         }
     };
-    images.sort_by(|a, b| b.size.cmp(&a.size));
+    images.sort_by_key(|i| std::cmp::Reverse(i.size));
     images
         .iter()
         .take(MAX_STATUS_IMAGES)

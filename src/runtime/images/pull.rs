@@ -94,7 +94,12 @@ pub async fn pull(
         (manifest_bytes, media_type) =
             fetch_manifest(&mut registry, &digest, Some(&digest)).await?;
     }
-    if media_type.contains("manifest.v1") {
+    let schema1 = media_type.starts_with("application/vnd.docker.distribution.manifest.v1")
+        || serde_json::from_slice::<serde_json::Value>(&manifest_bytes)
+            .ok()
+            .and_then(|v| v.get("schemaVersion").and_then(|n| n.as_u64()))
+            == Some(1);
+    if schema1 {
         return Err(PullError::failed(
             "the image has a Docker schema 1 manifest, which registries stopped serving: push it again with a current Docker",
         ));
@@ -321,4 +326,207 @@ async fn download(
         )));
     }
     Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use serde_json::json;
+
+    use super::*;
+    use crate::runtime::images::archive::tests::{layer_tar, sha};
+
+    const TOKEN: &str = "t0k3n";
+
+    /// A registry that wants a Bearer token from its realm (which wants Basic credentials), serves
+    /// a multi-platform index, and redirects layer blobs to another path.
+    struct Fake {
+        port: u16,
+        blobs: HashMap<String, (String, Vec<u8>)>,
+    }
+
+    fn respond(fake: &Fake, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let auth = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let challenge = format!(
+            r#"Bearer realm="http://127.0.0.1:{}/token",service="fake",scope="repository:team/app:pull""#,
+            fake.port
+        );
+        let reply = |status: StatusCode, body: Vec<u8>| {
+            Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        };
+        if path == "/token" {
+            let query = req.uri().query().unwrap_or_default();
+            let basic = format!(
+                "Basic {}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "u:p")
+            );
+            if auth != basic || !query.contains("scope=repository%3Ateam%2Fapp%3Apull") {
+                return reply(StatusCode::UNAUTHORIZED, Vec::new());
+            }
+            return reply(StatusCode::OK, json!({"token": TOKEN}).to_string().into());
+        }
+        if let Some(hex) = path.strip_prefix("/storage/") {
+            let digest = format!("sha256:{hex}");
+            return match fake.blobs.get(&digest) {
+                Some((_, data)) => reply(StatusCode::OK, data.clone()),
+                None => reply(StatusCode::NOT_FOUND, Vec::new()),
+            };
+        }
+        if auth != format!("Bearer {TOKEN}") {
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(http::header::WWW_AUTHENTICATE, challenge)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+        }
+        if path == "/v2/" {
+            return reply(StatusCode::OK, b"{}".to_vec());
+        }
+        let Some(rest) = path.strip_prefix("/v2/team/app/") else {
+            return reply(StatusCode::NOT_FOUND, Vec::new());
+        };
+        let (kind, name) = rest.split_once('/').unwrap_or((rest, ""));
+        let name = if name == "v1" { "index" } else { name };
+        match (kind, fake.blobs.get(name)) {
+            ("blobs", Some((media, _))) if media == "layer" => Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(
+                    http::header::LOCATION,
+                    format!("/storage/{}", name.trim_start_matches("sha256:")),
+                )
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+            (_, Some((media, data))) => Response::builder()
+                .header(http::header::CONTENT_TYPE, media)
+                .body(Full::new(Bytes::from(data.clone())))
+                .unwrap(),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                json!({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
+                    .to_string()
+                    .into(),
+            ),
+        }
+    }
+
+    async fn serve(mut fake: Fake) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        fake.port = port;
+        let fake = Arc::new(fake);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let response = respond(&fake, &req);
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn pulls_through_a_bearer_token_an_index_and_a_redirect() {
+        let tar = layer_tar(&[("hello.txt", b"hi")]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let layer = gz.finish().unwrap();
+        let config = json!({"architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [sha(&tar)]}})
+        .to_string()
+        .into_bytes();
+        let manifest = json!({"schemaVersion": 2, "mediaType": MEDIA_MANIFEST_OCI,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&layer), "size": layer.len()}]})
+        .to_string()
+        .into_bytes();
+        let index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX_OCI, "manifests": [
+            {"mediaType": MEDIA_MANIFEST_OCI, "digest": format!("sha256:{}", "0".repeat(64)), "size": 1,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": MEDIA_MANIFEST_OCI, "digest": sha(&manifest), "size": manifest.len(),
+             "platform": {"os": "linux", "architecture": arch()}}]})
+        .to_string()
+        .into_bytes();
+        let blobs = HashMap::from([
+            (
+                "index".to_string(),
+                (MEDIA_INDEX_OCI.to_string(), index.clone()),
+            ),
+            (sha(&index), (MEDIA_INDEX_OCI.to_string(), index.clone())),
+            (
+                sha(&manifest),
+                (MEDIA_MANIFEST_OCI.to_string(), manifest.clone()),
+            ),
+            (
+                sha(&config),
+                ("application/octet-stream".to_string(), config.clone()),
+            ),
+            (sha(&layer), ("layer".to_string(), layer.clone())),
+        ]);
+        let port = serve(Fake { port: 0, blobs }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let host = format!("127.0.0.1:{port}");
+
+        let refused = pull(&store, &format!("{host}/team/app:v1"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Unauthorized, "{refused}");
+
+        let pulled = pull(&store, &format!("{host}/team/app:v1"), Some(creds.clone()))
+            .await
+            .unwrap();
+        assert_eq!(pulled.layers_fetched, 1);
+        assert_eq!(pulled.image.id, sha(&config));
+        assert_eq!(
+            pulled.image.manifest.as_deref(),
+            Some(sha(&manifest).as_str())
+        );
+        assert!(
+            store
+                .resolve(&format!("{host}/team/app:v1"))
+                .unwrap()
+                .is_some()
+        );
+        let file = store.layer_path(&sha(&tar)).unwrap().join("hello.txt");
+        assert_eq!(std::fs::read(file).unwrap(), b"hi");
+
+        // By the index's digest; the layer is in the store now and is not fetched again.
+        let by_digest = format!("{host}/team/app@{}", sha(&index));
+        let again = pull(&store, &by_digest, Some(creds.clone())).await.unwrap();
+        assert_eq!(again.layers_fetched, 0);
+        assert!(store.resolve(&by_digest).unwrap().is_some());
+
+        let missing = pull(&store, &format!("{host}/team/app:v2"), Some(creds))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
+        assert!(missing.message.contains("MANIFEST_UNKNOWN"), "{missing}");
+    }
 }
