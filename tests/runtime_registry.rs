@@ -278,6 +278,8 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
         )) && events.contains("including waiting). Image size: "),
         "{events}"
     );
+    // `--nocapture` shows the pull times (BENCHMARKS.md); nothing here checks them.
+    println!("by-tag events:\n{events}");
     let image_id = cluster.kubectl_ok(&[
         "get",
         "pod",
@@ -311,6 +313,7 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
         events.contains("Pulled: Successfully pulled image"),
         "{events}"
     );
+    println!("always events:\n{events}");
 
     // By digest.
     let by_digest = format!("{open_host}/e2e/app@{digest}");

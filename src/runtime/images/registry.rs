@@ -10,8 +10,9 @@
 //! the private ranges added because a local registry for a kcluster cluster lives on the
 //! Docker host or network, never on the internet.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -217,11 +218,30 @@ impl Registry {
         })
     }
 
-    /// Decides HTTPS or HTTP with a ping of `/v2/`, once.
+    /// Decides HTTPS or HTTP with a ping of `/v2/`, once per registry while the process runs
+    /// (a pull with imagePullPolicy Always then costs no failed HTTPS attempt).
     async fn scheme(&mut self) -> Result<Scheme, PullError> {
+        static KNOWN: OnceLock<Mutex<HashMap<String, Scheme>>> = OnceLock::new();
+        let known = KNOWN.get_or_init(Default::default);
+        if self.scheme.is_none() {
+            self.scheme = known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&self.authority)
+                .copied();
+        }
         if let Some(s) = self.scheme {
             return Ok(s);
         }
+        let scheme = self.probe_scheme().await?;
+        known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.authority.clone(), scheme);
+        Ok(scheme)
+    }
+
+    async fn probe_scheme(&mut self) -> Result<Scheme, PullError> {
         let https = format!("https://{}/v2/", self.authority);
         let err = match send(&https, &[], None).await {
             Ok(_) => {
@@ -571,10 +591,10 @@ async fn error_detail(response: Response<Incoming>) -> String {
 }
 
 /// `Bearer realm="…",service="…",scope="…"` → ("Bearer", {realm, service, scope}).
-fn parse_challenge(text: &str) -> (String, std::collections::HashMap<String, String>) {
+fn parse_challenge(text: &str) -> (String, HashMap<String, String>) {
     let text = text.trim();
     let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
-    let mut params = std::collections::HashMap::new();
+    let mut params = HashMap::new();
     let mut chars = rest.chars().peekable();
     loop {
         while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
