@@ -124,6 +124,51 @@ fn start_kubelet_api(node_name: &str, state_dir: &std::path::Path) {
     });
 }
 
+/// kubelet's nodeStatusMaxImages: the largest images first, at most this many.
+const MAX_STATUS_IMAGES: usize = 50;
+
+/// `status.images`: digest names (`repo@sha256:…`, from the manifest) first, then tags.
+fn node_images(store: &crate::runtime::images::Store) -> Vec<Value> {
+    let mut images = match store.list() {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(error = format!("{e:#}"), "cannot list the node's images");
+            return Vec::new();
+        }
+    };
+    images.sort_by_key(|i| std::cmp::Reverse(i.size));
+    images
+        .iter()
+        .take(MAX_STATUS_IMAGES)
+        .map(|image| {
+            let mut names: Vec<String> = Vec::new();
+            if let Some(manifest) = &image.manifest {
+                for name in &image.names {
+                    let repo = name.split('@').next().unwrap_or(name);
+                    let slash = repo.rfind('/').map_or(0, |i| i + 1);
+                    let repo = match repo[slash..].rfind(':') {
+                        Some(i) => &repo[..slash + i],
+                        None => repo,
+                    };
+                    let digest_name = format!("{repo}@{manifest}");
+                    if !names.contains(&digest_name) {
+                        names.push(digest_name);
+                    }
+                }
+            }
+            for name in &image.names {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            if names.is_empty() {
+                names.push(image.id.clone());
+            }
+            json!({"names": names, "sizeBytes": image.size})
+        })
+        .collect()
+}
+
 struct Agent<'a> {
     settings: &'a NodeSettings,
     nodes: Api<Node>,
@@ -134,6 +179,8 @@ struct Agent<'a> {
     network: podnet::NetworkHandle,
     /// When each condition last changed, so a heartbeat does not move lastTransitionTime.
     transitions: Vec<(String, String, String)>,
+    /// The node's images, listed in the status as kubelet does.
+    images: Option<crate::runtime::images::Store>,
 }
 
 impl<'a> Agent<'a> {
@@ -151,6 +198,7 @@ impl<'a> Agent<'a> {
             machine_id: sysinfo::machine_id(state_dir),
             network,
             transitions: Vec::new(),
+            images: crate::runtime::images::Store::open(state_dir).ok(),
         }
     }
 
@@ -264,6 +312,7 @@ impl<'a> Agent<'a> {
             "conditions": conditions,
             "addresses": addresses,
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "images": self.images.as_ref().map(node_images).unwrap_or_default(),
             "nodeInfo": {
                 "machineID": self.machine_id,
                 "systemUUID": self.machine_id,

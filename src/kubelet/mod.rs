@@ -5,6 +5,8 @@
 //!
 //! * `sandbox` — the pod's namespaces as bind-mounted files (single-threaded helper subcommand).
 //! * `qos` — QoS class, resource arithmetic, the pod cgroup, OOM scores.
+//! * `images` — image pulls (one task per image, shared by the pods that wait for it) and
+//!   credentials from imagePullSecrets.
 //! * `env`, `etc` — a container's environment and /etc files.
 //! * `worker` — the per-pod state machine; `status` turns it into a PodStatus.
 //! * `probes` — liveness/readiness/startup probes and lifecycle hooks; `netns` dials inside a
@@ -13,6 +15,7 @@
 
 pub mod env;
 pub mod etc;
+mod images;
 mod netns;
 mod probes;
 pub mod qos;
@@ -59,6 +62,7 @@ pub struct Context {
     clients: watch::Receiver<Option<kube::Client>>,
     pub runtime: Runtime,
     pub store: Store,
+    pub puller: images::Puller,
     /// Events go through the current client too (replaced with it).
     recorder: Mutex<Recorder>,
 }
@@ -126,6 +130,7 @@ pub async fn run(node: NodeInfo, clients: watch::Receiver<Option<kube::Client>>)
         node,
         clients,
         runtime,
+        puller: images::Puller::new(store.clone()),
         store,
         recorder: Mutex::new(sink.recorder("kubelet")),
     });

@@ -45,6 +45,13 @@ pub enum WorkerEvent {
         ok: bool,
         message: String,
     },
+    /// An image pull a container waited for finished.
+    Pulled {
+        slot: usize,
+        result: super::images::PullResult,
+        /// From the worker's request to the result, including waiting for a shared pull.
+        waited: Duration,
+    },
 }
 
 #[derive(Default)]
@@ -71,6 +78,25 @@ impl Backoff {
         self.last_update = Some(now);
         None
     }
+
+    /// Records a failure that happened without a [`Backoff::check`] before it (a failed
+    /// image pull): the next attempt waits the current delay, the first one 10 s.
+    fn note_failure(&mut self) {
+        let now = Instant::now();
+        let live = self
+            .last_update
+            .is_some_and(|t| now.duration_since(t) <= BACKOFF_RESET);
+        if !live {
+            self.delay = BACKOFF_INITIAL;
+        }
+        self.last_update = Some(now);
+    }
+}
+
+/// A slot's image pull.
+enum PullState {
+    Running,
+    Done(super::images::PullResult, Duration),
 }
 
 struct Slot {
@@ -87,6 +113,7 @@ struct Slot {
     restart_backoff: Backoff,
     image_backoff: Backoff,
     image_failed_at: Option<Instant>,
+    pull: Option<PullState>,
     retry_at: Option<Instant>,
     ready: bool,
     started: bool,
@@ -111,6 +138,7 @@ impl Slot {
             restart_backoff: Backoff::default(),
             image_backoff: Backoff::default(),
             image_failed_at: None,
+            pull: None,
             retry_at: None,
             ready: false,
             started: false,
@@ -434,6 +462,17 @@ impl Worker {
 
     fn handle(&mut self, ev: WorkerEvent) {
         match ev {
+            WorkerEvent::Pulled {
+                slot,
+                result,
+                waited,
+            } => {
+                if let Some(s) = self.slots.get_mut(slot)
+                    && matches!(s.pull, Some(PullState::Running))
+                {
+                    s.pull = Some(PullState::Done(result, waited));
+                }
+            }
             WorkerEvent::Exited { id } => {
                 for (idx, slot) in self.slots.iter_mut().enumerate() {
                     if slot
@@ -662,7 +701,7 @@ impl Worker {
         let (pod_name, namespace) = (self.name(), self.namespace());
         let uid = self.uid.clone();
         let slot = &mut self.slots[idx];
-        if slot.image_failed_at.is_some() || slot.retry_at.is_some() {
+        if slot.image_failed_at.is_some() || slot.retry_at.is_some() || slot.pull.is_some() {
             // A previous start attempt is still waiting on its image or configuration.
             return self.start_container(idx).await;
         }
@@ -739,8 +778,10 @@ impl Worker {
             .max(0) as u64
     }
 
-    /// Checks the image; Err(when to retry) with the waiting reason set when it is missing.
-    fn ensure_image(&mut self, idx: usize, c: &Container) -> Result<(), Instant> {
+    /// Makes sure the container's image is on the node, pulling it per imagePullPolicy;
+    /// Err(when to look again) with the waiting reason set while it is not. A pull runs in its
+    /// own task and reports back with [`WorkerEvent::Pulled`].
+    async fn ensure_image(&mut self, idx: usize, c: &Container) -> Result<(), Instant> {
         let image = c.image.clone().unwrap_or_default();
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             let tag_latest = !image.contains('@')
@@ -750,9 +791,50 @@ impl Worker {
                     .is_some_and(|last| !last.contains(':') || last.ends_with(":latest"));
             if tag_latest { "Always" } else { "IfNotPresent" }.to_string()
         });
-        let present = self.ctx.store.resolve(&image).ok().flatten().is_some();
         let now = Instant::now();
-        if present {
+        // Nothing wakes the worker before the pull reports, which it always does.
+        let until_reported = now + Duration::from_secs(3600);
+        match self.slots[idx].pull.take() {
+            Some(PullState::Running) => {
+                self.slots[idx].pull = Some(PullState::Running);
+                return Err(until_reported);
+            }
+            Some(PullState::Done(Ok(done), waited)) => {
+                debug!(
+                    image,
+                    layers_fetched = done.pulled.layers_fetched,
+                    bytes_fetched = done.pulled.bytes_fetched,
+                    "image pulled"
+                );
+                self.slots[idx].image_failed_at = None;
+                self.event(
+                    Some(idx),
+                    NORMAL,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {} ({} including waiting). Image size: {} bytes.",
+                        super::images::go_duration(done.duration),
+                        super::images::go_duration(waited),
+                        done.pulled.image.size
+                    ),
+                );
+                return Ok(());
+            }
+            Some(PullState::Done(Err(e), _)) => {
+                let slot = &mut self.slots[idx];
+                slot.image_failed_at = Some(now);
+                slot.image_backoff.note_failure();
+                let msg = format!("Failed to pull image \"{image}\": {e}");
+                slot.waiting = Some(("ErrImagePull".into(), msg.clone()));
+                self.event(Some(idx), WARNING, "Failed", msg);
+                self.event(Some(idx), WARNING, "Failed", "Error: ErrImagePull".into());
+                // Show ErrImagePull for a moment, then ImagePullBackOff until the retry.
+                return Err(now + Duration::from_secs(1));
+            }
+            None => {}
+        }
+        let present = self.ctx.store.resolve(&image).ok().flatten().is_some();
+        if present && policy != "Always" {
             self.slots[idx].image_failed_at = None;
             self.event(
                 Some(idx),
@@ -770,16 +852,25 @@ impl Worker {
             return Err(now + CONFIG_RETRY);
         }
         let slot = &mut self.slots[idx];
-        let failed_at = *slot.image_failed_at.get_or_insert(now);
-        if let Some(until) = slot.image_backoff.check(failed_at) {
-            let msg = format!("Back-off pulling image \"{image}\"");
-            if slot
+        if let Some(failed_at) = slot.image_failed_at
+            && let Some(until) = slot.image_backoff.check(failed_at)
+        {
+            let event = format!("Back-off pulling image \"{image}\"");
+            let last_error = match &slot.waiting {
+                Some((reason, msg)) if reason == "ErrImagePull" => format!(": {reason}: {msg}"),
+                Some((reason, msg)) if reason == "ImagePullBackOff" => {
+                    // Keep the failure the first back-off message named.
+                    msg.strip_prefix(&event).unwrap_or_default().to_string()
+                }
+                _ => String::new(),
+            };
+            let first = slot
                 .waiting
                 .as_ref()
-                .is_none_or(|(r, _)| r != "ImagePullBackOff")
-            {
-                slot.waiting = Some(("ImagePullBackOff".into(), msg.clone()));
-                self.event(Some(idx), NORMAL, "BackOff", msg);
+                .is_none_or(|(r, _)| r != "ImagePullBackOff");
+            slot.waiting = Some(("ImagePullBackOff".into(), format!("{event}{last_error}")));
+            if first {
+                self.event(Some(idx), NORMAL, "BackOff", event);
                 self.event(
                     Some(idx),
                     WARNING,
@@ -789,28 +880,37 @@ impl Worker {
             }
             return Err(until);
         }
-        self.slots[idx].image_failed_at = Some(now);
-        let msg = format!(
-            "the image is not on this node, which cannot pull from registries yet: load it into the cluster with `kcluster image load {image}`"
-        );
-        self.slots[idx].waiting = Some((
-            "ErrImagePull".into(),
-            format!("failed to pull image \"{image}\": {msg}"),
-        ));
+        let (credentials, unreadable) =
+            super::images::pull_credentials(self.ctx.client(), &self.pod, &image).await;
+        if !unreadable.is_empty() {
+            self.event(
+                Some(idx),
+                WARNING,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    unreadable.join(", ")
+                ),
+            );
+        }
         self.event(
             Some(idx),
             NORMAL,
             "Pulling",
             format!("Pulling image \"{image}\""),
         );
-        self.event(
-            Some(idx),
-            WARNING,
-            "Failed",
-            format!("Failed to pull image \"{image}\": {msg}"),
-        );
-        self.event(Some(idx), WARNING, "Failed", "Error: ErrImagePull".into());
-        Err(now + Duration::from_secs(1))
+        self.slots[idx].pull = Some(PullState::Running);
+        let pull = self.ctx.puller.pull(&image, credentials);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = pull.await;
+            let _ = tx.send(WorkerEvent::Pulled {
+                slot: idx,
+                result,
+                waited: now.elapsed(),
+            });
+        });
+        Err(until_reported)
     }
 
     /// What the runtime runs for one attempt of a container.
@@ -992,7 +1092,7 @@ impl Worker {
         }
         self.slots[idx].retry_at = None;
         let c = self.spec_container(idx)?.clone();
-        if let Err(retry) = self.ensure_image(idx, &c) {
+        if let Err(retry) = self.ensure_image(idx, &c).await {
             return Some(retry);
         }
         let attempt = self.slots[idx].attempt.map_or(0, |a| a + 1);

@@ -22,15 +22,17 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
 use super::layer;
-use super::{Image, ImageConfig, LayerInfo, Store, normalize, remove_tree};
+use super::{Image, ImageConfig, Store, normalize, remove_tree};
 
 /// JSON files (manifests, configs, indexes) larger than this are refused: they are metadata.
 const MAX_JSON: u64 = 64 << 20;
 
-const MEDIA_MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_MANIFEST_DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const MEDIA_INDEX_OCI: &str = "application/vnd.oci.image.index.v1+json";
-const MEDIA_INDEX_DOCKER: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(super) const MEDIA_MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(super) const MEDIA_MANIFEST_DOCKER: &str =
+    "application/vnd.docker.distribution.manifest.v2+json";
+pub(super) const MEDIA_INDEX_OCI: &str = "application/vnd.oci.image.index.v1+json";
+pub(super) const MEDIA_INDEX_DOCKER: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// What an import did, printed as JSON by `kcluster node image-import` for the CLI.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -56,39 +58,41 @@ struct LegacyManifest {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(super) struct Descriptor {
     #[serde(default)]
-    media_type: String,
-    digest: String,
+    pub media_type: String,
+    pub digest: String,
     #[serde(default)]
-    annotations: Option<HashMap<String, String>>,
+    pub size: u64,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub annotations: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub platform: Option<Platform>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Platform {
+pub(super) struct Platform {
     #[serde(default)]
-    architecture: String,
+    pub architecture: String,
     #[serde(default)]
-    os: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OciIndex {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub os: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OciManifest {
+pub(super) struct OciIndex {
     #[serde(default)]
-    media_type: String,
-    config: Descriptor,
+    pub manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct OciManifest {
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub media_type: String,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
 }
 
 /// An archive path with `./` and leading `/` removed; `..` is kept (resolved by the caller).
@@ -220,40 +224,14 @@ impl Importer<'_> {
 
     /// Unpacks a layer the store does not have by name and returns its DiffID.
     fn unpack_new(&mut self, reader: impl Read, expected: Option<&str>) -> Result<String> {
-        let temp = self.store.temp_layer_dir()?;
-        let unpacked = match layer::unpack(reader, &temp.join("fs")) {
-            Ok(u) => u,
-            Err(e) => {
-                remove_tree(&temp);
-                return Err(e.context("cannot unpack a layer"));
-            }
-        };
-        if let Some(expected) = expected
-            && unpacked.digest != expected
-        {
-            remove_tree(&temp);
-            bail!(
-                "layer blob {expected} is damaged: its content hashes to {}",
-                unpacked.digest
-            );
-        }
-        let info = LayerInfo {
-            diff_id: unpacked.diff_id.clone(),
-            size: unpacked.size,
-            digests: if unpacked.digest != unpacked.diff_id {
-                vec![unpacked.digest.clone()]
-            } else {
-                Vec::new()
-            },
-        };
-        if self.store.commit_layer(&temp, &info)? {
-            info!(diff_id = %info.diff_id, size = info.size, "layer unpacked");
+        let (info, added) = self.store.unpack_layer(reader, expected)?;
+        if added {
             self.new.insert(info.diff_id.clone());
             self.bytes_new += info.size;
         } else {
             self.existing.insert(info.diff_id.clone());
         }
-        Ok(unpacked.diff_id)
+        Ok(info.diff_id)
     }
 
     /// A legacy layer that may be one the store has: spool it while hashing, unpack only if new.
@@ -523,7 +501,7 @@ struct OciFound {
 }
 
 /// Whether an index entry's platform can run here (empty fields match anything).
-fn platform_matches(os: &str, architecture: &str) -> bool {
+pub(super) fn platform_matches(os: &str, architecture: &str) -> bool {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

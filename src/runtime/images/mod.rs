@@ -16,8 +16,11 @@
 //! under a lock and renamed into place.
 
 pub mod archive;
+pub mod credentials;
 pub mod layer;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -102,6 +105,7 @@ pub struct RootFs {
     pub diff_ids: Vec<String>,
 }
 
+#[derive(Clone)]
 pub struct Store {
     images: PathBuf,
     layers: PathBuf,
@@ -248,6 +252,48 @@ impl Store {
             self.alias_layer(digest, &info.diff_id)?;
         }
         Ok(added)
+    }
+
+    /// Unpacks a layer stream (plain or gzip tar) and moves it into place; `expected` is the
+    /// stream's digest when the caller knows it (a manifest's or an archive's blob name), and a
+    /// mismatch is refused. Returns the layer and whether it is new (false: the store already
+    /// had it, possibly added by a concurrent import or pull).
+    pub fn unpack_layer(
+        &self,
+        reader: impl std::io::Read,
+        expected: Option<&str>,
+    ) -> Result<(LayerInfo, bool)> {
+        let temp = self.temp_layer_dir()?;
+        let unpacked = match layer::unpack(reader, &temp.join("fs")) {
+            Ok(u) => u,
+            Err(e) => {
+                remove_tree(&temp);
+                return Err(e.context("cannot unpack a layer"));
+            }
+        };
+        if let Some(expected) = expected
+            && unpacked.digest != expected
+        {
+            remove_tree(&temp);
+            bail!(
+                "layer blob {expected} is damaged: its content hashes to {}",
+                unpacked.digest
+            );
+        }
+        let info = LayerInfo {
+            diff_id: unpacked.diff_id.clone(),
+            size: unpacked.size,
+            digests: if unpacked.digest != unpacked.diff_id {
+                vec![unpacked.digest.clone()]
+            } else {
+                Vec::new()
+            },
+        };
+        let added = self.commit_layer(&temp, &info)?;
+        if added {
+            tracing::info!(diff_id = %info.diff_id, size = info.size, "layer unpacked");
+        }
+        Ok((info, added))
     }
 
     /// Remembers that the blob `digest` unpacks to `diff_id`, so a later import skips it by name.

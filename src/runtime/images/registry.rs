@@ -1,0 +1,710 @@
+//! A client for the registry HTTP API (Docker Registry v2 / OCI distribution): the few
+//! requests a pull makes, authentication (anonymous, Basic, and the Bearer token flow that a
+//! `WWW-Authenticate` challenge describes), redirects (blob stores hand out other hosts), and
+//! the choice between HTTPS and plain HTTP.
+//!
+//! HTTPS is verified against the Mozilla roots compiled into the binary (nodes are FROM scratch:
+//! there is no system store). Plain HTTP is used only for registries on a loopback or private
+//! address (`localhost`, 127/8, 10/8, 172.16/12, 192.168/16, link-local, IPv6 ULA), and only
+//! after HTTPS failed to connect — what Docker does for 127/8 and `insecure-registries`, with
+//! the private ranges added because a local registry for a kcluster cluster lives on the
+//! Docker host or network, never on the internet.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// How long connecting (TCP and TLS) may take before the registry counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a response's headers may take.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_REDIRECTS: usize = 5;
+const USER_AGENT: &str = concat!("kcluster/", env!("CARGO_PKG_VERSION"));
+
+/// What went wrong, sorted the way a user acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The registry has no such repository, tag or digest.
+    NotFound,
+    /// The registry refused the credentials (or wants some).
+    Unauthorized,
+    /// The registry could not be reached (DNS, connect, TLS).
+    Unreachable,
+    /// Anything else: a damaged blob, an unsupported image, a registry error.
+    Failed,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct PullError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl PullError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> PullError {
+        PullError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> PullError {
+        PullError::new(ErrorKind::Failed, message)
+    }
+}
+
+impl From<anyhow::Error> for PullError {
+    fn from(e: anyhow::Error) -> PullError {
+        PullError::failed(format!("{e:#}"))
+    }
+}
+
+/// A user name and password (or token) for one registry, from an imagePullSecret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <hidden>)", self.username)
+    }
+}
+
+impl Credentials {
+    fn basic(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// The host the API of a registry named in a reference lives on.
+pub fn endpoint_host(registry: &str) -> &str {
+    if registry == super::reference::DEFAULT_REGISTRY {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    Http,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        }
+    }
+}
+
+/// One registry, for one repository's pull: remembers the scheme that worked and the token.
+pub struct Registry {
+    /// The registry as the reference names it (`docker.io`, `10.0.0.1:5000`).
+    name: String,
+    /// `host[:port]` requests go to.
+    authority: String,
+    scheme: Option<Scheme>,
+    repository: String,
+    credentials: Option<Credentials>,
+    /// The Authorization header that worked last.
+    authorization: Option<String>,
+}
+
+/// A response whose status was a success.
+pub struct Reply {
+    pub response: Response<Incoming>,
+}
+
+impl Registry {
+    pub fn new(registry: &str, repository: &str, credentials: Option<Credentials>) -> Registry {
+        Registry {
+            name: registry.to_string(),
+            authority: endpoint_host(registry).to_string(),
+            scheme: None,
+            repository: repository.to_string(),
+            credentials,
+            authorization: None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// GETs `/v2/<repository>/<path>`, authenticating when challenged and following redirects.
+    pub async fn get(&mut self, path: &str, accept: &[&str]) -> Result<Reply, PullError> {
+        let scheme = self.scheme().await?;
+        let uri = format!(
+            "{}://{}/v2/{}/{path}",
+            scheme.as_str(),
+            self.authority,
+            self.repository
+        );
+        let mut challenged = false;
+        loop {
+            let response = self
+                .follow(&uri, accept, self.authorization.clone())
+                .await?;
+            if response.status() == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenge = response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if let Some(challenge) = challenge {
+                    self.authorization = Some(self.authenticate(&challenge).await?);
+                    continue;
+                }
+            }
+            return self.check(response).await;
+        }
+    }
+
+    /// Turns an error status into a PullError that says what failed.
+    async fn check(&self, response: Response<Incoming>) -> Result<Reply, PullError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Reply { response });
+        }
+        let detail = error_detail(response).await;
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(" ({detail})")
+        };
+        Err(match status {
+            StatusCode::NOT_FOUND => PullError::new(
+                ErrorKind::NotFound,
+                format!("not found: the registry {} answered 404{detail}", self.name),
+            ),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => PullError::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "unauthorized: the registry {} answered {status}{detail}: {}",
+                    self.name,
+                    if self.credentials.is_some() {
+                        "check the credentials in the pod's imagePullSecrets"
+                    } else {
+                        "the repository needs credentials (add an imagePullSecret) or does not exist"
+                    }
+                ),
+            ),
+            _ => PullError::failed(format!(
+                "the registry {} answered {status}{detail}",
+                self.name
+            )),
+        })
+    }
+
+    /// Decides HTTPS or HTTP with a ping of `/v2/`, once per registry while the process runs
+    /// (a pull with imagePullPolicy Always then costs no failed HTTPS attempt).
+    async fn scheme(&mut self) -> Result<Scheme, PullError> {
+        static KNOWN: OnceLock<Mutex<HashMap<String, Scheme>>> = OnceLock::new();
+        let known = KNOWN.get_or_init(Default::default);
+        if self.scheme.is_none() {
+            self.scheme = known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&self.authority)
+                .copied();
+        }
+        if let Some(s) = self.scheme {
+            return Ok(s);
+        }
+        let scheme = self.probe_scheme().await?;
+        known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.authority.clone(), scheme);
+        Ok(scheme)
+    }
+
+    async fn probe_scheme(&mut self) -> Result<Scheme, PullError> {
+        let https = format!("https://{}/v2/", self.authority);
+        let err = match send(&https, &[], None).await {
+            Ok(_) => {
+                self.scheme = Some(Scheme::Https);
+                return Ok(Scheme::Https);
+            }
+            Err(e) => e,
+        };
+        if !may_use_plain_http(&self.authority).await {
+            return Err(err);
+        }
+        debug!(registry = %self.name, error = %err, "HTTPS failed; trying plain HTTP");
+        let http = format!("http://{}/v2/", self.authority);
+        match send(&http, &[], None).await {
+            Ok(_) => {
+                self.scheme = Some(Scheme::Http);
+                Ok(Scheme::Http)
+            }
+            Err(e) => Err(PullError::new(
+                ErrorKind::Unreachable,
+                format!("{} (and over plain HTTP: {})", err.message, e.message),
+            )),
+        }
+    }
+
+    /// Answers a `WWW-Authenticate` challenge; returns the Authorization header to use.
+    async fn authenticate(&self, challenge: &str) -> Result<String, PullError> {
+        let (scheme, params) = parse_challenge(challenge);
+        if scheme.eq_ignore_ascii_case("basic") {
+            return match &self.credentials {
+                Some(c) => Ok(c.basic()),
+                None => Err(PullError::new(
+                    ErrorKind::Unauthorized,
+                    format!(
+                        "unauthorized: the registry {} needs credentials: add an imagePullSecret for it to the pod",
+                        self.name
+                    ),
+                )),
+            };
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(PullError::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the registry {} asks for {scheme} authentication, which is not supported (Basic and Bearer are)",
+                    self.name
+                ),
+            ));
+        }
+        let realm = params.get("realm").ok_or_else(|| {
+            PullError::failed(format!(
+                "the registry {} sent a Bearer challenge without a realm",
+                self.name
+            ))
+        })?;
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(service) = params.get("service") {
+                query.append_pair("service", service);
+            }
+            query.append_pair("scope", &scope);
+            query.finish()
+        };
+        let separator = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{separator}{query}");
+        let basic = self.credentials.as_ref().map(Credentials::basic);
+        let response = follow_redirects(&url, &[], basic.clone(), basic.is_some()).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail = error_detail(response).await;
+            let kind = if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                ErrorKind::Unauthorized
+            } else {
+                ErrorKind::Failed
+            };
+            return Err(PullError::new(
+                kind,
+                format!(
+                    "unauthorized: the token service {realm} answered {status}{}",
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({detail})")
+                    }
+                ),
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let body = read_limited(response, 1 << 20).await?;
+        let token: Token = serde_json::from_slice(&body).map_err(|e| {
+            PullError::failed(format!("the token service {realm} sent no token: {e}"))
+        })?;
+        let token = token
+            .token
+            .or(token.access_token)
+            .ok_or_else(|| PullError::failed(format!("the token service {realm} sent no token")))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    async fn follow(
+        &self,
+        uri: &str,
+        accept: &[&str],
+        authorization: Option<String>,
+    ) -> Result<Response<Incoming>, PullError> {
+        follow_redirects(uri, accept, authorization, false).await
+    }
+}
+
+/// GETs a URL, following redirects; the Authorization header goes only to the first host
+/// (blob stores behind a redirect use signed URLs) unless `keep_auth`.
+async fn follow_redirects(
+    url: &str,
+    accept: &[&str],
+    authorization: Option<String>,
+    keep_auth: bool,
+) -> Result<Response<Incoming>, PullError> {
+    let mut url = url.to_string();
+    let first_authority = authority_of(&url);
+    for _ in 0..=MAX_REDIRECTS {
+        let auth = if keep_auth || authority_of(&url) == first_authority {
+            authorization.as_deref()
+        } else {
+            None
+        };
+        let response = send(&url, accept, auth).await?;
+        if response.status().is_redirection()
+            && let Some(location) = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+        {
+            url = resolve_location(&url, location);
+            continue;
+        }
+        return Ok(response);
+    }
+    Err(PullError::failed(format!(
+        "too many redirects fetching {url}"
+    )))
+}
+
+fn authority_of(url: &str) -> Option<String> {
+    url.parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.to_string()))
+}
+
+/// A Location header made absolute against the URL it answered.
+fn resolve_location(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let Ok(uri) = base.parse::<Uri>() else {
+        return location.to_string();
+    };
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else {
+        let path = uri.path();
+        let dir = &path[..path.rfind('/').map(|i| i + 1).unwrap_or(0)];
+        format!("{scheme}://{authority}{dir}{location}")
+    }
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+            match config {
+                Ok(c) => Arc::new(c),
+                // The ring provider supports the default versions; this cannot happen.
+                Err(e) => panic!("the TLS client configuration is invalid: {e}"),
+            }
+        })
+        .clone()
+}
+
+/// One request on a fresh connection.
+async fn send(
+    url: &str,
+    accept: &[&str],
+    authorization: Option<&str>,
+) -> Result<Response<Incoming>, PullError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| PullError::failed(format!("{url} is not a valid URL: {e}")))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            return Err(PullError::failed(format!(
+                "{url} is neither an http nor an https URL"
+            )));
+        }
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| PullError::failed(format!("{url} has no host")))?
+        .clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let unreachable = |what: String| {
+        PullError::new(
+            ErrorKind::Unreachable,
+            format!("cannot reach the registry at {authority}: {what}"),
+        )
+    };
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let mut builder = Request::get(path)
+        .header(header::HOST, authority.as_str())
+        .header(header::USER_AGENT, USER_AGENT);
+    if !accept.is_empty() {
+        builder = builder.header(header::ACCEPT, accept.join(", "));
+    }
+    if let Some(auth) = authorization
+        && let Ok(value) = HeaderValue::from_str(auth)
+    {
+        builder = builder.header(header::AUTHORIZATION, value);
+    }
+    let request = builder
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| PullError::failed(format!("cannot build a request for {url}: {e}")))?;
+    let response = if https {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| unreachable(format!("{host} is not a valid TLS server name: {e}")))?;
+        let tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| unreachable("no TLS handshake within the timeout".into()))?
+        .map_err(|e| unreachable(format!("TLS: {e}")))?;
+        request_on(TokioIo::new(tls), request, url).await?
+    } else {
+        request_on(TokioIo::new(tcp), request, url).await?
+    };
+    Ok(response)
+}
+
+async fn request_on<T>(
+    io: T,
+    request: Request<Empty<Bytes>>,
+    url: &str,
+) -> Result<Response<Incoming>, PullError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| PullError::new(ErrorKind::Unreachable, format!("{url}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            debug!(error = %e, "registry connection ended");
+        }
+    });
+    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| {
+            PullError::new(
+                ErrorKind::Unreachable,
+                format!("{url}: no response within {RESPONSE_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|e| PullError::new(ErrorKind::Unreachable, format!("{url}: {e}")))
+}
+
+/// Reads a whole (small) body, refusing more than `limit` bytes.
+pub async fn read_limited(
+    response: Response<Incoming>,
+    limit: usize,
+) -> Result<Vec<u8>, PullError> {
+    let mut body = response.into_body();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| PullError::new(ErrorKind::Unreachable, format!("read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(PullError::failed(format!(
+                    "the registry sent more than {limit} bytes of metadata"
+                )));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// The registry's `{"errors":[{"code","message"}]}` body, as `CODE: message`.
+async fn error_detail(response: Response<Incoming>) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let Ok(body) = read_limited(response, 64 << 10).await else {
+        return String::new();
+    };
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) => e
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(_) => String::new(),
+    }
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → ("Bearer", {realm, service, scope}).
+fn parse_challenge(text: &str) -> (String, HashMap<String, String>) {
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                value.push(*c);
+                chars.next();
+            }
+            value = value.trim().to_string();
+        }
+        params.insert(key, value);
+    }
+    (scheme.to_string(), params)
+}
+
+/// Whether a registry may be spoken to without TLS: it is on this machine or a private network.
+async fn may_use_plain_http(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return is_local(ip);
+    }
+    match tokio::net::lookup_host((host, 0)).await {
+        Ok(mut addrs) => addrs.all(|a| is_local(a.ip())),
+        Err(_) => false,
+    }
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let (scheme, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+        let (scheme, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(scheme, "Basic");
+        assert_eq!(p["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn redirects_resolve() {
+        assert_eq!(
+            resolve_location("https://r.io/v2/a/blobs/x", "https://cdn.io/b?sig=1"),
+            "https://cdn.io/b?sig=1"
+        );
+        assert_eq!(
+            resolve_location("http://r.io:5000/v2/a/blobs/x", "/other/y"),
+            "http://r.io:5000/other/y"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http_only_for_local_addresses() {
+        assert!(may_use_plain_http("localhost:5000").await);
+        assert!(may_use_plain_http("127.0.0.1:5000").await);
+        assert!(may_use_plain_http("172.18.0.1:5000").await);
+        assert!(may_use_plain_http("192.168.1.2").await);
+        assert!(may_use_plain_http("[::1]:5000").await);
+        assert!(!may_use_plain_http("8.8.8.8:5000").await);
+    }
+}

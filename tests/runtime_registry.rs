@@ -1,0 +1,389 @@
+//! Pulls from a real registry: Debian's `docker-registry` (the CNCF distribution registry),
+//! started by the test on the host, one open and one behind htpasswd Basic auth. A locally
+//! built image is pushed to both with the Docker engine (which speaks plain HTTP to 127/8);
+//! the node reaches the host through its Docker network's gateway, a private address, so the
+//! node agent falls back to plain HTTP as it does for local registries.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+const USER: &str = "puller";
+const PASSWORD: &str = "s3cret-pass";
+
+/// A registry process on 0.0.0.0:<port>, killed when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+fn start_registry(dir: &Path, htpasswd: Option<&Path>) -> Registry {
+    assert!(
+        Path::new(REGISTRY_BIN).exists(),
+        "this test needs Debian's registry at {REGISTRY_BIN}: apt-get install -y docker-registry (.ci/run installs it)"
+    );
+    std::fs::create_dir_all(dir.join("storage")).unwrap();
+    let port = free_port();
+    let auth = match htpasswd {
+        Some(path) => format!(
+            "auth:\n  htpasswd:\n    realm: kcluster-test\n    path: {}\n",
+            path.display()
+        ),
+        None => String::new(),
+    };
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 0.0.0.0:{port}\n{auth}",
+        dir.join("storage").display()
+    );
+    let config_path = dir.join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start docker-registry");
+    let registry = Registry { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the registry did not listen on {port}: {}",
+            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    registry
+}
+
+/// `docker tag` + `docker push`; returns the pushed manifest's digest.
+fn push(docker_config: &Path, local: &str, remote: &str) -> String {
+    let out = docker(&["tag", local, remote]);
+    assert!(out.status.success(), "docker tag failed: {}", text(&out));
+    let out = Command::new("docker")
+        .arg("--config")
+        .arg(docker_config)
+        .args(["push", remote])
+        .output()
+        .expect("cannot run docker");
+    assert!(out.status.success(), "docker push failed: {}", text(&out));
+    let pushed = stdout(&out);
+    let digest = pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:") && w.len() == 71)
+        .unwrap_or_else(|| panic!("no digest in the push output: {pushed}"))
+        .to_string();
+    let _ = docker(&["rmi", remote]);
+    digest
+}
+
+fn pod(name: &str, image: &str, policy: &str, secret: Option<&str>) -> String {
+    let secrets = secret
+        .map(|s| format!("  imagePullSecrets:\n  - name: {s}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+{secrets}  containers:
+  - name: c
+    image: {image}
+    imagePullPolicy: {policy}
+    command: ["sleep", "3600"]
+"#
+    )
+}
+
+fn events_of(cluster: &Cluster, pod: &str) -> String {
+    cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ])
+}
+
+fn wait_events(cluster: &Cluster, pod: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let events = events_of(cluster, pod);
+        if check(&events) {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting on the events of {pod}:\n{events}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn apply(cluster: &Cluster, yaml: &str) {
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+}
+
+fn wait_running(cluster: &Cluster, pod: &str) {
+    let out = cluster.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("pod/{pod}"),
+        "--timeout=120s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{pod} did not become ready: {}\n{}\nevents:\n{}",
+        text(&out),
+        cluster.kubectl_ok(&["get", "pod", pod, "-o", "yaml"]),
+        events_of(cluster, pod)
+    );
+}
+
+/// Waits for the container's waiting reason and returns its message.
+fn wait_waiting(cluster: &Cluster, pod: &str, reason: &str) -> String {
+    let jsonpath = "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}";
+    let out = cluster.wait_for(
+        &["get", "pod", pod, "-o", jsonpath],
+        Duration::from_secs(120),
+        |s| s.starts_with(&format!("{reason}|")),
+    );
+    out.split_once('|')
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_default()
+}
+
+fn gateway(cluster: &str) -> String {
+    let out = docker(&[
+        "network",
+        "inspect",
+        &format!("kcluster-{cluster}"),
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    assert!(
+        out.status.success(),
+        "network inspect failed: {}",
+        text(&out)
+    );
+    let ip = stdout(&out).trim().to_string();
+    assert!(!ip.is_empty(), "the cluster network has no gateway");
+    ip
+}
+
+#[test]
+fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("reg");
+    let dir: PathBuf = sandbox.path().join("registries");
+
+    // One open registry, one behind Basic auth.
+    let open = start_registry(&dir.join("open"), None);
+    let htpasswd = dir.join("htpasswd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = bcrypt::hash(PASSWORD, 5).expect("bcrypt");
+    std::fs::write(&htpasswd, format!("{USER}:{hash}\n")).unwrap();
+    let private = start_registry(&dir.join("private"), Some(&htpasswd));
+
+    let tag = format!("kcluster-e2e/pull:{name}");
+    let _image = common::images::build_busybox_image(&sandbox, &tag, "");
+    let docker_config = sandbox.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let digest = push(
+        &docker_config,
+        &tag,
+        &format!("127.0.0.1:{}/e2e/app:v1", open.port),
+    );
+    push(
+        &docker_config,
+        &tag,
+        &format!("127.0.0.1:{}/e2e/app:always", open.port),
+    );
+    let mut login = Command::new("docker")
+        .arg("--config")
+        .arg(&docker_config)
+        .args([
+            "login",
+            &format!("127.0.0.1:{}", private.port),
+            "-u",
+            USER,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run docker login");
+    {
+        use std::io::Write;
+        login
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+    }
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "docker login failed: {}", text(&out));
+    push(
+        &docker_config,
+        &tag,
+        &format!("127.0.0.1:{}/secret/app:v1", private.port),
+    );
+
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    let gw = gateway(&name);
+    let open_host = format!("{gw}:{}", open.port);
+    let private_host = format!("{gw}:{}", private.port);
+
+    // By tag: Pulling, then Pulled with the time and size, and the pod runs.
+    let by_tag = format!("{open_host}/e2e/app:v1");
+    apply(&cluster, &pod("by-tag", &by_tag, "IfNotPresent", None));
+    wait_running(&cluster, "by-tag");
+    let events = events_of(&cluster, "by-tag");
+    assert!(
+        events.contains(&format!("Pulling: Pulling image \"{by_tag}\"")),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!(
+            "Pulled: Successfully pulled image \"{by_tag}\" in "
+        )) && events.contains("including waiting). Image size: "),
+        "{events}"
+    );
+    // `--nocapture` shows the pull times (BENCHMARKS.md); nothing here checks them.
+    println!("by-tag events:\n{events}");
+    let image_id = cluster.kubectl_ok(&[
+        "get",
+        "pod",
+        "by-tag",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].imageID}",
+    ]);
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+
+    // IfNotPresent with the image on the node: no pull.
+    apply(&cluster, &pod("present", &by_tag, "IfNotPresent", None));
+    wait_running(&cluster, "present");
+    let events = events_of(&cluster, "present");
+    assert!(
+        events.contains(&format!(
+            "Pulled: Container image \"{by_tag}\" already present on machine"
+        )),
+        "{events}"
+    );
+    assert!(!events.contains("Pulling:"), "{events}");
+
+    // Always: asks the registry again even though the image is there.
+    apply(&cluster, &pod("always", &by_tag, "Always", None));
+    wait_running(&cluster, "always");
+    let events = events_of(&cluster, "always");
+    assert!(
+        events.contains(&format!("Pulling: Pulling image \"{by_tag}\"")),
+        "{events}"
+    );
+    assert!(
+        events.contains("Pulled: Successfully pulled image"),
+        "{events}"
+    );
+    println!("always events:\n{events}");
+
+    // By digest.
+    let by_digest = format!("{open_host}/e2e/app@{digest}");
+    apply(
+        &cluster,
+        &pod("by-digest", &by_digest, "IfNotPresent", None),
+    );
+    wait_running(&cluster, "by-digest");
+
+    // A missing image: ErrImagePull (event), then ImagePullBackOff saying what failed.
+    let missing = format!("{open_host}/e2e/missing:v1");
+    apply(&cluster, &pod("missing", &missing, "IfNotPresent", None));
+    let events = wait_events(&cluster, "missing", |e| {
+        e.contains("Error: ErrImagePull") && e.contains("BackOff: Back-off pulling image")
+    });
+    assert!(
+        events.contains(&format!("Failed: Failed to pull image \"{missing}\": "))
+            && events.contains("not found"),
+        "{events}"
+    );
+    let message = wait_waiting(&cluster, "missing", "ImagePullBackOff");
+    assert!(
+        message.starts_with(&format!("Back-off pulling image \"{missing}\"")),
+        "{message}"
+    );
+    assert!(message.contains("not found"), "{message}");
+
+    // Behind auth: refused without a secret, pulled with one.
+    let secret_image = format!("{private_host}/secret/app:v1");
+    apply(
+        &cluster,
+        &pod("no-secret", &secret_image, "IfNotPresent", None),
+    );
+    let message = wait_waiting(&cluster, "no-secret", "ImagePullBackOff");
+    assert!(message.contains("unauthorized"), "{message}");
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={private_host}"),
+        &format!("--docker-username={USER}"),
+        &format!("--docker-password={PASSWORD}"),
+    ]);
+    apply(
+        &cluster,
+        &pod(
+            "with-secret",
+            &secret_image,
+            "IfNotPresent",
+            Some("regcred"),
+        ),
+    );
+    wait_running(&cluster, "with-secret");
+
+    // An unreachable registry says so.
+    let closed = format!("{gw}:{}/e2e/app:v1", free_port());
+    apply(&cluster, &pod("unreachable", &closed, "IfNotPresent", None));
+    let message = wait_waiting(&cluster, "unreachable", "ImagePullBackOff");
+    assert!(message.contains("cannot reach the registry"), "{message}");
+
+    // The node lists what it pulled.
+    cluster.wait_for(
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[0].status.images[*]}{.names}{\"\\n\"}{end}",
+        ],
+        Duration::from_secs(60),
+        |s| s.contains(&by_tag) && s.contains(&secret_image) && s.contains(&by_digest),
+    );
+}
