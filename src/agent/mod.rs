@@ -114,7 +114,9 @@ fn start_kubelet_api(node_name: &str, state_dir: &std::path::Path) {
         Ok(r) => std::sync::Arc::new(r),
         Err(e) => return warn!(error = format!("{e:#}"), "the kubelet API is off"),
     };
-    let api = std::sync::Arc::new(crate::kubeletapi::KubeletApi { runtime });
+    let memory = sysinfo::Capacity::detect(state_dir).memory_bytes;
+    let stats = crate::kubeletapi::stats::Stats::start(runtime.clone(), node_name, memory);
+    let api = std::sync::Arc::new(crate::kubeletapi::KubeletApi { runtime, stats });
     tokio::spawn(async move {
         if let Err(e) = crate::kubeletapi::serve(api, tls).await {
             warn!(error = format!("{e:#}"), "the kubelet API stopped");

@@ -361,6 +361,51 @@ fn with_query(path: String, query: &str) -> String {
     }
 }
 
+/// `GET path_and_query` from a node's kubelet API, for the API server's own use (the
+/// resource metrics): the body of a 200 answer, or why there is none.
+pub async fn kubelet_get(
+    store: &Store,
+    kubelet_tls: &Arc<rustls::ClientConfig>,
+    node_name: &str,
+    path_and_query: &str,
+    max_bytes: usize,
+) -> Result<Bytes, ApiError> {
+    let backend = kubelet_backend(store, node_name, path_and_query.to_string())?;
+    let io = dial(&backend, Some((kubelet_tls.clone(), node_name.to_string()))).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ApiError::service_unavailable(format!("error talking to the backend: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "kubelet connection ended");
+        }
+    });
+    let request = Request::get(path_and_query)
+        .header(header::HOST, backend.address.as_str())
+        .header(header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::internal(format!("cannot build the kubelet request: {e}")))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ApiError::service_unavailable(format!("error talking to the backend: {e}")))?;
+    let code = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), max_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::service_unavailable(format!("cannot read the kubelet's answer: {e}"))
+        })?
+        .to_bytes();
+    if code != StatusCode::OK {
+        return Err(ApiError::service_unavailable(format!(
+            "node {node_name} answered {path_and_query} with {code}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )));
+    }
+    Ok(body)
+}
+
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use super::metrics;
 use super::resources::{self, RESOURCES, ResourceDef, VERBS};
 
 /// The Kubernetes minor version reported to clients. `/usr/bin/kubectl` on our machines picks its
@@ -116,6 +117,9 @@ pub fn aggregated(core: bool) -> Value {
             "versions": versions,
         }));
     }
+    if !core {
+        items.push(metrics_aggregated());
+    }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
@@ -132,13 +136,60 @@ pub fn legacy_group_list() -> Value {
         .into_iter()
         .filter(|g| !g.is_empty())
         .map(group_doc)
+        .chain([group_doc_of(metrics::GROUP, &[metrics::VERSION])])
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
+/// The resource metrics group, served beside the stored kinds (as an aggregated API server's
+/// group shows up in a cluster with metrics-server).
+fn metrics_aggregated() -> Value {
+    let resources: Vec<Value> = metrics::RESOURCES
+        .iter()
+        .map(|r| {
+            json!({
+                "resource": r.plural,
+                "responseKind": {"group": metrics::GROUP, "version": metrics::VERSION, "kind": r.kind},
+                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": r.singular,
+                "verbs": metrics::VERBS,
+            })
+        })
+        .collect();
+    json!({
+        "metadata": {"name": metrics::GROUP, "creationTimestamp": null},
+        "versions": [{"version": metrics::VERSION, "resources": resources, "freshness": "Current"}],
+    })
+}
+
+fn metrics_resource_list() -> Value {
+    let resources: Vec<Value> = metrics::RESOURCES
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": metrics::VERBS,
+            })
+        })
+        .collect();
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{}/{}", metrics::GROUP, metrics::VERSION),
+        "resources": resources,
+    })
+}
+
 fn group_doc(group: &str) -> Value {
-    let versions: Vec<Value> = resources::versions_of(group)
-        .into_iter()
+    group_doc_of(group, &resources::versions_of(group))
+}
+
+fn group_doc_of(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
         .collect();
     let preferred = versions.first().cloned().unwrap_or(Value::Null);
@@ -146,16 +197,22 @@ fn group_doc(group: &str) -> Value {
 }
 
 pub fn legacy_group(group: &str) -> Option<Value> {
-    if group.is_empty() || !resources::groups().contains(&group) {
+    let mut doc = if group == metrics::GROUP {
+        group_doc_of(group, &[metrics::VERSION])
+    } else if group.is_empty() || !resources::groups().contains(&group) {
         return None;
-    }
-    let mut doc = group_doc(group);
+    } else {
+        group_doc(group)
+    };
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
     Some(doc)
 }
 
 pub fn legacy_resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (metrics::GROUP, metrics::VERSION) {
+        return Some(metrics_resource_list());
+    }
     let defs: Vec<&ResourceDef> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -232,6 +289,37 @@ mod tests {
                 .iter()
                 .any(|g| g["metadata"]["name"] == "coordination.k8s.io")
         );
+    }
+
+    #[test]
+    fn resource_metrics_are_discoverable() {
+        let doc = aggregated(false);
+        let group = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "metrics.k8s.io")
+            .cloned()
+            .unwrap();
+        assert_eq!(group["versions"][0]["version"], "v1beta1");
+        let kinds: Vec<&str> = group["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["responseKind"]["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["NodeMetrics", "PodMetrics"]);
+        assert!(
+            legacy_group_list()["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["preferredVersion"]["groupVersion"] == "metrics.k8s.io/v1beta1")
+        );
+        assert_eq!(legacy_group("metrics.k8s.io").unwrap()["kind"], "APIGroup");
+        let list = legacy_resource_list("metrics.k8s.io", "v1beta1").unwrap();
+        assert_eq!(list["resources"][1]["namespaced"], true);
+        assert_eq!(list["resources"][1]["verbs"], json!(["get", "list"]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod discovery;
 mod fieldmanager;
 mod handlers;
 pub mod kinds;
+mod metrics;
 mod object;
 mod openapi;
 mod pagination;
@@ -226,6 +227,19 @@ impl ApiServer {
                 Some(response) => Ok(response.map(full)),
                 None => Err(ApiError::path_not_found(&path)),
             };
+        }
+        if metrics::owns(&path) {
+            let kubelet_tls = self.kubelet_tls.get();
+            return metrics::serve(
+                &self.store,
+                kubelet_tls,
+                req.method(),
+                &path,
+                &query,
+                &accept,
+            )
+            .await
+            .map(|doc| json_response(200, &doc));
         }
         let target = request::parse(req.method(), &path, query.flag("watch"))?;
         if matches!(

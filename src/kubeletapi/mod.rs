@@ -7,6 +7,7 @@
 //!   SPDY/3.1 (`v4.channel.k8s.io`); `channel` is the WebSocket channel codec.
 //! * `portforward` — `/portForward/{ns}/{pod}` over SPDY, plain or tunnelled in a WebSocket.
 //! * `spdy` — the SPDY/3.1 framing and server connection.
+//! * `stats` — `/stats/summary` and `/metrics/resource` from the node's and pods' cgroups.
 //! * `certs` — the serving certificate (issued by `kcluster create`, or here where the CA key is).
 
 pub mod certs;
@@ -16,6 +17,7 @@ mod logs;
 mod portforward;
 pub mod remotecommand;
 pub mod spdy;
+pub mod stats;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -42,6 +44,7 @@ const ALLOWED_GROUP: &str = "system:masters";
 
 pub struct KubeletApi {
     pub runtime: Arc<Runtime>,
+    pub stats: Arc<stats::Stats>,
 }
 
 /// Serves the kubelet API on 0.0.0.0:10250 until the task is dropped.
@@ -155,6 +158,10 @@ impl KubeletApi {
         debug!(method = %req.method(), %path, "kubelet API request");
         match parts.as_slice() {
             ["healthz"] => Response::new(full("ok")),
+            ["stats", "summary"] if req.method() == http::Method::GET => self.stats.summary().await,
+            ["metrics", "resource"] if req.method() == http::Method::GET => {
+                self.stats.resource_metrics().await
+            }
             ["containerLogs", ns, pod, container] => {
                 logs::handle(&self.runtime, ns, pod, container, &query_pairs(&req)).await
             }
