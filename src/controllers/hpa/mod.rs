@@ -19,11 +19,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use k8s_openapi::api::autoscaling::v1::Scale;
-use k8s_openapi::api::autoscaling::v2::{CrossVersionObjectReference, HorizontalPodAutoscaler};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerStatus,
+};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
-use tracing::{debug, info};
+use serde_json::{Value, json};
+use tracing::info;
 
 use crate::controllers::runtime::events::Recorder;
 use crate::controllers::runtime::queue::WorkQueue;
@@ -168,22 +171,39 @@ impl HpaController {
         if hpa.status.as_ref() == Some(&outcome.status) {
             return Ok(());
         }
-        let mut updated = (*hpa).clone();
-        updated.status = Some(outcome.status);
+        // A merge patch of the whole status: the controller is its only writer, and a write
+        // that waited for a fresh resourceVersion could make a retried pass scale twice.
+        let patch = json!({"status": status_patch(&outcome.status)?});
         let api: Api<HorizontalPodAutoscaler> =
             Api::namespaced(self.client.clone(), &key.namespace);
         match api
-            .replace_status(&key.name, &PostParams::default(), &updated)
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => {
-                debug!(hpa = %key, error = %e, "status update failed");
                 Err(e).with_context(|| format!("cannot update the status of autoscaler {key}"))
             }
         }
     }
+}
+
+/// The status as a merge patch: fields that are now empty are written as null, so they go.
+fn status_patch(status: &HorizontalPodAutoscalerStatus) -> Result<Value> {
+    let mut value = serde_json::to_value(status)?;
+    if let Some(map) = value.as_object_mut() {
+        for field in [
+            "conditions",
+            "currentMetrics",
+            "currentReplicas",
+            "lastScaleTime",
+            "observedGeneration",
+        ] {
+            map.entry(field).or_insert(Value::Null);
+        }
+    }
+    Ok(value)
 }
 
 /// The scale subresource of whatever kind a scaleTargetRef names, found through discovery
