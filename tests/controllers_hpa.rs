@@ -172,3 +172,116 @@ fn autoscaler_scales_a_busy_deployment_up_and_an_idle_one_down() {
         "{describe}"
     );
 }
+
+/// Against the API server with its controllers and no nodes: the metrics API has no samples,
+/// targets can be missing or at zero, and the autoscaler says so in Kubernetes' words.
+#[test]
+fn autoscaler_conditions_report_what_stops_it() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    for (name, replicas) in [("web", "1"), ("small", "1")] {
+        server.kubectl_ok(&[
+            "create",
+            "deployment",
+            name,
+            "--image=busybox",
+            "--replicas",
+            replicas,
+        ]);
+    }
+    server.kubectl_ok(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    // kubectl autoscale refuses a missing target; the API does not.
+    let ghost = r#"{"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "ghost"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ghost"},
+                 "maxReplicas": 3}}"#;
+    let out = server.kubectl_stdin(&["create", "-f", "-"], ghost);
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&[
+        "autoscale",
+        "deployment",
+        "small",
+        "--cpu-percent=50",
+        "--min=2",
+        "--max=4",
+    ]);
+
+    let hpa_json = |name: &str| -> Value {
+        serde_json::from_str(&server.kubectl_ok(&["get", "hpa", name, "-o", "json"]))
+            .expect("kubectl printed JSON")
+    };
+    let wait_condition = |name: &str, type_: &str, status: &str, reason: &str| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let hpa = hpa_json(name);
+            if let Some(c) = condition(&hpa, type_)
+                && c["status"] == status
+                && c["reason"] == reason
+            {
+                return c.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {type_}={status} ({reason}) on {name}: {hpa:#}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+
+    let c = wait_condition("web", "ScalingActive", "False", "FailedGetResourceMetric");
+    assert_eq!(
+        c["message"],
+        "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get metrics for resource cpu: no metrics returned from resource metrics API"
+    );
+    wait_condition("web", "AbleToScale", "True", "SucceededGetScale");
+    let table = server.kubectl_ok(&["get", "hpa", "web"]);
+    assert!(table.contains("cpu: <unknown>/50%"), "{table}");
+    let describe = server.kubectl_ok(&["describe", "hpa", "web"]);
+    assert!(
+        describe.contains("FailedComputeMetricsReplicas")
+            && describe.contains("invalid metrics (1 invalid out of 1)"),
+        "{describe}"
+    );
+
+    let c = wait_condition("ghost", "AbleToScale", "False", "FailedGetScale");
+    assert_eq!(
+        c["message"],
+        "the HPA controller was unable to get the target's current scale: deployments.apps \"ghost\" not found"
+    );
+
+    // Below minReplicas: corrected before any metric is read.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while server.kubectl_ok(&[
+        "get",
+        "deployment",
+        "small",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]) != "2"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "small was not scaled to minReplicas"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let describe = server.kubectl_ok(&["describe", "hpa", "small"]);
+    assert!(
+        describe.contains("New size: 2; reason: Current number of replicas below Spec.MinReplicas"),
+        "{describe}"
+    );
+
+    // A target scaled to zero switches autoscaling off (noticed at the next sync period).
+    server.kubectl_ok(&["scale", "deployment", "web", "--replicas=0"]);
+    let c = wait_condition("web", "ScalingActive", "False", "ScalingDisabled");
+    assert_eq!(
+        c["message"],
+        "scaling is disabled since the replica count of the target is zero"
+    );
+}

@@ -91,11 +91,11 @@ impl HpaController {
         let queue = WorkQueue::new();
         let q = queue.clone();
         hpas.add_handler(move |change| {
-            // Our own status writes change only the status; they wait for the next period.
+            // Our own status writes change only the status; they wait for the next period. A
+            // deletion is synced so that the autoscaler's history goes with it.
             let enqueue = match change {
-                Change::Added(_) => true,
+                Change::Added(_) | Change::Deleted(_) => true,
                 Change::Updated { old, new } => old.metadata.generation != new.metadata.generation,
-                Change::Deleted(_) => false,
             };
             if enqueue {
                 q.add(ObjKey::of(&**change.object()));
