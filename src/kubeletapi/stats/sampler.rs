@@ -45,8 +45,20 @@ struct History {
 }
 
 impl History {
+    /// Keeps the two newest samples at least [`MIN_WINDOW`] apart: a sample right after the
+    /// newest (a request's reading just before a background tick, or the other way round)
+    /// would otherwise leave a pair with no rate until the next tick.
     fn push(&mut self, sample: Sample) {
-        self.older = self.newest.replace(sample);
+        let close = self
+            .newest
+            .is_some_and(|n| sample.at.saturating_duration_since(n.at) < MIN_WINDOW);
+        match (close, self.older.is_some()) {
+            (false, _) => self.older = self.newest.replace(sample),
+            // The older sample is far enough from this one too: the pair just gets fresher.
+            (true, true) => self.newest = Some(sample),
+            // The first sample stays the base the next rate is taken from.
+            (true, false) => {}
+        }
     }
 }
 
@@ -206,12 +218,31 @@ mod tests {
     #[test]
     fn history_keeps_the_two_newest() {
         let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
         let mut h = History::default();
-        h.push(sample(t0, 1));
+        h.push(sample(at(0), 1));
         assert_eq!((h.older, h.newest.map(|s| s.cpu_ns)), (None, Some(1)));
-        h.push(sample(t0, 2));
-        h.push(sample(t0, 3));
+        h.push(sample(at(10), 2));
+        h.push(sample(at(20), 3));
         assert_eq!(h.older.map(|s| s.cpu_ns), Some(2));
         assert_eq!(h.newest.map(|s| s.cpu_ns), Some(3));
+    }
+
+    #[test]
+    fn samples_close_together_never_leave_a_pair_without_a_rate() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut h = History::default();
+        h.push(sample(at(0), 0));
+        // A second reading 300 ms later is dropped: the first stays the base.
+        h.push(sample(at(300), 30));
+        assert_eq!(h.older, None);
+        assert_eq!(h.newest.map(|s| s.cpu_ns), Some(0));
+        h.push(sample(at(2000), 200_000_000));
+        // A tick 200 ms after a request's reading refreshes the pair instead of breaking it.
+        h.push(sample(at(2200), 220_000_000));
+        let (older, newest) = (h.older.unwrap(), h.newest.unwrap());
+        assert_eq!((older.cpu_ns, newest.cpu_ns), (0, 220_000_000));
+        assert_eq!(rate_nano_cores(&older, &newest), Some(100_000_000));
     }
 }
