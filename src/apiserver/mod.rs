@@ -18,7 +18,7 @@ mod protobuf;
 mod request;
 mod resources;
 mod schema;
-mod selector;
+pub(crate) mod selector;
 pub mod serviceaccount;
 mod status;
 mod subresources;

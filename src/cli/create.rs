@@ -410,11 +410,18 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     Ok(())
 }
 
-/// Environment for node processes; a shorter node-monitor grace period can be passed through for tests.
+/// Environment for node processes; controller settings (a shorter node-monitor grace period,
+/// the autoscaler's sync period and downscale stabilization) can be passed through for tests.
 fn node_env(log: &str) -> Vec<String> {
     let mut env = vec![format!("RUST_LOG={log}")];
-    if let Ok(grace) = std::env::var("KCLUSTER_NODE_MONITOR_GRACE_SECONDS") {
-        env.push(format!("KCLUSTER_NODE_MONITOR_GRACE_SECONDS={grace}"));
+    for name in [
+        "KCLUSTER_NODE_MONITOR_GRACE_SECONDS",
+        "KCLUSTER_HPA_SYNC_PERIOD_SECONDS",
+        "KCLUSTER_HPA_DOWNSCALE_STABILIZATION_SECONDS",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            env.push(format!("{name}={value}"));
+        }
     }
     env
 }

@@ -10,6 +10,7 @@ mod disruption;
 mod endpoints;
 mod garbagecollector;
 mod history;
+mod hpa;
 mod job;
 pub mod localpath;
 mod namespace;
@@ -28,6 +29,7 @@ use anyhow::Result;
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
@@ -65,6 +67,7 @@ pub async fn run(
     let cronjobs = Informer::<CronJob>::new(client.clone());
     let claims = Informer::<PersistentVolumeClaim>::new(client.clone());
     let volumes = Informer::<PersistentVolume>::new(client.clone());
+    let autoscalers = Informer::<HorizontalPodAutoscaler>::new(client.clone());
 
     // Handlers are registered before the informers start, so no change goes unseen.
     let replicasets = replicaset::ReplicaSetController::new(
@@ -154,6 +157,13 @@ pub async fn run(
         volumes.clone(),
         events.recorder("kcluster.io/local-path"),
     );
+    let autoscaler_controller = hpa::HpaController::new(
+        client.clone(),
+        autoscalers.clone(),
+        pods.clone(),
+        events.recorder("horizontal-pod-autoscaler"),
+        hpa::Options::default(),
+    );
     let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
     let node_ipam = pod_subnet.map(|subnet| {
         nodeipam::NodeIpamController::new(
@@ -181,6 +191,7 @@ pub async fn run(
     tokio::spawn(cronjobs.run());
     tokio::spawn(claims.run());
     tokio::spawn(volumes.run());
+    tokio::spawn(autoscalers.run());
 
     tokio::try_join!(
         nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
@@ -206,6 +217,7 @@ pub async fn run(
             }
         },
         provisioner.run(),
+        autoscaler_controller.run(),
     )?;
     Ok(())
 }

@@ -284,6 +284,16 @@ impl Quantity {
             .unwrap_or(i128::MAX)
     }
 
+    /// `v` thousandths, as resource.NewMilliQuantity(v, DecimalSI).
+    pub fn from_milli(v: i64) -> Quantity {
+        Quantity {
+            mantissa: v as i128,
+            exponent: -3,
+            format: Format::DecimalSI,
+        }
+        .normalized()
+    }
+
     pub fn int(v: i64) -> Quantity {
         Quantity {
             mantissa: v as i128,
