@@ -160,4 +160,19 @@ fn pods_get_the_service_account_volume() {
     let quiet = pod(&server, "quiet");
     assert!(quiet["spec"].get("volumes").is_none(), "{}", quiet["spec"]);
     assert!(quiet["spec"]["containers"][0].get("volumeMounts").is_none());
+
+    // Pods naming no pull secrets take their service account's; their own win.
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: puller}\nimagePullSecrets: [{name: regcred}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: pulls}\nspec:\n  serviceAccountName: puller\n  containers: [{name: c, image: busybox}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: own}\nspec:\n  serviceAccountName: puller\n  imagePullSecrets: [{name: mine}]\n  containers: [{name: c, image: busybox}]\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        pod(&server, "pulls")["spec"]["imagePullSecrets"],
+        serde_json::json!([{"name": "regcred"}])
+    );
+    assert_eq!(
+        pod(&server, "own")["spec"]["imagePullSecrets"],
+        serde_json::json!([{"name": "mine"}])
+    );
 }

@@ -251,6 +251,33 @@ fn random_suffix() -> String {
 /// The ServiceAccount admission plugin on a new pod (after `serviceAccountName` is defaulted):
 /// unless the pod or its account opts out, every container mounts a projected volume with a
 /// bound token, the cluster CA and the namespace.
+/// A pod that names no image pull secrets gets its service account's, as the ServiceAccount
+/// admission plugin gives them, so a registry secret attached to `default` serves every pod.
+fn copy_pull_secrets(sa: Option<&Value>, pod: &mut Value) {
+    let Some(secrets) = sa
+        .and_then(|sa| sa.get("imagePullSecrets"))
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty())
+    else {
+        return;
+    };
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let has_own = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    if !has_own {
+        let names: Vec<Value> = secrets
+            .iter()
+            .filter_map(|s| s.get("name"))
+            .map(|name| json!({ "name": name }))
+            .collect();
+        spec.insert("imagePullSecrets".into(), Value::Array(names));
+    }
+}
+
 pub fn mount_api_access(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
     let mirror = pod
         .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
@@ -264,12 +291,14 @@ pub fn mount_api_access(store: &Store, pod: &mut Value) -> Result<(), ApiError> 
         .and_then(Value::as_str)
         .unwrap_or("default")
         .to_string();
+    let sa = stored(store, "serviceaccounts", Some(&namespace), &account)?;
+    copy_pull_secrets(sa.as_ref(), pod);
     let automount = match pod
         .pointer("/spec/automountServiceAccountToken")
         .and_then(Value::as_bool)
     {
         Some(b) => b,
-        None => stored(store, "serviceaccounts", Some(&namespace), &account)?
+        None => sa
             .and_then(|sa| {
                 sa.get("automountServiceAccountToken")
                     .and_then(Value::as_bool)
