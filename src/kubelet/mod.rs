@@ -13,6 +13,7 @@
 
 pub mod env;
 pub mod etc;
+mod grpcprobe;
 mod netns;
 mod probes;
 pub mod qos;
