@@ -166,10 +166,20 @@ sleep 10; echo $(date +%s): END >> /loap/timing;']
     .replace("IMAGE", image)
 }
 
+/// A file of a node container (nodes have no `cat`; docker cp also reads stopped ones).
+fn node_file(node: &str, path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    let out = docker(&["cp", &format!("{node}:{path}"), local.to_str().unwrap()]);
+    if !out.status.success() {
+        return String::new();
+    }
+    std::fs::read_to_string(&local).unwrap_or_default()
+}
+
 /// The timing file on the node: (seconds, event) per line.
 fn timing(node: &str) -> Vec<(u64, String)> {
-    let out = docker(&["exec", node, "cat", "/tmp/loap/timing"]);
-    stdout(&out)
+    node_file(node, "/tmp/loap/timing")
         .lines()
         .filter_map(|l| {
             let (t, e) = l.split_once(": ")?;
@@ -310,7 +320,7 @@ fn grpc_probes_probe_grace_and_the_lifecycle_tutorial() {
     );
 }
 
-/// Processes whose command line contains `marker`, as the host sees them (nodes are Docker
+/// Processes whose command line is `marker`, as the host sees them (nodes are Docker
 /// containers, so pod processes are host processes too); None when the host's /proc does not
 /// show Docker's containers (a remote Docker engine).
 fn host_processes(marker: &str) -> Option<usize> {
@@ -324,18 +334,22 @@ fn host_processes(marker: &str) -> Option<usize> {
         if cmdline.contains("kcluster node agent") || cmdline.contains("/kcluster node") {
             any_docker = true;
         }
-        if cmdline.contains(marker) {
+        if cmdline.trim() == marker {
             found += 1;
         }
     }
     any_docker.then_some(found)
 }
 
-/// Processes of the node container (host pids) whose command line contains `marker`.
+/// Processes of the node container (host pids) whose command line is `marker`.
 fn node_processes(node: &str, marker: &str) -> usize {
     stdout(&docker(&["top", node, "-eo", "pid,args"]))
         .lines()
-        .filter(|l| l.contains(marker))
+        .filter(|l| {
+            l.trim()
+                .split_once(' ')
+                .is_some_and(|(_, args)| args.trim() == marker)
+        })
         .count()
 }
 
@@ -402,12 +416,7 @@ spec:
             "pod processes outlived their node"
         );
     }
-    // A stopped container's files come out with docker cp (as a tar stream; the text is in it).
-    let events = stdout(&docker(&[
-        "cp",
-        &format!("{worker}:/tmp/survivor/events"),
-        "-",
-    ]));
+    let events = node_file(&worker, "/tmp/survivor/events");
     assert!(
         events.contains("start") && events.contains("term"),
         "the pod was not stopped gracefully: {events:?}"
@@ -443,7 +452,7 @@ spec:
         "{}",
         stdout(&docker(&["top", &worker, "-eo", "pid,args"]))
     );
-    let events = stdout(&docker(&["exec", &worker, "cat", "/tmp/survivor/events"]));
+    let events = node_file(&worker, "/tmp/survivor/events");
     assert_eq!(
         events.lines().filter(|l| *l == "start").count(),
         2,

@@ -153,7 +153,7 @@ impl<'a> Agent<'a> {
             network,
             transitions: Vec::new(),
             state_dir: state_dir.to_path_buf(),
-            pressure: pressure::Tracker::default(),
+            pressure: pressure::Tracker::new(pressure::Thresholds::from_env()),
         }
     }
 

@@ -410,11 +410,17 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     Ok(())
 }
 
-/// Environment for node processes; a shorter node-monitor grace period can be passed through for tests.
+/// Environment for node processes; a shorter node-monitor grace period can be passed through
+/// for tests, and kubelet-style hard-eviction thresholds (`KCLUSTER_EVICTION_HARD`).
 fn node_env(log: &str) -> Vec<String> {
     let mut env = vec![format!("RUST_LOG={log}")];
-    if let Ok(grace) = std::env::var("KCLUSTER_NODE_MONITOR_GRACE_SECONDS") {
-        env.push(format!("KCLUSTER_NODE_MONITOR_GRACE_SECONDS={grace}"));
+    for name in [
+        "KCLUSTER_NODE_MONITOR_GRACE_SECONDS",
+        "KCLUSTER_EVICTION_HARD",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            env.push(format!("{name}={value}"));
+        }
     }
     env
 }
