@@ -177,9 +177,30 @@ fn node_file(node: &str, path: &str) -> String {
     std::fs::read_to_string(&local).unwrap_or_default()
 }
 
+/// A pod beside the tutorial's that shows the node's /tmp/loap (a node's /tmp is a tmpfs,
+/// which docker cp cannot read).
+fn reader_pod(image: &str) -> String {
+    r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, namespace: luffy}
+spec:
+  containers:
+  - name: c
+    image: IMAGE
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: timing, mountPath: /loap}]
+  volumes:
+  - {name: timing, hostPath: {path: /tmp/loap, type: DirectoryOrCreate}}
+"#
+    .replace("IMAGE", image)
+}
+
 /// The timing file on the node: (seconds, event) per line.
-fn timing(node: &str) -> Vec<(u64, String)> {
-    node_file(node, "/tmp/loap/timing")
+fn timing(cluster: &Cluster) -> Vec<(u64, String)> {
+    let out = cluster.kubectl(&["-n", "luffy", "exec", "reader", "--", "cat", "/loap/timing"]);
+    stdout(&out)
         .lines()
         .filter_map(|l| {
             let (t, e) = l.split_once(": ")?;
@@ -188,10 +209,10 @@ fn timing(node: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn wait_timing(node: &str, check: impl Fn(&[(u64, String)]) -> bool) -> Vec<(u64, String)> {
+fn wait_timing(cluster: &Cluster, check: impl Fn(&[(u64, String)]) -> bool) -> Vec<(u64, String)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let lines = timing(node);
+        let lines = timing(cluster);
         if check(&lines) {
             return lines;
         }
@@ -224,12 +245,13 @@ fn grpc_probes_probe_grace_and_the_lifecycle_tutorial() {
     let _busybox = common::images::build_busybox_image(&sandbox, &busybox, "");
     let _grpc = common::images::build_grpc_health_image(&sandbox, &grpc);
     let cluster = Cluster::create(&sandbox, &name, &[]);
-    let node = format!("{name}-server-0");
     cluster.load_image(&busybox);
     cluster.load_image(&grpc);
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &grpc_pods(&grpc));
     assert!(out.status.success(), "apply failed: {}", text(&out));
     cluster.kubectl_ok(&["create", "namespace", "luffy"]);
+    let out = cluster.kubectl_stdin(&["create", "-f", "-"], &reader_pod(&busybox));
+    assert!(out.status.success(), "create failed: {}", text(&out));
     let out = cluster.kubectl_stdin(&["create", "-f", "-"], &lifecycle_pod(&busybox));
     assert!(out.status.success(), "create failed: {}", text(&out));
 
@@ -283,7 +305,7 @@ fn grpc_probes_probe_grace_and_the_lifecycle_tutorial() {
 
     // The tutorial's timing file: INIT, then START and POST-START (together, in either order),
     // then the probes (once postStart is done), then END.
-    let lines = wait_timing(&node, |l| count(l, "END") >= 1);
+    let lines = wait_timing(&cluster, |l| count(l, "END") >= 1);
     let init = first(&lines, "INIT");
     let start = first(&lines, "START");
     let post = first(&lines, "POST-START");
@@ -303,7 +325,7 @@ fn grpc_probes_probe_grace_and_the_lifecycle_tutorial() {
     );
     // The pod restarts its main container (restartPolicy Always; the init container does not
     // run again). Deleting the pod while it runs runs preStop.
-    let lines = wait_timing(&node, |l| count(l, "START") >= 2);
+    let lines = wait_timing(&cluster, |l| count(l, "START") >= 2);
     assert_eq!(count(&lines, "INIT"), 1, "{lines:?}");
     cluster.kubectl_ok(&[
         "-n",
@@ -313,7 +335,7 @@ fn grpc_probes_probe_grace_and_the_lifecycle_tutorial() {
         "pod-lifecycle",
         "--wait=false",
     ]);
-    let lines = wait_timing(&node, |l| count(l, "PRE-STOP") >= 1);
+    let lines = wait_timing(&cluster, |l| count(l, "PRE-STOP") >= 1);
     assert!(
         first(&lines, "PRE-STOP") > lines.iter().rposition(|(_, e)| e == "START").unwrap_or(0),
         "{lines:?}"
@@ -380,7 +402,7 @@ spec:
     command: ["sh", "-c", "echo start >> /log/events; trap 'echo term >> /log/events; exit 0' TERM; MARKER & wait"]
     volumeMounts: [{name: log, mountPath: /log}]
   volumes:
-  - {name: log, hostPath: {path: /tmp/survivor, type: DirectoryOrCreate}}
+  - {name: log, hostPath: {path: /var/survivor, type: DirectoryOrCreate}}
 "#
     .replace("IMAGE", &tag)
     .replace("WORKER", &worker)
@@ -416,7 +438,7 @@ spec:
             "pod processes outlived their node"
         );
     }
-    let events = node_file(&worker, "/tmp/survivor/events");
+    let events = node_file(&worker, "/var/survivor/events");
     assert!(
         events.contains("start") && events.contains("term"),
         "the pod was not stopped gracefully: {events:?}"
@@ -452,7 +474,7 @@ spec:
         "{}",
         stdout(&docker(&["top", &worker, "-eo", "pid,args"]))
     );
-    let events = node_file(&worker, "/tmp/survivor/events");
+    let events = node_file(&worker, "/var/survivor/events");
     assert_eq!(
         events.lines().filter(|l| *l == "start").count(),
         2,

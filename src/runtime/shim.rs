@@ -276,11 +276,14 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+/// Output streams to copy into the log.
+type Outputs = Vec<(OwnedFd, Stream)>;
+
 /// The container's stdio as the helper sets it up before creating the container.
 struct Io {
     builder: libcontainer::container::builder::ContainerBuilder,
     /// Output to copy into the log (empty until the terminal arrives).
-    outputs: Vec<(OwnedFd, Stream)>,
+    outputs: Outputs,
     /// A terminal still to be received from the container's side.
     console: Option<Console>,
     attach: Option<attach::Server>,
@@ -361,7 +364,7 @@ impl Console {
     fn receive(
         self,
         config: &super::spec::ContainerConfig,
-    ) -> Result<(Vec<(OwnedFd, Stream)>, Option<attach::Server>)> {
+    ) -> Result<(Outputs, Option<attach::Server>)> {
         let accepted = accept_within(&self.listener, CONSOLE_WAIT);
         let _ = std::fs::remove_dir_all(&self.socket_dir);
         let stream = accepted?;
@@ -424,7 +427,7 @@ fn listen(dir: &Path) -> Result<std::os::unix::net::UnixListener> {
 /// signal) without reaping the process.
 fn pump(
     log: &mut LogWriter,
-    outputs: Vec<(OwnedFd, Stream)>,
+    outputs: Outputs,
     pidfd: &PidFd,
     pid: i32,
     mut attach: Option<&mut attach::Server>,
