@@ -401,3 +401,232 @@ fn run_in_pty(cluster: &Cluster, env: &[(&str, &str)], args: &[&str]) -> (Option
     let status = child.wait().unwrap();
     (status.code(), reader.join().unwrap())
 }
+
+/// kubectl under a terminal we type into and resize, as a user at a shell would.
+struct Typist {
+    child: std::process::Child,
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Typist {
+    fn start(cluster: &Cluster, args: &[&str], rows: u16, cols: u16) -> Typist {
+        use std::os::fd::OwnedFd;
+        use std::os::unix::process::CommandExt;
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let slave: OwnedFd = pty.slave;
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(cluster.sandbox.kubeconfig())
+            .arg("--context")
+            .arg(cluster.context())
+            .args(args)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // kubectl's own session with the terminal as its controlling one, so a resize reaches
+        // it as SIGWINCH.
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("cannot run kubectl");
+        let master = std::fs::File::from(pty.master);
+        let mut reading = master.try_clone().unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // EIO once kubectl (the last holder of the terminal) has exited.
+            while let Ok(n) = reading.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Typist {
+            child,
+            master,
+            output,
+            reader: Some(reader),
+        }
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output (from `from` on) shows `text`; returns where it ends.
+    fn wait_for(&self, from: usize, text: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let screen = self.screen();
+            if let Some(at) = screen.get(from..).and_then(|s| s.find(text)) {
+                return from + at + text.len();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{text:?} never showed; the terminal shows:\n{}",
+            self.screen()
+        );
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.master.write_all(line.as_bytes()).unwrap();
+        self.master.write_all(b"\r").unwrap();
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize; the fd is our pty master.
+        assert_eq!(
+            unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
+            0
+        );
+    }
+
+    /// Waits for kubectl to end; its exit code and everything it showed.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                drop(self.master);
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return (
+                    status.code(),
+                    String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned(),
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "kubectl did not end; the terminal shows:\n{}",
+                    self.screen()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn terminal_containers_run_attach_resize_and_log() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("ktty");
+    let tag = format!("kcluster-e2e/busybox:{name}");
+    let _image = common::images::build_busybox_image(&sandbox, &tag, "");
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image(&tag);
+
+    // `kubectl run -it --rm`: a stdin+tty container, attached at once; typed lines reach its
+    // shell, sizes follow the terminal, and the pod goes when the shell exits.
+    let mut run = Typist::start(
+        &cluster,
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--restart=Never",
+            "--image",
+            &tag,
+            "--image-pull-policy=Never",
+            "shell",
+            "--",
+            "sh",
+        ],
+        33,
+        111,
+    );
+    let mut at = run.wait_for(0, "If you don't see a command prompt");
+    run.type_line("echo size=$(stty size) term=$TERM tty=$(tty)");
+    at = run.wait_for(at, "size=33 111 term=xterm tty=/dev/");
+    run.resize(41, 97);
+    // The new size travels kubectl → API server → kubelet API → the container's helper.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        run.type_line("stty size | sed s/^/now:/");
+        std::thread::sleep(Duration::from_secs(1));
+        if run.screen()[at..].contains("now:41 97") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never arrived:\n{}",
+            run.screen()
+        );
+    }
+    run.type_line("exit 3");
+    let (code, screen) = run.finish();
+    assert!(screen.contains("pod \"shell\" deleted"), "{screen}");
+    assert_eq!(code, Some(3), "{screen}");
+    cluster.wait_for(
+        &["get", "pods", "-o", "name"],
+        Duration::from_secs(60),
+        |o| !o.contains("pod/shell"),
+    );
+
+    // A tty pod attached to later: its log holds the terminal's output (one line per line, no
+    // carriage returns), and `kubectl attach -it` reaches a prompt that ends without a newline.
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: asker}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: IMAGE
+    imagePullPolicy: Never
+    stdin: true
+    tty: true
+    command: ["sh", "-c", "echo started; while true; do printf 'name? '; read n; [ \"$n\" = quit ] && exit 0; echo hello-$n; done"]
+"#
+    .replace("IMAGE", &tag);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &pod);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    wait_ready(&cluster, "asker");
+    cluster.wait_for(&["logs", "asker"], Duration::from_secs(60), |o| {
+        o.starts_with("started\n")
+    });
+    let mut attach = Typist::start(&cluster, &["attach", "-it", "asker"], 24, 80);
+    let mut at = attach.wait_for(0, "If you don't see a command prompt");
+    attach.type_line("ann");
+    at = attach.wait_for(at, "hello-ann");
+    // The prompt arrives before any newline follows it.
+    attach.wait_for(at, "name? ");
+    attach.type_line("quit");
+    let (code, screen) = attach.finish();
+    assert_eq!(code, Some(0), "{screen}");
+    cluster.wait_for(
+        &["get", "pod", "asker", "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(60),
+        |o| o == "Succeeded",
+    );
+    let logs = cluster.kubectl_ok(&["logs", "asker"]);
+    assert!(logs.starts_with("started\n"), "{logs:?}");
+    assert!(logs.contains("hello-ann\n"), "{logs:?}");
+    assert!(!logs.contains('\r'), "{logs:?}");
+}

@@ -2,6 +2,7 @@
 //! renews its Lease, and sets up the node's pod network once the Node has a pod CIDR.
 
 pub mod podnet;
+pub mod pressure;
 pub mod sysinfo;
 
 use std::time::Duration;
@@ -181,6 +182,8 @@ struct Agent<'a> {
     transitions: Vec<(String, String, String)>,
     /// The node's images, listed in the status as kubelet does.
     images: Option<crate::runtime::images::Store>,
+    state_dir: std::path::PathBuf,
+    pressure: pressure::Tracker,
 }
 
 impl<'a> Agent<'a> {
@@ -199,6 +202,8 @@ impl<'a> Agent<'a> {
             network,
             transitions: Vec::new(),
             images: crate::runtime::images::Store::open(state_dir).ok(),
+            state_dir: state_dir.to_path_buf(),
+            pressure: pressure::Tracker::new(pressure::Thresholds::from_env()),
         }
     }
 
@@ -264,48 +269,32 @@ impl<'a> Agent<'a> {
         }
         addresses.push(json!({"type": "Hostname", "address": self.settings.node_name}));
         let network_ready = self.network.borrow().is_some();
-        let conditions = vec![
+        let seen = pressure::observe(&self.state_dir);
+        let mut conditions: Vec<Value> = self
+            .pressure
+            .conditions(&seen, std::time::Instant::now())
+            .iter()
+            .map(|c| self.condition(c.kind, c.status, c.reason, c.message, &now))
+            .collect();
+        conditions.push(if network_ready {
             self.condition(
-                "MemoryPressure",
-                "False",
-                "KubeletHasSufficientMemory",
-                "kubelet has sufficient memory available",
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
                 &now,
-            ),
+            )
+        } else {
             self.condition(
-                "DiskPressure",
+                "Ready",
                 "False",
-                "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure",
-                &now,
-            ),
-            self.condition(
-                "PIDPressure",
-                "False",
-                "KubeletHasSufficientPID",
-                "kubelet has sufficient PID available",
-                &now,
-            ),
-            if network_ready {
-                self.condition(
-                    "Ready",
-                    "True",
-                    "KubeletReady",
-                    "kubelet is posting ready status",
-                    &now,
-                )
-            } else {
-                self.condition(
-                    "Ready",
-                    "False",
-                    "KubeletNotReady",
-                    "container runtime network not ready: NetworkReady=false \
+                "KubeletNotReady",
+                "container runtime network not ready: NetworkReady=false \
                      reason:NetworkPluginNotReady message:the pod network is not set up yet \
                      (waiting for the Node's spec.podCIDR)",
-                    &now,
-                )
-            },
-        ];
+                &now,
+            )
+        });
         json!({
             "capacity": quantities(&cap),
             "allocatable": quantities(&alloc),

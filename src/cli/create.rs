@@ -411,13 +411,15 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
 }
 
 /// Environment for node processes; controller settings (a shorter node-monitor grace period,
-/// the autoscaler's sync period and downscale stabilization) can be passed through for tests.
+/// the autoscaler's sync period and downscale stabilization) can be passed through for tests,
+/// and kubelet-style hard-eviction thresholds (`KCLUSTER_EVICTION_HARD`).
 fn node_env(log: &str) -> Vec<String> {
     let mut env = vec![format!("RUST_LOG={log}")];
     for name in [
         "KCLUSTER_NODE_MONITOR_GRACE_SECONDS",
         "KCLUSTER_HPA_SYNC_PERIOD_SECONDS",
         "KCLUSTER_HPA_DOWNSCALE_STABILIZATION_SECONDS",
+        "KCLUSTER_EVICTION_HARD",
     ] {
         if let Ok(value) = std::env::var(name) {
             env.push(format!("{name}={value}"));

@@ -15,6 +15,7 @@
 
 pub mod env;
 pub mod etc;
+mod grpcprobe;
 mod images;
 mod netns;
 mod probes;

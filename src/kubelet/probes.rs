@@ -1,6 +1,6 @@
-//! Liveness, readiness and startup probes (httpGet, tcpSocket, exec) with their timing fields,
-//! and the lifecycle hooks postStart / preStop (exec, httpGet, sleep). Network checks dial
-//! inside the pod's network namespace (see `netns`).
+//! Liveness, readiness and startup probes (httpGet, tcpSocket, exec, grpc in `grpcprobe`) with
+//! their timing fields, and the lifecycle hooks postStart / preStop (exec, httpGet, sleep).
+//! Network checks dial inside the pod's network namespace (see `netns`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -273,10 +273,15 @@ async fn probe_once(target: &Target, probe: &Probe) -> Option<String> {
         tcp_check(target, t.host.as_deref(), &t.port, timeout).await
     } else if let Some(e) = &probe.exec {
         exec_check(target, e, timeout).await
-    } else if probe.grpc.is_some() {
-        Err(anyhow::anyhow!(
-            "gRPC probes are not supported on this node yet"
-        ))
+    } else if let Some(g) = &probe.grpc {
+        // gRPC probes have no host field: always the pod's own address.
+        match host_ip(target, None) {
+            Ok(ip) => {
+                let service = g.service.as_deref().unwrap_or("");
+                super::grpcprobe::check(target, g.port, service, ip, timeout).await
+            }
+            Err(e) => Err(e),
+        }
     } else {
         Ok(None)
     };
@@ -290,9 +295,19 @@ pub async fn run(
     probe: Probe,
     target: Target,
     attempt: u32,
+    container_started: tokio::time::Instant,
     mut started: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<WorkerEvent>,
 ) {
+    // initialDelaySeconds counts from the container's start, as kubelet's does (a slow startup
+    // probe or postStart hook eats into the liveness and readiness delays).
+    // Only liveness and startup failures kill; readiness has no grace of its own.
+    let grace = match kind {
+        ProbeKind::Readiness => None,
+        _ => probe
+            .termination_grace_period_seconds
+            .map(|g| g.max(0) as u64),
+    };
     if kind != ProbeKind::Startup {
         while !*started.borrow_and_update() {
             if started.changed().await.is_err() {
@@ -301,7 +316,7 @@ pub async fn run(
         }
     }
     let delay = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
-    tokio::time::sleep(delay).await;
+    tokio::time::sleep_until(container_started + delay).await;
     let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
     let success_needed = probe.success_threshold.unwrap_or(1).max(1);
     let failure_needed = probe.failure_threshold.unwrap_or(3).max(1);
@@ -323,6 +338,7 @@ pub async fn run(
                         kind,
                         ok: true,
                         message: String::new(),
+                        grace,
                     });
                     if kind == ProbeKind::Startup {
                         return;
@@ -347,6 +363,7 @@ pub async fn run(
                         kind,
                         ok: false,
                         message: why,
+                        grace,
                     });
                     if kind != ProbeKind::Readiness {
                         return;

@@ -44,6 +44,8 @@ pub enum WorkerEvent {
         kind: ProbeKind,
         ok: bool,
         message: String,
+        /// The probe's own terminationGracePeriodSeconds, for the kill its failure causes.
+        grace: Option<u64>,
     },
     /// An image pull a container waited for finished.
     Pulled {
@@ -120,8 +122,9 @@ struct Slot {
     started_tx: Option<watch::Sender<bool>>,
     probes: Vec<JoinHandle<()>>,
     watcher: Option<JoinHandle<()>>,
-    /// A liveness or startup probe gave up: kill and restart per policy.
-    kill: Option<String>,
+    /// A liveness or startup probe gave up: kill and restart per policy (with the probe's
+    /// own grace period when it sets one).
+    kill: Option<(String, Option<u64>)>,
     /// No further attempts (its pod finished, or restartPolicy says so).
     final_state: bool,
 }
@@ -409,7 +412,7 @@ impl Worker {
                     let helper = state.helper_pid.map(|p| p as i32);
                     self.slots[idx].watcher = helper.map(|p| self.watch_exit(id.clone(), p));
                     self.slots[idx].started = true;
-                    self.start_probes(idx, attempt, &id, true);
+                    self.start_probes(idx, attempt, &id, true, tokio::time::Instant::now());
                 }
                 Ok(_) => self.slots[idx].exited_at = Some(Instant::now()),
                 Err(_) => {}
@@ -492,6 +495,7 @@ impl Worker {
                 kind,
                 ok,
                 message,
+                grace,
             } => {
                 let Some(idx) = self
                     .slots
@@ -518,8 +522,9 @@ impl Worker {
                         } else {
                             "startup"
                         };
-                        slot.kill = Some(format!(
-                            "Container {name} failed {what} probe, will be restarted"
+                        slot.kill = Some((
+                            format!("Container {name} failed {what} probe, will be restarted"),
+                            grace,
                         ));
                         let _ = message;
                     }
@@ -684,12 +689,13 @@ impl Worker {
     /// A liveness or startup probe gave up on the container: stop it (the caller restarts it
     /// per policy).
     async fn kill_if_unhealthy(&mut self, idx: usize) {
-        if let Some(why) = self.slots[idx].kill.take()
+        if let Some((why, probe_grace)) = self.slots[idx].kill.take()
             && let Some((id, state)) = self.state_of(idx)
             && state.status == Status::Running
         {
             self.event(Some(idx), NORMAL, "Killing", why);
-            let grace = self.grace_seconds();
+            // A probe-level terminationGracePeriodSeconds overrides the pod's for this kill.
+            let grace = probe_grace.unwrap_or_else(|| self.grace_seconds());
             self.stop_container(idx, &id, Duration::from_secs(grace))
                 .await;
             self.slots[idx].exited_at = Some(Instant::now());
@@ -1201,8 +1207,14 @@ impl Worker {
             }
             None => return None,
         }
-        self.start_probes(idx, attempt, &id, false);
+        // As kubelet: probing starts once postStart has completed (initialDelaySeconds still
+        // counts from the container's start).
+        let started_at = tokio::time::Instant::now();
         if let Some(post) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let slot = &mut self.slots[idx];
+            slot.stop_probes();
+            slot.started = false;
+            slot.ready = false;
             let target = self.target(idx, &id);
             let limit = Duration::from_secs(self.grace_seconds().max(30));
             if let Err(e) = probes::run_hook(&target, post, limit).await {
@@ -1225,8 +1237,10 @@ impl Worker {
                 self.stop_container(idx, &id, Duration::from_secs(self.grace_seconds()))
                     .await;
                 self.slots[idx].exited_at = Some(Instant::now());
+                return None;
             }
         }
+        self.start_probes(idx, attempt, &id, false, started_at);
         None
     }
 
@@ -1253,7 +1267,14 @@ impl Worker {
         }
     }
 
-    fn start_probes(&mut self, idx: usize, attempt: u32, id: &str, adopted: bool) {
+    fn start_probes(
+        &mut self,
+        idx: usize,
+        attempt: u32,
+        id: &str,
+        adopted: bool,
+        started_at: tokio::time::Instant,
+    ) {
         let Some(c) = self.spec_container(idx).cloned() else {
             return;
         };
@@ -1282,6 +1303,7 @@ impl Worker {
                 probe,
                 target.clone(),
                 attempt,
+                started_at,
                 started_rx.clone(),
                 self.events_tx.clone(),
             )));

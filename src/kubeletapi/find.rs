@@ -14,6 +14,8 @@ pub struct Found {
     pub pod_uid: String,
     pub restart_count: u32,
     pub state: State,
+    /// The container runs under a terminal (attach then carries it).
+    pub tty: bool,
 }
 
 /// Every attempt of `container` in pod `ns/pod` still on the node, newest first.
@@ -41,6 +43,7 @@ pub fn attempts(runtime: &Runtime, ns: &str, pod: &str, container: Option<&str>)
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0),
             state,
+            tty: record.config.tty,
         });
     }
     found.sort_by(|a, b| {

@@ -170,7 +170,7 @@ pub async fn handle(
             },
         };
         if attach {
-            run_attach(&runtime, &found, want.tty, session).await;
+            run_attach(&runtime, &found, session).await;
         } else {
             run_exec(&runtime, &found.id, &argv, want.tty, session).await;
         }
@@ -385,28 +385,26 @@ pub async fn run_exec(runtime: &Runtime, id: &str, argv: &[String], tty: bool, m
     s.finish(status).await;
 }
 
-/// Attach: the container's output from now on until it exits (from its log), stdin through
-/// the container's helper when the container keeps one open.
-pub async fn run_attach(runtime: &Runtime, found: &find::Found, tty: bool, mut s: Session) {
+/// Attach: the container's output from now on until it exits, stdin through the container's
+/// helper when the container keeps one open. As kubelet, the container's own `tty` decides,
+/// not the request's: a terminal cannot be added or taken away after the start.
+pub async fn run_attach(runtime: &Runtime, found: &find::Found, mut s: Session) {
     let dir = runtime.dir(&found.id);
+    if found.tty {
+        return attach_terminal(&dir, s).await;
+    }
     let mut reader = match LogReader::open(&runtime.log_path(&found.id)) {
         Ok(r) => r,
         Err(e) => return s.finish(failure(&format!("{e:#}"))).await,
     };
     // What was logged before the attach is not replayed; what the client's input causes is.
     let _ = reader.read_new();
-    if let Some(mut from_client) = s.stdin.take() {
+    if let Some(from_client) = s.stdin.take() {
         let socket = dir.join(crate::runtime::shim::ATTACH_SOCKET);
         match tokio::net::UnixStream::connect(&socket).await {
-            Ok(mut conn) => {
-                tokio::spawn(async move {
-                    while let Some(data) = from_client.recv().await {
-                        if conn.write_all(&data).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = conn.shutdown().await;
-                });
+            Ok(conn) => {
+                let (_, to_helper) = conn.into_split();
+                tokio::spawn(forward_stdin(from_client, to_helper));
             }
             Err(e) => debug!(error = %e, "the container keeps no stdin open"),
         }
@@ -417,16 +415,13 @@ pub async fn run_attach(runtime: &Runtime, found: &find::Found, tty: bool, mut s
             .unwrap_or(false);
         let lines = reader.read_new().unwrap_or_default();
         for line in lines {
-            let out = match (line.stream, tty) {
-                (LogStream::Stderr, false) => &s.stderr,
-                _ => &s.stdout,
+            let out = match line.stream {
+                LogStream::Stderr => &s.stderr,
+                LogStream::Stdout => &s.stdout,
             };
             if let Some(out) = out {
                 let mut text = line.text;
-                text.push(if tty { b'\r' } else { b'\n' });
-                if tty {
-                    text.push(b'\n');
-                }
+                text.push(b'\n');
                 if !out.write(&text).await {
                     return;
                 }
@@ -436,6 +431,97 @@ pub async fn run_attach(runtime: &Runtime, found: &find::Found, tty: bool, mut s
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.finish(success()).await;
+}
+
+/// The client's stdin as attach frames to the container's helper.
+async fn forward_stdin(
+    mut from_client: mpsc::Receiver<Bytes>,
+    mut to_helper: tokio::net::unix::OwnedWriteHalf,
+) {
+    use crate::runtime::attach;
+    if to_helper
+        .write_all(&attach::encode(attach::KIND_STDIN_OPEN, b""))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(data) = from_client.recv().await {
+        if to_helper
+            .write_all(&attach::encode(attach::KIND_STDIN, &data))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = to_helper
+        .write_all(&attach::encode(attach::KIND_STDIN_END, b""))
+        .await;
+}
+
+/// A terminal container: raw output straight from its helper (prompts without a newline
+/// show at once), stdin and window sizes to it.
+async fn attach_terminal(dir: &std::path::Path, mut s: Session) {
+    use crate::runtime::attach;
+    let socket = dir.join(crate::runtime::shim::ATTACH_SOCKET);
+    let conn = match tokio::net::UnixStream::connect(&socket).await {
+        Ok(c) => c,
+        Err(e) => {
+            return s
+                .finish(failure(&format!(
+                    "cannot attach to the container's terminal ({}): {e}",
+                    socket.display()
+                )))
+                .await;
+        }
+    };
+    let (mut from_helper, to_helper) = conn.into_split();
+    let to_helper = Arc::new(tokio::sync::Mutex::new(to_helper));
+    if let Some(mut sizes) = s.resize.take() {
+        let to_helper = to_helper.clone();
+        tokio::spawn(async move {
+            while let Some((w, h)) = sizes.recv().await {
+                let frame = attach::encode_resize(w, h);
+                if to_helper.lock().await.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    if let Some(mut from_client) = s.stdin.take() {
+        let to_helper = to_helper.clone();
+        tokio::spawn(async move {
+            let send = |frame: Vec<u8>| {
+                let to_helper = to_helper.clone();
+                async move { to_helper.lock().await.write_all(&frame).await.is_ok() }
+            };
+            if !send(attach::encode(attach::KIND_STDIN_OPEN, b"")).await {
+                return;
+            }
+            while let Some(data) = from_client.recv().await {
+                if !send(attach::encode(attach::KIND_STDIN, &data)).await {
+                    return;
+                }
+            }
+            send(attach::encode(attach::KIND_STDIN_END, b"")).await;
+        });
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from_helper.read(&mut buf).await {
+            // The helper closes every client when the container has ended.
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(out) = &s.stdout
+                    && !out.write(&buf[..n]).await
+                {
+                    return;
+                }
+            }
+        }
     }
     s.finish(success()).await;
 }

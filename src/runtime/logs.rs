@@ -69,6 +69,10 @@ impl LogWriter {
                     let mut text = std::mem::take(&mut self.pending[i]);
                     text.extend_from_slice(&data[..end]);
                     data = &data[end + 1..];
+                    // A "\r\n" ending (a terminal's) is one line end, as containerd reads it.
+                    if text.last() == Some(&b'\r') {
+                        text.pop();
+                    }
                     let mut rest: &[u8] = &text;
                     while rest.len() > MAX_LINE {
                         self.record(stream, 'P', &rest[..MAX_LINE])?;
@@ -178,11 +182,16 @@ mod tests {
         let long = vec![b'x'; MAX_LINE * 2 + 5];
         w.write(Stream::Stdout, &long).unwrap();
         w.write(Stream::Stdout, b"\nlast").unwrap();
+        w.write(Stream::Stderr, b"tty\r\n").unwrap();
         w.close(Stream::Stdout).unwrap();
         w.close(Stream::Stderr).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let tags: Vec<&str> = text.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
-        assert_eq!(tags, ["F", "F", "F", "F", "P", "P", "F", "F"], "{text}");
+        assert_eq!(
+            tags,
+            ["F", "F", "F", "F", "P", "P", "F", "F", "F"],
+            "{text}"
+        );
         assert!(text.lines().next().unwrap().ends_with(" stdout F hello"));
         let mut r = LogReader::open(&path).unwrap();
         let lines = r.read_new().unwrap();
@@ -195,6 +204,7 @@ mod tests {
                 (Stream::Stdout, b"world".to_vec()),
                 (Stream::Stdout, b"".to_vec()),
                 (Stream::Stdout, long.clone()),
+                (Stream::Stderr, b"tty".to_vec()),
                 (Stream::Stdout, b"last".to_vec()),
             ]
         );

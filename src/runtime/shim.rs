@@ -15,13 +15,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tracing::{debug, error, info, warn};
 
+use super::attach;
 use super::cgroups;
 use super::container::{self, PidFd, Record, START_FAILURE_EXIT_CODE, State, Status};
 use super::logs::{LogWriter, Stream};
 
-/// The unix socket in the container's directory through which `kubectl attach` writes to the
-/// container's stdin (when the container keeps stdin open).
-pub const ATTACH_SOCKET: &str = "attach.sock";
+/// The unix socket in the container's directory through which `kubectl attach` reaches the
+/// container's stdin and terminal (see [`super::attach`]).
+pub const ATTACH_SOCKET: &str = attach::SOCKET;
+
+/// How long the container's side has to send its terminal once it is created.
+const CONSOLE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long output may keep coming after the first process exited (its children may hold the
 /// pipes; in a PID namespace the kernel kills them right away).
@@ -79,47 +83,24 @@ fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) 
     if let Some(cwd) = spec["process"]["cwd"].as_str() {
         make_working_dir(rootfs, cwd);
     }
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    // A container that keeps stdin open gets a pipe fed by `kubectl attach` clients.
-    let mut attach = if record.config.stdin {
-        let (in_r, in_w) = pipe()?;
-        let socket = dir.join(ATTACH_SOCKET);
-        let _ = std::fs::remove_file(&socket);
-        let listener = std::os::unix::net::UnixListener::bind(&socket)
-            .with_context(|| format!("cannot listen on {}", socket.display()))?;
-        listener
-            .set_nonblocking(true)
-            .context("cannot set up the attach socket")?;
-        Some((
-            in_r,
-            Attach {
-                listener: Some(listener),
-                stdin: Some(std::fs::File::from(in_w)),
-                clients: Vec::new(),
-                once: record.config.stdin_once,
-            },
-        ))
-    } else {
-        None
-    };
-    let stdin: OwnedFd = match attach.as_mut() {
-        Some((in_r, _)) => in_r
-            .try_clone()
-            .context("cannot duplicate the stdin pipe")?,
-        None => std::fs::File::open("/dev/null")
-            .context("cannot open /dev/null")?
-            .into(),
-    };
-    let mut attach = attach.map(|(_, a)| a);
     let mut log = LogWriter::create(&dir.join("container.log"))?;
     let id = record.config.id.clone();
-    let lc = ContainerBuilder::new(id.clone(), SyscallType::default())
+    let builder = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(&record.run_root)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_stdin(stdin)
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let io = if record.config.tty {
+        Io::terminal(dir, builder)?
+    } else {
+        Io::pipes(dir, &record.config, builder)?
+    };
+    let Io {
+        builder,
+        outputs,
+        mut console,
+        attach,
+        err_r,
+    } = io;
+    let lc = builder
         .as_init(dir.join("bundle"))
         .with_systemd(false)
         .with_detach(true)
@@ -128,9 +109,11 @@ fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) 
         Ok(lc) => lc,
         Err(e) => {
             // libcontainer's init process logs the precise cause on the container's stderr.
-            let detail = drain_now(err_r);
-            if !detail.trim().is_empty() {
-                error!(output = %detail.trim(), "container init output");
+            if let Some(err_r) = err_r {
+                let detail = drain_now(err_r);
+                if !detail.trim().is_empty() {
+                    error!(output = %detail.trim(), "container init output");
+                }
             }
             bail!("cannot create the container: {}", chain(&e));
         }
@@ -143,6 +126,19 @@ fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) 
     state.pid = Some(pid);
     container::write_state(dir, state)?;
     let pidfd = container::pidfd_open(pid).context("cannot watch the container's process")?;
+    let (outputs, mut attach) = match console.take() {
+        Some(console) => match console.receive(&record.config) {
+            Ok(io) => io,
+            Err(e) => {
+                if let Ok(kill) = libcontainer::signal::Signal::try_from(libc::SIGKILL) {
+                    let _ = lc.kill(kill, true);
+                }
+                let _ = lc.delete(true);
+                return Err(e);
+            }
+        },
+        None => (outputs, attach),
+    };
     if let Err(e) = lc.start() {
         if let Ok(kill) = libcontainer::signal::Signal::try_from(libc::SIGKILL) {
             let _ = lc.kill(kill, true);
@@ -155,8 +151,10 @@ fn run_container(dir: &Path, record: &Record, rootfs: &Path, state: &mut State) 
     container::write_state(dir, state)?;
     info!(%id, pid, "container started");
 
-    let (code, signal) = pump(&mut log, out_r, err_r, &pidfd, pid, attach.as_mut())?;
-    drop(attach);
+    let (code, signal) = pump(&mut log, outputs, &pidfd, pid, attach.as_mut())?;
+    if let Some(a) = attach {
+        a.finish();
+    }
     let _ = std::fs::remove_file(dir.join(ATTACH_SOCKET));
     state.oom_killed = cgroups::oom_killed(&record.cgroup_path);
     state.status = Status::Exited;
@@ -278,102 +276,167 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Copies output to the log until the process has exited and the pipes are drained; returns
-/// (exit code, signal) without reaping the process.
-/// The container's stdin, written by attach clients connecting to [`ATTACH_SOCKET`].
-struct Attach {
-    listener: Option<std::os::unix::net::UnixListener>,
-    stdin: Option<std::fs::File>,
-    clients: Vec<std::os::unix::net::UnixStream>,
-    /// stdinOnce: stdin closes when the first client leaves.
-    once: bool,
+/// Output streams to copy into the log.
+type Outputs = Vec<(OwnedFd, Stream)>;
+
+/// The container's stdio as the helper sets it up before creating the container.
+struct Io {
+    builder: libcontainer::container::builder::ContainerBuilder,
+    /// Output to copy into the log (empty until the terminal arrives).
+    outputs: Outputs,
+    /// A terminal still to be received from the container's side.
+    console: Option<Console>,
+    attach: Option<attach::Server>,
+    /// The container's stderr, where libcontainer's init reports why it failed.
+    err_r: Option<OwnedFd>,
 }
 
-impl Attach {
-    fn poll_fds(&self) -> Vec<libc::pollfd> {
-        let mut fds: Vec<libc::pollfd> = Vec::new();
-        if let Some(l) = &self.listener {
-            fds.push(libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        for c in &self.clients {
-            fds.push(libc::pollfd {
-                fd: c.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        fds
+impl Io {
+    /// stdout and stderr on pipes; stdin a pipe fed through the attach socket, or /dev/null.
+    fn pipes(
+        dir: &Path,
+        config: &super::spec::ContainerConfig,
+        builder: libcontainer::container::builder::ContainerBuilder,
+    ) -> Result<Io> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin, attach): (OwnedFd, _) = if config.stdin {
+            let (in_r, in_w) = pipe()?;
+            let server = attach::Server::new(listen(dir)?, Some(in_w), None, config.stdin_once)
+                .context("cannot set up the attach socket")?;
+            (in_r, Some(server))
+        } else {
+            let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+            (null.into(), None)
+        };
+        let err_keep = err_r.try_clone().context("cannot duplicate a pipe")?;
+        Ok(Io {
+            builder: builder
+                .with_stdin(stdin)
+                .with_stdout(out_w)
+                .with_stderr(err_w),
+            outputs: vec![(out_r, Stream::Stdout), (err_keep, Stream::Stderr)],
+            console: None,
+            attach,
+            err_r: Some(err_r),
+        })
     }
 
-    /// Accepts new clients and copies what they sent to the container's stdin.
-    fn serve(&mut self, ready: &[libc::pollfd]) {
-        use std::io::Write;
-        let mut at = 0;
-        if let Some(l) = &self.listener {
-            if ready.first().is_some_and(|f| f.revents != 0) {
-                while let Ok((client, _)) = l.accept() {
-                    let _ = client.set_nonblocking(true);
-                    self.clients.push(client);
-                }
-            }
-            at = 1;
-        }
-        let mut buf = [0u8; 16 * 1024];
-        let mut closed = Vec::new();
-        for (i, fd) in ready[at..].iter().enumerate() {
-            if fd.revents == 0 || i >= self.clients.len() {
-                continue;
-            }
-            loop {
-                match self.clients[i].read(&mut buf) {
-                    Ok(0) => {
-                        closed.push(i);
-                        break;
-                    }
-                    Ok(n) => {
-                        if let Some(stdin) = &mut self.stdin
-                            && stdin.write_all(&buf[..n]).is_err()
-                        {
-                            self.stdin = None;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        closed.push(i);
-                        break;
-                    }
-                }
-            }
-        }
-        for i in closed.into_iter().rev() {
-            self.clients.remove(i);
-            if self.once {
-                self.stdin = None;
-                self.listener = None;
-            }
-        }
+    /// A terminal: the container's side makes it and sends its master to a console socket.
+    fn terminal(
+        dir: &Path,
+        builder: libcontainer::container::builder::ContainerBuilder,
+    ) -> Result<Io> {
+        // Unix socket paths are short (108 bytes); container directories can be longer.
+        let socket_dir = PathBuf::from(format!(
+            "/run/kcluster/console/{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        ));
+        std::fs::create_dir_all(&socket_dir)
+            .with_context(|| format!("cannot create {}", socket_dir.display()))?;
+        let path = socket_dir.join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        Ok(Io {
+            builder: builder.with_console_socket(Some(&path)),
+            outputs: Vec::new(),
+            console: Some(Console {
+                listener,
+                socket_dir,
+                dir: dir.to_path_buf(),
+            }),
+            attach: None,
+            err_r: None,
+        })
     }
 }
 
+/// Where the container's terminal master arrives.
+struct Console {
+    listener: std::os::unix::net::UnixListener,
+    socket_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl Console {
+    /// Takes the master; returns it as the log's one output (a terminal merges stdout and
+    /// stderr, as Kubernetes logs it) and the attach server that shares it.
+    fn receive(
+        self,
+        config: &super::spec::ContainerConfig,
+    ) -> Result<(Outputs, Option<attach::Server>)> {
+        let accepted = accept_within(&self.listener, CONSOLE_WAIT);
+        let _ = std::fs::remove_dir_all(&self.socket_dir);
+        let stream = accepted?;
+        stream
+            .set_read_timeout(Some(CONSOLE_WAIT))
+            .context("cannot set up the console socket")?;
+        let master = super::exec::recv_fd(&stream)?;
+        let reader = master
+            .try_clone()
+            .context("cannot duplicate the terminal")?;
+        let stdin = if config.stdin {
+            Some(
+                master
+                    .try_clone()
+                    .context("cannot duplicate the terminal")?,
+            )
+        } else {
+            None
+        };
+        // Attach clients get the terminal's output and may resize it, with or without stdin.
+        let server =
+            attach::Server::new(listen(&self.dir)?, stdin, Some(master), config.stdin_once)
+                .context("cannot set up the attach socket")?;
+        Ok((vec![(reader, Stream::Stdout)], Some(server)))
+    }
+}
+
+fn accept_within(
+    listener: &std::os::unix::net::UnixListener,
+    wait: Duration,
+) -> Result<std::os::unix::net::UnixStream> {
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut fd, 1, wait.as_millis() as i32) };
+    if n <= 0 {
+        bail!(
+            "the container did not send its terminal within {}s",
+            wait.as_secs()
+        );
+    }
+    let (stream, _) = listener
+        .accept()
+        .context("cannot accept the container's terminal")?;
+    Ok(stream)
+}
+
+fn listen(dir: &Path) -> Result<std::os::unix::net::UnixListener> {
+    let socket = dir.join(ATTACH_SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    std::os::unix::net::UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))
+}
+
+/// Copies output to the log (and a terminal's to attach clients) until the process has
+/// exited and the output is drained; serves attach clients meanwhile. Returns (exit code,
+/// signal) without reaping the process.
 fn pump(
     log: &mut LogWriter,
-    out: OwnedFd,
-    err: OwnedFd,
+    outputs: Outputs,
     pidfd: &PidFd,
     pid: i32,
-    mut attach: Option<&mut Attach>,
+    mut attach: Option<&mut attach::Server>,
 ) -> Result<(i32, Option<i32>)> {
-    set_nonblocking(&out)?;
-    set_nonblocking(&err)?;
-    let mut streams: Vec<(Option<std::fs::File>, Stream)> = vec![
-        (Some(std::fs::File::from(out)), Stream::Stdout),
-        (Some(std::fs::File::from(err)), Stream::Stderr),
-    ];
+    let mut streams: Vec<(Option<std::fs::File>, Stream)> = Vec::new();
+    for (fd, stream) in outputs {
+        set_nonblocking(&fd)?;
+        streams.push((Some(std::fs::File::from(fd)), stream));
+    }
     let mut exited: Option<(i32, Option<i32>, Instant)> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -432,9 +495,20 @@ fn pump(
                         *file = None;
                         break;
                     }
-                    Ok(n) => log.write(*stream, &buf[..n])?,
+                    Ok(n) => {
+                        log.write(*stream, &buf[..n])?;
+                        if let Some(a) = attach.as_deref_mut() {
+                            a.broadcast(&buf[..n]);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // A terminal's master reads EIO once no process holds the slave.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        log.close(*stream)?;
+                        *file = None;
+                        break;
+                    }
                     Err(e) => return Err(e).context("cannot read the container's output"),
                 }
             }

@@ -421,6 +421,10 @@ pub fn process_env(
             home.filter(|h| !h.is_empty()).unwrap_or("/").into(),
         ));
     }
+    // As containerd does for a terminal: programs need a TERM to drive it.
+    if config.tty && !env.iter().any(|(n, _)| n == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
     env.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
 
@@ -558,7 +562,7 @@ pub fn build(input: &SpecInput) -> Result<Value> {
         config.id
     );
     let mut process = json!({
-        "terminal": false,
+        "terminal": config.tty,
         "user": {
             "uid": input.user.uid,
             "gid": input.user.gid,

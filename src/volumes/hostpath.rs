@@ -1,5 +1,6 @@
 //! hostPath volumes: the `type` checks kubelet makes (and the creations it does for the
-//! `...OrCreate` types). Paths are the node container's own.
+//! `...OrCreate` types; an untyped missing path is made a directory, as the runtime would).
+//! Paths are the node container's own.
 
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -10,6 +11,11 @@ pub fn check_type(path: &Path, kind: &str) -> Result<(), String> {
     let show = path.display();
     let file_type = meta.as_ref().ok().map(|m| m.file_type());
     match kind {
+        // No checks; a missing path becomes a directory, as containerd makes it when it
+        // bind-mounts a source that does not exist.
+        "" if meta.is_err() => {
+            std::fs::create_dir_all(path).map_err(|e| format!("failed to mkdir {show:?}: {e}"))
+        }
         "" => Ok(()),
         "DirectoryOrCreate" if meta.is_err() => std::fs::create_dir_all(path)
             .and_then(|()| {
@@ -79,6 +85,10 @@ mod tests {
             )
         );
         assert!(check_type(&dir.join("missing"), "Directory").is_err());
+        let untyped = dir.join("u/v");
+        check_type(&untyped, "").unwrap();
+        assert!(untyped.is_dir());
+        assert!(check_type(&file, "").is_ok());
         let made = dir.join("a/b");
         check_type(&made, "DirectoryOrCreate").unwrap();
         assert!(made.is_dir());

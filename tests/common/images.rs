@@ -39,3 +39,46 @@ pub fn build_busybox_image(sandbox: &Sandbox, tag: &str, extra: &str) -> TestIma
     assert!(out.status.success(), "docker build failed: {}", text(&out));
     image
 }
+
+/// Builds `tag` FROM scratch with the test gRPC health server (tests/images/grpc_health_server.rs,
+/// compiled here by rustc as a static binary) at /grpc-health-server.
+pub fn build_grpc_health_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images/grpc_health_server.rs");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(context.join("grpc-health-server"))
+        .arg(&source)
+        .output()
+        .expect("cannot run rustc");
+    assert!(
+        out.status.success(),
+        "cannot build the gRPC health server: {}",
+        text(&out)
+    );
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY grpc-health-server /grpc-health-server\n",
+    )
+    .unwrap();
+    let image = TestImage {
+        tag: tag.to_string(),
+    };
+    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
+    assert!(out.status.success(), "docker build failed: {}", text(&out));
+    image
+}
