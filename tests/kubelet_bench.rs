@@ -2,7 +2,9 @@
 //! one worker, 50 pods are created one after another, each as soon as the previous one runs;
 //! the time from the create call returning to the watch showing phase Running is one sample
 //! (scheduling, the sandbox, the container start and the status write). Then the worker's
-//! agent (its node container's PID 1) is measured with the 50 pods running.
+//! agent (its node container's PID 1) is measured with the 50 pods running. It also prints
+//! when each pod was bound (from the same watch) and the medians of the steps the agent and
+//! the container helpers log for each pod's first start.
 //!
 //!   cargo test --test kubelet_bench -- --ignored --nocapture
 
@@ -65,6 +67,7 @@ fn pod_start_latency_and_agent_memory() {
         let client = client(&sandbox, &cluster.context()).await;
         let pods: Api<Pod> = Api::namespaced(client, "default");
         let mut samples = Vec::new();
+        let mut bound = Vec::new();
         for i in 0..PODS {
             let pod: Pod = serde_json::from_value(serde_json::json!({
                 "apiVersion": "v1", "kind": "Pod",
@@ -84,6 +87,7 @@ fn pod_start_latency_and_agent_memory() {
                 .expect("pod created");
             let created = Instant::now();
             let deadline = created + Duration::from_secs(60);
+            let mut bound_at = None;
             loop {
                 let ev = tokio::time::timeout_at(deadline.into(), watch.next())
                     .await
@@ -94,15 +98,22 @@ fn pod_start_latency_and_agent_memory() {
                             == Some("Running") =>
                     {
                         samples.push(created.elapsed());
+                        bound.push(bound_at.unwrap_or_else(|| created.elapsed()));
                         break;
+                    }
+                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)))
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() =>
+                    {
+                        bound_at.get_or_insert_with(|| created.elapsed());
                     }
                     Some(_) => {}
                     None => panic!("the watch ended"),
                 }
             }
         }
-        samples
+        (samples, bound)
     });
+    let (samples, bound) = samples;
     // Let the agent settle (status writes, probes) before measuring it.
     std::thread::sleep(Duration::from_secs(5));
     let loaded_kib = rss_kib(&worker);
@@ -120,6 +131,15 @@ fn pod_start_latency_and_agent_memory() {
         ms(percentile(&sorted, 0.99)),
         ms(sorted[sorted.len() - 1]),
     );
+    let mut bound_sorted = bound.clone();
+    bound_sorted.sort();
+    println!(
+        "  of which create → bound (seen by the watch): p50 {:.0} ms, p99 {:.0} ms",
+        ms(percentile(&bound_sorted, 0.5)),
+        ms(percentile(&bound_sorted, 0.99)),
+    );
+    print_agent_steps(&text(&docker(&["logs", &worker])));
+    print_helper_steps(&worker);
     println!(
         "worker agent RSS: {:.1} MiB idle, {:.1} MiB with {PODS} pods running",
         idle_kib as f64 / 1024.0,
@@ -159,4 +179,115 @@ fn pod_start_latency_and_agent_memory() {
     }
     cluster.kubectl_ok(&["delete", "pods", "-l", "app=bench", "--wait=false"]);
     drop(cluster);
+}
+
+/// The agent logs one `pod running` line per pod with the duration of each step of its first
+/// start (`steps_ms=sandbox=12.3,network=4.5,…`): medians per step over the bench's pods.
+fn print_agent_steps(logs: &str) {
+    let mut steps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut order: Vec<String> = Vec::new();
+    for line in logs
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("pod running") && l.contains("bench-"))
+    {
+        let field = |name: &str| {
+            line.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        if let Some(total) = field("total_ms").and_then(|t| t.parse::<f64>().ok()) {
+            steps.entry("total".into()).or_default().push(total);
+        }
+        let Some(list) = field("steps_ms") else {
+            continue;
+        };
+        for part in list.split(',') {
+            if let Some((name, v)) = part.split_once('=')
+                && let Ok(v) = v.parse::<f64>()
+            {
+                if !order.iter().any(|o| o == name) {
+                    order.push(name.to_string());
+                }
+                steps.entry(name.to_string()).or_default().push(v);
+            }
+        }
+    }
+    order.push("total".into());
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let parts: Vec<String> = order
+        .iter()
+        .filter_map(|name| {
+            let v = steps.get_mut(name)?;
+            Some(format!("{name} {:.1}", median(v)))
+        })
+        .collect();
+    println!(
+        "  agent, median ms per step of a pod's first start: {}",
+        parts.join(", ")
+    );
+}
+
+/// The node's log has terminal colours in it (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Each container's helper logs how long its own steps took (`container started setup_ms=…
+/// build_ms=… start_ms=…`) to the container's helper.log on the node volume, read here through
+/// the node's /proc/<pid>/root.
+fn print_helper_steps(container: &str) {
+    let pid = stdout(&docker(&["inspect", "-f", "{{.State.Pid}}", container]));
+    let dir = format!("/proc/{}/root/var/lib/kcluster/containers", pid.trim());
+    let mut steps: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let Ok(log) = std::fs::read_to_string(entry.path().join("helper.log")) else {
+            continue;
+        };
+        for line in log
+            .lines()
+            .map(strip_ansi)
+            .filter(|l| l.contains("container started"))
+        {
+            for name in ["setup_ms", "build_ms", "start_ms"] {
+                if let Some(v) = line
+                    .split(&format!(" {name}="))
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|v| v.parse::<f64>().ok())
+                {
+                    steps.entry(name).or_default().push(v);
+                }
+            }
+        }
+    }
+    let parts: Vec<String> = ["setup_ms", "build_ms", "start_ms"]
+        .iter()
+        .filter_map(|name| {
+            let v = steps.get_mut(name)?;
+            v.sort_by(|a, b| a.total_cmp(b));
+            Some(format!("{name} {:.1}", v[v.len() / 2]))
+        })
+        .collect();
+    println!(
+        "  container helper, median ms (setup: read, cgroups, rootfs mount; build: libcontainer's create; start: exec): {}",
+        parts.join(", ")
+    );
 }

@@ -784,19 +784,16 @@ fn compare_for_deletion(
     if rank_a != rank_b {
         return rank_b.cmp(&rank_a);
     }
-    let uid_order = || a.metadata.uid.cmp(&b.metadata.uid);
-    // 6. Ready for less time first.
-    if ra && rb {
+    // 6. Ready for less time first, by log2 bucket of the time ready (both are ready or both
+    // are not, by step 3). Kubernetes breaks a tie of two different times in one bucket by
+    // uid but lets equal times fall through to the next steps; that is not a total order (with
+    // second-granular times, A = B, B ~ C and A ~ C disagree) and Rust's sort panics on it. So
+    // one bucket falls through here whatever the times, and the uid decides last.
+    if ra {
         let (ta, tb) = (pod_ready_since(a), pod_ready_since(b));
-        if ta != tb {
-            if ta.is_none() || tb.is_none() {
-                return after_or_zero(ta, tb);
-            }
-            let diff = age_rank(ta, now) - age_rank(tb, now);
-            if diff == 0 {
-                return uid_order();
-            }
-            return diff.cmp(&0);
+        let order = age_rank(ta, now).cmp(&age_rank(tb, now));
+        if order != Ordering::Equal {
+            return order;
         }
     }
     // 7. More restarts first.
@@ -804,31 +801,17 @@ fn compare_for_deletion(
     if xa != xb {
         return xb.cmp(&xa);
     }
-    // 8. Newer first.
+    // 8. Newer first, by log2 bucket of age (a missing time first).
     let (ta, tb) = (
         a.metadata.creation_timestamp.as_ref().map(|t| t.0),
         b.metadata.creation_timestamp.as_ref().map(|t| t.0),
     );
-    if ta != tb {
-        if ta.is_none() || tb.is_none() {
-            return after_or_zero(ta, tb);
-        }
-        let diff = age_rank(ta, now) - age_rank(tb, now);
-        if diff == 0 {
-            return uid_order();
-        }
-        return diff.cmp(&0);
+    let order = age_rank(ta, now).cmp(&age_rank(tb, now));
+    if order != Ordering::Equal {
+        return order;
     }
-    Ordering::Equal
-}
-
-/// afterOrZero: a missing time sorts first, otherwise the later time does.
-fn after_or_zero(a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>) -> Ordering {
-    match (a, b) {
-        (None, _) => Ordering::Less,
-        (_, None) => Ordering::Greater,
-        (Some(a), Some(b)) => b.cmp(&a),
-    }
+    // 9. Within a bucket, by uid (Kubernetes' random pick among equally old pods).
+    a.metadata.uid.cmp(&b.metadata.uid)
 }
 
 #[cfg(test)]
@@ -893,6 +876,75 @@ mod tests {
                 "running-young"
             ]
         );
+    }
+
+    #[test]
+    fn deletion_order_is_total_with_equal_and_nearby_ready_times() {
+        // Second-granular times: many pods share a ready time exactly, others differ by a
+        // second within the same log2 bucket; restarts differ. A sort over such pods used to
+        // panic ("comparison does not implement a total order") in a 100-replica rollout.
+        let base = jiff::Timestamp::now();
+        let at = |secs: i64| Time(base - jiff::SignedDuration::from_secs(secs));
+        let pods: Vec<Arc<Pod>> = (0..60)
+            .map(|i| {
+                Arc::new(Pod {
+                    metadata: ObjectMeta {
+                        name: Some(format!("p{i}")),
+                        uid: Some(format!("{:02}", (i * 37) % 60)),
+                        creation_timestamp: Some(at(300 + (i % 2))),
+                        ..Default::default()
+                    },
+                    spec: Some(PodSpec {
+                        node_name: Some(format!("n{}", i % 3)),
+                        ..Default::default()
+                    }),
+                    status: Some(PodStatus {
+                        phase: Some("Running".into()),
+                        conditions: Some(vec![PodCondition {
+                            type_: "Ready".into(),
+                            status: "True".into(),
+                            last_transition_time: Some(at(100 + (i % 3))),
+                            ..Default::default()
+                        }]),
+                        container_statuses: Some(vec![
+                            k8s_openapi::api::core::v1::ContainerStatus {
+                                name: "c".into(),
+                                restart_count: (i % 5 == 0) as i32,
+                                ..Default::default()
+                            },
+                        ]),
+                        ..Default::default()
+                    }),
+                })
+            })
+            .collect();
+        let now = base;
+        for a in &pods {
+            for b in &pods {
+                let ab = compare_for_deletion(a, 0, b, 0, now);
+                assert_eq!(ab, compare_for_deletion(b, 0, a, 0, now).reverse());
+                for c in &pods {
+                    if ab != Ordering::Greater
+                        && compare_for_deletion(b, 0, c, 0, now) != Ordering::Greater
+                    {
+                        assert_ne!(
+                            compare_for_deletion(a, 0, c, 0, now),
+                            Ordering::Greater,
+                            "{} <= {} <= {} but not {} <= {}",
+                            a.name_any(),
+                            b.name_any(),
+                            c.name_any(),
+                            a.name_any(),
+                            c.name_any()
+                        );
+                    }
+                }
+            }
+        }
+        let chosen = pods_to_delete(&pods, &pods, 25, now);
+        assert_eq!(chosen.len(), 25);
+        // More restarts go first among equally old pods.
+        assert!(chosen.iter().take(12).all(|p| max_restarts(p) == 1));
     }
 
     #[test]

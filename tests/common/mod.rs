@@ -313,6 +313,11 @@ impl ApiServer {
         "kcluster-standalone"
     }
 
+    /// The server process's pid (benchmarks read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.sandbox.kubectl(self.context(), args)
     }
