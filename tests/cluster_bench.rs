@@ -27,18 +27,6 @@ use serde_json::json;
 
 const PODS: usize = 100;
 
-async fn client(sandbox: &Sandbox, context: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(sandbox.kubeconfig()).expect("a kubeconfig");
-    let options = kube::config::KubeConfigOptions {
-        context: Some(context.to_string()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &options)
-        .await
-        .expect("a client configuration");
-    kube::Client::try_from(config).expect("an API client")
-}
-
 fn running(p: &Pod) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
@@ -92,7 +80,7 @@ fn pods_100_across_3_nodes() {
     let tag = image.tag.clone();
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async {
-        let client = client(&sandbox, &cluster.context()).await;
+        let client = kube_client(&sandbox, &cluster.context()).await;
         let pods: Api<Pod> = Api::namespaced(client, "default");
         // Running pods are counted from a watch opened before the first create.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
@@ -240,7 +228,7 @@ fn deployment_100_replicas_ready_and_rolling_update() {
     let tag = image.tag.clone();
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async {
-        let client = client(&sandbox, &cluster.context()).await;
+        let client = kube_client(&sandbox, &cluster.context()).await;
         let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
         let deploy: Deployment = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",

@@ -20,18 +20,6 @@ use kube::api::{PostParams, WatchEvent, WatchParams};
 
 const PODS: usize = 50;
 
-async fn client(sandbox: &Sandbox, context: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(sandbox.kubeconfig()).expect("a kubeconfig");
-    let options = kube::config::KubeConfigOptions {
-        context: Some(context.to_string()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &options)
-        .await
-        .expect("a client configuration");
-    kube::Client::try_from(config).expect("an API client")
-}
-
 fn rss_kib(container: &str) -> u64 {
     let pid = stdout(&docker(&["inspect", "-f", "{{.State.Pid}}", container]));
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
@@ -64,7 +52,7 @@ fn pod_start_latency_and_agent_memory() {
 
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let samples = rt.block_on(async {
-        let client = client(&sandbox, &cluster.context()).await;
+        let client = kube_client(&sandbox, &cluster.context()).await;
         let pods: Api<Pod> = Api::namespaced(client, "default");
         let mut samples = Vec::new();
         let mut bound = Vec::new();

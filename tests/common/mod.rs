@@ -66,6 +66,21 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// A scratch home for one test: its own kubeconfig, never the user's.
+/// A kube-rs client for one context of the sandbox's kubeconfig (the benchmarks drive the API
+/// with it, as client libraries do).
+#[allow(dead_code)]
+pub async fn kube_client(sandbox: &Sandbox, context: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(sandbox.kubeconfig()).expect("a kubeconfig");
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .expect("a client configuration");
+    kube::Client::try_from(config).expect("an API client")
+}
+
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
