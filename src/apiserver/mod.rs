@@ -17,7 +17,7 @@ mod pagination;
 mod protobuf;
 mod request;
 mod resources;
-mod schema;
+pub(crate) mod schema;
 pub(crate) mod selector;
 pub mod serviceaccount;
 mod status;

@@ -142,22 +142,7 @@ pub async fn pull_credentials(
 /// A duration the way Go prints one truncated to milliseconds (`523ms`, `1.2s`, `1m3.5s`), as
 /// kubelet's Pulled events show it.
 pub fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let minutes = ms / 60_000;
-    let rest = ms % 60_000;
-    let seconds = format!("{}.{:03}", rest / 1000, rest % 1000);
-    let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
-    if minutes > 0 {
-        format!("{minutes}m{seconds}s")
-    } else {
-        format!("{seconds}s")
-    }
+    crate::apiserver::schema::gofmt::duration_millis(d)
 }
 
 #[cfg(test)]

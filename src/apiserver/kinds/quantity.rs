@@ -294,6 +294,26 @@ impl Quantity {
         .normalized()
     }
 
+    /// `v` billionths, as resource.NewScaledQuantity(v, Nano) (CPU rates in nanocores).
+    pub fn from_nano(v: i64) -> Quantity {
+        Quantity {
+            mantissa: v as i128,
+            exponent: -9,
+            format: Format::DecimalSI,
+        }
+        .normalized()
+    }
+
+    /// `v` in binary-suffixed form, as resource.NewQuantity(v, BinarySI) (memory in bytes).
+    pub fn binary(v: i64) -> Quantity {
+        Quantity {
+            mantissa: v as i128,
+            exponent: 0,
+            format: Format::BinarySI,
+        }
+        .normalized()
+    }
+
     pub fn int(v: i64) -> Quantity {
         Quantity {
             mantissa: v as i128,

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use self::schema::{Field, Message, Schema, Shape, Type};
 use self::wire::{Reader, WireValue};
+use super::schema::gofmt::duration as go_duration;
 use super::status::ApiError;
 
 const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -438,39 +439,4 @@ fn rfc3339(seconds: i64, nanos: i64, micro: bool) -> Result<String, FieldError> 
     } else {
         format!("{base}Z")
     })
-}
-
-/// Go's `time.Duration.String`, which is metav1.Duration's JSON form ("1h2m3.5s", "1.5ms").
-fn go_duration(d: i64) -> String {
-    let sign = if d < 0 { "-" } else { "" };
-    let u = d.unsigned_abs();
-    if u == 0 {
-        return "0s".into();
-    }
-    if u < 1_000_000_000 {
-        return match u {
-            0..1_000 => format!("{sign}{u}ns"),
-            1_000..1_000_000 => format!("{sign}{}µs", with_fraction(u, 3)),
-            _ => format!("{sign}{}ms", with_fraction(u, 6)),
-        };
-    }
-    let seconds = with_fraction(u % 60_000_000_000, 9);
-    let minutes = u / 60_000_000_000;
-    match minutes {
-        0 => format!("{sign}{seconds}s"),
-        1..60 => format!("{sign}{minutes}m{seconds}s"),
-        _ => format!("{sign}{}h{}m{seconds}s", minutes / 60, minutes % 60),
-    }
-}
-
-/// `v / 10^digits` in decimal, without trailing zeros in the fraction.
-fn with_fraction(v: u64, digits: u32) -> String {
-    let scale = 10u64.pow(digits);
-    let fraction = format!("{:0width$}", v % scale, width = digits as usize);
-    let fraction = fraction.trim_end_matches('0');
-    if fraction.is_empty() {
-        format!("{}", v / scale)
-    } else {
-        format!("{}.{fraction}", v / scale)
-    }
 }

@@ -1,6 +1,7 @@
 //! Go's `%v` and `%q` renderings of decoded JSON, which Kubernetes puts into some error messages
 //! (`patch: Invalid value: "map[spec:map[foo:1]]": …`). Clients show these messages verbatim, so
-//! ours read the same.
+//! ours read the same; and Go's `time.Duration.String()`, which Kubernetes writes into durations
+//! of objects and events.
 
 use serde_json::{Number, Value};
 
@@ -109,6 +110,47 @@ pub fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Go's `time.Duration.String`, which is metav1.Duration's JSON form ("1h2m3.5s", "1.5ms").
+pub fn duration(d: i64) -> String {
+    let sign = if d < 0 { "-" } else { "" };
+    let u = d.unsigned_abs();
+    if u == 0 {
+        return "0s".into();
+    }
+    if u < 1_000_000_000 {
+        return match u {
+            0..1_000 => format!("{sign}{u}ns"),
+            1_000..1_000_000 => format!("{sign}{}µs", with_fraction(u, 3)),
+            _ => format!("{sign}{}ms", with_fraction(u, 6)),
+        };
+    }
+    let seconds = with_fraction(u % 60_000_000_000, 9);
+    let minutes = u / 60_000_000_000;
+    match minutes {
+        0 => format!("{sign}{seconds}s"),
+        1..60 => format!("{sign}{minutes}m{seconds}s"),
+        _ => format!("{sign}{}h{}m{seconds}s", minutes / 60, minutes % 60),
+    }
+}
+
+/// `v / 10^digits` in decimal, without trailing zeros in the fraction.
+fn with_fraction(v: u64, digits: u32) -> String {
+    let scale = 10u64.pow(digits);
+    let fraction = format!("{:0width$}", v % scale, width = digits as usize);
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        format!("{}", v / scale)
+    } else {
+        format!("{}.{fraction}", v / scale)
+    }
+}
+
+/// Go's `Duration.String()` of `d` truncated to milliseconds (`523ms`, `1.2s`, `1m3.5s`), as
+/// kubelet's Pulled events and metrics-server's `window` print durations.
+pub fn duration_millis(d: std::time::Duration) -> String {
+    duration(i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 1_000_000) * 1_000_000)
 }
 
 #[cfg(test)]

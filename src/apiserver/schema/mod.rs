@@ -8,7 +8,7 @@
 //! - `strategic_merge`: `application/strategic-merge-patch+json`.
 
 mod enums;
-mod gofmt;
+pub(crate) mod gofmt;
 mod kinds;
 mod patchmeta;
 mod registry;
