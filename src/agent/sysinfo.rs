@@ -141,8 +141,7 @@ pub fn machine_id(state_dir: &Path) -> String {
 }
 
 /// The first IPv4 address that is not loopback: the node's address on the cluster network.
-/// The node's address on the cluster network: eth0's, never the pod bridge's gateway address
-/// (the bridge may come first in the interface list).
+/// The node's address on the cluster network: eth0's, never the pods' gateway address (on `lo`).
 pub fn internal_ip() -> Option<std::net::Ipv4Addr> {
     let candidates: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
         .ok()?
@@ -152,7 +151,7 @@ pub fn internal_ip() -> Option<std::net::Ipv4Addr> {
                 .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))?;
             Some((a.interface_name, ip))
         })
-        .filter(|(name, ip)| !ip.is_loopback() && name != crate::network::BRIDGE)
+        .filter(|(name, ip)| !ip.is_loopback() && name != "lo")
         .collect();
     candidates
         .iter()

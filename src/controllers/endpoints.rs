@@ -111,6 +111,17 @@ fn pod_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// ShouldSetHostname: a pod whose hostname is set and whose subdomain names this Service (in
+/// its own namespace) is published under that hostname, which cluster DNS turns into
+/// `<hostname>.<service>.<namespace>.svc` (StatefulSet pods: `web-0.nginx.default.svc...`).
+fn endpoint_hostname(pod: &Pod, svc: &Service) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let hostname = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    let same_namespace = pod.metadata.namespace == svc.metadata.namespace;
+    (same_namespace && spec.subdomain.as_deref() == svc.metadata.name.as_deref())
+        .then(|| hostname.to_string())
+}
+
 fn node_name(pod: &Pod) -> Option<String> {
     pod.spec
         .as_ref()?
@@ -181,7 +192,7 @@ fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             ip: pod_ip(pod).unwrap_or_default(),
             node_name: node_name(pod),
             target_ref: Some(pod_ref(pod)),
-            hostname: None,
+            hostname: endpoint_hostname(pod, svc),
         };
         let key = format!("{ports:?}");
         let entry = by_ports
@@ -403,6 +414,7 @@ impl EndpointsController {
                     serving: Some(serving),
                     terminating: Some(terminating),
                 }),
+                hostname: endpoint_hostname(pod, svc),
                 node_name: node_name(pod),
                 target_ref: Some(pod_ref(pod)),
                 zone: self.zone_of(pod),
@@ -609,5 +621,30 @@ mod tests {
             "10.244.2.9"
         );
         assert_eq!(s[0].ports.as_ref().unwrap()[0].port, 8002);
+    }
+
+    #[test]
+    fn hostname_is_published_only_for_the_service_the_subdomain_names() {
+        let svc = |name: &str, ns: &str| Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut p = (*pod("web-0", "10.244.1.5", true)).clone();
+        p.metadata.namespace = Some("default".into());
+        let spec = p.spec.as_mut().unwrap();
+        spec.hostname = Some("web-0".into());
+        spec.subdomain = Some("nginx".into());
+        assert_eq!(
+            endpoint_hostname(&p, &svc("nginx", "default")).as_deref(),
+            Some("web-0")
+        );
+        assert_eq!(endpoint_hostname(&p, &svc("other", "default")), None);
+        assert_eq!(endpoint_hostname(&p, &svc("nginx", "elsewhere")), None);
+        p.spec.as_mut().unwrap().hostname = None;
+        assert_eq!(endpoint_hostname(&p, &svc("nginx", "default")), None);
     }
 }

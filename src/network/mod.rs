@@ -1,16 +1,19 @@
-//! The pod network on a node. Every node has a /24 of the cluster's pod subnet
-//! (`Node.spec.podCIDR`, handed out by the node IPAM controller). On the node a bridge
-//! (`kcbr0`) holds the block's first address as the pods' gateway; each pod gets a veth pair,
-//! one end on the bridge, the other as `eth0` in the pod's network namespace with an address
-//! from the block and a default route through the gateway. Packets for another node's pods are
-//! routed to that node's InternalIP: the nodes share one Docker network, so no tunnel is needed.
+//! The pod network on a node: routed, with no bridge (the shape of kind's kindnetd/ptp).
+//! Every node has a /24 of the cluster's pod subnet (`Node.spec.podCIDR`, handed out by the
+//! node IPAM controller). Each pod gets a veth pair: `eth0` in the pod's network namespace with
+//! an address of the block, the other end left in the node with no address, and a /32 route
+//! `<pod ip> dev <host end>` on the node. The block's first address is the pods' gateway; it
+//! lives on the node's `lo`, so it is always a local address (the DNS forwarder for
+//! `dnsPolicy: Default` pods listens there) and the host end of every veth answers ARP for it.
+//! Inside a pod the whole block is routed via the gateway, so even same-node pod traffic passes
+//! through the node's IP layer — and so through its netfilter hooks. That is why there is no
+//! bridge: a bridge switches same-node replies at layer 2, past the conntrack that must undo a
+//! Service's DNAT, unless the host has `br_netfilter` loaded, which a node cannot do.
+//! Packets for another node's pods are routed to that node's InternalIP: the nodes share one
+//! Docker network, so no tunnel is needed.
 //!
-//! All of it is done over netlink (rtnetlink); the node image has no `ip` binary.
-//!
-//! Not done here: masquerading pod traffic that leaves the cluster. A pod's packets to a node or
-//! another pod keep their source address and are answered through the routes above; packets to
-//! the outside world would need NAT on the node (nftables), which belongs with the service proxy
-//! that owns the node's nftables rules.
+//! All of it is done over netlink (rtnetlink); the node image has no `ip` binary. NAT (Service
+//! DNAT, masquerade of pod egress) is the service proxy's (`proxy/`).
 
 mod ipam;
 pub mod netns;
@@ -26,10 +29,10 @@ use k8s_openapi::api::core::v1::Node;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
-use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -37,13 +40,15 @@ use crate::cluster::cidr::Ipv4Cidr;
 pub use ipam::Allocations;
 use ipam::Ipam;
 
-/// The node's bridge for its pods.
-pub const BRIDGE: &str = "kcbr0";
+/// The interface that holds the pods' gateway address.
+const GATEWAY_INTERFACE: &str = "lo";
 /// The interface name inside every pod.
 const POD_INTERFACE: &str = "eth0";
 /// Routes to other nodes' pod CIDRs carry this protocol number, so a resync finds (and only
 /// touches) its own routes.
 const ROUTE_PROTOCOL: u8 = 77;
+/// Routes to this node's own pods (and the block's unreachable catch-all) carry this one.
+const POD_ROUTE_PROTOCOL: u8 = 78;
 const RT_TABLE_MAIN: u8 = 254;
 const DEFAULT_MTU: u32 = 1500;
 const ENODEV: i32 = 19;
@@ -110,13 +115,6 @@ async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
 fn mtu_of(link: &LinkMessage) -> Option<u32> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Mtu(m) => Some(*m),
-        _ => None,
-    })
-}
-
-fn controller_of(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Controller(c) => Some(*c),
         _ => None,
     })
 }
@@ -221,8 +219,8 @@ pub fn wanted_routes(
 }
 
 impl PodNetwork {
-    /// Once per agent start, after the Node has spec.podCIDR: the bridge with the gateway
-    /// address, IP forwarding, and the address table under `state_dir/network`.
+    /// Once per agent start, after the Node has spec.podCIDR: the gateway address, the block's
+    /// catch-all route, IP forwarding, and the address table under `state_dir/network`.
     pub async fn init(node_name: &str, pod_cidr: &str, state_dir: &Path) -> Result<PodNetwork> {
         let cidr: Ipv4Cidr = pod_cidr
             .parse()
@@ -237,42 +235,18 @@ impl PodNetwork {
             Some(link) => mtu_of(&link).unwrap_or(DEFAULT_MTU),
             None => DEFAULT_MTU,
         };
-        let bridge = match find_link(&handle, BRIDGE).await? {
-            Some(link) => link,
-            None => {
-                match handle
-                    .link()
-                    .add(LinkBridge::new(BRIDGE).mtu(mtu).build())
-                    .execute()
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if errno(&e) == Some(EEXIST) => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("cannot create the pod bridge {BRIDGE} (is NET_ADMIN granted?)")
-                        });
-                    }
-                }
-                find_link(&handle, BRIDGE)
-                    .await?
-                    .with_context(|| format!("the bridge {BRIDGE} vanished after it was made"))?
-            }
-        };
-        let index = bridge.header.index;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
-            .execute()
-            .await
-            .with_context(|| format!("cannot set up the bridge {BRIDGE}"))?;
-        for (ip, prefix) in addresses(&handle, index).await? {
-            if (ip, prefix) != (gateway, cidr.prefix_len()) {
-                // Left from a pod CIDR this node no longer has.
+        let lo = find_link(&handle, GATEWAY_INTERFACE)
+            .await?
+            .context("the node has no loopback interface")?
+            .header
+            .index;
+        for (ip, prefix) in addresses(&handle, lo).await? {
+            if !ip.is_loopback() && (ip, prefix) != (gateway, 32) {
+                // The gateway of a pod CIDR this node no longer has.
                 let stale: Vec<_> = handle
                     .address()
                     .get()
-                    .set_link_index_filter(index)
+                    .set_link_index_filter(lo)
                     .set_address_filter(ip.into())
                     .execute()
                     .try_collect()
@@ -283,9 +257,23 @@ impl PodNetwork {
                 }
             }
         }
-        ensure_address(&handle, index, gateway, cidr.prefix_len())
+        ensure_address(&handle, lo, gateway, 32)
             .await
-            .with_context(|| format!("on the bridge {BRIDGE}"))?;
+            .with_context(|| format!("cannot put the pods' gateway {gateway} on {GATEWAY_INTERFACE} (is NET_ADMIN granted?)"))?;
+        // Addresses of the block that no pod holds are unreachable here, instead of following
+        // the default route out of the node and back.
+        let catch_all = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.network(), cidr.prefix_len())
+            .kind(RouteType::Unreachable)
+            .protocol(RouteProtocol::from(POD_ROUTE_PROTOCOL))
+            .build();
+        handle
+            .route()
+            .add(catch_all)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("cannot add the unreachable route for {cidr}"))?;
         enable_forwarding()?;
 
         let dir = network_dir(state_dir);
@@ -298,7 +286,7 @@ impl PodNetwork {
         let path = dir.join("node.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&saved)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        info!(node = node_name, cidr = %cidr, gateway = %gateway, mtu, bridge = BRIDGE, "pod network ready");
+        info!(node = node_name, cidr = %cidr, gateway = %gateway, mtu, "pod network ready");
         Ok(PodNetwork {
             node_name: node_name.to_string(),
             cidr,
@@ -327,9 +315,6 @@ impl PodNetwork {
             .parse()
             .with_context(|| format!("{} has a bad pod CIDR", path.display()))?;
         let handle = netns::connect_here()?;
-        if find_link(&handle, BRIDGE).await?.is_none() {
-            bail!("the pod bridge {BRIDGE} is missing: is the node agent running?");
-        }
         Ok(PodNetwork {
             node_name: saved.node_name,
             cidr,
@@ -392,23 +377,14 @@ impl PodNetwork {
     async fn wire(&self, pod_uid: &str, netns: &Path, address: PodAddress) -> Result<()> {
         let host_name = host_interface(pod_uid);
         let pod = netns::connect(netns).await?;
-        let bridge = find_link(&self.handle, BRIDGE)
-            .await?
-            .with_context(|| format!("the pod bridge {BRIDGE} is missing"))?
-            .header
-            .index;
         let host = find_link(&self.handle, &host_name).await?;
         let inside = find_link(&pod, POD_INTERFACE).await?;
-        let wired = match (&host, &inside) {
-            (Some(h), Some(_)) => controller_of(h) == Some(bridge),
-            _ => false,
-        };
-        if !wired {
+        if host.is_none() || inside.is_none() {
             // Half of an earlier attempt, or a veth of an older sandbox of this pod.
             if let Some(h) = host {
                 delete_link(&self.handle, h.header.index).await?;
             }
-            if let Some(i) = find_link(&pod, POD_INTERFACE).await? {
+            if let Some(i) = inside {
                 delete_link(&pod, i.header.index).await?;
             }
             let ns_file = std::fs::File::open(netns)
@@ -423,7 +399,6 @@ impl PodNetwork {
             let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                 .name(host_name.clone())
                 .mtu(self.mtu)
-                .controller(bridge)
                 .up()
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .build();
@@ -436,9 +411,13 @@ impl PodNetwork {
                     format!("cannot create the veth pair {host_name}/{POD_INTERFACE}")
                 })?;
             drop(ns_file);
-        } else if let Some(h) = &host {
-            set_up(&self.handle, h.header.index).await?;
         }
+        let host_index = find_link(&self.handle, &host_name)
+            .await?
+            .with_context(|| format!("{host_name} vanished after it was made"))?
+            .header
+            .index;
+        set_up(&self.handle, host_index).await?;
         let eth0 = find_link(&pod, POD_INTERFACE)
             .await?
             .with_context(|| format!("{POD_INTERFACE} did not appear in {}", netns.display()))?
@@ -458,16 +437,46 @@ impl PodNetwork {
             }
         }
         ensure_address(&pod, eth0, address.ip, address.prefix_len).await?;
-        let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(address.gateway)
-            .output_interface(eth0)
+        // Inside the pod: the gateway is on the link, and everything else — the pod's own block
+        // included, replacing the kernel's on-link prefix route — goes through it.
+        let routes = [
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(address.gateway, 32)
+                .output_interface(eth0)
+                .scope(RouteScope::Link)
+                .build(),
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(self.cidr.network(), self.cidr.prefix_len())
+                .gateway(address.gateway)
+                .output_interface(eth0)
+                .build(),
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(address.gateway)
+                .output_interface(eth0)
+                .build(),
+        ];
+        for route in routes {
+            pod.route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .with_context(|| format!("cannot route the pod via {}", address.gateway))?;
+        }
+        // On the node: the pod's address is on the other end of its veth.
+        let to_pod = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(address.ip, 32)
+            .output_interface(host_index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::from(POD_ROUTE_PROTOCOL))
             .build();
-        pod.route()
-            .add(default_route)
+        self.handle
+            .route()
+            .add(to_pod)
             .replace()
             .execute()
             .await
-            .with_context(|| format!("cannot add the default route via {}", address.gateway))?;
+            .with_context(|| format!("cannot route {} to {host_name}", address.ip))?;
         debug!(pod_uid, ip = %address.ip, host_interface = host_name, "pod attached");
         Ok(())
     }
@@ -559,7 +568,7 @@ async fn delete_link(handle: &Handle, index: u32) -> Result<()> {
     }
 }
 
-/// Routing between the bridge and eth0 needs forwarding on in the node's namespace.
+/// Routing between the pods' veths and eth0 needs forwarding on in the node's namespace.
 fn enable_forwarding() -> Result<()> {
     const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
     if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
