@@ -9,6 +9,7 @@ mod controllers;
 mod kubelet;
 mod kubeletapi;
 mod network;
+mod nftables;
 mod node;
 mod pki;
 mod runtime;

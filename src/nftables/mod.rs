@@ -2,9 +2,28 @@
 //! needs (tables, chains, sets and verdict maps, rules made of kernel expressions), sent as one
 //! atomic batch. No `nft` binary and no libnftnl: nodes are FROM scratch, and the C library is GPL.
 //!
-//! SKELETON: the public API the proxy is written against. The encoder fills it in.
+//! The message formats follow the kernel's uapi (linux/netfilter/nf_tables.h, nfnetlink.h), and
+//! the attribute layout follows what `nft --debug=mnl` sends, which the unit tests compare against.
+//! A batch is one datagram: `NFNL_MSG_BATCH_BEGIN`, the changes, `NFNL_MSG_BATCH_END`; the kernel
+//! commits it whole or aborts it whole, and answers each change (NLM_F_ACK) with an ack or errno.
 
-use std::net::Ipv4Addr;
+// The service proxy is being written against this API; until it lands, not every item is used.
+#![allow(dead_code)]
+
+mod batch;
+mod conn;
+mod expr;
+pub(crate) mod netlink;
+pub mod rule;
+
+#[allow(unused_imports)] // used by the proxy once it lands
+pub use batch::Batch;
+#[allow(unused_imports)]
+pub use conn::Conn;
+
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 /// NFPROTO_* of a table.
@@ -128,28 +147,88 @@ pub const REG_VERDICT: u32 = 0;
 pub const fn reg32(n: u32) -> u32 {
     8 + n
 }
+/// The 128-bit registers nft names when a value starts on a 16-byte boundary: `NFT_REG_1`
+/// shares its first 4 bytes with `reg32(0)`, `NFT_REG_2` with `reg32(4)`. The rule builders use
+/// them as nft does, so their bytes equal nft's.
+pub const REG_1: u32 = 1;
+pub const REG_2: u32 = 2;
 
 /// Kernel expressions (one `nft_expr` each), in the order a rule runs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    Payload { base: PayloadBase, offset: u32, len: u32, dreg: u32 },
-    Meta { key: MetaKey, dreg: u32 },
-    MetaSet { key: MetaKey, sreg: u32 },
-    Cmp { sreg: u32, op: CmpOp, data: Vec<u8> },
-    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8> },
+    Payload {
+        base: PayloadBase,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
+    Meta {
+        key: MetaKey,
+        dreg: u32,
+    },
+    MetaSet {
+        key: MetaKey,
+        sreg: u32,
+    },
+    Cmp {
+        sreg: u32,
+        op: CmpOp,
+        data: Vec<u8>,
+    },
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
     /// A set lookup; with `dreg` a map lookup (dreg 0 = verdict map). `set` names a set made in
     /// the same batch or earlier; anonymous sets are made with `Batch::add_anonymous_map`.
-    Lookup { set: String, sreg: u32, dreg: Option<u32>, invert: bool },
-    Immediate { dreg: u32, data: ElementData },
-    Numgen { dreg: u32, modulus: u32, random: bool, offset: u32 },
-    Fib { result: FibResult, flags: FibFlags, dreg: u32 },
-    Ct { key: CtKey, dreg: u32 },
+    Lookup {
+        set: String,
+        sreg: u32,
+        dreg: Option<u32>,
+        invert: bool,
+    },
+    Immediate {
+        dreg: u32,
+        data: ElementData,
+    },
+    Numgen {
+        dreg: u32,
+        modulus: u32,
+        random: bool,
+        offset: u32,
+    },
+    Fib {
+        result: FibResult,
+        flags: FibFlags,
+        dreg: u32,
+    },
+    Ct {
+        key: CtKey,
+        dreg: u32,
+    },
     /// dnat/snat to the address (and port) in these registers.
-    Nat { kind: NatKind, addr_reg: u32, port_reg: Option<u32>, flags: u32 },
-    Masq { fully_random: bool },
+    Nat {
+        kind: NatKind,
+        addr_reg: u32,
+        port_reg: Option<u32>,
+        flags: u32,
+    },
+    Masq {
+        fully_random: bool,
+    },
     /// `update @set { <key in sreg> }` / `add`, refreshing the element's timeout.
-    Dynset { set: String, op: DynsetOp, sreg_key: u32, timeout: Option<Duration> },
-    Reject { kind: RejectKind, code: u8 },
+    Dynset {
+        set: String,
+        op: DynsetOp,
+        sreg_key: u32,
+        timeout: Option<Duration>,
+    },
+    Reject {
+        kind: RejectKind,
+        code: u8,
+    },
     Counter,
 }
 
@@ -205,65 +284,51 @@ pub enum RejectKind {
     IcmpxUnreach,
 }
 
-/// One transaction: everything in it commits together or not at all.
-#[derive(Debug, Default)]
-pub struct Batch {
-    // filled in by the encoder
-}
-
-impl Batch {
-    pub fn new() -> Self {
-        Batch::default()
-    }
-    /// Creates the table if missing (never an error when it exists).
-    pub fn add_table(&mut self, _family: Family, _table: &str) {}
-    pub fn delete_table(&mut self, _family: Family, _table: &str) {}
-    /// Creates the chain if missing.
-    pub fn add_chain(&mut self, _family: Family, _table: &str, _name: &str, _base: Option<&BaseChain>) {}
-    /// Removes every rule of the chain.
-    pub fn flush_chain(&mut self, _family: Family, _table: &str, _name: &str) {}
-    pub fn delete_chain(&mut self, _family: Family, _table: &str, _name: &str) {}
-    /// Appends a rule.
-    pub fn add_rule(&mut self, _family: Family, _table: &str, _chain: &str, _exprs: Vec<Expr>) {}
-    pub fn add_set(&mut self, _family: Family, _table: &str, _set: &Set) {}
-    pub fn flush_set(&mut self, _family: Family, _table: &str, _name: &str) {}
-    pub fn delete_set(&mut self, _family: Family, _table: &str, _name: &str) {}
-    pub fn add_elements(&mut self, _family: Family, _table: &str, _set: &str, _elements: &[Element]) {}
-    pub fn delete_elements(&mut self, _family: Family, _table: &str, _set: &str, _elements: &[Element]) {}
-    /// An anonymous, constant map (as `numgen random mod 2 vmap { 0 : goto a, 1 : goto b }`
-    /// makes); returns the name to use in a `Lookup` of a rule added later in this batch.
-    pub fn add_anonymous_map(&mut self, _family: Family, _table: &str, _key: DataType, _data: DataType, _elements: &[Element]) -> String {
-        String::new()
-    }
-    pub fn is_empty(&self) -> bool {
-        true
-    }
-}
-
-/// A netlink socket to nf_tables in the calling thread's network namespace.
-pub struct Conn {}
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The kernel refused a message: the whole batch was rolled back. `message` is the errno's
+    /// text (and the kernel's extended-ack text, when it gave one); `at` names the message, e.g.
+    /// "add rule #2 to chain svc-x (payload, cmp, immediate)".
     #[error("nf_tables refused the batch: {message} (errno {errno}){}", .at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default())]
-    Refused { errno: i32, message: String, at: Option<String> },
+    Refused {
+        errno: i32,
+        message: String,
+        at: Option<String>,
+    },
     #[error("netlink socket: {0}")]
     Io(#[from] std::io::Error),
 }
 
-impl Conn {
-    pub fn new() -> Result<Conn, Error> {
-        Ok(Conn {})
-    }
-    /// Sends the batch and waits for the kernel's answer to every message of it.
-    pub fn apply(&mut self, _batch: &Batch) -> Result<(), Error> {
-        Ok(())
-    }
-    /// Whether `table` exists (the proxy resyncs fully when it vanished).
-    pub fn table_exists(&mut self, _family: Family, _table: &str) -> Result<bool, Error> {
-        Ok(false)
+impl Family {
+    /// NFPROTO_*.
+    pub fn nfproto(self) -> u8 {
+        match self {
+            Family::Inet => 1,
+            Family::Ip => 2,
+            Family::Ip6 => 10,
+        }
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Ipv4Addr) {}
+impl DataType {
+    /// nft's TYPE_* number (what `nft list` reads back to print the set's type).
+    pub fn nft_type(self) -> u32 {
+        match self {
+            DataType::Verdict => 1,
+            DataType::Integer => 4,
+            DataType::Ipv4Addr => 7,
+            DataType::InetProto => 12,
+            DataType::InetService => 13,
+            DataType::Mark => 19,
+        }
+    }
+    /// Bytes of a value of this type (unpadded).
+    pub fn len(self) -> u32 {
+        match self {
+            DataType::Verdict => 0,
+            DataType::InetProto => 1,
+            DataType::InetService => 2,
+            DataType::Ipv4Addr | DataType::Integer | DataType::Mark => 4,
+        }
+    }
+}
