@@ -45,6 +45,7 @@ const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
+const NFTA_SET_USERDATA: u16 = 13;
 const NFTA_SET_DESC_SIZE: u16 = 1;
 const NFTA_SET_DESC_CONCAT: u16 = 2;
 const NFTA_LIST_ELEM: u16 = 1;
@@ -130,6 +131,23 @@ impl Context for RuleCtx<'_> {
 fn key_type(key: &[DataType]) -> u32 {
     // nft's concatenated types: each part's TYPE_* shifted in, 6 bits apiece.
     key.iter().fold(0, |acc, t| (acc << 6) | t.nft_type())
+}
+
+/// NFTA_SET_USERDATA for `nft list`: the kernel ignores it, nft reads the key's byte order from
+/// it (libnftnl's NFTNL_UDATA_SET_KEYBYTEORDER: a u8 type 0, u8 length 4, u32 host-order value,
+/// BYTEORDER_HOST_ENDIAN 1 or BIG_ENDIAN 2). Without it nft prints a numgen map's host-order
+/// integer keys byte-swapped (1 as 16777216). Only one-part keys get it, as the concatenations'
+/// parts have fixed byte orders.
+fn put_key_byteorder(a: &mut Attrs, key: &[DataType]) {
+    if let [t] = key {
+        let order: u32 = match t {
+            DataType::Integer | DataType::Mark => 1,
+            _ => 2,
+        };
+        let mut udata = vec![0u8, 4];
+        udata.extend_from_slice(&order.to_ne_bytes());
+        a.put(NFTA_SET_USERDATA, &udata);
+    }
 }
 
 fn key_len(key: &[DataType]) -> u32 {
@@ -352,6 +370,7 @@ impl Batch {
                 });
             });
         }
+        put_key_byteorder(&mut a, &set.key);
         let kind = if set.data.is_some() { "map" } else { "set" };
         self.push(
             NFT_MSG_NEWSET,
@@ -512,6 +531,7 @@ impl Batch {
         a.nest(NFTA_SET_DESC, |a| {
             a.put_be32(NFTA_SET_DESC_SIZE, elements.len() as u32)
         });
+        put_key_byteorder(&mut a, &[key]);
         self.push(
             NFT_MSG_NEWSET,
             NLM_F_CREATE,

@@ -71,7 +71,7 @@ fn ip_addr_in(offset: u32, net: Ipv4Addr, prefix: u8, negate: bool) -> Vec<Expr>
         u32::MAX << (32 - prefix)
     };
     let net = (u32::from(net) & mask).to_be_bytes();
-    if prefix > 0 && prefix % 8 == 0 {
+    if prefix > 0 && prefix.is_multiple_of(8) {
         // As nft: a whole-byte prefix loads only those bytes and compares them.
         let len = u32::from(prefix / 8);
         return vec![
