@@ -5,6 +5,7 @@ mod agent;
 mod apiserver;
 mod cli;
 mod cluster;
+mod conntrack;
 mod controllers;
 mod kubelet;
 mod kubeletapi;
