@@ -6,6 +6,7 @@ mod apiserver;
 mod cli;
 mod cluster;
 mod controllers;
+mod dns;
 mod kubelet;
 mod kubeletapi;
 mod network;
