@@ -54,9 +54,16 @@ pub async fn run(args: DnsArgs) -> Result<()> {
     } else {
         args.upstream.clone()
     };
-    let mut listen: Vec<(SocketAddr, ListenMode)> =
-        args.listen.iter().map(|a| (*a, ListenMode::Cluster)).collect();
-    listen.extend(args.forward_only.iter().map(|a| (*a, ListenMode::ForwardOnly)));
+    let mut listen: Vec<(SocketAddr, ListenMode)> = args
+        .listen
+        .iter()
+        .map(|a| (*a, ListenMode::Cluster))
+        .collect();
+    listen.extend(
+        args.forward_only
+            .iter()
+            .map(|a| (*a, ListenMode::ForwardOnly)),
+    );
     let settings = DnsSettings {
         cluster_domain: args.cluster_domain.clone(),
         listen,

@@ -146,7 +146,9 @@ impl Forwarder {
         edns.set_dnssec_ok(dnssec_ok);
         request.set_edns(edns);
         for upstream in &self.upstreams {
-            self.metrics.forward_requests.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .forward_requests
+                .fetch_add(1, Ordering::Relaxed);
             match exchange(*upstream, &request).await {
                 Ok(response) => {
                     if let Some(ttl) = cache_ttl(&response) {

@@ -108,18 +108,66 @@ impl Metrics {
             get(&self.duration_sum_micros) as f64 / 1e6
         );
         let simple: [(&str, &str, &str, u64); 9] = [
-            ("coredns_cache_hits_total", "counter", "The count of cache hits.", get(&self.cache_hits)),
-            ("coredns_cache_misses_total", "counter", "The count of cache misses.", get(&self.cache_misses)),
-            ("coredns_cache_entries", "gauge", "The number of elements in the cache.", get(&self.cache_entries)),
-            ("coredns_forward_requests_total", "counter", "Counter of requests made per upstream.", get(&self.forward_requests)),
-            ("coredns_forward_errors_total", "counter", "Counter of upstream exchanges that failed (timeouts, refused connections).", get(&self.forward_errors)),
-            ("kcluster_dns_truncated_responses_total", "counter", "UDP answers sent with TC=1 because they did not fit.", get(&self.truncated)),
-            ("kcluster_dns_zone_services", "gauge", "Services in the cluster zone.", get(&self.zone_services)),
-            ("kcluster_dns_zone_updates_total", "counter", "Rebuilds of the cluster zone from watch events.", get(&self.zone_updates)),
-            ("kcluster_dns_ready", "gauge", "1 once Services and EndpointSlices have been listed.", u64::from(self.ready.load(Ordering::Relaxed))),
+            (
+                "coredns_cache_hits_total",
+                "counter",
+                "The count of cache hits.",
+                get(&self.cache_hits),
+            ),
+            (
+                "coredns_cache_misses_total",
+                "counter",
+                "The count of cache misses.",
+                get(&self.cache_misses),
+            ),
+            (
+                "coredns_cache_entries",
+                "gauge",
+                "The number of elements in the cache.",
+                get(&self.cache_entries),
+            ),
+            (
+                "coredns_forward_requests_total",
+                "counter",
+                "Counter of requests made per upstream.",
+                get(&self.forward_requests),
+            ),
+            (
+                "coredns_forward_errors_total",
+                "counter",
+                "Counter of upstream exchanges that failed (timeouts, refused connections).",
+                get(&self.forward_errors),
+            ),
+            (
+                "kcluster_dns_truncated_responses_total",
+                "counter",
+                "UDP answers sent with TC=1 because they did not fit.",
+                get(&self.truncated),
+            ),
+            (
+                "kcluster_dns_zone_services",
+                "gauge",
+                "Services in the cluster zone.",
+                get(&self.zone_services),
+            ),
+            (
+                "kcluster_dns_zone_updates_total",
+                "counter",
+                "Rebuilds of the cluster zone from watch events.",
+                get(&self.zone_updates),
+            ),
+            (
+                "kcluster_dns_ready",
+                "gauge",
+                "1 once Services and EndpointSlices have been listed.",
+                u64::from(self.ready.load(Ordering::Relaxed)),
+            ),
         ];
         for (name, kind, help, value) in simple {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }

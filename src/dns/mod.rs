@@ -251,7 +251,12 @@ impl Server {
         let max_size = if tcp {
             usize::from(u16::MAX)
         } else {
-            usize::from(request.edns.as_ref().map_or(512, |e| e.max_payload().max(512)))
+            usize::from(
+                request
+                    .edns
+                    .as_ref()
+                    .map_or(512, |e| e.max_payload().max(512)),
+            )
         };
         let qtype = request
             .queries
@@ -324,8 +329,10 @@ impl Server {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             bytes = response.truncate().to_vec().unwrap_or_default();
         }
-        self.metrics
-            .response(u16::from(response.metadata.response_code), started.elapsed());
+        self.metrics.response(
+            u16::from(response.metadata.response_code),
+            started.elapsed(),
+        );
         bytes
     }
 
@@ -342,10 +349,7 @@ impl Server {
             chase,
         } = pending;
         let mut response = response_to(&request);
-        let dnssec_ok = request
-            .edns
-            .as_ref()
-            .is_some_and(|e| e.flags().dnssec_ok);
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         let cd = request.metadata.checking_disabled;
         let Some(query) = request.queries.first() else {
             response.metadata.response_code = ResponseCode::FormErr;
@@ -355,7 +359,13 @@ impl Server {
             None => {
                 let upstream = self
                     .forwarder
-                    .resolve(query.name(), query.query_type(), query.query_class(), dnssec_ok, cd)
+                    .resolve(
+                        query.name(),
+                        query.query_type(),
+                        query.query_class(),
+                        dnssec_ok,
+                        cd,
+                    )
                     .await;
                 response.metadata.response_code = upstream.metadata.response_code;
                 response.metadata.authentic_data = upstream.metadata.authentic_data;
@@ -369,8 +379,15 @@ impl Server {
             }
             Some(answer) => {
                 let zone = self.zone.get();
-                self.chase(&mut response, answer, &zone, query.query_type(), dnssec_ok, cd)
-                    .await;
+                self.chase(
+                    &mut response,
+                    answer,
+                    &zone,
+                    query.query_type(),
+                    dnssec_ok,
+                    cd,
+                )
+                .await;
             }
         }
         self.encode(response, max_size, started)
@@ -496,5 +513,202 @@ async fn serve_connection(server: &Server, mut stream: TcpStream, mode: ListenMo
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&bytes);
         stream.write_all(&framed).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+    use records::{EndpointInfo, ServiceInfo, ServiceKind, SliceInfo};
+
+    fn server() -> Server {
+        let services = [
+            ServiceInfo {
+                namespace: "default".into(),
+                name: "big".into(),
+                kind: ServiceKind::Headless,
+                ports: vec![],
+                publish_not_ready: false,
+            },
+            ServiceInfo {
+                namespace: "default".into(),
+                name: "web".into(),
+                kind: ServiceKind::ClusterIp(vec!["10.96.0.20".parse().unwrap()]),
+                ports: vec![],
+                publish_not_ready: false,
+            },
+        ];
+        // 60 addresses: 12 + 39 + 60 × 16 bytes, well over 512.
+        let slices = [SliceInfo {
+            namespace: "default".into(),
+            service: "big".into(),
+            ports: Arc::new(vec![]),
+            endpoints: (0..60)
+                .map(|i| EndpointInfo {
+                    addresses: vec![format!("10.244.1.{i}").parse().unwrap()],
+                    hostname: None,
+                    ready: true,
+                    serving: true,
+                })
+                .collect(),
+        }];
+        let metrics = Arc::new(Metrics::default());
+        Server {
+            zone: Arc::new(ZoneCell::new(Zone::build(
+                "cluster.local",
+                services.iter(),
+                slices.iter(),
+            ))),
+            forwarder: Forwarder::new(vec![], metrics.clone()),
+            metrics,
+        }
+    }
+
+    fn query(id: u16, name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn reply(step: Step) -> Message {
+        match step {
+            Step::Reply(bytes) => Message::from_vec(&bytes).unwrap(),
+            Step::Pending(_) => panic!("expected an answer at once, got a forward"),
+            Step::Drop => panic!("expected an answer, got nothing"),
+        }
+    }
+
+    #[test]
+    fn answers_keep_id_and_question_and_are_authoritative() {
+        let s = server();
+        let r = reply(s.handle(
+            &query(4242, "Web.Default.svc.cluster.local.", RecordType::A, None),
+            ListenMode::Cluster,
+            false,
+        ));
+        assert_eq!(r.metadata.id, 4242);
+        assert!(r.metadata.authoritative && r.metadata.recursion_desired);
+        assert_eq!(
+            r.queries[0].name().to_ascii(),
+            "Web.Default.svc.cluster.local."
+        );
+        assert_eq!(r.answers.len(), 1);
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa() {
+        let s = server();
+        let r = reply(s.handle(
+            &query(1, "nope.default.svc.cluster.local.", RecordType::A, None),
+            ListenMode::Cluster,
+            false,
+        ));
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.authorities.len(), 1);
+        assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(r.authorities[0].ttl, records::NEGATIVE_TTL);
+    }
+
+    #[test]
+    fn big_udp_answers_are_truncated_unless_edns_or_tcp_allow_them() {
+        let s = server();
+        let q = query(7, "big.default.svc.cluster.local.", RecordType::A, None);
+        let r = reply(s.handle(&q, ListenMode::Cluster, false));
+        assert!(r.metadata.truncation, "UDP without EDNS: TC=1");
+        assert!(r.answers.is_empty());
+        assert_eq!(r.metadata.id, 7);
+        assert_eq!(r.queries.len(), 1);
+        let r = reply(s.handle(&q, ListenMode::Cluster, true));
+        assert!(!r.metadata.truncation);
+        assert_eq!(r.answers.len(), 60);
+        let q = query(
+            8,
+            "big.default.svc.cluster.local.",
+            RecordType::A,
+            Some(4096),
+        );
+        let r = reply(s.handle(&q, ListenMode::Cluster, false));
+        assert!(!r.metadata.truncation, "EDNS 4096 fits 60 addresses");
+        assert_eq!(r.answers.len(), 60);
+        assert_eq!(r.edns.map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
+    }
+
+    #[test]
+    fn bad_packets_and_other_opcodes() {
+        let s = server();
+        // A header with garbage after it: FORMERR with the same ID.
+        let mut garbage = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+        garbage.extend_from_slice(&[0xff; 5]);
+        match s.handle(&garbage, ListenMode::Cluster, false) {
+            Step::Reply(bytes) => {
+                assert_eq!(&bytes[..2], &[0x12, 0x34]);
+                assert_eq!(bytes[2] & 0x80, 0x80);
+                assert_eq!(bytes[3] & 0x0f, 1);
+            }
+            _ => panic!("expected FORMERR"),
+        }
+        assert!(matches!(
+            s.handle(&[1, 2, 3], ListenMode::Cluster, false),
+            Step::Drop
+        ));
+        let mut m = Message::from_vec(&query(
+            9,
+            "web.default.svc.cluster.local.",
+            RecordType::A,
+            None,
+        ))
+        .unwrap();
+        m.metadata.op_code = OpCode::Status;
+        let r = reply(s.handle(&m.to_vec().unwrap(), ListenMode::Cluster, false));
+        assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
+        // EDNS version 1: BADVERS.
+        let mut m = Message::from_vec(&query(
+            10,
+            "web.default.svc.cluster.local.",
+            RecordType::A,
+            Some(1232),
+        ))
+        .unwrap();
+        if let Some(e) = m.edns.as_mut() {
+            e.set_version(1);
+        }
+        let r = reply(s.handle(&m.to_vec().unwrap(), ListenMode::Cluster, false));
+        // 16 is BADVERS in a response to an OPT (hickory decodes it as BADSIG, the same code).
+        assert_eq!(u16::from(r.metadata.response_code), 16);
+    }
+
+    #[test]
+    fn forward_only_and_outside_names_go_upstream() {
+        let s = server();
+        let q = query(11, "web.default.svc.cluster.local.", RecordType::A, None);
+        assert!(matches!(
+            s.handle(&q, ListenMode::ForwardOnly, false),
+            Step::Pending(_)
+        ));
+        let q = query(12, "example.org.", RecordType::A, None);
+        assert!(matches!(
+            s.handle(&q, ListenMode::Cluster, false),
+            Step::Pending(_)
+        ));
+    }
+
+    #[test]
+    fn resolv_conf_upstreams() {
+        let text = "# comment\nsearch example.com\nnameserver 127.0.0.11\nnameserver  fd00::53 # v6\noptions ndots:0\nnameserver fe80::1%eth0\n";
+        assert_eq!(
+            DnsSettings::upstreams_from_resolv_conf(text),
+            vec![
+                "127.0.0.11:53".parse::<SocketAddr>().unwrap(),
+                "[fd00::53]:53".parse().unwrap()
+            ]
+        );
     }
 }

@@ -473,7 +473,8 @@ impl Zone {
                 let Some(target) = fqdn(target) else {
                     return nxdomain();
                 };
-                let cname = Record::from_rdata(qname.clone(), TTL, RData::CNAME(CNAME(target.clone())));
+                let cname =
+                    Record::from_rdata(qname.clone(), TTL, RData::CNAME(CNAME(target.clone())));
                 let chase = (qtype != RecordType::CNAME).then_some(target);
                 Outcome::Answer(Answer {
                     answers: vec![cname],
@@ -526,10 +527,11 @@ impl Zone {
         if let Some(proto) = first.strip_prefix('_') {
             // An empty non-terminal when some named port has this protocol.
             let exists = match service.info.kind {
-                ServiceKind::Headless => service
-                    .endpoints
-                    .iter()
-                    .any(|e| e.ports.iter().any(|p| !p.name.is_empty() && p.protocol == proto)),
+                ServiceKind::Headless => service.endpoints.iter().any(|e| {
+                    e.ports
+                        .iter()
+                        .any(|p| !p.name.is_empty() && p.protocol == proto)
+                }),
                 _ => service
                     .info
                     .ports
@@ -596,7 +598,9 @@ impl Zone {
         port: Option<&str>,
     ) -> Outcome {
         let wanted = |p: &PortInfo| match (proto, port) {
-            (Some(proto), Some(port)) => !p.name.is_empty() && p.name == port && p.protocol == proto,
+            (Some(proto), Some(port)) => {
+                !p.name.is_empty() && p.name == port && p.protocol == proto
+            }
             _ => true,
         };
         let Some(service_name) = self.service_fqdn(ns, svc) else {
@@ -620,8 +624,8 @@ impl Zone {
             ServiceKind::Headless => {
                 for e in &service.endpoints {
                     for p in e.ports.iter().filter(|p| wanted(p)) {
-                        let Ok(target) = Name::from_ascii(&e.label)
-                            .and_then(|l| l.append_domain(&service_name))
+                        let Ok(target) =
+                            Name::from_ascii(&e.label).and_then(|l| l.append_domain(&service_name))
                         else {
                             continue;
                         };
@@ -718,4 +722,403 @@ fn arpa_address(labels: &[String]) -> Option<IpAddr> {
 /// The class a cluster answer is in.
 pub fn class_is_ours(class: DNSClass) -> bool {
     class == DNSClass::IN || class == DNSClass::ANY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(ns: &str, name: &str, kind: ServiceKind, ports: &[(&str, &str, u16)]) -> ServiceInfo {
+        ServiceInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            kind,
+            ports: ports
+                .iter()
+                .map(|(n, p, port)| PortInfo {
+                    name: n.to_string(),
+                    protocol: p.to_string(),
+                    port: *port,
+                })
+                .collect(),
+            publish_not_ready: false,
+        }
+    }
+
+    fn ep(ip: &str, hostname: Option<&str>, ready: bool) -> EndpointInfo {
+        EndpointInfo {
+            addresses: vec![ip.parse().unwrap()],
+            hostname: hostname.map(str::to_string),
+            ready,
+            serving: ready,
+        }
+    }
+
+    fn slice(
+        ns: &str,
+        service: &str,
+        ports: &[(&str, &str, u16)],
+        eps: Vec<EndpointInfo>,
+    ) -> SliceInfo {
+        SliceInfo {
+            namespace: ns.into(),
+            service: service.into(),
+            ports: Arc::new(
+                ports
+                    .iter()
+                    .map(|(n, p, port)| PortInfo {
+                        name: n.to_string(),
+                        protocol: p.to_string(),
+                        port: *port,
+                    })
+                    .collect(),
+            ),
+            endpoints: eps,
+        }
+    }
+
+    fn zone() -> Zone {
+        let mut quiet = svc("default", "quiet", ServiceKind::Headless, &[]);
+        quiet.publish_not_ready = true;
+        let services = vec![
+            svc(
+                "default",
+                "web",
+                ServiceKind::ClusterIp(vec!["10.96.0.20".parse().unwrap()]),
+                &[("http", "tcp", 80), ("", "tcp", 8080)],
+            ),
+            svc(
+                "default",
+                "nginx",
+                ServiceKind::Headless,
+                &[("web", "tcp", 80)],
+            ),
+            svc("default", "empty", ServiceKind::Headless, &[]),
+            svc(
+                "default",
+                "ext",
+                ServiceKind::ExternalName("example.org".into()),
+                &[],
+            ),
+            svc(
+                "default",
+                "alias",
+                ServiceKind::ExternalName("web.default.svc.cluster.local".into()),
+                &[],
+            ),
+            quiet,
+            svc(
+                "other",
+                "db",
+                ServiceKind::ClusterIp(vec!["10.96.0.30".parse().unwrap()]),
+                &[("pg", "tcp", 5432)],
+            ),
+        ];
+        let slices = vec![
+            slice(
+                "default",
+                "nginx",
+                &[("web", "tcp", 8080)],
+                vec![
+                    ep("10.244.1.5", Some("web-0"), true),
+                    ep("10.244.2.6", None, true),
+                    ep("10.244.3.7", Some("web-2"), false),
+                ],
+            ),
+            slice("default", "empty", &[], vec![ep("10.244.1.9", None, false)]),
+            slice(
+                "default",
+                "quiet",
+                &[],
+                vec![EndpointInfo {
+                    addresses: vec!["10.244.1.10".parse().unwrap()],
+                    hostname: None,
+                    ready: false,
+                    serving: true,
+                }],
+            ),
+        ];
+        Zone::build("cluster.local", services.iter(), slices.iter())
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn ask(zone: &Zone, q: &str, t: RecordType) -> Answer {
+        match zone.lookup(&name(q), t) {
+            Outcome::Answer(a) => a,
+            other => panic!("{q} {t}: expected an answer, got {other:?}"),
+        }
+    }
+
+    fn data(a: &Answer) -> Vec<String> {
+        a.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn cluster_ip_service_a_and_case_insensitive() {
+        let z = zone();
+        let a = ask(&z, "web.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert_eq!(data(&a), ["10.96.0.20"]);
+        assert_eq!(a.answers[0].ttl, TTL);
+        let a = ask(&z, "WEB.Default.SVC.Cluster.Local.", RecordType::A);
+        assert_eq!(data(&a), ["10.96.0.20"]);
+        // The owner keeps the client's spelling.
+        assert_eq!(
+            a.answers[0].name.to_ascii(),
+            "WEB.Default.SVC.Cluster.Local."
+        );
+    }
+
+    #[test]
+    fn aaaa_on_ipv4_only_name_is_nodata_with_soa() {
+        let z = zone();
+        let a = ask(&z, "web.default.svc.cluster.local.", RecordType::AAAA);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+        assert!(a.soa);
+        let soa = z.soa();
+        match soa.data {
+            RData::SOA(s) => assert_eq!(s.minimum, NEGATIVE_TTL),
+            other => panic!("not an SOA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_names_are_nxdomain() {
+        let z = zone();
+        for q in [
+            "nope.default.svc.cluster.local.",
+            "web.nope.svc.cluster.local.",
+            "nope.svc.cluster.local.",
+            "a.b.c.d.e.f.svc.cluster.local.",
+            "whatever.cluster.local.",
+            "web.default.cluster.local.",
+        ] {
+            let a = ask(&z, q, RecordType::A);
+            assert_eq!(a.rcode, ResponseCode::NXDomain, "{q}");
+            assert!(a.soa, "{q}");
+        }
+    }
+
+    #[test]
+    fn empty_non_terminals_are_noerror() {
+        let z = zone();
+        for q in [
+            "cluster.local.",
+            "svc.cluster.local.",
+            "default.svc.cluster.local.",
+            "other.svc.cluster.local.",
+            "_tcp.web.default.svc.cluster.local.",
+            "pod.cluster.local.",
+        ] {
+            let a = ask(&z, q, RecordType::A);
+            assert_eq!(a.rcode, ResponseCode::NoError, "{q}");
+            assert!(a.answers.is_empty() && a.soa, "{q}");
+        }
+        let a = ask(&z, "cluster.local.", RecordType::SOA);
+        assert_eq!(a.answers.len(), 1);
+    }
+
+    #[test]
+    fn headless_service_has_one_a_per_ready_endpoint() {
+        let z = zone();
+        let a = ask(&z, "nginx.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(data(&a), ["10.244.1.5", "10.244.2.6"]);
+        // No ready endpoints: NXDOMAIN.
+        let a = ask(&z, "empty.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        // publishNotReadyAddresses counts serving endpoints.
+        let a = ask(&z, "quiet.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(data(&a), ["10.244.1.10"]);
+    }
+
+    #[test]
+    fn endpoint_hostnames_and_dashed_ips() {
+        let z = zone();
+        let a = ask(&z, "web-0.nginx.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(data(&a), ["10.244.1.5"]);
+        let a = ask(
+            &z,
+            "10-244-2-6.nginx.default.svc.cluster.local.",
+            RecordType::A,
+        );
+        assert_eq!(data(&a), ["10.244.2.6"]);
+        // Not ready: not published.
+        let a = ask(&z, "web-2.nginx.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        let a = ask(
+            &z,
+            "web-0.nginx.default.svc.cluster.local.",
+            RecordType::AAAA,
+        );
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+    }
+
+    #[test]
+    fn srv_for_named_ports() {
+        let z = zone();
+        let a = ask(
+            &z,
+            "_http._tcp.web.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(data(&a), ["0 100 80 web.default.svc.cluster.local."]);
+        assert_eq!(a.additionals.len(), 1);
+        assert_eq!(a.additionals[0].data.to_string(), "10.96.0.20");
+        let a = ask(
+            &z,
+            "_HTTP._TCP.web.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(a.answers.len(), 1);
+        // Wrong protocol, unknown port: no such name.
+        let a = ask(
+            &z,
+            "_http._udp.web.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+        // The name exists: an A question gets no data, not NXDOMAIN.
+        let a = ask(
+            &z,
+            "_http._tcp.web.default.svc.cluster.local.",
+            RecordType::A,
+        );
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.answers.is_empty());
+        // Headless: one per ready endpoint, the endpoint's port, its name as target.
+        let a = ask(
+            &z,
+            "_web._tcp.nginx.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(
+            data(&a),
+            [
+                "0 50 8080 web-0.nginx.default.svc.cluster.local.",
+                "0 50 8080 10-244-2-6.nginx.default.svc.cluster.local."
+            ]
+        );
+        let extra: Vec<String> = a
+            .additionals
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.data))
+            .collect();
+        assert_eq!(
+            extra,
+            [
+                "web-0.nginx.default.svc.cluster.local. 10.244.1.5",
+                "10-244-2-6.nginx.default.svc.cluster.local. 10.244.2.6"
+            ]
+        );
+    }
+
+    #[test]
+    fn ptr_for_cluster_ips_and_endpoints() {
+        let z = zone();
+        let a = ask(&z, "20.0.96.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(data(&a), ["web.default.svc.cluster.local."]);
+        let a = ask(&z, "5.1.244.10.IN-ADDR.ARPA.", RecordType::PTR);
+        assert_eq!(data(&a), ["web-0.nginx.default.svc.cluster.local."]);
+        let a = ask(&z, "6.2.244.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(data(&a), ["10-244-2-6.nginx.default.svc.cluster.local."]);
+        // Addresses that are not ours go upstream.
+        assert!(matches!(
+            z.lookup(&name("8.8.8.8.in-addr.arpa."), RecordType::PTR),
+            Outcome::Forward
+        ));
+        assert!(matches!(
+            z.lookup(&name("244.10.in-addr.arpa."), RecordType::PTR),
+            Outcome::Forward
+        ));
+    }
+
+    #[test]
+    fn external_name_is_a_cname_to_chase() {
+        let z = zone();
+        let a = ask(&z, "ext.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(data(&a), ["example.org."]);
+        assert_eq!(a.answers[0].record_type(), RecordType::CNAME);
+        assert_eq!(a.chase.map(|n| n.to_ascii()), Some("example.org.".into()));
+        let a = ask(&z, "ext.default.svc.cluster.local.", RecordType::CNAME);
+        assert!(a.chase.is_none());
+    }
+
+    #[test]
+    fn pod_names_answer_without_checking() {
+        let z = zone();
+        let a = ask(&z, "10-244-1-99.default.pod.cluster.local.", RecordType::A);
+        assert_eq!(data(&a), ["10.244.1.99"]);
+        let a = ask(
+            &z,
+            "10-244-1-99.default.pod.cluster.local.",
+            RecordType::AAAA,
+        );
+        assert!(a.answers.is_empty() && a.rcode == ResponseCode::NoError);
+        let a = ask(&z, "fd00--1.default.pod.cluster.local.", RecordType::AAAA);
+        assert_eq!(data(&a), ["fd00::1"]);
+        let a = ask(&z, "not-an-ip.default.pod.cluster.local.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn dns_version_txt() {
+        let z = zone();
+        let a = ask(&z, "dns-version.cluster.local.", RecordType::TXT);
+        assert_eq!(data(&a), ["1.1.0"]);
+    }
+
+    #[test]
+    fn outside_names_forward_and_unsynced_zone_is_not_ready() {
+        let z = zone();
+        assert!(matches!(
+            z.lookup(&name("example.org."), RecordType::A),
+            Outcome::Forward
+        ));
+        assert!(matches!(
+            z.lookup(&name("local."), RecordType::A),
+            Outcome::Forward
+        ));
+        let u = Zone::unsynced("cluster.local");
+        assert!(matches!(
+            u.lookup(&name("web.default.svc.cluster.local."), RecordType::A),
+            Outcome::NotReady
+        ));
+        assert!(matches!(
+            u.lookup(&name("example.org."), RecordType::A),
+            Outcome::Forward
+        ));
+    }
+
+    #[test]
+    fn from_kubernetes_objects() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "Web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+                     "ports": [{"name": "HTTP", "port": 80}]}
+        }))
+        .unwrap();
+        let info = ServiceInfo::from_service(&service).unwrap();
+        assert_eq!(info.name, "web");
+        assert_eq!(info.ports[0].name, "http");
+        assert_eq!(info.ports[0].protocol, "tcp");
+        let s: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.5"], "hostname": "web-0"},
+                          {"addresses": ["10.244.0.6"], "conditions": {"ready": false}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap();
+        let info = SliceInfo::from_slice(&s).unwrap();
+        assert_eq!(info.service, "web");
+        assert!(info.endpoints[0].ready);
+        assert!(!info.endpoints[1].ready && !info.endpoints[1].serving);
+        assert_eq!(info.ports[0].port, 8080);
+    }
 }

@@ -164,24 +164,30 @@ async fn watch_with(
     slices: &mut Kind<SliceInfo>,
     metrics: &Metrics,
 ) {
-    let service_events = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(|r| {
-            r.map(|e| {
-                Change::Service(convert(e, |s: &Service| {
-                    (key_of(&s.metadata), ServiceInfo::from_service(s))
-                }))
-            })
-        });
-    let slice_events = watcher::watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .default_backoff()
-        .map(|r| {
-            r.map(|e| {
-                Change::Slice(convert(e, |s: &EndpointSlice| {
-                    (key_of(&s.metadata), SliceInfo::from_slice(s))
-                }))
-            })
-        });
+    let service_events = watcher::watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|r| {
+        r.map(|e| {
+            Change::Service(convert(e, |s: &Service| {
+                (key_of(&s.metadata), ServiceInfo::from_service(s))
+            }))
+        })
+    });
+    let slice_events = watcher::watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|r| {
+        r.map(|e| {
+            Change::Slice(convert(e, |s: &EndpointSlice| {
+                (key_of(&s.metadata), SliceInfo::from_slice(s))
+            }))
+        })
+    });
     let mut events =
         std::pin::pin!(futures::stream::select(service_events, slice_events).ready_chunks(512));
     while let Some(batch) = events.next().await {
