@@ -150,8 +150,18 @@ impl Forwarder {
                 .forward_requests
                 .fetch_add(1, Ordering::Relaxed);
             match exchange(*upstream, &request).await {
-                Ok(response) => {
+                Ok(mut response) => {
                     if let Some(ttl) = cache_ttl(&response) {
+                        // Clients see the TTL the cache keeps (as CoreDNS's cache writes it),
+                        // so their own caches expire together with ours.
+                        for record in response
+                            .answers
+                            .iter_mut()
+                            .chain(response.authorities.iter_mut())
+                            .chain(response.additionals.iter_mut())
+                        {
+                            record.ttl = record.ttl.min(ttl);
+                        }
                         self.store(key, &response, ttl);
                     }
                     return response;
