@@ -5,7 +5,7 @@
 //!
 //! Names are compared lowercased; answers carry the question's name as the client spelled it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -228,19 +228,30 @@ pub struct Zone {
     /// The cluster domain's labels, lowercased, e.g. ["cluster", "local"].
     domain: Vec<String>,
     domain_name: Name,
-    /// "<name>.<namespace>" → service.
-    services: HashMap<String, ZoneService>,
-    namespaces: HashSet<String>,
+    /// namespace → name → service.
+    services: HashMap<String, HashMap<String, ZoneService>>,
     /// Address → the names that point back at it (fully qualified, lowercased).
     ptr: HashMap<IpAddr, Vec<String>>,
     synced: bool,
 }
 
-/// Lowercased labels of a name, as text (non-UTF-8 bytes replaced: no such name is ours).
-fn labels_of(name: &Name) -> Vec<String> {
-    name.iter()
-        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
-        .collect()
+/// A name lowercased as dot-separated text in one allocation. Bytes that no name of ours can
+/// hold (a dot inside a label, non-ASCII) become NUL, so such names match nothing.
+fn lowered(name: &Name) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        for b in label {
+            out.push(if b.is_ascii() && *b != b'.' {
+                char::from(b.to_ascii_lowercase())
+            } else {
+                '\0'
+            });
+        }
+    }
+    out
 }
 
 fn fqdn(s: &str) -> Option<Name> {
@@ -308,21 +319,24 @@ impl Zone {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let domain_labels: Vec<String> = domain.split('.').map(str::to_string).collect();
         let domain_name = fqdn(&domain).unwrap_or_else(Name::root);
-        let mut zone_services: HashMap<String, ZoneService> = HashMap::new();
-        let mut namespaces = HashSet::new();
+        let mut zone_services: HashMap<String, HashMap<String, ZoneService>> = HashMap::new();
         for info in services {
-            namespaces.insert(info.namespace.clone());
-            zone_services.insert(
-                format!("{}.{}", info.name, info.namespace),
-                ZoneService {
-                    info: info.clone(),
-                    endpoints: Vec::new(),
-                },
-            );
+            zone_services
+                .entry(info.namespace.clone())
+                .or_default()
+                .insert(
+                    info.name.clone(),
+                    ZoneService {
+                        info: info.clone(),
+                        endpoints: Vec::new(),
+                    },
+                );
         }
         for slice in slices {
-            let key = format!("{}.{}", slice.service, slice.namespace);
-            let Some(service) = zone_services.get_mut(&key) else {
+            let Some(service) = zone_services
+                .get_mut(&slice.namespace)
+                .and_then(|names| names.get_mut(&slice.service))
+            else {
                 continue;
             };
             let publish = service.info.publish_not_ready;
@@ -343,7 +357,11 @@ impl Zone {
             }
         }
         let mut ptr: HashMap<IpAddr, Vec<String>> = HashMap::new();
-        for (key, service) in &mut zone_services {
+        for service in zone_services
+            .values_mut()
+            .flat_map(|names| names.values_mut())
+        {
+            let key = format!("{}.{}", service.info.name, service.info.namespace);
             service.endpoints.sort_by_key(|e| e.ip);
             if let ServiceKind::ClusterIp(ips) = &service.info.kind {
                 for ip in ips {
@@ -367,7 +385,6 @@ impl Zone {
             domain: domain_labels,
             domain_name,
             services: zone_services,
-            namespaces,
             ptr,
             synced: true,
         }
@@ -389,7 +406,11 @@ impl Zone {
 
     /// The answer to (`qname`, `qtype`) in class IN.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> Outcome {
-        let labels = labels_of(qname);
+        if qname.is_root() {
+            return Outcome::Forward;
+        }
+        let text = lowered(qname);
+        let labels: Vec<&str> = text.split('.').collect();
         let n = labels.len();
         if n >= 2 && labels[n - 1] == "arpa" {
             return self.reverse(&labels, qname, qtype);
@@ -402,7 +423,7 @@ impl Zone {
             return Outcome::NotReady;
         }
         // Labels under the zone, nearest the zone first.
-        let rest: Vec<&str> = labels[..n - d].iter().rev().map(String::as_str).collect();
+        let rest: Vec<&str> = labels[..n - d].iter().rev().copied().collect();
         match rest.as_slice() {
             [] => match qtype {
                 RecordType::SOA => answers(vec![self.soa_at(qname)], Vec::new()),
@@ -421,7 +442,7 @@ impl Zone {
             },
             ["svc"] | ["pod"] => nodata(),
             ["svc", ns] | ["pod", ns] => {
-                if self.namespaces.contains(*ns) {
+                if self.services.contains_key(*ns) {
                     nodata()
                 } else {
                     nxdomain()
@@ -442,7 +463,7 @@ impl Zone {
     }
 
     fn get(&self, ns: &str, svc: &str) -> Option<&ZoneService> {
-        self.services.get(&format!("{svc}.{ns}"))
+        self.services.get(ns)?.get(svc)
     }
 
     fn service_fqdn(&self, ns: &str, svc: &str) -> Option<Name> {
@@ -664,7 +685,7 @@ impl Zone {
 
     /// `d.c.b.a.in-addr.arpa` and nibble `ip6.arpa` names: ours when the address is a
     /// ClusterIP or a headless endpoint, otherwise forwarded.
-    fn reverse(&self, labels: &[String], qname: &Name, qtype: RecordType) -> Outcome {
+    fn reverse(&self, labels: &[&str], qname: &Name, qtype: RecordType) -> Outcome {
         let Some(ip) = arpa_address(labels) else {
             return Outcome::Forward;
         };
@@ -694,7 +715,7 @@ fn record_ip(r: &Record) -> Option<IpAddr> {
 }
 
 /// The address a full reverse name stands for (labels lowercased, root excluded).
-fn arpa_address(labels: &[String]) -> Option<IpAddr> {
+fn arpa_address(labels: &[&str]) -> Option<IpAddr> {
     let n = labels.len();
     if n == 6 && labels[4] == "in-addr" && labels[5] == "arpa" {
         let mut octets = [0u8; 4];
@@ -780,7 +801,7 @@ mod tests {
     fn zone() -> Zone {
         let mut quiet = svc("default", "quiet", ServiceKind::Headless, &[]);
         quiet.publish_not_ready = true;
-        let services = vec![
+        let services = [
             svc(
                 "default",
                 "web",
@@ -814,7 +835,7 @@ mod tests {
                 &[("pg", "tcp", 5432)],
             ),
         ];
-        let slices = vec![
+        let slices = [
             slice(
                 "default",
                 "nginx",
