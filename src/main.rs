@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod conntrack;
 mod controllers;
+mod dns;
 mod kubelet;
 mod kubeletapi;
 mod network;

@@ -206,6 +206,8 @@ enum NodeCommand {
     /// The pod network by hand: attach/detach a network namespace, list addresses, measure.
     #[command(subcommand)]
     Net(crate::node::net::NetCommand),
+    /// The cluster DNS server alone, watching the API server a kubeconfig names (tests).
+    Dns(crate::dns::cli::DnsArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -373,6 +375,7 @@ pub fn main() -> ExitCode {
 
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
             Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
+            Command::Node(NodeCommand::Dns(args)) => crate::dns::cli::run(args).await,
             Command::Node(NodeCommand::Apiserver {
                 data_dir,
                 port,

@@ -40,15 +40,21 @@ pub fn build_busybox_image(sandbox: &Sandbox, tag: &str, extra: &str) -> TestIma
     image
 }
 
-/// Builds `tag` FROM scratch with the test gRPC health server (tests/images/grpc_health_server.rs,
-/// compiled here by rustc as a static binary) at /grpc-health-server.
-pub fn build_grpc_health_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+/// Compiles a standard-library-only test program from tests/images/ with rustc as a static
+/// binary into `tag`'s build context, then builds `tag` FROM scratch with it at /`binary`.
+fn build_static_program_image(
+    sandbox: &Sandbox,
+    tag: &str,
+    source: &str,
+    binary: &str,
+) -> TestImage {
     let context = sandbox
         .path()
         .join(format!("image-{}", tag.replace(['/', ':'], "_")));
     std::fs::create_dir_all(&context).unwrap();
-    let source =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images/grpc_health_server.rs");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/images")
+        .join(source);
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let out = std::process::Command::new(rustc)
         .args([
@@ -61,18 +67,19 @@ pub fn build_grpc_health_image(sandbox: &Sandbox, tag: &str) -> TestImage {
             "target-feature=+crt-static",
             "-o",
         ])
-        .arg(context.join("grpc-health-server"))
+        .arg(context.join(binary))
         .arg(&source)
         .output()
         .expect("cannot run rustc");
     assert!(
         out.status.success(),
-        "cannot build the gRPC health server: {}",
+        "cannot build {}: {}",
+        source.display(),
         text(&out)
     );
     std::fs::write(
         context.join("Dockerfile"),
-        "FROM scratch\nCOPY grpc-health-server /grpc-health-server\n",
+        format!("FROM scratch\nCOPY {binary} /{binary}\n"),
     )
     .unwrap();
     let image = TestImage {
@@ -81,4 +88,16 @@ pub fn build_grpc_health_image(sandbox: &Sandbox, tag: &str) -> TestImage {
     let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
     assert!(out.status.success(), "docker build failed: {}", text(&out));
     image
+}
+
+/// Builds `tag` FROM scratch with the test gRPC health server (tests/images/grpc_health_server.rs,
+/// compiled here by rustc as a static binary) at /grpc-health-server.
+pub fn build_grpc_health_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    build_static_program_image(sandbox, tag, "grpc_health_server.rs", "grpc-health-server")
+}
+
+/// Builds `tag` FROM scratch with the DNS load generator (tests/images/dns_load.rs) at
+/// /dns-load: `dns-load SERVER:PORT [--sockets N] [--seconds D] NAME...` prints one JSON line.
+pub fn build_dns_load_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    build_static_program_image(sandbox, tag, "dns_load.rs", "dns-load")
 }
