@@ -51,6 +51,10 @@ pub async fn run(
         memory_bytes: alloc.memory_bytes as i64,
         network: network.clone(),
     };
+    // The service proxy (and cluster DNS) follow the same connection as the agent.
+    let (service_clients, service_clients_rx) = tokio::sync::watch::channel(None);
+    let mut proxy_synced = start_proxy(&settings, service_clients_rx.clone());
+    start_dns(network.clone(), service_clients_rx.clone());
     // The pod manager outlives reconnections: it is handed each new client.
     let (clients, clients_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
@@ -68,6 +72,12 @@ pub async fn run(
             let mut network_changes = network.clone();
             agent.register().await?;
             info!(node = %settings.node_name, "node registered");
+            service_clients.send_replace(Some(client.clone()));
+            if clients.borrow().is_none() {
+                // After a restart pods come back only once Services route again, so no pod
+                // turns Ready while its Services (or DNS) are not reachable.
+                wait_for_proxy(&mut proxy_synced).await;
+            }
             clients.send_replace(Some(client));
             loop {
                 network_changes.borrow_and_update();
@@ -95,6 +105,89 @@ pub async fn run(
         );
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn start_proxy(
+    settings: &NodeSettings,
+    clients: tokio::sync::watch::Receiver<Option<kube::Client>>,
+) -> Option<tokio::sync::watch::Receiver<bool>> {
+    let subnets = settings
+        .pod_subnet
+        .parse()
+        .and_then(|pods| Ok((pods, settings.service_subnet.parse()?)));
+    match subnets {
+        Ok((pod_subnet, service_subnet)) => Some(crate::proxy::start(
+            crate::proxy::ProxySettings {
+                node_name: settings.node_name.clone(),
+                pod_subnet,
+                service_subnet,
+            },
+            clients,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "bad subnets in the node settings: Services will not route on this node");
+            None
+        }
+    }
+}
+
+/// Cluster DNS on the node's address (what `kube-system/kube-dns` lists: the proxy sends a
+/// pod's queries to its own node), and forward-only on the pods' gateway for `dnsPolicy:
+/// Default` pods. Starts once the pod network (and so the gateway address) is up; Docker's
+/// resolver (127.0.0.11, reachable from the node's namespace) answers the rest.
+fn start_dns(
+    mut network: podnet::NetworkHandle,
+    clients: tokio::sync::watch::Receiver<Option<kube::Client>>,
+) {
+    use crate::dns::{DnsSettings, ListenMode};
+    use std::net::SocketAddr;
+    tokio::spawn(async move {
+        let gateway = match network.wait_for(Option::is_some).await {
+            Ok(n) => n.as_ref().map(|n| n.gateway()),
+            Err(_) => return,
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let Some(node_ip) = sysinfo::internal_ip() else {
+                warn!("cluster DNS waits for the node's address");
+                tokio::time::sleep(delay).await;
+                continue;
+            };
+            let mut listen = vec![(SocketAddr::from((node_ip, 53)), ListenMode::Cluster)];
+            if let Some(gw) = gateway {
+                listen.push((SocketAddr::from((gw, 53)), ListenMode::ForwardOnly));
+            }
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let settings = DnsSettings {
+                cluster_domain: crate::kubelet::etc::CLUSTER_DOMAIN.to_string(),
+                listen,
+                upstreams: DnsSettings::upstreams_from_resolv_conf(&resolv),
+                metrics: Some(SocketAddr::from((node_ip, 9153))),
+            };
+            if let Err(e) = crate::dns::run(settings, clients.clone()).await {
+                warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cluster DNS stopped"
+                );
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+/// How long pods wait for the first sync of the service rules before they start anyway.
+const PROXY_WAIT: Duration = Duration::from_secs(30);
+
+async fn wait_for_proxy(synced: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = synced.as_mut() else { return };
+    match tokio::time::timeout(PROXY_WAIT, rx.wait_for(|s| *s)).await {
+        Ok(_) => info!("service rules in place; starting pods"),
+        Err(_) => {
+            warn!("the service rules are not in place after {PROXY_WAIT:?}; starting pods anyway")
+        }
     }
 }
 

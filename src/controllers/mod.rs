@@ -2,6 +2,7 @@
 //! kube-controller-manager does, and the scheduler beside them. They share one informer per
 //! kind (pods, nodes, ReplicaSets, Deployments) and one event writer.
 
+pub mod clusterdns;
 mod cron;
 mod cronjob;
 mod daemonset;

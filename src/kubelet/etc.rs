@@ -107,14 +107,42 @@ fn parse_resolv(text: &str) -> Resolv {
 }
 
 /// resolv.conf by dnsPolicy (ClusterFirst, ClusterFirstWithHostNet, Default, None) with
-/// dnsConfig merged in.
-pub fn resolv_conf(pod: &Pod, service_subnet: &str) -> String {
+/// dnsConfig merged in. `node_dns` stands in for the node's loopback nameservers (Docker's
+/// 127.0.0.11), which a pod in its own network namespace cannot reach: the node forwards
+/// queries there for `dnsPolicy: Default` pods (`dns/`, forward-only on the pods' gateway).
+pub fn resolv_conf(pod: &Pod, service_subnet: &str, node_dns: Option<Ipv4Addr>) -> String {
+    let node = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    resolv_conf_from(pod, service_subnet, node_dns, &node)
+}
+
+fn resolv_conf_from(
+    pod: &Pod,
+    service_subnet: &str,
+    node_dns: Option<Ipv4Addr>,
+    node_resolv: &str,
+) -> String {
     let spec = pod.spec.as_ref();
     let policy = spec
         .and_then(|s| s.dns_policy.clone())
         .unwrap_or_else(|| "ClusterFirst".into());
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let node = parse_resolv(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let mut node = parse_resolv(node_resolv);
+    if !host_network(pod) {
+        let mut reachable = Vec::new();
+        for ns in std::mem::take(&mut node.nameservers) {
+            let ns = match ns.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_loopback() => match node_dns {
+                    Some(d) => d.to_string(),
+                    None => continue,
+                },
+                _ => ns,
+            };
+            if !reachable.contains(&ns) {
+                reachable.push(ns);
+            }
+        }
+        node.nameservers = reachable;
+    }
     let cluster_first = match policy.as_str() {
         "ClusterFirst" => !host_network(pod),
         "ClusterFirstWithHostNet" => true,
@@ -187,12 +215,25 @@ mod tests {
     }
 
     #[test]
+    fn default_policy_replaces_the_nodes_loopback_resolver() {
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "d", "namespace": "x"},
+            "spec": {"containers": [], "dnsPolicy": "Default"}}),
+        );
+        let node = "search example.lan\nnameserver 127.0.0.11\noptions ndots:0\n";
+        assert_eq!(
+            resolv_conf_from(&p, "10.96.0.0/12", Some(Ipv4Addr::new(10, 244, 1, 1)), node),
+            "search example.lan\nnameserver 10.244.1.1\noptions ndots:0\n"
+        );
+    }
+
+    #[test]
     fn cluster_first_and_none_with_config() {
         let p = pod(
             serde_json::json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"containers": []}}),
         );
         assert_eq!(
-            resolv_conf(&p, "10.96.0.0/12"),
+            resolv_conf(&p, "10.96.0.0/12", None),
             "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
         );
         let p = pod(
@@ -200,7 +241,7 @@ mod tests {
             "dnsConfig": {"nameservers": ["1.1.1.1"], "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}}),
         );
         assert_eq!(
-            resolv_conf(&p, "10.96.0.0/12"),
+            resolv_conf(&p, "10.96.0.0/12", None),
             "search a.b\nnameserver 1.1.1.1\noptions ndots:2 edns0\n"
         );
     }

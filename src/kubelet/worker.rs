@@ -1147,7 +1147,11 @@ impl Worker {
                 self.ctx.node.memory_bytes,
             )),
             hosts: Some(hosts),
-            resolv_conf: Some(etc::resolv_conf(&self.pod, &self.ctx.node.service_subnet)),
+            resolv_conf: Some(etc::resolv_conf(
+                &self.pod,
+                &self.ctx.node.service_subnet,
+                self.ctx.node.network.borrow().as_ref().map(|n| n.gateway()),
+            )),
             annotations,
             tty: c.tty.unwrap_or(false),
             stdin: c.stdin.unwrap_or(false),

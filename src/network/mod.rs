@@ -330,6 +330,11 @@ impl PodNetwork {
         self.cidr
     }
 
+    /// The pods' gateway: a local address of the node that every pod reaches.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
     /// Which pod holds which address.
     pub async fn allocations(&self) -> Result<Allocations> {
         let ipam = self.ipam.clone();

@@ -15,6 +15,8 @@ mod conn;
 mod expr;
 pub(crate) mod netlink;
 pub mod rule;
+#[cfg(test)]
+pub mod testing;
 
 #[allow(unused_imports)] // used by the proxy once it lands
 pub use batch::Batch;

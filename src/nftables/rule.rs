@@ -360,6 +360,25 @@ pub fn numgen_vmap(map: &str, modulus: u32) -> Vec<Expr> {
     ]
 }
 
+/// `numgen random mod N == value`: true for one packet in N on average. A chain of these with
+/// moduli N, N-1, … 2 picks among N targets uniformly, with no set to create (iptables'
+/// `statistic --mode random` cascade).
+pub fn numgen_is(modulus: u32, value: u32) -> Vec<Expr> {
+    vec![
+        Expr::Numgen {
+            dreg: REG_1,
+            modulus,
+            random: true,
+            offset: 0,
+        },
+        Expr::Cmp {
+            sreg: REG_1,
+            op: CmpOp::Eq,
+            data: value.to_ne_bytes().to_vec(),
+        },
+    ]
+}
+
 /// `dnat to 10.1.2.3:80`. The kernel takes a port only after a protocol match: put
 /// `l4proto_eq(..)` before it, as kube-proxy's `meta l4proto tcp dnat to …` does.
 pub fn dnat(ip: Ipv4Addr, port: u16) -> Vec<Expr> {

@@ -74,8 +74,14 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
                 settings.pod_subnet
             )
         })?;
+    let dns_ip = crate::kubelet::etc::cluster_dns(&settings.service_subnet)
+        .with_context(|| format!("bad service subnet {:?}", settings.service_subnet))?;
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
+        tokio::spawn(crate::controllers::clusterdns::run(
+            client.clone(),
+            dns_ip.to_string(),
+        ));
         crate::controllers::run(client, Some(cluster_ca), Some(pod_subnet)).await
     });
     tokio::spawn(crate::volumes::localpath::run_cleaner(

@@ -15,15 +15,20 @@ impl Drop for TestImage {
 
 /// Builds `tag` FROM scratch with /bin/busybox and its applets, then `extra` Dockerfile lines.
 pub fn build_busybox_image(sandbox: &Sandbox, tag: &str, extra: &str) -> TestImage {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    build_busybox_image_in(&context, tag, extra)
+}
+
+/// `build_busybox_image` in a build context that may already hold other files.
+fn build_busybox_image_in(context: &std::path::Path, tag: &str, extra: &str) -> TestImage {
     let busybox = std::path::Path::new("/bin/busybox");
     assert!(
         busybox.exists(),
         "these tests need Debian's static busybox at /bin/busybox: apt-get install -y busybox-static (.ci/run installs it)"
     );
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
     std::fs::copy(busybox, context.join("busybox")).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
@@ -52,31 +57,7 @@ fn build_static_program_image(
         .path()
         .join(format!("image-{}", tag.replace(['/', ':'], "_")));
     std::fs::create_dir_all(&context).unwrap();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/images")
-        .join(source);
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = std::process::Command::new(rustc)
-        .args([
-            "--edition",
-            "2021",
-            "-O",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-C",
-            "target-feature=+crt-static",
-            "-o",
-        ])
-        .arg(context.join(binary))
-        .arg(&source)
-        .output()
-        .expect("cannot run rustc");
-    assert!(
-        out.status.success(),
-        "cannot build {}: {}",
-        source.display(),
-        text(&out)
-    );
+    compile_test_program(source, &context, binary);
     std::fs::write(
         context.join("Dockerfile"),
         format!("FROM scratch\nCOPY {binary} /{binary}\n"),
@@ -93,11 +74,47 @@ fn build_static_program_image(
 /// Builds `tag` FROM scratch with the test gRPC health server (tests/images/grpc_health_server.rs,
 /// compiled here by rustc as a static binary) at /grpc-health-server.
 pub fn build_grpc_health_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    build_static_program_image(sandbox, tag, "grpc_health_server.rs", "grpc-health-server")
+    build_static_program_image(sandbox, tag, "grpc_health_server", "grpc-health-server")
 }
 
 /// Builds `tag` FROM scratch with the DNS load generator (tests/images/dns_load.rs) at
 /// /dns-load: `dns-load SERVER:PORT [--sockets N] [--seconds D] NAME...` prints one JSON line.
 pub fn build_dns_load_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    build_static_program_image(sandbox, tag, "dns_load.rs", "dns-load")
+    build_static_program_image(sandbox, tag, "dns_load", "dns-load")
+}
+
+/// Compiles `tests/images/<name>.rs` with rustc into a static binary at `dir/<binary>`.
+fn compile_test_program(name: &str, dir: &std::path::Path, binary: &str) {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/images")
+        .join(format!("{name}.rs"));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-C",
+            "target-feature=+crt-static",
+            "-o",
+        ])
+        .arg(dir.join(binary))
+        .arg(&source)
+        .output()
+        .expect("cannot run rustc");
+    assert!(out.status.success(), "cannot build {name}: {}", text(&out));
+}
+
+/// A busybox image (see `build_busybox_image`) that also has `/bin/net-tool`
+/// (tests/images/net_tool.rs): a TCP/UDP server that answers with its hostname and the client's
+/// address, and a UDP client.
+pub fn build_net_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    compile_test_program("net_tool", &context, "net-tool");
+    build_busybox_image_in(&context, tag, "COPY net-tool /bin/net-tool\n")
 }

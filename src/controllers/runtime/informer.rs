@@ -72,6 +72,8 @@ type Handler<K> = Box<dyn Fn(&Change<K>) + Send + Sync>;
 
 pub struct Informer<K> {
     api: Api<K>,
+    /// Only objects matching this field selector (e.g. one node's pods), if set.
+    fields: Option<String>,
     cache: RwLock<BTreeMap<ObjKey, Arc<K>>>,
     handlers: RwLock<Vec<Handler<K>>>,
     synced_tx: watch::Sender<bool>,
@@ -83,8 +85,14 @@ where
     K::DynamicType: Default,
 {
     pub fn new(client: kube::Client) -> Arc<Self> {
+        Self::with_fields(client, None)
+    }
+
+    /// An informer of the objects that match a field selector (`spec.nodeName=<node>`).
+    pub fn with_fields(client: kube::Client, fields: Option<String>) -> Arc<Self> {
         Arc::new(Informer {
             api: Api::all(client),
+            fields,
             cache: RwLock::new(BTreeMap::new()),
             handlers: RwLock::new(Vec::new()),
             synced_tx: watch::channel(false).0,
@@ -142,7 +150,10 @@ where
         let kind = K::kind(&K::DynamicType::default()).to_string();
         // The server ends each watch before the client's 30 s read timeout could fire on a quiet
         // kind (bookmarks come every 60 s); the watcher then resumes from its last revision.
-        let config = watcher::Config::default().timeout(WATCH_SECONDS);
+        let mut config = watcher::Config::default().timeout(WATCH_SECONDS);
+        if let Some(fields) = &self.fields {
+            config = config.fields(fields);
+        }
         let mut stream = watcher::watcher(self.api.clone(), config)
             .default_backoff()
             .boxed();

@@ -1,0 +1,680 @@
+//! Services end to end on a real two-node cluster: the seed tutorial's Service chapter
+//! replayed with the real kubectl (expose, curl the cluster IP from pods on both nodes, scale,
+//! readiness), then what kube-proxy users rely on: NodePort on every node's address,
+//! `externalTrafficPolicy: Local` keeping the client's address, hairpin, ClientIP affinity, UDP,
+//! connection refused for a Service without endpoints, pod egress to a container on the
+//! cluster's Docker network, hostPort, and the API server through `kubernetes.default`.
+//! Every pod runs on a node; every request is real traffic between the test's own containers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::images::build_net_image;
+use common::*;
+
+const IMAGE: &str = "kcluster-e2e/net:1";
+
+/// A container on the cluster's Docker network that is not a node: an "outside" client or server.
+struct Outsider {
+    name: String,
+}
+
+impl Outsider {
+    fn start(cluster: &str, name: &str, cmd: &[&str]) -> Outsider {
+        let network = format!("kcluster-{cluster}");
+        let mut args = vec!["run", "-d", "--network", &network, "--name", name, IMAGE];
+        args.extend_from_slice(cmd);
+        let out = docker(&args);
+        assert!(out.status.success(), "docker run failed: {}", text(&out));
+        Outsider {
+            name: name.to_string(),
+        }
+    }
+
+    fn ip(&self) -> String {
+        let out = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.name,
+        ]);
+        stdout(&out)
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        docker(&["exec", &self.name, "sh", "-c", script])
+    }
+}
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.name]);
+    }
+}
+
+fn sh(cluster: &Cluster, ns: &str, pod: &str, script: &str) -> Output {
+    cluster.kubectl(&["exec", "-n", ns, pod, "--", "sh", "-c", script])
+}
+
+/// `n` GETs of `url` from inside `pod`; the set of first words (the answering pod's name).
+fn answers(cluster: &Cluster, ns: &str, pod: &str, url: &str, n: usize) -> Vec<String> {
+    let script = format!("for i in $(seq {n}); do wget -q -O- -T 3 {url} || echo FAILED; done");
+    let out = sh(cluster, ns, pod, &script);
+    assert!(out.status.success(), "wget loop failed: {}", text(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+fn pods_of(cluster: &Cluster, ns: &str, selector: &str) -> BTreeSet<String> {
+    cluster
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_ready(cluster: &Cluster, ns: &str, selector: &str, count: usize) {
+    cluster.wait_for(
+        &[
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ],
+        Duration::from_secs(120),
+        |s| s.lines().filter(|l| *l == "True").count() == count && s.lines().count() == count,
+    );
+}
+
+fn node_ips(cluster: &Cluster) -> Vec<(String, String)> {
+    cluster
+        .kubectl_ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn apply(cluster: &Cluster, yaml: &str) {
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+}
+
+/// Polls `check` (which returns what it saw on failure) until it passes or the time is up.
+fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match check() {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+}
+
+const SEED: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: luffy}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: myblog, namespace: luffy}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: myblog}}
+  template:
+    metadata: {labels: {app: myblog}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector: {matchLabels: {app: myblog}}
+      containers:
+      - name: myblog
+        image: IMAGE
+        imagePullPolicy: Never
+        command: ["net-tool", "serve", "8002"]
+        ports: [{containerPort: 8002}]
+        readinessProbe:
+          exec: {command: ["sh", "-c", "test ! -e /unready"]}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: myblog
+  namespace: luffy
+spec:
+  ports:
+  - port: 80
+    protocol: TCP
+    targetPort: 8002
+  selector:
+    app: myblog
+  type: ClusterIP
+"#;
+
+fn client_pod(name: &str, ns: &str, node: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {{role: client}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: ["net-tool", "serve", "9000"]}}
+"#
+    )
+}
+
+#[test]
+fn services_route_like_the_seed_tutorial_and_as_kube_proxy_does() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let _image = build_net_image(&sandbox, IMAGE);
+    let name = unique_name("svc");
+    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    cluster.load_image(IMAGE);
+    let nodes = node_ips(&cluster);
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+
+    // The seed's Service chapter: a Deployment and `kd create -f svc-myblog.yaml`.
+    apply(&cluster, &SEED.replace("IMAGE", IMAGE));
+    for (node, _) in &nodes {
+        apply(&cluster, &client_pod(&format!("c-{node}"), "luffy", node));
+    }
+    let clients: Vec<String> = nodes.iter().map(|(n, _)| format!("c-{n}")).collect();
+    wait_ready(&cluster, "luffy", "app=myblog", 2);
+    wait_ready(&cluster, "luffy", "role=client", 2);
+    let ip = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "myblog",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let backends = pods_of(&cluster, "luffy", "app=myblog");
+    let backend_nodes = cluster.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        "luffy",
+        "-l",
+        "app=myblog",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    // From a pod on each node: both backends answer (one same-node, one cross-node when the
+    // scheduler spread them; every path is covered either way).
+    for client in &clients {
+        eventually(
+            &format!("both backends to answer {client} at {ip} (on {backend_nodes})"),
+            Duration::from_secs(30),
+            || {
+                let seen: BTreeSet<String> =
+                    answers(&cluster, "luffy", client, &format!("http://{ip}/"), 20)
+                        .into_iter()
+                        .collect();
+                if seen == backends {
+                    Ok(())
+                } else {
+                    Err(format!("saw {seen:?}, want {backends:?}"))
+                }
+            },
+        );
+    }
+
+    // Scale to three: the new pod gets traffic.
+    cluster.kubectl_ok(&["scale", "deploy", "myblog", "-n", "luffy", "--replicas=3"]);
+    wait_ready(&cluster, "luffy", "app=myblog", 3);
+    let all = pods_of(&cluster, "luffy", "app=myblog");
+    let new_pod = all.difference(&backends).next().expect("a new pod").clone();
+    eventually(
+        "the new pod to get traffic",
+        Duration::from_secs(30),
+        || {
+            let seen = answers(&cluster, "luffy", &clients[0], &format!("http://{ip}/"), 30);
+            if seen.contains(&new_pod) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+
+    // A pod that turns unready stops getting traffic.
+    let out = sh(&cluster, "luffy", &new_pod, "touch /unready");
+    assert!(out.status.success(), "{}", text(&out));
+    cluster.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "myblog",
+            "-n",
+            "luffy",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        Duration::from_secs(30),
+        |s| s.split_whitespace().count() == 2,
+    );
+    eventually(
+        "the unready pod to get no traffic",
+        Duration::from_secs(10),
+        || {
+            let seen = answers(&cluster, "luffy", &clients[1], &format!("http://{ip}/"), 30);
+            if seen.contains(&new_pod) || seen.iter().any(|s| s == "FAILED") {
+                Err(format!("{seen:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+
+    // Hairpin: a backend reaching its own Service, answered by itself among others.
+    let backend = backends.iter().next().unwrap().clone();
+    eventually(
+        "a backend to reach itself through its Service",
+        Duration::from_secs(20),
+        || {
+            let seen = answers(&cluster, "luffy", &backend, &format!("http://{ip}/"), 30);
+            if seen.contains(&backend) && !seen.iter().any(|s| s == "FAILED") {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+
+    // NodePort (the seed's myblog-np) on every node's address, from a container on the
+    // cluster's Docker network that is not a node. externalTrafficPolicy Cluster masquerades:
+    // the pod sees a node's address.
+    let outsider = Outsider::start(
+        &name,
+        &format!("{name}-outside"),
+        &["net-tool", "serve", "7000"],
+    );
+    let outside_ip = outsider.ip();
+    apply(
+        &cluster,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: myblog-np, namespace: luffy}
+spec:
+  ports: [{port: 80, protocol: TCP, targetPort: 8002}]
+  selector: {app: myblog}
+  type: NodePort
+"#,
+    );
+    let node_port = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "myblog-np",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    for (node, addr) in &nodes {
+        eventually(
+            &format!("NodePort {node_port} on {node}"),
+            Duration::from_secs(20),
+            || {
+                let out = outsider.sh(&format!("wget -q -O- -T 3 http://{addr}:{node_port}/"));
+                let body = stdout(&out);
+                let seen_from = body.split_whitespace().nth(1).unwrap_or("");
+                if out.status.success() && seen_from != outside_ip {
+                    Ok(())
+                } else {
+                    Err(text(&out))
+                }
+            },
+        );
+        // And from the machine running the test (Linux reaches container addresses).
+        let got = http_get(addr, node_port.parse().unwrap());
+        assert!(got.contains("200 OK"), "{got}");
+    }
+
+    // externalTrafficPolicy Local: only nodes with a local endpoint answer, and the pod sees
+    // the outside client's own address.
+    cluster.kubectl_ok(&["scale", "deploy", "myblog", "-n", "luffy", "--replicas=1"]);
+    wait_ready(&cluster, "luffy", "app=myblog", 1);
+    cluster.kubectl_ok(&[
+        "patch",
+        "svc",
+        "myblog-np",
+        "-n",
+        "luffy",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let only = pods_of(&cluster, "luffy", "app=myblog")
+        .into_iter()
+        .next()
+        .unwrap();
+    let only_node = cluster.kubectl_ok(&[
+        "get",
+        "pod",
+        &only,
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.nodeName}",
+    ]);
+    for (node, addr) in &nodes {
+        let url = format!("http://{addr}:{node_port}/");
+        if *node == only_node {
+            eventually(
+                "the client address to be kept",
+                Duration::from_secs(20),
+                || {
+                    let out = outsider.sh(&format!("wget -q -O- -T 3 {url}"));
+                    let body = stdout(&out);
+                    if body.split_whitespace().nth(1) == Some(outside_ip.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(text(&out))
+                    }
+                },
+            );
+        } else {
+            eventually(
+                "a node without a local endpoint to drop",
+                Duration::from_secs(20),
+                || {
+                    let out = outsider.sh(&format!("wget -q -O- -T 2 {url}"));
+                    if out.status.success() {
+                        Err(format!("answered: {}", text(&out)))
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+        }
+    }
+
+    // Session affinity ClientIP: every request of one client lands on one pod.
+    cluster.kubectl_ok(&["scale", "deploy", "myblog", "-n", "luffy", "--replicas=3"]);
+    sh(&cluster, "luffy", &new_pod, "rm -f /unready");
+    wait_ready(&cluster, "luffy", "app=myblog", 3);
+    apply(
+        &cluster,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: sticky, namespace: luffy}
+spec:
+  ports: [{port: 80, targetPort: 8002}]
+  selector: {app: myblog}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
+"#,
+    );
+    let sticky = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "sticky",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    cluster.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "sticky",
+            "-n",
+            "luffy",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        Duration::from_secs(30),
+        |s| s.split_whitespace().count() == 3,
+    );
+    eventually("sticky answers", Duration::from_secs(20), || {
+        let seen = answers(
+            &cluster,
+            "luffy",
+            &clients[0],
+            &format!("http://{sticky}/"),
+            15,
+        );
+        let distinct: BTreeSet<&String> = seen.iter().collect();
+        if distinct.len() == 1 && !seen.iter().any(|s| s == "FAILED") {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+
+    // UDP through a Service, to a named targetPort.
+    apply(
+        &cluster,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo-udp, namespace: luffy}
+spec:
+  ports: [{name: echo, port: 5353, protocol: UDP, targetPort: 8002}]
+  selector: {app: myblog}
+"#,
+    );
+    let udp_ip = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "echo-udp",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    eventually(
+        "a UDP answer through the Service",
+        Duration::from_secs(20),
+        || {
+            let out = sh(
+                &cluster,
+                "luffy",
+                &clients[1],
+                &format!("net-tool udp {udp_ip} 5353 hello"),
+            );
+            let body = stdout(&out);
+            if out.status.success()
+                && body.ends_with("hello")
+                && all.iter().any(|p| body.starts_with(p.as_str()))
+            {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+
+    // A Service whose selector matches nothing: refused at once, not a hang.
+    apply(
+        &cluster,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: nobody, namespace: luffy}
+spec:
+  ports: [{port: 80, targetPort: 8002}]
+  selector: {app: nobody}
+"#,
+    );
+    let nobody = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "nobody",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    eventually(
+        "connection refused for a Service without endpoints",
+        Duration::from_secs(20),
+        || {
+            let started = Instant::now();
+            let out = sh(
+                &cluster,
+                "luffy",
+                &clients[0],
+                &format!("wget -q -O- -T 10 http://{nobody}/"),
+            );
+            let took = started.elapsed();
+            let err = text(&out);
+            if !out.status.success() && err.contains("refused") {
+                Ok(())
+            } else {
+                Err(format!("after {took:?}: {err}"))
+            }
+        },
+    );
+
+    // Pod egress: a container on the Docker network that has no route to pods answers, and
+    // sees the node's address.
+    let out = sh(
+        &cluster,
+        "luffy",
+        &clients[0],
+        &format!("wget -q -O- -T 5 http://{outside_ip}:7000/"),
+    );
+    assert!(out.status.success(), "pod egress failed: {}", text(&out));
+    let client_node_ip = &nodes[0].1;
+    assert_eq!(
+        stdout(&out).split_whitespace().nth(1),
+        Some(client_node_ip.as_str()),
+        "egress is masqueraded to the node's address: {}",
+        text(&out)
+    );
+
+    // The API server through the `kubernetes` Service, with the pod's service-account token.
+    let out = sh(
+        &cluster,
+        "luffy",
+        &clients[1],
+        "wget -q -O- -T 5 --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" https://10.96.0.1/api",
+    );
+    let body = stdout(&out);
+    assert!(
+        out.status.success() && body.contains("APIVersions"),
+        "in-cluster API access failed: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn host_ports_reach_their_pod_on_its_nodes_address() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let _image = build_net_image(&sandbox, "kcluster-e2e/net:hostport");
+    let name = unique_name("hostport");
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image("kcluster-e2e/net:hostport");
+    apply(
+        &cluster,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: hp}
+spec:
+  containers:
+  - name: c
+    image: kcluster-e2e/net:hostport
+    imagePullPolicy: Never
+    command: ["net-tool", "serve", "8080"]
+    ports: [{containerPort: 8080, hostPort: 18080}, {containerPort: 8080, hostPort: 18081, protocol: UDP}]
+"#,
+    );
+    wait_ready_pod(&cluster, "hp");
+    let node_ip = &node_ips(&cluster)[0].1;
+    let got = http_get(node_ip, 18080);
+    assert!(got.contains("200 OK") && got.contains("hp "), "{got}");
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    sock.send_to(b"ping", format!("{node_ip}:18081")).unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a UDP answer through the hostPort");
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        answer.starts_with("hp ") && answer.ends_with("ping"),
+        "{answer}"
+    );
+}
+
+fn wait_ready_pod(cluster: &Cluster, pod: &str) {
+    cluster.wait_for(
+        &[
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        Duration::from_secs(120),
+        |s| s == "True",
+    );
+}
+
+/// One HTTP/1.0 GET from this machine; the whole response (or the error).
+fn http_get(host: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let addr = format!("{host}:{port}");
+        match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                if body.contains("200 OK") {
+                    return body;
+                }
+                last = body;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    last
+}
