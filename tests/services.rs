@@ -24,8 +24,12 @@ struct Outsider {
 
 impl Outsider {
     fn start(cluster: &str, name: &str, cmd: &[&str]) -> Outsider {
+        Self::start_image(cluster, name, IMAGE, cmd)
+    }
+
+    fn start_image(cluster: &str, name: &str, image: &str, cmd: &[&str]) -> Outsider {
         let network = format!("kcluster-{cluster}");
-        let mut args = vec!["run", "-d", "--network", &network, "--name", name, IMAGE];
+        let mut args = vec!["run", "-d", "--network", &network, "--name", name, image];
         args.extend_from_slice(cmd);
         let out = docker(&args);
         assert!(out.status.success(), "docker run failed: {}", text(&out));
@@ -41,7 +45,7 @@ impl Outsider {
             "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
             &self.name,
         ]);
-        stdout(&out)
+        stdout(&out).trim().to_string()
     }
 
     fn sh(&self, script: &str) -> Output {
@@ -61,7 +65,8 @@ fn sh(cluster: &Cluster, ns: &str, pod: &str, script: &str) -> Output {
 
 /// `n` GETs of `url` from inside `pod`; the set of first words (the answering pod's name).
 fn answers(cluster: &Cluster, ns: &str, pod: &str, url: &str, n: usize) -> Vec<String> {
-    let script = format!("for i in $(seq {n}); do wget -q -O- -T 3 {url} || echo FAILED; done");
+    let script =
+        format!("for i in $(seq {n}); do timeout 5 wget -q -O- {url} || echo FAILED; done");
     let out = sh(cluster, ns, pod, &script);
     assert!(out.status.success(), "wget loop failed: {}", text(&out));
     stdout(&out)
@@ -354,7 +359,7 @@ spec:
             &format!("NodePort {node_port} on {node}"),
             Duration::from_secs(20),
             || {
-                let out = outsider.sh(&format!("wget -q -O- -T 3 http://{addr}:{node_port}/"));
+                let out = outsider.sh(&format!("timeout 5 wget -q -O- http://{addr}:{node_port}/"));
                 let body = stdout(&out);
                 let seen_from = body.split_whitespace().nth(1).unwrap_or("");
                 if out.status.success() && seen_from != outside_ip {
@@ -402,7 +407,7 @@ spec:
                 "the client address to be kept",
                 Duration::from_secs(20),
                 || {
-                    let out = outsider.sh(&format!("wget -q -O- -T 3 {url}"));
+                    let out = outsider.sh(&format!("timeout 5 wget -q -O- {url}"));
                     let body = stdout(&out);
                     if body.split_whitespace().nth(1) == Some(outside_ip.as_str()) {
                         Ok(())
@@ -416,7 +421,7 @@ spec:
                 "a node without a local endpoint to drop",
                 Duration::from_secs(20),
                 || {
-                    let out = outsider.sh(&format!("wget -q -O- -T 2 {url}"));
+                    let out = outsider.sh(&format!("timeout 5 wget -q -O- {url}"));
                     if out.status.success() {
                         Err(format!("answered: {}", text(&out)))
                     } else {
@@ -555,7 +560,7 @@ spec:
                 &cluster,
                 "luffy",
                 &clients[0],
-                &format!("wget -q -O- -T 10 http://{nobody}/"),
+                &format!("timeout 5 wget -q -O- http://{nobody}/"),
             );
             let took = started.elapsed();
             let err = text(&out);
@@ -573,7 +578,7 @@ spec:
         &cluster,
         "luffy",
         &clients[0],
-        &format!("wget -q -O- -T 5 http://{outside_ip}:7000/"),
+        &format!("timeout 5 wget -q -O- http://{outside_ip}:7000/"),
     );
     assert!(out.status.success(), "pod egress failed: {}", text(&out));
     let client_node_ip = &nodes[0].1;
@@ -589,7 +594,7 @@ spec:
         &cluster,
         "luffy",
         &clients[1],
-        "wget -q -O- -T 5 --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" https://10.96.0.1/api",
+        "timeout 5 wget -q -O- --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" https://10.96.0.1/api",
     );
     let body = stdout(&out);
     assert!(
@@ -677,4 +682,277 @@ fn http_get(host: &str, port: u16) -> String {
         std::thread::sleep(Duration::from_millis(300));
     }
     last
+}
+
+/// nslookup's answer lines ("Address: x" / "name = x" / "service = …") for one query.
+fn lookup(cluster: &Cluster, ns: &str, pod: &str, args: &str) -> (bool, String) {
+    let out = sh(cluster, ns, pod, &format!("nslookup {args}"));
+    (out.status.success(), text(&out))
+}
+
+const DNS_OBJECTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: luffy}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: myblog, namespace: luffy}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8002}]
+  selector: {app: myblog}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: myblog, namespace: luffy}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: myblog}}
+  template:
+    metadata: {labels: {app: myblog}}
+    spec:
+      containers:
+      - {name: c, image: IMAGE, imagePullPolicy: Never, command: ["net-tool", "serve", "8002"]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nginx}
+spec:
+  clusterIP: None
+  ports: [{name: web, port: 80, targetPort: 8002}]
+  selector: {app: sts}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: nginx
+  replicas: 2
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: IMAGE, imagePullPolicy: Never, command: ["net-tool", "serve", "8002"]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside}
+spec:
+  type: ExternalName
+  externalName: OUTSIDER
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: IMAGE, imagePullPolicy: Never, command: ["sleep", "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  dnsPolicy: Default
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: IMAGE, imagePullPolicy: Never, command: ["sleep", "3600"]}
+"#;
+
+#[test]
+fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let image = "kcluster-e2e/net:dns";
+    let _image = build_net_image(&sandbox, image);
+    let name = unique_name("dns");
+    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    cluster.load_image(image);
+    let outsider_name = format!("{name}-named");
+    let outsider = Outsider::start_image(&name, &outsider_name, image, &["sleep", "600"]);
+    let outsider_ip = outsider.ip();
+
+    // kube-dns as users look for it, with one endpoint per node.
+    let svc = cluster.kubectl_ok(&[
+        "-n", "kube-system", "get", "svc", "kube-dns", "-o",
+        "jsonpath={.spec.clusterIP} {.metadata.labels.k8s-app} {range .spec.ports[*]}{.name}:{.port}/{.protocol} {end}",
+    ]);
+    assert_eq!(
+        svc.trim(),
+        "10.96.0.10 kube-dns dns:53/UDP dns-tcp:53/TCP metrics:9153/TCP"
+    );
+    cluster.wait_for(
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "endpoints",
+            "kube-dns",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        Duration::from_secs(30),
+        |s| s.split_whitespace().count() == 2,
+    );
+
+    apply(
+        &cluster,
+        &DNS_OBJECTS
+            .replace("IMAGE", image)
+            .replace("OUTSIDER", &outsider_name),
+    );
+    wait_ready(&cluster, "luffy", "app=myblog", 1);
+    wait_ready(&cluster, "default", "app=sts", 2);
+    wait_ready_pod(&cluster, "client");
+    wait_ready_pod(&cluster, "plain");
+    let myblog_ip = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "myblog",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let web0_ip = cluster.kubectl_ok(&["get", "pod", "web-0", "-o", "jsonpath={.status.podIP}"]);
+    let web1_ip = cluster.kubectl_ok(&["get", "pod", "web-1", "-o", "jsonpath={.status.podIP}"]);
+
+    // The seed's resolv.conf.
+    let out = sh(&cluster, "default", "client", "cat /etc/resolv.conf");
+    assert_eq!(
+        stdout(&out),
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+
+    let expect = |what: &str, args: &str, want: &str| {
+        eventually(what, Duration::from_secs(20), || {
+            let (ok, out) = lookup(&cluster, "default", "client", args);
+            if ok && out.contains(want) {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        });
+    };
+    // Another namespace's Service, short and fully qualified; the search path does the rest.
+    expect(
+        "myblog.luffy",
+        "myblog.luffy.svc.cluster.local",
+        &format!("Address: {myblog_ip}"),
+    );
+    let out = sh(
+        &cluster,
+        "default",
+        "client",
+        "wget -q -O- http://myblog.luffy/",
+    );
+    assert!(
+        out.status.success() && stdout(&out).starts_with("myblog-"),
+        "{}",
+        text(&out)
+    );
+    // Headless: one address per ready pod; StatefulSet pods by name.
+    expect(
+        "the headless service",
+        "nginx.default.svc.cluster.local",
+        &format!("Address: {web0_ip}"),
+    );
+    expect(
+        "the headless service",
+        "nginx.default.svc.cluster.local",
+        &format!("Address: {web1_ip}"),
+    );
+    expect(
+        "a StatefulSet pod",
+        "web-0.nginx.default.svc.cluster.local",
+        &format!("Address: {web0_ip}"),
+    );
+    // SRV for a named port, PTR for a cluster IP.
+    expect(
+        "SRV",
+        "-type=srv _http._tcp.myblog.luffy.svc.cluster.local",
+        "service = 0 100 80 myblog.luffy.svc.cluster.local",
+    );
+    expect("PTR", &myblog_ip, "name = myblog.luffy.svc.cluster.local");
+    // ExternalName: a CNAME to a name Docker's DNS knows (another container), chased.
+    expect(
+        "ExternalName",
+        "outside.default.svc.cluster.local",
+        &format!("Address: {outsider_ip}"),
+    );
+    // Pod A records and the schema version.
+    let dashed = web0_ip.replace('.', "-");
+    expect(
+        "a pod's A record",
+        &format!("{dashed}.default.pod.cluster.local"),
+        &format!("Address: {web0_ip}"),
+    );
+    expect(
+        "dns-version",
+        "-type=txt dns-version.cluster.local",
+        "1.1.0",
+    );
+    // A name that does not exist: NXDOMAIN, not a timeout.
+    let (ok, out) = lookup(
+        &cluster,
+        "default",
+        "client",
+        "nosuch.default.svc.cluster.local",
+    );
+    assert!(!ok && out.contains("NXDOMAIN"), "{out}");
+    // Names outside the cluster go to the node's resolver (Docker's DNS knows the container).
+    expect(
+        "a forwarded name",
+        &format!("{outsider_name}."),
+        &format!("Address: {outsider_ip}"),
+    );
+    // dnsPolicy Default: the node's resolver, reachable from the pod.
+    let out = sh(&cluster, "default", "plain", "cat /etc/resolv.conf");
+    assert!(!stdout(&out).contains("127.0.0.11"), "{}", text(&out));
+    eventually(
+        "a forwarded name from a dnsPolicy Default pod",
+        Duration::from_secs(20),
+        || {
+            let (ok, out) = lookup(&cluster, "default", "plain", &format!("{outsider_name}."));
+            if ok && out.contains(&outsider_ip) {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
+    // The API server by name, with the pod's service-account token.
+    let out = sh(
+        &cluster,
+        "default",
+        "client",
+        "timeout 10 wget -q -O- --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" https://kubernetes.default/api",
+    );
+    assert!(
+        out.status.success() && stdout(&out).contains("APIVersions"),
+        "{}",
+        text(&out)
+    );
+
+    // A Service that goes away stops resolving.
+    cluster.kubectl_ok(&["delete", "svc", "myblog", "-n", "luffy"]);
+    eventually(
+        "a deleted Service to be NXDOMAIN",
+        Duration::from_secs(20),
+        || {
+            let (ok, out) = lookup(
+                &cluster,
+                "default",
+                "client",
+                "myblog.luffy.svc.cluster.local",
+            );
+            if !ok && out.contains("NXDOMAIN") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
 }

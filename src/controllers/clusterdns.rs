@@ -21,7 +21,7 @@ use super::runtime::{Informer, api_code};
 
 pub const NAMESPACE: &str = "kube-system";
 pub const NAME: &str = "kube-dns";
-const MANAGED_BY: &str = "kcluster.dev/cluster-dns";
+const MANAGED_BY: &str = "clusterdns.kcluster.dev";
 
 pub fn service(cluster_ip: &str) -> Value {
     json!({

@@ -273,13 +273,14 @@ fn endpoints_for(
         let Some(port) = port else {
             continue;
         };
-        let number = port
-            .port
-            .and_then(|p| u16::try_from(p).ok())
+        // A port without a number does not restrict anything (the API's rule); nothing to DNAT to.
+        let Some(number) = port.port else { continue };
+        let number = u16::try_from(number)
+            .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| {
                 format!(
-                    "EndpointSlice {slice_name} has port {:?} without a valid number",
+                    "EndpointSlice {slice_name} has port {:?} with number {number}, out of range",
                     port.name.as_deref().unwrap_or("")
                 )
             })?;
