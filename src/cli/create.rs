@@ -392,6 +392,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         cert_pem: admin.cert_pem,
         key_pem: admin.key_pem,
     };
+    let deadline = Instant::now() + args.wait;
     let mut step = progress.step(format!("Waiting for {} node(s) to be Ready", nodes.len()));
     if let Err(e) = wait_ready(
         &server_url_host,
@@ -406,8 +407,36 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         let logs = docker.logs_tail(&server_name, 15).await;
         return Err(e.context(format!("last lines of {server_name}'s log:\n{logs}")));
     }
+    step.set_message("Waiting for cluster DNS to answer".to_string());
+    if let Err(e) = wait_dns(docker, &server_name, deadline).await {
+        let logs = docker.logs_tail(&server_name, 15).await;
+        return Err(e.context(format!("last lines of {server_name}'s log:\n{logs}")));
+    }
     step.done();
     Ok(())
+}
+
+/// What a user's first pod needs besides Ready nodes: a name resolving through the cluster DNS
+/// Service, which takes both the service proxy and the DNS server of the server node.
+async fn wait_dns(docker: &Docker, server: &str, deadline: Instant) -> Result<()> {
+    let probe = [
+        "/kcluster",
+        "node",
+        "dns-probe",
+        "kubernetes.default.svc.cluster.local",
+    ];
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match docker.exec(server, &probe).await {
+            Ok(out) if out.exit_code == 0 => return Ok(()),
+            Ok(out) => last = String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "cluster DNS did not answer in time ({last}); raise --wait, or add --retain and look at `docker logs {server}`"
+    )
 }
 
 /// Environment for node processes; controller settings (a shorter node-monitor grace period,

@@ -4,7 +4,7 @@
 mod create;
 mod delete;
 mod doctor;
-mod duration;
+pub mod duration;
 mod image;
 mod kubeconfig;
 mod list;
@@ -208,6 +208,9 @@ enum NodeCommand {
     Net(crate::node::net::NetCommand),
     /// The cluster DNS server alone, watching the API server a kubeconfig names (tests).
     Dns(crate::dns::cli::DnsArgs),
+    /// One DNS query (default: to the cluster DNS Service); exit 0 once it answers with an
+    /// address (`kcluster create --wait` runs it in the server node).
+    DnsProbe(crate::dns::probe::ProbeArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -376,6 +379,7 @@ pub fn main() -> ExitCode {
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,
             Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
             Command::Node(NodeCommand::Dns(args)) => crate::dns::cli::run(args).await,
+            Command::Node(NodeCommand::DnsProbe(args)) => crate::dns::probe::run(args),
             Command::Node(NodeCommand::Apiserver {
                 data_dir,
                 port,

@@ -8,6 +8,7 @@
 pub mod cli;
 mod forward;
 mod metrics;
+pub mod probe;
 pub mod records;
 mod watch;
 

@@ -5,6 +5,10 @@
 //!                                  "<hostname> <client address>", so a test sees which pod
 //!                                  answered and what source address it saw
 //!   net-tool udp HOST PORT MSG     one datagram, prints the answer; exit 1 after 2 s of silence
+//!   net-tool sink PORT             TCP: reads and discards everything (throughput target)
+//!   net-tool blast HOST PORT SECS  TCP: writes to a sink for SECS, prints {"mbit_per_s": …}
+//!   net-tool rate HOST PORT SECS   new TCP connection + one HTTP GET each, for SECS, prints
+//!                                  {"connections_per_s": …, "errors": …}
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -75,6 +79,64 @@ fn udp(host: &str, port: &str, msg: &str) -> i32 {
     }
 }
 
+fn sink(port: u16) {
+    let tcp = TcpListener::bind(("0.0.0.0", port)).expect("cannot bind TCP");
+    for conn in tcp.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn blast(host: &str, port: &str, secs: u64) -> i32 {
+    let Ok(mut conn) = std::net::TcpStream::connect(format!("{host}:{port}")) else {
+        eprintln!("cannot connect to {host}:{port}");
+        return 1;
+    };
+    let buf = vec![0x5au8; 256 * 1024];
+    let start = std::time::Instant::now();
+    let mut sent: u64 = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        match conn.write(&buf) {
+            Ok(n) => sent += n as u64,
+            Err(e) => {
+                eprintln!("write failed: {e}");
+                return 1;
+            }
+        }
+    }
+    let mbit = sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6;
+    println!("{{\"mbit_per_s\": {mbit:.0}}}");
+    0
+}
+
+fn rate(host: &str, port: &str, secs: u64) -> i32 {
+    let target = format!("{host}:{port}");
+    let start = std::time::Instant::now();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    while start.elapsed() < Duration::from_secs(secs) {
+        let done = std::net::TcpStream::connect(&target).and_then(|mut c| {
+            c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut body = Vec::new();
+            c.read_to_end(&mut body)?;
+            Ok(body.starts_with(b"HTTP/1.0 200"))
+        });
+        match done {
+            Ok(true) => ok += 1,
+            _ => errors += 1,
+        }
+    }
+    let per_s = ok as f64 / start.elapsed().as_secs_f64();
+    println!("{{\"connections_per_s\": {per_s:.0}, \"errors\": {errors}}}");
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -83,8 +145,18 @@ fn main() {
             0
         }
         Some("udp") if args.len() == 5 => udp(&args[2], &args[3], &args[4]),
+        Some("sink") => {
+            sink(args.get(2).and_then(|p| p.parse().ok()).unwrap_or(9001));
+            0
+        }
+        Some("blast") if args.len() == 5 => {
+            blast(&args[2], &args[3], args[4].parse().unwrap_or(5))
+        }
+        Some("rate") if args.len() == 5 => rate(&args[2], &args[3], args[4].parse().unwrap_or(5)),
         _ => {
-            eprintln!("usage: net-tool serve PORT | net-tool udp HOST PORT MSG");
+            eprintln!(
+                "usage: net-tool serve PORT | udp HOST PORT MSG | sink PORT | blast HOST PORT SECS | rate HOST PORT SECS"
+            );
             2
         }
     };
