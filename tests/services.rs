@@ -955,3 +955,109 @@ fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
         },
     );
 }
+
+#[test]
+fn a_restarted_node_routes_again_before_its_pods_are_ready() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let image = "kcluster-e2e/net:restart";
+    let _image = build_net_image(&sandbox, image);
+    let name = unique_name("svc-restart");
+    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    cluster.load_image(image);
+    let worker = format!("{name}-worker-0");
+    apply(
+        &cluster,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, labels: {{app: web}}}}
+spec:
+  nodeName: {worker}
+  containers:
+  - name: c
+    image: {image}
+    imagePullPolicy: Never
+    command: ["net-tool", "serve", "8080"]
+    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+        ),
+    );
+    wait_ready_pod(&cluster, "web");
+    let node_port: u16 = cluster
+        .kubectl_ok(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
+        .parse()
+        .unwrap();
+    // The worker's address as Docker has it now (a restart may hand out another).
+    let worker_ip = || {
+        let out = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &worker,
+        ]);
+        stdout(&out).trim().to_string()
+    };
+    let got = http_get(&worker_ip(), node_port);
+    assert!(got.contains("200 OK"), "{got}");
+    let container = |c: &Cluster| {
+        c.kubectl_ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ])
+    };
+    let before = container(&cluster);
+
+    let out = docker(&["restart", &worker]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The moment the pod is Ready again in a new container, its node already routes to it:
+    // one request, no retries.
+    cluster.wait_for(
+        &[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID} {.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        Duration::from_secs(120),
+        |s| s.ends_with(" True") && !s.starts_with(&format!("{before} ")),
+    );
+    let got = http_once(&worker_ip(), node_port);
+    assert!(got.contains("200 OK") && got.contains("web "), "{got}");
+}
+
+/// One HTTP/1.0 GET from this machine, no retries.
+fn http_once(host: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let addr = format!("{host}:{port}");
+    match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)) {
+        Ok(mut s) => {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            body
+        }
+        Err(e) => format!("cannot connect to {addr}: {e}"),
+    }
+}
