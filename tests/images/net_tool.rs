@@ -116,12 +116,43 @@ fn blast(host: &str, port: &str, secs: u64) -> i32 {
     0
 }
 
+/// Closes with a reset instead of a FIN (SO_LINGER 0), as load generators do, so that neither
+/// side keeps the connection in TIME_WAIT and a long run does not measure port exhaustion.
+fn reset_on_close(conn: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Linger {
+        l_onoff: i32,
+        l_linger: i32,
+    }
+    unsafe extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 1;
+    const SO_LINGER: i32 = 13;
+    let linger = Linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized struct linger.
+    unsafe {
+        setsockopt(
+            conn.as_raw_fd(),
+            SOL_SOCKET,
+            SO_LINGER,
+            &linger,
+            std::mem::size_of::<Linger>() as u32,
+        );
+    }
+}
+
 fn rate(host: &str, port: &str, secs: u64) -> i32 {
     let target = format!("{host}:{port}");
     let start = std::time::Instant::now();
     let (mut ok, mut errors) = (0u64, 0u64);
     while start.elapsed() < Duration::from_secs(secs) {
         let done = std::net::TcpStream::connect(&target).and_then(|mut c| {
+            reset_on_close(&c);
             c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
             let mut body = Vec::new();
             c.read_to_end(&mut body)?;
