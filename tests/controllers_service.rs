@@ -1,5 +1,6 @@
 //! The seed tutorial's Service chapter through the real kubectl: a Service's Endpoints and
-//! EndpointSlices follow its pods as they come, scale, turn unready and go.
+//! EndpointSlices follow its pods as they come, scale, turn unready and go; a Service without a
+//! selector gets its hand-written Endpoints mirrored into EndpointSlices.
 
 mod common;
 mod controllers_support;
@@ -219,5 +220,224 @@ spec:
             "name",
         ],
         |o| o.trim().is_empty(),
+    );
+}
+
+const MIRRORED: &str =
+    "endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io";
+
+/// The mirrored slices of every namespace, once `check` accepts them (30 s at most).
+fn wait_mirrored(server: &ApiServer, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        let list: Value = serde_json::from_str(&server.kubectl_ok(&[
+            "get",
+            "endpointslices",
+            "-A",
+            "-l",
+            MIRRORED,
+            "-o",
+            "json",
+        ]))
+        .expect("slices as JSON");
+        last = list["items"].as_array().cloned().unwrap_or_default();
+        if check(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}; mirrored slices: {last:#?}");
+}
+
+/// (address, ready) of a slice's endpoints, sorted.
+fn slice_endpoints(slice: &Value) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["addresses"][0].as_str().unwrap_or_default().to_string(),
+                e["conditions"]["ready"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn endpoints_yaml(extra_labels: &str, subsets: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: db\n  namespace: mirror\n  labels: {{app: db{extra_labels}}}\nsubsets:\n{subsets}"
+    )
+}
+
+#[test]
+fn endpoints_of_a_service_without_selector_are_mirrored_into_slices() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    server.kubectl_ok(&["create", "namespace", "mirror"]);
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: mirror}
+spec:
+  ports: [{name: pg, port: 5432, protocol: TCP, targetPort: 5432}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-by-hand
+  namespace: mirror
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.99]}]
+ports: [{name: pg, port: 5432}]
+"#,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let by_hand_version = server.kubectl_ok(&[
+        "get",
+        "endpointslice",
+        "db-by-hand",
+        "-n",
+        "mirror",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let two = "- addresses: [{ip: 192.0.2.10, nodeName: db-host}, {ip: 192.0.2.11}]\n  ports: [{name: pg, port: 5432, protocol: TCP, appProtocol: postgresql}]\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &endpoints_yaml("", two));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // One slice, in the Service's namespace only (the `kubernetes` Endpoints carry skip-mirror).
+    let slices = wait_mirrored(&server, "the mirrored slice", |s| {
+        s.len() == 1 && slice_endpoints(&s[0]).len() == 2
+    });
+    let slice = &slices[0];
+    assert_eq!(slice["metadata"]["namespace"], "mirror", "{slice:#}");
+    let name = slice["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(name.starts_with("db-") && name != "db-by-hand", "{name}");
+    let labels = &slice["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.io/service-name"], "db");
+    assert_eq!(labels["app"], "db");
+    assert_eq!(
+        slice["metadata"]["ownerReferences"][0]["kind"], "Endpoints",
+        "{slice:#}"
+    );
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["ports"][0]["name"], "pg");
+    assert_eq!(slice["ports"][0]["port"], 5432);
+    assert_eq!(slice["ports"][0]["protocol"], "TCP");
+    assert_eq!(slice["ports"][0]["appProtocol"], "postgresql");
+    assert_eq!(
+        slice_endpoints(slice),
+        [
+            ("192.0.2.10".to_string(), true),
+            ("192.0.2.11".to_string(), true)
+        ]
+    );
+    let host = slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["addresses"][0] == "192.0.2.10")
+        .map(|e| e["nodeName"].clone());
+    assert_eq!(host, Some(Value::from("db-host")), "{slice:#}");
+
+    // The Endpoints change: the same slice follows, a not-ready address as not ready.
+    let changed = "- addresses: [{ip: 192.0.2.10}]\n  notReadyAddresses: [{ip: 192.0.2.12}]\n  ports: [{name: pg, port: 5432, protocol: TCP}]\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &endpoints_yaml("", changed));
+    assert!(out.status.success(), "{}", text(&out));
+    let want = [
+        ("192.0.2.10".to_string(), true),
+        ("192.0.2.12".to_string(), false),
+    ];
+    let slices = wait_mirrored(&server, "the updated slice", |s| {
+        s.len() == 1 && slice_endpoints(&s[0]) == want
+    });
+    assert_eq!(slices[0]["metadata"]["name"], name.as_str());
+
+    // skip-mirror: the slice goes; without it again, a slice comes back.
+    server.kubectl_ok(&[
+        "label",
+        "endpoints",
+        "db",
+        "-n",
+        "mirror",
+        "endpointslice.kubernetes.io/skip-mirror=true",
+    ]);
+    wait_mirrored(&server, "no slice under skip-mirror", <[Value]>::is_empty);
+    server.kubectl_ok(&[
+        "label",
+        "endpoints",
+        "db",
+        "-n",
+        "mirror",
+        "endpointslice.kubernetes.io/skip-mirror-",
+    ]);
+    let slices = wait_mirrored(&server, "the slice back", |s| {
+        s.len() == 1 && slice_endpoints(&s[0]) == want
+    });
+    let name = slices[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // The Endpoints go: so does the slice (NotFound, not any other error).
+    server.kubectl_ok(&["delete", "endpoints", "db", "-n", "mirror"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = server.kubectl(&["get", "endpointslice", &name, "-n", "mirror"]);
+        if !out.status.success() {
+            assert!(
+                text(&out).contains("(NotFound)"),
+                "getting the slice failed otherwise: {}",
+                text(&out)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "slice {name} still there");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Mirrored again, then the Service gets a selector: the endpoints controller's business.
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &endpoints_yaml("", two));
+    assert!(out.status.success(), "{}", text(&out));
+    wait_mirrored(&server, "the slice once more", |s| s.len() == 1);
+    server.kubectl_ok(&[
+        "patch",
+        "service",
+        "db",
+        "-n",
+        "mirror",
+        "-p",
+        r#"{"spec":{"selector":{"app":"db"}}}"#,
+    ]);
+    wait_mirrored(
+        &server,
+        "no slice for a Service with a selector",
+        <[Value]>::is_empty,
+    );
+
+    // The slice someone else manages was never touched.
+    let by_hand: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "endpointslice",
+        "db-by-hand",
+        "-n",
+        "mirror",
+        "-o",
+        "json",
+    ]))
+    .expect("slice as JSON");
+    assert_eq!(by_hand["endpoints"][0]["addresses"][0], "192.0.2.99");
+    assert_eq!(
+        by_hand["metadata"]["resourceVersion"],
+        by_hand_version.as_str()
     );
 }

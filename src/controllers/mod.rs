@@ -1,6 +1,6 @@
 //! Controllers that run in the server node's process as ordinary API clients, the way
 //! kube-controller-manager does, and the scheduler beside them. They share one informer per
-//! kind (pods, nodes, ReplicaSets, Deployments) and one event writer.
+//! kind (pods, nodes, ReplicaSets, Deployments, Services, Endpoints, EndpointSlices) and one event writer.
 
 pub mod clusterdns;
 mod cron;
@@ -9,6 +9,7 @@ mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
+mod endpointslicemirroring;
 mod garbagecollector;
 mod history;
 mod hpa;
@@ -33,8 +34,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
-    ResourceQuota, Service,
+    Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ReplicationController, ResourceQuota, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -64,6 +65,7 @@ pub async fn run(
     let budgets = Informer::<PodDisruptionBudget>::new(client.clone());
     let services = Informer::<Service>::new(client.clone());
     let slices = Informer::<EndpointSlice>::new(client.clone());
+    let endpoints_informer = Informer::<Endpoints>::new(client.clone());
     let jobs = Informer::<Job>::new(client.clone());
     let cronjobs = Informer::<CronJob>::new(client.clone());
     let claims = Informer::<PersistentVolumeClaim>::new(client.clone());
@@ -138,6 +140,13 @@ pub async fn run(
         nodes.clone(),
         slices.clone(),
     );
+    let mirroring = endpointslicemirroring::EndpointSliceMirroringController::new(
+        client.clone(),
+        endpoints_informer.clone(),
+        services.clone(),
+        slices.clone(),
+        events.recorder("endpoint-slice-mirroring-controller"),
+    );
     let namespace_defaults =
         serviceaccounts::NamespaceDefaults::new(client.clone(), namespaces.clone(), ca_pem);
     let job_controller = job::JobController::new(
@@ -188,6 +197,7 @@ pub async fn run(
     tokio::spawn(budgets.run());
     tokio::spawn(services.run());
     tokio::spawn(slices.run());
+    tokio::spawn(endpoints_informer.run());
     tokio::spawn(jobs.run());
     tokio::spawn(cronjobs.run());
     tokio::spawn(claims.run());
@@ -208,6 +218,7 @@ pub async fn run(
         taint_eviction.run(),
         disruption.run(),
         endpoints.run(),
+        mirroring.run(),
         namespace_defaults.run(),
         job_controller.run(),
         cronjob_controller.run(),
