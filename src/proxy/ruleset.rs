@@ -74,9 +74,12 @@ pub struct HostPort {
     pub container_port: u16,
 }
 
+/// A fixed chain: its name, its hook (base chains) and its rules.
+pub type StaticChain = (&'static str, Option<BaseChain>, Vec<Vec<Expr>>);
+
 /// The fixed chains (with hooks) and their rules, maps and sets.
 pub struct StaticPart {
-    pub chains: Vec<(&'static str, Option<BaseChain>, Vec<Vec<Expr>>)>,
+    pub chains: Vec<StaticChain>,
     pub sets: Vec<Set>,
 }
 
@@ -537,7 +540,7 @@ mod tests {
     #[test]
     fn a_service_with_two_endpoints_gets_a_random_pick_and_two_dnat_chains() {
         let s = sp("web", vec![ep(5, true, true), ep(6, true, false)]);
-        let d = desired(&[s.clone()], pods(), &[]);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
         let svc = service_chain(&s);
         let rules = &d.chains[&svc];
         assert_eq!(rules.len(), 2);
@@ -561,7 +564,7 @@ mod tests {
     fn no_ready_endpoint_rejects_and_local_policies_drop() {
         let mut s = sp("empty", vec![ep(5, false, true)]);
         s.node_port = Some(30080);
-        let d = desired(&[s.clone()], pods(), &[]);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
         let key = ip_proto_port(s.cluster_ip, Protocol::Tcp, 80);
         assert_eq!(
             d.maps[NO_ENDPOINT_SERVICES][&key],
@@ -577,12 +580,12 @@ mod tests {
         // external chain, which lets pods and the node through and drops the rest.
         let mut s = sp("remote", vec![ep(7, true, false)]);
         s.internal_local = true;
-        let d = desired(&[s.clone()], pods(), &[]);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
         assert_eq!(d.maps[NO_ENDPOINT_SERVICES][&key], Verdict::Drop);
         let mut s = sp("remote", vec![ep(7, true, false)]);
         s.external_local = true;
         s.node_port = Some(30081);
-        let d = desired(&[s.clone()], pods(), &[]);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
         let Verdict::Goto(ext) = &d.maps[SERVICE_NODEPORTS][&proto_port(Protocol::Tcp, 30081)]
         else {
             panic!()
@@ -598,7 +601,7 @@ mod tests {
     fn affinity_checks_every_endpoint_before_the_pick() {
         let mut s = sp("sticky", vec![ep(5, true, true), ep(6, true, true)]);
         s.affinity_seconds = Some(30);
-        let d = desired(&[s.clone()], pods(), &[]);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
         assert_eq!(d.affinity_sets.len(), 2);
         let rules = &d.chains[&service_chain(&s)];
         // masquerade check, two affinity lookups, the pick
