@@ -588,19 +588,52 @@ spec:
         text(&out)
     );
 
-    // The API server through the `kubernetes` Service, with the pod's service-account token.
-    let out = sh(
-        &cluster,
-        "luffy",
-        &clients[1],
-        "timeout 5 wget -q -O- --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" https://10.96.0.1/api",
+    // The API server through the `kubernetes` Service, as in-cluster clients reach it
+    // (KUBERNETES_SERVICE_HOST, the service-account token, TLS verified against the CA).
+    let body = in_cluster_get(&cluster, "luffy", "incluster-ip", IMAGE, false);
+    assert!(body.contains("APIVersions"), "{body}");
+}
+
+/// Runs this build's own binary in a pod (mounted from the node, where it is /kcluster) as an
+/// in-cluster client: `kcluster node incluster-get /api`; returns its output.
+fn in_cluster_get(cluster: &Cluster, ns: &str, pod: &str, image: &str, by_name: bool) -> String {
+    let flag = if by_name { ", \"--by-name\"" } else { "" };
+    apply(
+        cluster,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}, namespace: {ns}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {image}
+    imagePullPolicy: Never
+    command: ["/kcluster-client", "node", "incluster-get", "/api"{flag}]
+    volumeMounts: [{{name: bin, mountPath: /kcluster-client}}]
+  volumes:
+  - {{name: bin, hostPath: {{path: /kcluster, type: File}}}}
+"#
+        ),
     );
-    let body = stdout(&out);
-    assert!(
-        out.status.success() && body.contains("APIVersions"),
-        "in-cluster API access failed: {}",
-        text(&out)
+    let phase = cluster.wait_for(
+        &[
+            "get",
+            "pod",
+            pod,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+        Duration::from_secs(60),
+        |s| s == "Succeeded" || s == "Failed",
     );
+    let logs = cluster.kubectl_ok(&["logs", pod, "-n", ns]);
+    assert_eq!(phase, "Succeeded", "the in-cluster client failed: {logs}");
+    logs
 }
 
 #[test]
@@ -922,18 +955,9 @@ fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
             }
         },
     );
-    // The API server by name, with the pod's service-account token.
-    let out = sh(
-        &cluster,
-        "default",
-        "client",
-        "timeout 10 wget -q -O- --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" https://kubernetes.default/api",
-    );
-    assert!(
-        out.status.success() && stdout(&out).contains("APIVersions"),
-        "{}",
-        text(&out)
-    );
+    // The API server by name (kubernetes.default.svc through cluster DNS), TLS verified.
+    let body = in_cluster_get(&cluster, "default", "incluster-name", image, true);
+    assert!(body.contains("APIVersions"), "{body}");
 
     // A Service that goes away stops resolving.
     cluster.kubectl_ok(&["delete", "svc", "myblog", "-n", "luffy"]);

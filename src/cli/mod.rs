@@ -211,6 +211,14 @@ enum NodeCommand {
     /// One DNS query (default: to the cluster DNS Service); exit 0 once it answers with an
     /// address (`kcluster create --wait` runs it in the server node).
     DnsProbe(crate::dns::probe::ProbeArgs),
+    /// One GET with a pod's in-cluster configuration (service-account token, cluster CA,
+    /// KUBERNETES_SERVICE_HOST); prints the body (tests run it inside pods).
+    InclusterGet {
+        path: String,
+        /// Dial kubernetes.default.svc (through cluster DNS) instead of KUBERNETES_SERVICE_HOST.
+        #[arg(long)]
+        by_name: bool,
+    },
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -380,6 +388,9 @@ pub fn main() -> ExitCode {
             Command::Node(NodeCommand::Net(command)) => crate::node::net::run(command).await,
             Command::Node(NodeCommand::Dns(args)) => crate::dns::cli::run(args).await,
             Command::Node(NodeCommand::DnsProbe(args)) => crate::dns::probe::run(args),
+            Command::Node(NodeCommand::InclusterGet { path, by_name }) => {
+                crate::node::incluster::get(&path, by_name).await
+            }
             Command::Node(NodeCommand::Apiserver {
                 data_dir,
                 port,

@@ -5,6 +5,7 @@ pub mod client;
 pub mod containers;
 mod files;
 pub mod images;
+pub mod incluster;
 pub mod net;
 mod server;
 pub mod standalone;

@@ -18,7 +18,17 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let ca = CertificateAuthority::from_pem(&ca_pem, &files::read_pki("ca.key")?)?;
 
     // The serving certificate is issued at every start, so it always names the node's current addresses.
-    let ips = local_ips();
+    let mut ips = local_ips();
+    // In-cluster clients dial the `kubernetes` Service's address (KUBERNETES_SERVICE_HOST) and
+    // verify it against this certificate, as they do with kube-apiserver's.
+    let service_ip = settings
+        .service_subnet
+        .parse::<crate::cluster::cidr::Ipv4Cidr>()
+        .ok()
+        .and_then(|c| c.nth(1));
+    if let Some(ip) = service_ip {
+        ips.push(IpAddr::V4(ip));
+    }
     let mut dns: Vec<String> = [
         "localhost",
         "kubernetes",
@@ -36,9 +46,8 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let store_dir = super::state_dir().join("store");
     let store = crate::store::Store::open(&store_dir)
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
-    let advertise = ips
-        .iter()
-        .find(|ip| !ip.is_loopback())
+    // eth0's address: never the pods' gateway (on lo) or the service address added above.
+    let advertise = crate::agent::sysinfo::internal_ip()
         .map(|ip| format!("{ip}:{API_PORT}"))
         .unwrap_or_default();
     let api = ApiServer::with_service_subnet(store, advertise, &settings.service_subnet);
