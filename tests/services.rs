@@ -374,6 +374,30 @@ spec:
         assert!(got.contains("200 OK"), "{got}");
     }
 
+    // externalIPs: a Service port on an address the cluster's hosts route to (here a node's).
+    let (ext_node, ext_ip) = &nodes[1];
+    cluster.kubectl_ok(&[
+        "patch",
+        "svc",
+        "myblog",
+        "-n",
+        "luffy",
+        "-p",
+        &format!(r#"{{"spec":{{"externalIPs":["{ext_ip}"],"ports":[{{"port":8081,"targetPort":8002,"protocol":"TCP"}}]}}}}"#),
+    ]);
+    eventually(
+        &format!("externalIP {ext_ip} ({ext_node})"),
+        Duration::from_secs(20),
+        || {
+            let out = outsider.sh(&format!("timeout 5 wget -q -O- http://{ext_ip}:8081/"));
+            if out.status.success() && stdout(&out).starts_with("myblog-") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+
     // externalTrafficPolicy Local: only nodes with a local endpoint answer, and the pod sees
     // the outside client's own address.
     cluster.kubectl_ok(&["scale", "deploy", "myblog", "-n", "luffy", "--replicas=1"]);
