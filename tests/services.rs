@@ -109,37 +109,9 @@ fn wait_ready(cluster: &Cluster, ns: &str, selector: &str, count: usize) {
     );
 }
 
-fn node_ips(cluster: &Cluster) -> Vec<(String, String)> {
-    cluster
-        .kubectl_ok(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
-        ])
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
-}
-
 fn apply(cluster: &Cluster, yaml: &str) {
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], yaml);
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
-}
-
-/// Polls `check` (which returns what it saw on failure) until it passes or the time is up.
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match check() {
-            Ok(()) => return,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
 }
 
 const SEED: &str = r#"
@@ -211,7 +183,7 @@ fn services_route_like_the_seed_tutorial_and_as_kube_proxy_does() {
     let name = unique_name("svc");
     let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
     cluster.load_image(IMAGE);
-    let nodes = node_ips(&cluster);
+    let nodes = cluster.node_ips();
     assert_eq!(nodes.len(), 2, "{nodes:?}");
 
     // The seed's Service chapter: a Deployment and `kd create -f svc-myblog.yaml`.
@@ -245,7 +217,7 @@ fn services_route_like_the_seed_tutorial_and_as_kube_proxy_does() {
     // From a pod on each node: both backends answer (one same-node, one cross-node when the
     // scheduler spread them; every path is covered either way).
     for client in &clients {
-        eventually(
+        wait_until(
             &format!("both backends to answer {client} at {ip} (on {backend_nodes})"),
             Duration::from_secs(30),
             || {
@@ -267,7 +239,7 @@ fn services_route_like_the_seed_tutorial_and_as_kube_proxy_does() {
     wait_ready(&cluster, "luffy", "app=myblog", 3);
     let all = pods_of(&cluster, "luffy", "app=myblog");
     let new_pod = all.difference(&backends).next().expect("a new pod").clone();
-    eventually(
+    wait_until(
         "the new pod to get traffic",
         Duration::from_secs(30),
         || {
@@ -296,7 +268,7 @@ fn services_route_like_the_seed_tutorial_and_as_kube_proxy_does() {
         Duration::from_secs(30),
         |s| s.split_whitespace().count() == 2,
     );
-    eventually(
+    wait_until(
         "the unready pod to get no traffic",
         Duration::from_secs(10),
         || {
@@ -311,7 +283,7 @@ fn services_route_like_the_seed_tutorial_and_as_kube_proxy_does() {
 
     // Hairpin: a backend reaching its own Service, answered by itself among others.
     let backend = backends.iter().next().unwrap().clone();
-    eventually(
+    wait_until(
         "a backend to reach itself through its Service",
         Duration::from_secs(20),
         || {
@@ -355,7 +327,7 @@ spec:
         "jsonpath={.spec.ports[0].nodePort}",
     ]);
     for (node, addr) in &nodes {
-        eventually(
+        wait_until(
             &format!("NodePort {node_port} on {node}"),
             Duration::from_secs(20),
             || {
@@ -385,7 +357,7 @@ spec:
         "-p",
         &format!(r#"{{"spec":{{"externalIPs":["{ext_ip}"],"ports":[{{"port":8081,"targetPort":8002,"protocol":"TCP"}}]}}}}"#),
     ]);
-    eventually(
+    wait_until(
         &format!("externalIP {ext_ip} ({ext_node})"),
         Duration::from_secs(20),
         || {
@@ -427,7 +399,7 @@ spec:
     for (node, addr) in &nodes {
         let url = format!("http://{addr}:{node_port}/");
         if *node == only_node {
-            eventually(
+            wait_until(
                 "the client address to be kept",
                 Duration::from_secs(20),
                 || {
@@ -441,7 +413,7 @@ spec:
                 },
             );
         } else {
-            eventually(
+            wait_until(
                 "a node without a local endpoint to drop",
                 Duration::from_secs(20),
                 || {
@@ -495,7 +467,7 @@ spec:
         Duration::from_secs(30),
         |s| s.split_whitespace().count() == 3,
     );
-    eventually("sticky answers", Duration::from_secs(20), || {
+    wait_until("sticky answers", Duration::from_secs(20), || {
         let seen = answers(
             &cluster,
             "luffy",
@@ -533,7 +505,7 @@ spec:
         "jsonpath={.spec.clusterIP}",
     ]);
     let now = pods_of(&cluster, "luffy", "app=myblog");
-    eventually(
+    wait_until(
         "a UDP answer through the Service",
         Duration::from_secs(20),
         || {
@@ -574,7 +546,7 @@ spec:
         "-o",
         "jsonpath={.spec.clusterIP}",
     ]);
-    eventually(
+    wait_until(
         "connection refused for a Service without endpoints",
         Duration::from_secs(20),
         || {
@@ -684,7 +656,7 @@ spec:
 "#,
     );
     wait_ready_pod(&cluster, "hp");
-    let node_ip = &node_ips(&cluster)[0].1;
+    let node_ip = &cluster.node_ips()[0].1;
     let got = http_get(node_ip, 18080);
     assert!(got.contains("200 OK") && got.contains("hp "), "{got}");
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -883,7 +855,7 @@ fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
     );
 
     let expect = |what: &str, args: &str, want: &str| {
-        eventually(what, Duration::from_secs(20), || {
+        wait_until(what, Duration::from_secs(20), || {
             let (ok, out) = lookup(&cluster, "default", "client", args);
             if ok && out.contains(want) {
                 Ok(())
@@ -967,7 +939,7 @@ fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
     // dnsPolicy Default: the node's resolver, reachable from the pod.
     let out = sh(&cluster, "default", "plain", "cat /etc/resolv.conf");
     assert!(!stdout(&out).contains("127.0.0.11"), "{}", text(&out));
-    eventually(
+    wait_until(
         "a forwarded name from a dnsPolicy Default pod",
         Duration::from_secs(20),
         || {
@@ -985,7 +957,7 @@ fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
 
     // A Service that goes away stops resolving.
     cluster.kubectl_ok(&["delete", "svc", "myblog", "-n", "luffy"]);
-    eventually(
+    wait_until(
         "a deleted Service to be NXDOMAIN",
         Duration::from_secs(20),
         || {

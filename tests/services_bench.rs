@@ -59,20 +59,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn nodes(cluster: &Cluster) -> Vec<(String, String)> {
-    cluster
-        .kubectl_ok(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
-        ])
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
-}
-
 fn pod_on(name: &str, node: &str, cmd: &str) -> String {
     format!(
         r#"
@@ -96,7 +82,7 @@ fn clusterip_vs_pod_ip() {
     let _image = build_net_image(&sandbox, IMAGE);
     let cluster = Cluster::create(&sandbox, &unique_name("bench-svc"), &["--workers", "1"]);
     cluster.load_image(IMAGE);
-    let nodes = nodes(&cluster);
+    let nodes = cluster.node_ips();
     let (server_node, worker_node) = (&nodes[0].0, &nodes[1].0);
     apply(
         &cluster,
@@ -182,7 +168,7 @@ fn dns_queries_per_second() {
     let _image = build_dns_load_image(&sandbox, DNS_IMAGE);
     let cluster = Cluster::create(&sandbox, &unique_name("bench-dns"), &[]);
     cluster.load_image(DNS_IMAGE);
-    let node_ip = nodes(&cluster)[0].1.clone();
+    let node_ip = cluster.node_ips()[0].1.clone();
     for (label, server) in [
         ("service", "10.96.0.10:53".to_string()),
         ("node", format!("{node_ip}:53")),

@@ -45,6 +45,22 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Polls `check` (which says what it saw when it fails) until it passes, failing the test
+/// after `timeout` with the last thing it saw.
+#[allow(dead_code)]
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match check() {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+}
+
 /// A unique cluster name per test run, so parallel tests and leftovers never collide.
 /// Polls `check` until it holds, failing the test after `timeout`: state that controllers and
 /// agents settle asynchronously is waited for, never read once.
@@ -190,6 +206,21 @@ impl<'a> Cluster<'a> {
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.sandbox.kubectl(&self.context(), args)
+    }
+
+    /// Every node's name and InternalIP, as the API has them.
+    #[allow(dead_code)]
+    pub fn node_ips(&self) -> Vec<(String, String)> {
+        self.kubectl_ok(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
     }
 
     /// Polls kubectl until `check` accepts its output or the time is up.
