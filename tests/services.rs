@@ -348,15 +348,20 @@ spec:
 
     // externalIPs: a Service port on an address the cluster's hosts route to (here a node's).
     let (ext_node, ext_ip) = &nodes[1];
-    cluster.kubectl_ok(&[
-        "patch",
-        "svc",
-        "myblog",
-        "-n",
-        "luffy",
-        "-p",
-        &format!(r#"{{"spec":{{"externalIPs":["{ext_ip}"],"ports":[{{"port":8081,"targetPort":8002,"protocol":"TCP"}}]}}}}"#),
-    ]);
+    apply(
+        &cluster,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: myblog-ext, namespace: luffy}}
+spec:
+  externalIPs: ["{ext_ip}"]
+  ports: [{{port: 8081, protocol: TCP, targetPort: 8002}}]
+  selector: {{app: myblog}}
+"#
+        ),
+    );
     wait_until(
         &format!("externalIP {ext_ip} ({ext_node})"),
         Duration::from_secs(20),
