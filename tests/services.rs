@@ -660,7 +660,7 @@ spec:
     ports: [{containerPort: 8080, hostPort: 18080}, {containerPort: 8080, hostPort: 18081, protocol: UDP}]
 "#,
     );
-    wait_ready_pod(&cluster, "hp");
+    cluster.wait_ready_pod("hp");
     let node_ip = &cluster.node_ips()[0].1;
     let got = http_get(node_ip, 18080);
     assert!(got.contains("200 OK") && got.contains("hp "), "{got}");
@@ -675,20 +675,6 @@ spec:
     assert!(
         answer.starts_with("hp ") && answer.ends_with("ping"),
         "{answer}"
-    );
-}
-
-fn wait_ready_pod(cluster: &Cluster, pod: &str) {
-    cluster.wait_for(
-        &[
-            "get",
-            "pod",
-            pod,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-        Duration::from_secs(120),
-        |s| s == "True",
     );
 }
 
@@ -838,8 +824,8 @@ fn cluster_dns_answers_by_the_kubernetes_dns_specification() {
     );
     wait_ready(&cluster, "luffy", "app=myblog", 1);
     wait_ready(&cluster, "default", "app=sts", 2);
-    wait_ready_pod(&cluster, "client");
-    wait_ready_pod(&cluster, "plain");
+    cluster.wait_ready_pod("client");
+    cluster.wait_ready_pod("plain");
     let myblog_ip = cluster.kubectl_ok(&[
         "get",
         "svc",
@@ -1018,7 +1004,7 @@ spec:
 "#
         ),
     );
-    wait_ready_pod(&cluster, "web");
+    cluster.wait_ready_pod("web");
     let node_port: u16 = cluster
         .kubectl_ok(&[
             "get",

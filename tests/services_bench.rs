@@ -21,20 +21,6 @@ use common::*;
 const IMAGE: &str = "kcluster-e2e/net:bench";
 const DNS_IMAGE: &str = "kcluster-e2e/dns-load:bench";
 
-fn wait_ready_pod(cluster: &Cluster, pod: &str) {
-    cluster.wait_for(
-        &[
-            "get",
-            "pod",
-            pod,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-        Duration::from_secs(120),
-        |s| s == "True",
-    );
-}
-
 fn apply(cluster: &Cluster, yaml: &str) {
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], yaml);
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
@@ -106,7 +92,7 @@ spec:
 "#,
     );
     for p in ["target", "far", "near"] {
-        wait_ready_pod(&cluster, p);
+        cluster.wait_ready_pod(p);
     }
     let pod_ip = cluster.kubectl_ok(&["get", "pod", "target", "-o", "jsonpath={.status.podIP}"]);
     let svc_ip = cluster.kubectl_ok(&["get", "svc", "target", "-o", "jsonpath={.spec.clusterIP}"]);

@@ -208,6 +208,22 @@ impl<'a> Cluster<'a> {
         self.sandbox.kubectl(&self.context(), args)
     }
 
+    /// Waits until the pod (in the context's namespace) is Ready.
+    #[allow(dead_code)]
+    pub fn wait_ready_pod(&self, pod: &str) {
+        self.wait_for(
+            &[
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            Duration::from_secs(120),
+            |s| s == "True",
+        );
+    }
+
     /// Every node's name and InternalIP, as the API has them.
     #[allow(dead_code)]
     pub fn node_ips(&self) -> Vec<(String, String)> {
