@@ -678,29 +678,16 @@ spec:
     );
 }
 
-/// One HTTP/1.0 GET from this machine; the whole response (or the error).
+/// GETs from this machine until one answers 200 (20 s at most); the last response or error.
 fn http_get(host: &str, port: u16) -> String {
-    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let addr = format!("{host}:{port}");
-        match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-                let mut body = String::new();
-                let _ = s.read_to_string(&mut body);
-                if body.contains("200 OK") {
-                    return body;
-                }
-                last = body;
-            }
-            Err(e) => last = e.to_string(),
+    loop {
+        let body = http_once(host, port);
+        if body.contains("200 OK") || Instant::now() >= deadline {
+            return body;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    last
 }
 
 /// nslookup's answer lines ("Address: x" / "name = x" / "service = …") for one query.

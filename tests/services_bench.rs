@@ -97,9 +97,8 @@ spec:
     let pod_ip = cluster.kubectl_ok(&["get", "pod", "target", "-o", "jsonpath={.status.podIP}"]);
     let svc_ip = cluster.kubectl_ok(&["get", "svc", "target", "-o", "jsonpath={.spec.clusterIP}"]);
     // Wait until the Service answers before measuring.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cluster
-        .kubectl(&[
+    wait_until("the Service to answer", Duration::from_secs(30), || {
+        let out = cluster.kubectl(&[
             "exec",
             "far",
             "--",
@@ -107,13 +106,13 @@ spec:
             "-q",
             "-O-",
             &format!("http://{svc_ip}/"),
-        ])
-        .status
-        .success()
-    {
-        assert!(Instant::now() < deadline, "the Service never answered");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        ]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    });
     for client in ["far", "near"] {
         let (mut tp_pod, mut tp_svc, mut cr_pod, mut cr_svc) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
