@@ -78,7 +78,7 @@ fn vmap_set(name: &str) -> Set {
             DataType::InetProto,
             DataType::InetService,
         ],
-        data: Some(DataType::Verdict),
+        data: Some(vec![DataType::Verdict]),
         flags: SetFlags::default(),
         timeout: None,
     }

@@ -346,14 +346,14 @@ impl Batch {
         a.put_be32(NFTA_SET_FLAGS, flags);
         a.put_be32(NFTA_SET_KEY_TYPE, key_type(&set.key));
         a.put_be32(NFTA_SET_KEY_LEN, key_len(&set.key));
-        match set.data {
-            Some(DataType::Verdict) => {
+        match set.data.as_deref() {
+            Some([DataType::Verdict]) => {
                 a.put_be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
                 a.put_be32(NFTA_SET_DATA_LEN, 0);
             }
             Some(d) => {
-                a.put_be32(NFTA_SET_DATA_TYPE, d.nft_type());
-                a.put_be32(NFTA_SET_DATA_LEN, d.len());
+                a.put_be32(NFTA_SET_DATA_TYPE, key_type(d));
+                a.put_be32(NFTA_SET_DATA_LEN, key_len(d));
             }
             None => {}
         }

@@ -93,7 +93,9 @@ pub struct SetFlags {
 pub struct Set {
     pub name: String,
     pub key: Vec<DataType>,
-    pub data: Option<DataType>,
+    /// The value type of a map: one type, or the parts of a concatenation (e.g. the address
+    /// and port a `dnat … map` takes), laid out as keys are.
+    pub data: Option<Vec<DataType>>,
     pub flags: SetFlags,
     /// Default timeout of elements (sets with `flags.timeout`).
     pub timeout: Option<Duration>,

@@ -400,6 +400,58 @@ pub fn dnat(ip: Ipv4Addr, port: u16) -> Vec<Expr> {
     ]
 }
 
+/// `dnat ip to numgen random mod N map @map`: one of N destinations, uniformly, from a named
+/// map keyed `key::u32_host(0..N)` whose values are `ipv4_addr . inet_service` (a `Set` with
+/// `data: [Ipv4Addr, InetService]`, values `key::ipv4(ip)` then `key::port(port)`). As with
+/// `dnat`, put `l4proto_eq(..)` before it.
+pub fn dnat_numgen_map(map: &str, modulus: u32) -> Vec<Expr> {
+    vec![
+        Expr::Numgen {
+            dreg: REG_1,
+            modulus,
+            random: true,
+            offset: 0,
+        },
+        Expr::Lookup {
+            set: map.to_string(),
+            sreg: REG_1,
+            dreg: Some(REG_1),
+            invert: false,
+        },
+        // The address lands in the first 32-bit register, the port (padded) in the next.
+        Expr::Nat {
+            kind: NatKind::Dnat,
+            addr_reg: REG_1,
+            port_reg: Some(reg32(1)),
+            flags: 0,
+        },
+    ]
+}
+
+/// `ip saddr . ip daddr @set` (key `ipv4_addr . ipv4_addr`).
+pub fn lookup_saddr_daddr(set: &str) -> Vec<Expr> {
+    vec![
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: IP_SADDR,
+            len: 4,
+            dreg: REG_1,
+        },
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: IP_DADDR,
+            len: 4,
+            dreg: reg32(1),
+        },
+        Expr::Lookup {
+            set: set.to_string(),
+            sreg: REG_1,
+            dreg: None,
+            invert: false,
+        },
+    ]
+}
+
 /// `masquerade` / `masquerade fully-random`
 pub fn masquerade(fully_random: bool) -> Vec<Expr> {
     vec![Expr::Masq { fully_random }]

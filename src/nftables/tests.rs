@@ -325,7 +325,7 @@ fn fixture_batch() -> Batch {
                 DataType::InetProto,
                 DataType::InetService,
             ],
-            data: Some(DataType::Verdict),
+            data: Some(vec![DataType::Verdict]),
             flags: SetFlags::default(),
             timeout: None,
         },
@@ -715,7 +715,7 @@ fn b_iv() -> Set {
             DataType::InetProto,
             DataType::InetService,
         ],
-        data: Some(DataType::Verdict),
+        data: Some(vec![DataType::Verdict]),
         flags: SetFlags {
             interval: true,
             ..Default::default()

@@ -1,8 +1,15 @@
 //! The proxy's nf_tables rules, in kube-proxy's nftables-mode layout (KEP-3866), in a table of
 //! our own (`ip kcluster`): verdict maps from (address, protocol, port) to one chain per service
-//! port, which picks an endpoint chain with `numgen random`; endpoint chains mark hairpin
-//! traffic and DNAT; marked packets are masqueraded in postrouting. Services with no usable
-//! endpoint are rejected (ICMP port unreachable: connection refused at once, not a hang).
+//! port, which DNATs to an endpoint picked with `numgen random` from a named map of the
+//! service's endpoints (`dnat ip to numgen random mod N map @endpoints-…`). Unlike kube-proxy
+//! there is no chain per endpoint: every chain a verdict reaches is walked by the kernel's
+//! loop check on each commit that adds a jump or a NAT rule, so 10,000 endpoint chains made
+//! one endpoint change cost 40 ms; a map element costs nothing there. Hairpin traffic (a pod
+//! reaching itself through a Service) is masqueraded by one set of `pod . pod` pairs in
+//! postrouting instead of a mark in each endpoint chain. Only ClientIP affinity keeps
+//! endpoint chains, which record the client in a set per endpoint. Marked packets are
+//! masqueraded in postrouting. Services with no usable endpoint are rejected (ICMP port
+//! unreachable: connection refused at once, not a hang).
 //!
 //! `static_part` is made once per full sync; `desired` is everything that depends on Services,
 //! EndpointSlices and this node's pods, compared with what was applied by `plan`.
@@ -27,6 +34,8 @@ pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const CLUSTER_IPS: &str = "cluster-ips";
+/// `ip saddr . ip daddr` pairs of this node's endpoints with themselves: hairpin traffic.
+pub const HAIRPIN: &str = "hairpin";
 /// The maps whose elements `desired` fills, and their key types.
 pub const MAPS: [&str; 4] = [
     SERVICE_IPS,
@@ -62,6 +71,10 @@ pub struct Desired {
     pub cluster_ips: BTreeSet<Ipv4Addr>,
     /// Affinity set name → timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+    /// Endpoint map name → the endpoints `numgen` picks from, in order (index = key).
+    pub endpoint_maps: BTreeMap<String, Vec<(Ipv4Addr, u16)>>,
+    /// Addresses of this node's endpoints (members of `HAIRPIN` as `ip . ip`).
+    pub hairpin: BTreeSet<Ipv4Addr>,
 }
 
 /// A hostPort of a pod on this node.
@@ -124,6 +137,12 @@ pub fn static_part(pod_subnet: Ipv4Cidr, service_subnet: Ipv4Cidr) -> StaticPart
             base(ChainType::Nat, Hook::Postrouting, 100),
             vec![
                 jump(MASQUERADING),
+                // A pod that reached itself through a Service answers itself unless its own
+                // address is hidden (kube-proxy marks these in each endpoint chain).
+                cat(vec![
+                    rule::lookup_saddr_daddr(HAIRPIN),
+                    rule::masquerade(true),
+                ]),
                 // Pod egress (kindnetd's rule): anything a pod sends out of the pod network
                 // leaves with the node's address, so the Docker network and beyond can answer.
                 cat(vec![
@@ -223,7 +242,7 @@ pub fn static_part(pod_subnet: Ipv4Cidr, service_subnet: Ipv4Cidr) -> StaticPart
     let vmap = |name: &str, key: Vec<DataType>| Set {
         name: name.to_string(),
         key,
-        data: Some(DataType::Verdict),
+        data: Some(vec![DataType::Verdict]),
         flags: SetFlags::default(),
         timeout: None,
     };
@@ -247,6 +266,13 @@ pub fn static_part(pod_subnet: Ipv4Cidr, service_subnet: Ipv4Cidr) -> StaticPart
             flags: SetFlags::default(),
             timeout: None,
         },
+        Set {
+            name: HAIRPIN.to_string(),
+            key: vec![DataType::Ipv4Addr, DataType::Ipv4Addr],
+            data: None,
+            flags: SetFlags::default(),
+            timeout: None,
+        },
     ];
     StaticPart { chains, sets }
 }
@@ -266,6 +292,25 @@ pub fn affinity_set(name: &str, seconds: u32) -> Set {
     }
 }
 
+/// The map an endpoint pick reads: index (`numgen` output, host order) → address . port.
+pub fn endpoint_map(name: &str) -> Set {
+    Set {
+        name: name.to_string(),
+        key: vec![DataType::Integer],
+        data: Some(vec![DataType::Ipv4Addr, DataType::InetService]),
+        flags: SetFlags::default(),
+        timeout: None,
+    }
+}
+
+/// Key and value bytes of the element at `index` of an endpoint map.
+pub fn endpoint_element(index: usize, ip: Ipv4Addr, port: u16) -> (Vec<u8>, Vec<u8>) {
+    (
+        key::u32_host(index as u32),
+        cat_bytes([key::ipv4(ip), key::port(port)]),
+    )
+}
+
 /// A short, stable hash of a name, so chain names stay unique yet readable.
 fn hash(id: &str) -> String {
     use sha2::Digest;
@@ -279,6 +324,16 @@ pub fn service_chain(sp: &ServicePort) -> String {
 fn external_chain(sp: &ServicePort) -> String {
     let id = sp.id();
     format!("external-{}-{id}", hash(&id))
+}
+/// The endpoint map of a service port: all its endpoints, or (`local`) this node's only.
+fn endpoints_map_name(sp: &ServicePort, local: bool) -> String {
+    let id = sp.id();
+    let which = if local {
+        "local-endpoints"
+    } else {
+        "endpoints"
+    };
+    format!("{which}-{}-{id}", hash(&id))
 }
 fn endpoint_id(sp: &ServicePort, ep: &Endpoint) -> String {
     format!("{}__{}/{}", sp.id(), ep.ip, ep.port)
@@ -302,9 +357,16 @@ fn cat_bytes<const N: usize>(parts: [Vec<u8>; N]) -> Vec<u8> {
     parts.into_iter().flatten().collect()
 }
 
-/// Rules that send a packet to one of `endpoints`: the affinity checks (ClientIP), then a
-/// random pick.
-fn pick(sp: &ServicePort, endpoints: &[&Endpoint]) -> Vec<Rule> {
+/// Rules that send a packet to one of `endpoints` (`local`: the node-local subset). With
+/// ClientIP affinity: the affinity checks, then a random pick among endpoint chains (which
+/// `affinity_chains` are to make); otherwise a DNAT straight from the endpoint map.
+fn pick(
+    sp: &ServicePort,
+    endpoints: &[&Endpoint],
+    local: bool,
+    d: &mut Desired,
+    affinity_chains: &mut BTreeSet<Endpoint>,
+) -> Vec<Rule> {
     let mut rules = Vec::new();
     if sp.affinity_seconds.is_some() {
         for ep in endpoints {
@@ -313,12 +375,29 @@ fn pick(sp: &ServicePort, endpoints: &[&Endpoint]) -> Vec<Rule> {
                 goto(&endpoint_chain(sp, ep)),
             ])));
         }
+        let chains: Vec<String> = endpoints.iter().map(|e| endpoint_chain(sp, e)).collect();
+        if chains.len() == 1 {
+            rules.push(Rule::Exprs(goto(&chains[0])));
+        } else {
+            rules.push(Rule::Numgen(chains));
+        }
+        affinity_chains.extend(endpoints.iter().map(|e| (*e).clone()));
+        return rules;
     }
-    let chains: Vec<String> = endpoints.iter().map(|e| endpoint_chain(sp, e)).collect();
-    if chains.len() == 1 {
-        rules.push(Rule::Exprs(goto(&chains[0])));
+    let proto = rule::l4proto_eq(sp.protocol.number());
+    if let [ep] = endpoints {
+        rules.push(Rule::Exprs(cat(vec![proto, rule::dnat(ep.ip, ep.port)])));
     } else {
-        rules.push(Rule::Numgen(chains));
+        let map = endpoints_map_name(sp, local);
+        let n = endpoints.len() as u32;
+        d.endpoint_maps.insert(
+            map.clone(),
+            endpoints.iter().map(|e| (e.ip, e.port)).collect(),
+        );
+        rules.push(Rule::Exprs(cat(vec![
+            proto,
+            rule::dnat_numgen_map(&map, n),
+        ])));
     }
     rules
 }
@@ -337,7 +416,14 @@ pub fn desired(ports: &[ServicePort], pod_subnet: Ipv4Cidr, hostports: &[HostPor
         let local = sp.local_endpoints();
         let internal: &[&Endpoint] = if sp.internal_local { &local } else { &cluster };
         let external: &[&Endpoint] = if sp.external_local { &local } else { &cluster };
-        let mut used: BTreeSet<&Endpoint> = BTreeSet::new();
+        let mut affinity_chains: BTreeSet<Endpoint> = BTreeSet::new();
+        d.hairpin.extend(
+            internal
+                .iter()
+                .chain(external.iter())
+                .filter(|e| e.local)
+                .map(|e| e.ip),
+        );
 
         // Traffic to the cluster IP.
         let svc_chain = service_chain(sp);
@@ -361,8 +447,13 @@ pub fn desired(ports: &[ServicePort], pod_subnet: Ipv4Cidr, hostports: &[HostPor
                 rule::ip_saddr_in(pods.0, pods.1, true),
                 jump(MARK_FOR_MASQUERADE),
             ]))];
-            rules.extend(pick(sp, internal));
-            used.extend(internal.iter().copied());
+            rules.extend(pick(
+                sp,
+                internal,
+                sp.internal_local,
+                &mut d,
+                &mut affinity_chains,
+            ));
             d.chains.insert(svc_chain.clone(), rules);
             d.maps
                 .entry(SERVICE_IPS)
@@ -396,12 +487,24 @@ pub fn desired(ports: &[ServicePort], pod_subnet: Ipv4Cidr, hostports: &[HostPor
                 if external.is_empty() {
                     rules.push(Rule::Exprs(rule::verdict(Verdict::Drop)));
                 } else {
-                    rules.extend(pick(sp, external));
-                    used.extend(external.iter().copied());
+                    rules.extend(pick(
+                        sp,
+                        external,
+                        sp.external_local,
+                        &mut d,
+                        &mut affinity_chains,
+                    ));
                 }
                 d.chains.insert(ext_chain.clone(), rules);
                 Some(Verdict::Goto(ext_chain))
-            } else if has_cluster_chain {
+            } else if sp.internal_local && !cluster.is_empty() {
+                // The cluster IP keeps to this node's endpoints, but outside clients may
+                // reach any (kube-proxy's external chain goes to the cluster-wide policy).
+                let mut rules = vec![Rule::Exprs(jump(MARK_FOR_MASQUERADE))];
+                rules.extend(pick(sp, &cluster, false, &mut d, &mut affinity_chains));
+                d.chains.insert(ext_chain.clone(), rules);
+                Some(Verdict::Goto(ext_chain))
+            } else if has_cluster_chain && !sp.internal_local {
                 d.chains.insert(
                     ext_chain.clone(),
                     vec![
@@ -438,22 +541,20 @@ pub fn desired(ports: &[ServicePort], pod_subnet: Ipv4Cidr, hostports: &[HostPor
             }
         }
 
-        for ep in used {
-            let mut exprs = vec![Rule::Exprs(cat(vec![
-                rule::ip_saddr_eq(ep.ip),
-                jump(MARK_FOR_MASQUERADE),
-            ]))];
-            if let Some(seconds) = sp.affinity_seconds {
+        if let Some(seconds) = sp.affinity_seconds {
+            for ep in &affinity_chains {
                 let set = affinity_name(sp, ep);
-                // The set's own timeout applies (kube-proxy's `update @set { ip saddr }`).
-                exprs.push(Rule::Exprs(rule::dynset_update_saddr(&set, None)));
+                let rules = vec![
+                    // The set's own timeout applies (kube-proxy's `update @set { ip saddr }`).
+                    Rule::Exprs(rule::dynset_update_saddr(&set, None)),
+                    Rule::Exprs(cat(vec![
+                        rule::l4proto_eq(sp.protocol.number()),
+                        rule::dnat(ep.ip, ep.port),
+                    ])),
+                ];
                 d.affinity_sets.insert(set, seconds);
+                d.chains.insert(endpoint_chain(sp, ep), rules);
             }
-            exprs.push(Rule::Exprs(cat(vec![
-                rule::l4proto_eq(sp.protocol.number()),
-                rule::dnat(ep.ip, ep.port),
-            ])));
-            d.chains.insert(endpoint_chain(sp, ep), exprs);
         }
     }
     let rules = hostport_rules(hostports, &mut d);
@@ -538,26 +639,67 @@ mod tests {
     }
 
     #[test]
-    fn a_service_with_two_endpoints_gets_a_random_pick_and_two_dnat_chains() {
+    fn a_service_with_two_endpoints_dnats_from_its_endpoint_map() {
         let s = sp("web", vec![ep(5, true, true), ep(6, true, false)]);
         let d = desired(std::slice::from_ref(&s), pods(), &[]);
         let svc = service_chain(&s);
         let rules = &d.chains[&svc];
         assert_eq!(rules.len(), 2);
-        let Rule::Numgen(targets) = &rules[1] else {
-            panic!("{rules:?}")
-        };
-        assert_eq!(targets.len(), 2);
-        for t in targets {
-            assert!(d.chains.contains_key(t), "{t}");
-            assert!(t.starts_with("endpoint-"), "{t}");
-        }
+        let map = endpoints_map_name(&s, false);
+        assert_eq!(
+            rules[1],
+            Rule::Exprs(cat(vec![
+                rule::l4proto_eq(6),
+                rule::dnat_numgen_map(&map, 2)
+            ]))
+        );
+        assert_eq!(
+            d.endpoint_maps[&map],
+            vec![
+                (Ipv4Addr::new(10, 244, 0, 5), 8080),
+                (Ipv4Addr::new(10, 244, 0, 6), 8080)
+            ]
+        );
+        // No chain per endpoint; only the local endpoint can hairpin here.
+        assert_eq!(d.chains.len(), 2, "{:?}", d.chains.keys());
+        assert_eq!(d.hairpin, BTreeSet::from([Ipv4Addr::new(10, 244, 0, 5)]));
         let key = ip_proto_port(s.cluster_ip, Protocol::Tcp, 80);
         assert_eq!(d.maps[SERVICE_IPS][&key], Verdict::Goto(svc));
         assert!(d.maps[NO_ENDPOINT_SERVICES].is_empty());
         assert!(d.cluster_ips.contains(&s.cluster_ip));
         // The hostports chain always exists, empty here.
         assert_eq!(d.chains["hostports"], Vec::<Rule>::new());
+    }
+
+    #[test]
+    fn one_endpoint_is_dnatted_without_a_map_and_local_policies_get_their_own_map() {
+        let s = sp("one", vec![ep(5, true, false)]);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
+        assert!(d.endpoint_maps.is_empty());
+        assert_eq!(
+            d.chains[&service_chain(&s)][1],
+            Rule::Exprs(cat(vec![
+                rule::l4proto_eq(6),
+                rule::dnat(Ipv4Addr::new(10, 244, 0, 5), 8080)
+            ]))
+        );
+
+        let mut s = sp(
+            "mixed",
+            vec![ep(5, true, true), ep(6, true, true), ep(7, true, false)],
+        );
+        s.external_local = true;
+        s.node_port = Some(30090);
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
+        assert_eq!(d.endpoint_maps[&endpoints_map_name(&s, false)].len(), 3);
+        assert_eq!(d.endpoint_maps[&endpoints_map_name(&s, true)].len(), 2);
+
+        // The other way round: the cluster IP keeps to local endpoints, node ports do not.
+        s.external_local = false;
+        s.internal_local = true;
+        let d = desired(std::slice::from_ref(&s), pods(), &[]);
+        assert_eq!(d.endpoint_maps[&endpoints_map_name(&s, false)].len(), 3);
+        assert_eq!(d.endpoint_maps[&endpoints_map_name(&s, true)].len(), 2);
     }
 
     #[test]
@@ -604,9 +746,17 @@ mod tests {
         let d = desired(std::slice::from_ref(&s), pods(), &[]);
         assert_eq!(d.affinity_sets.len(), 2);
         let rules = &d.chains[&service_chain(&s)];
-        // masquerade check, two affinity lookups, the pick
+        // masquerade check, two affinity lookups, the pick among endpoint chains
         assert_eq!(rules.len(), 4);
+        let Rule::Numgen(targets) = &rules[3] else {
+            panic!("{rules:?}")
+        };
+        for t in targets {
+            assert!(d.chains.contains_key(t), "{t}");
+            assert!(t.starts_with("endpoint-"), "{t}");
+        }
         assert!(d.affinity_sets.values().all(|t| *t == 30));
+        assert!(d.endpoint_maps.is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::nftables::{Batch, Element, ElementData, Family, Verdict, key, rule};
 
-use super::ruleset::{self, CLUSTER_IPS, Desired, Rule, StaticPart, TABLE};
+use super::ruleset::{self, CLUSTER_IPS, Desired, HAIRPIN, Rule, StaticPart, TABLE};
 
 const FAMILY: Family = Family::Ip;
 /// How long a flushed chain waits before it is deleted.
@@ -42,6 +42,10 @@ pub fn full(static_part: &StaticPart, desired: &Desired) -> Batch {
     for (name, seconds) in &desired.affinity_sets {
         b.add_set(FAMILY, TABLE, &ruleset::affinity_set(name, *seconds));
     }
+    for (name, endpoints) in &desired.endpoint_maps {
+        b.add_set(FAMILY, TABLE, &ruleset::endpoint_map(name));
+        add_endpoints(&mut b, name, endpoints.iter().enumerate());
+    }
     for (name, _, rules) in &static_part.chains {
         for exprs in rules {
             b.add_rule(FAMILY, TABLE, name, exprs.clone());
@@ -63,6 +67,14 @@ pub fn full(static_part: &StaticPart, desired: &Desired) -> Batch {
         .collect();
     if !ips.is_empty() {
         b.add_elements(FAMILY, TABLE, CLUSTER_IPS, &ips);
+    }
+    let pairs: Vec<Element> = desired
+        .hairpin
+        .iter()
+        .map(|ip| hairpin_element(*ip))
+        .collect();
+    if !pairs.is_empty() {
+        b.add_elements(FAMILY, TABLE, HAIRPIN, &pairs);
     }
     b
 }
@@ -92,6 +104,32 @@ pub fn incremental(applied: &mut Applied, desired: &Desired, now: Instant) -> Ba
     for (name, seconds) in &desired.affinity_sets {
         if !old.affinity_sets.contains_key(name) {
             b.add_set(FAMILY, TABLE, &ruleset::affinity_set(name, *seconds));
+        }
+    }
+    // Endpoint maps: made with their elements, or changed index by index.
+    for (name, wanted) in &desired.endpoint_maps {
+        match old.endpoint_maps.get(name) {
+            None => {
+                b.add_set(FAMILY, TABLE, &ruleset::endpoint_map(name));
+                add_endpoints(&mut b, name, wanted.iter().enumerate());
+            }
+            Some(had) if had == wanted => {}
+            Some(had) => {
+                let gone: Vec<Element> = had
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, e)| wanted.get(*i) != Some(*e))
+                    .map(|(i, (ip, port))| endpoint_element(i, *ip, *port))
+                    .collect();
+                if !gone.is_empty() {
+                    b.delete_elements(FAMILY, TABLE, name, &gone);
+                }
+                let new = wanted
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, e)| had.get(*i) != Some(*e));
+                add_endpoints(&mut b, name, new);
+            }
         }
     }
 
@@ -164,9 +202,32 @@ pub fn incremental(applied: &mut Applied, desired: &Desired, now: Instant) -> Ba
         b.add_elements(FAMILY, TABLE, CLUSTER_IPS, &new);
     }
 
-    // Affinity sets of removed endpoints: their rules were flushed above.
+    let gone: Vec<Element> = old
+        .hairpin
+        .difference(&desired.hairpin)
+        .map(|ip| hairpin_element(*ip))
+        .collect();
+    if !gone.is_empty() {
+        b.delete_elements(FAMILY, TABLE, HAIRPIN, &gone);
+    }
+    let new: Vec<Element> = desired
+        .hairpin
+        .difference(&old.hairpin)
+        .map(|ip| hairpin_element(*ip))
+        .collect();
+    if !new.is_empty() {
+        b.add_elements(FAMILY, TABLE, HAIRPIN, &new);
+    }
+
+    // Affinity sets of removed endpoints and endpoint maps of removed services: the rules
+    // that used them were flushed above.
     for name in old.affinity_sets.keys() {
         if !desired.affinity_sets.contains_key(name) {
+            b.delete_set(FAMILY, TABLE, name);
+        }
+    }
+    for name in old.endpoint_maps.keys() {
+        if !desired.endpoint_maps.contains_key(name) {
             b.delete_set(FAMILY, TABLE, name);
         }
     }
@@ -200,6 +261,32 @@ fn add_rules(b: &mut Batch, chain: &str, rules: &[Rule]) {
             }
         }
     }
+}
+
+fn add_endpoints<'a>(
+    b: &mut Batch,
+    map: &str,
+    endpoints: impl Iterator<Item = (usize, &'a (std::net::Ipv4Addr, u16))>,
+) {
+    let elements: Vec<Element> = endpoints
+        .map(|(i, (ip, port))| endpoint_element(i, *ip, *port))
+        .collect();
+    if !elements.is_empty() {
+        b.add_elements(FAMILY, TABLE, map, &elements);
+    }
+}
+
+fn endpoint_element(index: usize, ip: std::net::Ipv4Addr, port: u16) -> Element {
+    let (key, value) = ruleset::endpoint_element(index, ip, port);
+    Element {
+        key,
+        data: Some(ElementData::Value(value)),
+        timeout: None,
+    }
+}
+
+fn hairpin_element(ip: std::net::Ipv4Addr) -> Element {
+    set_element([key::ipv4(ip), key::ipv4(ip)].concat())
 }
 
 fn map_element(key: &[u8], verdict: &Verdict) -> Element {
