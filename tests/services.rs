@@ -530,6 +530,61 @@ spec:
         },
     );
 
+    // A UDP endpoint that leaves its Service: the client keeps its source port (as a resolver
+    // does), so without the conntrack cleanup every datagram would follow the old entry to the
+    // old pod, which is still alive and would still answer.
+    let movers: Vec<&String> = now.iter().take(2).collect();
+    let [first, second] = movers[..] else {
+        panic!("two myblog pods expected, have {now:?}");
+    };
+    cluster.kubectl_ok(&["label", "pod", first, "-n", "luffy", "udp=target"]);
+    apply(
+        &cluster,
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: udp-mover, namespace: luffy}
+spec:
+  ports: [{port: 5300, protocol: UDP, targetPort: 8002}]
+  selector: {udp: target}
+"#,
+    );
+    let mover_ip = cluster.kubectl_ok(&[
+        "get",
+        "svc",
+        "udp-mover",
+        "-n",
+        "luffy",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let answered_by = |want: &str| {
+        let out = sh(
+            &cluster,
+            "luffy",
+            &clients[1],
+            &format!("net-tool udp {mover_ip} 5300 hi 40053"),
+        );
+        let body = stdout(&out);
+        if out.status.success() && body.split_whitespace().next() == Some(want) {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    };
+    wait_until(
+        "the first UDP endpoint answers from a fixed source port",
+        Duration::from_secs(20),
+        || answered_by(first),
+    );
+    cluster.kubectl_ok(&["label", "pod", second, "-n", "luffy", "udp=target"]);
+    cluster.kubectl_ok(&["label", "pod", first, "-n", "luffy", "udp-"]);
+    wait_until(
+        "the same client and source port reach the endpoint that replaced the removed one",
+        Duration::from_secs(20),
+        || answered_by(second),
+    );
+
     // A Service whose selector matches nothing: refused at once, not a hang.
     apply(
         &cluster,

@@ -4,7 +4,8 @@
 //!   net-tool serve PORT            TCP (HTTP) and UDP on PORT; every answer is
 //!                                  "<hostname> <client address>", so a test sees which pod
 //!                                  answered and what source address it saw
-//!   net-tool udp HOST PORT MSG     one datagram, prints the answer; exit 1 after 2 s of silence
+//!   net-tool udp HOST PORT MSG [SRC]  one datagram (from source port SRC, else any), prints
+//!                                  the answer; exit 1 after 2 s of silence
 //!   net-tool sink PORT             TCP: reads and discards everything (throughput target)
 //!   net-tool blast HOST PORT SECS  TCP: writes to a sink for SECS, prints {"mbit_per_s": …}
 //!   net-tool rate HOST PORT SECS   new TCP connection + one HTTP GET each, for SECS, prints
@@ -58,8 +59,15 @@ fn serve(port: u16) {
     }
 }
 
-fn udp(host: &str, port: &str, msg: &str) -> i32 {
-    let sock = UdpSocket::bind("0.0.0.0:0").expect("cannot bind");
+fn udp(host: &str, port: &str, msg: &str, src: Option<&str>) -> i32 {
+    let src: u16 = match src.map(str::parse).transpose() {
+        Ok(p) => p.unwrap_or(0),
+        Err(e) => {
+            eprintln!("bad source port: {e}");
+            return 2;
+        }
+    };
+    let sock = UdpSocket::bind(("0.0.0.0", src)).expect("cannot bind");
     sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
     let target = format!("{host}:{port}");
     if let Err(e) = sock.send_to(msg.as_bytes(), &target) {
@@ -175,7 +183,9 @@ fn main() {
             serve(args.get(2).and_then(|p| p.parse().ok()).unwrap_or(8080));
             0
         }
-        Some("udp") if args.len() == 5 => udp(&args[2], &args[3], &args[4]),
+        Some("udp") if args.len() == 5 || args.len() == 6 => {
+            udp(&args[2], &args[3], &args[4], args.get(5).map(String::as_str))
+        }
         Some("sink") => {
             sink(args.get(2).and_then(|p| p.parse().ok()).unwrap_or(9001));
             0
@@ -186,7 +196,7 @@ fn main() {
         Some("rate") if args.len() == 5 => rate(&args[2], &args[3], args[4].parse().unwrap_or(5)),
         _ => {
             eprintln!(
-                "usage: net-tool serve PORT | udp HOST PORT MSG | sink PORT | blast HOST PORT SECS | rate HOST PORT SECS"
+                "usage: net-tool serve PORT | udp HOST PORT MSG [SRC] | sink PORT | blast HOST PORT SECS | rate HOST PORT SECS"
             );
             2
         }
