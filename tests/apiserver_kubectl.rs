@@ -3,8 +3,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -142,7 +144,10 @@ fn delete_variants() {
         out.contains("force deleted") || out.contains("deleted"),
         "{out}"
     );
-    assert!(!server.kubectl(&["get", "pod", "bound"]).status.success());
+    assert!(
+        gone(&server.kubectl(&["get", "pod", "bound"])),
+        "force delete is at once"
+    );
 
     // Label-selected delete of several objects.
     for n in ["a", "b", "c"] {
@@ -153,31 +158,93 @@ fn delete_variants() {
     assert_eq!(out.lines().count(), 3, "{out}");
 }
 
+/// A kubectl that watches: started with `-v=6`, returned once its watch request has been
+/// answered (its request log names `watch=true`), so what the test does next happens while it
+/// watches. Its stdout arrives line by line on `lines`.
+struct Watching {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Watching {
+    fn start(server: &ApiServer, args: &[&str]) -> Watching {
+        let mut all = args.to_vec();
+        all.push("-v=6");
+        let mut child = server.kubectl_spawn(&all);
+        let (line_tx, lines) = mpsc::channel();
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
+        let (watching_tx, watching) = mpsc::channel();
+        let err = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let stderr = std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in err.lines().map_while(Result::ok) {
+                if line.contains("watch=true") {
+                    let _ = watching_tx.send(());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        if watching.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = stderr.join().unwrap_or_default();
+            panic!("kubectl {args:?} never started watching: {log}");
+        }
+        Watching {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Stdout lines until `done` says they are enough (or 30 s pass).
+    fn read_until(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => got.push(line),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// Waits for kubectl to exit by itself: its status, stdout and log.
+    fn finish(mut self) -> (bool, String, String) {
+        let status = self.child.wait().expect("kubectl wait");
+        let out: Vec<String> = self.lines.iter().collect();
+        let log = self.stderr.join().unwrap_or_default();
+        (status.success(), out.join("\n"), log)
+    }
+}
+
 #[test]
 fn get_watch_prints_changes_as_they_happen() {
     let server = ApiServer::start();
-    let mut watch = server.kubectl_spawn(&["get", "cm", "-w", "--output-watch-events"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut watch = Watching::start(&server, &["get", "cm", "-w", "--output-watch-events"]);
     server.kubectl_ok(&["create", "configmap", "watched", "--from-literal=a=1"]);
     server.kubectl_ok(&["label", "cm", "watched", "x=y"]);
     server.kubectl_ok(&["delete", "cm", "watched"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let _ = watch.kill();
-    let _ = watch.wait();
-    let mut output = String::new();
-    watch
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut output)
-        .unwrap();
-    let events: Vec<&str> = output.lines().filter(|l| l.contains("watched")).collect();
-    assert_eq!(events.len(), 3, "{output}");
+    let output = watch.read_until(|l| l.iter().filter(|l| l.contains("watched")).count() >= 3);
+    let _ = watch.child.kill();
+    let _ = watch.child.wait();
+    let events: Vec<&String> = output.iter().filter(|l| l.contains("watched")).collect();
+    assert_eq!(events.len(), 3, "{output:?}");
     assert!(
         events[0].starts_with("ADDED")
             && events[1].starts_with("MODIFIED")
             && events[2].starts_with("DELETED"),
-        "{output}"
+        "{output:?}"
     );
 }
 
@@ -188,9 +255,12 @@ fn wait_for_condition_and_for_delete() {
         &["create", "-f", "-"],
         r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"},"status":{"conditions":[{"type":"Ready","status":"False","reason":"Starting"}]}}"#,
     );
-    let waiter =
-        server.kubectl_spawn(&["wait", "--for=condition=Ready", "node/n1", "--timeout=20s"]);
-    std::thread::sleep(Duration::from_millis(1000));
+    // Both waits are started, and seen watching, before the change they wait for: a wait that
+    // found its condition already met would not test the watch.
+    let waiter = Watching::start(
+        &server,
+        &["wait", "--for=condition=Ready", "node/n1", "--timeout=60s"],
+    );
     server.kubectl_ok(&[
         "patch",
         "node",
@@ -200,24 +270,21 @@ fn wait_for_condition_and_for_delete() {
         "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady"}]}}"#,
     ]);
-    let out = waiter.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        stdout(&out).contains("node/n1 condition met"),
-        "{}",
-        text(&out)
-    );
+    let (ok, out, log) = waiter.finish();
+    assert!(ok, "{out}\n{log}");
+    assert!(out.contains("node/n1 condition met"), "{out}\n{log}");
 
     server.kubectl_ok(&["create", "configmap", "doomed"]);
-    let waiter = server.kubectl_spawn(&["wait", "--for=delete", "cm/doomed", "--timeout=20s"]);
-    std::thread::sleep(Duration::from_millis(1000));
+    let waiter = Watching::start(
+        &server,
+        &["wait", "--for=delete", "cm/doomed", "--timeout=60s"],
+    );
     server.kubectl_ok(&["delete", "cm", "doomed", "--wait=false"]);
-    let out = waiter.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let (ok, out, log) = waiter.finish();
+    assert!(ok, "{out}\n{log}");
     assert!(
-        stdout(&out).contains("configmap/doomed condition met"),
-        "{}",
-        text(&out)
+        out.contains("configmap/doomed condition met"),
+        "{out}\n{log}"
     );
 }
 

@@ -108,7 +108,7 @@ fn created_tokens_authenticate_and_bogus_ones_do_not() {
     );
     server.kubectl_ok(&["delete", "pod", "bound", "--grace-period", "0", "--force"]);
     wait_for("the pod to go", Duration::from_secs(30), || {
-        !server.kubectl(&["get", "pod", "bound"]).status.success()
+        gone(&server.kubectl(&["get", "pod", "bound"]))
     });
     let out = kubectl_with_token(&server, &bound, &["get", "pods"]);
     assert!(

@@ -200,15 +200,16 @@ fn deployment_chapter_of_the_seed_tutorial() {
         labels.contains(&format!("pod-template-hash={hash}")),
         "{labels}"
     );
-    let events = server.kubectl_ok(&["get", "events", "-n", "luffy"]);
-    for needle in [
-        "SuccessfulCreate",
-        "Created pod: myblog-",
-        "Successfully assigned luffy/myblog-",
-        &format!("Scaled up replica set {rs1} from 0 to 2"),
-    ] {
-        assert!(events.contains(needle), "no {needle:?} in:\n{events}");
-    }
+    wait_output(
+        "the rollout's events",
+        || server.kubectl_ok(&["get", "events", "-n", "luffy"]),
+        &[
+            "SuccessfulCreate",
+            "Created pod: myblog-",
+            "Successfully assigned luffy/myblog-",
+            &format!("Scaled up replica set {rs1} from 0 to 2"),
+        ],
+    );
 
     // Self-healing: a deleted pod is replaced.
     let victim = first[0].0.clone();
@@ -408,7 +409,21 @@ fn deployment_chapter_of_the_seed_tutorial() {
         "luffy",
         "myblog=172.21.51.143:5000/myblog:v4",
     ]);
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the controller has seen the new template, it has decided what to do with it.
+    wait_until(
+        &server,
+        &[
+            "get",
+            "deploy",
+            "myblog",
+            "-n",
+            "luffy",
+            "-o",
+            "jsonpath={.metadata.generation} {.status.observedGeneration}",
+        ],
+        Duration::from_secs(30),
+        |o| o.split_once(' ').is_some_and(|(g, seen)| g == seen),
+    );
     assert!(
         !replica_sets(&server).iter().any(|(_, rev, _)| rev == "5"),
         "paused deployments do not roll out"
@@ -512,16 +527,15 @@ spec:
     let history = server.kubectl_ok(&["rollout", "history", "deployment/slow"]);
     assert!(history.lines().any(|l| l.starts_with("3 ")), "{history}");
 
-    // minReadySeconds: ready pods count as available only after that long. The running pod has
-    // been ready for longer than that by the time the second one comes.
-    std::thread::sleep(Duration::from_secs(4));
+    // minReadySeconds: ready pods count as available only after that long. First the running
+    // pod, once the controller has seen the setting (it may have to wait out the time itself).
     server.kubectl_ok(&[
         "patch",
         "deployment",
         "slow",
         "--type=merge",
         "-p",
-        r#"{"spec":{"minReadySeconds":3,"progressDeadlineSeconds":600,"replicas":2}}"#,
+        r#"{"spec":{"minReadySeconds":5,"progressDeadlineSeconds":600}}"#,
     ]);
     wait_until(
         &server,
@@ -530,30 +544,38 @@ spec:
             "deploy",
             "slow",
             "-o",
-            "jsonpath={.status.readyReplicas}",
+            "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.availableReplicas}",
         ],
         Duration::from_secs(30),
-        |o| o == "2",
+        |o| {
+            let f: Vec<&str> = o.split(' ').collect();
+            f.len() == 3 && f[0] == f[1] && f[2] == "1"
+        },
     );
-    let available = server.kubectl_ok(&[
-        "get",
-        "deploy",
-        "slow",
-        "-o",
-        "jsonpath={.status.availableReplicas}",
-    ]);
-    assert_eq!(available, "1", "the new pod is ready but not yet available");
-    wait_until(
-        &server,
-        &[
+    // Then a second pod: seen ready but not yet available, then available.
+    server.kubectl_ok(&["scale", "deployment", "slow", "--replicas=2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let o = server.kubectl_ok(&[
             "get",
             "deploy",
             "slow",
             "-o",
-            "jsonpath={.status.availableReplicas}",
-        ],
-        Duration::from_secs(30),
-        |o| o == "2",
+            "jsonpath={.status.readyReplicas} {.status.availableReplicas}",
+        ]);
+        if seen.last() != Some(&o) {
+            seen.push(o.clone());
+        }
+        if o == "2 2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never 2 available: {seen:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        seen.iter().any(|o| o == "2 1"),
+        "the new pod must be ready before it is available: {seen:?}"
     );
 }
 

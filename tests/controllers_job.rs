@@ -80,15 +80,17 @@ fn jobs_run_to_completion_or_failure() {
         3,
         "{pods}"
     );
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=pi",
-    ]);
-    assert!(
-        events.contains("Job completed") && events.contains("Created pod: pi-"),
-        "{events}"
+    wait_output(
+        "the job's events",
+        || {
+            server.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=pi",
+            ])
+        },
+        &["Job completed", "Created pod: pi-"],
     );
 
     // Indexed: each index once, named and labelled by it.
@@ -142,13 +144,18 @@ fn jobs_run_to_completion_or_failure() {
         condition(&bad, "Failed")["message"],
         "Job has reached the specified backoff limit"
     );
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=bad",
-    ]);
-    assert!(events.contains("BackoffLimitExceeded"), "{events}");
+    wait_output(
+        "the failed job's event",
+        || {
+            server.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=bad",
+            ])
+        },
+        &["BackoffLimitExceeded"],
+    );
 
     // A deadline ends a job that runs too long, and its pods.
     create(
@@ -211,7 +218,7 @@ fn jobs_run_to_completion_or_failure() {
     wait_for(
         "the finished job to be deleted",
         Duration::from_secs(60),
-        || !server.kubectl(&["get", "job", "brief"]).status.success(),
+        || gone(&server.kubectl(&["get", "job", "brief"])),
     );
     wait_for("its pods to be collected", Duration::from_secs(30), || {
         json(&server, &["pods", "-l", "job-name=brief"])["items"]
@@ -295,25 +302,28 @@ spec:
     wait_for(
         "the older successful job to be deleted",
         Duration::from_secs(30),
-        || !server.kubectl(&["get", "job", "manual"]).status.success(),
+        || gone(&server.kubectl(&["get", "job", "manual"])),
     );
     let cj = json(&server, &["cronjob", "hello"]);
     assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj}");
     assert!(cj["status"]["lastSuccessfulTime"].is_string(), "{cj}");
     assert!(cj["status"]["active"].is_null(), "{cj}");
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=hello",
-    ]);
-    for needle in [
-        &format!("Created job {scheduled}") as &str,
-        &format!("Saw completed job: {scheduled}, condition: Complete"),
-        "Deleted job manual",
-    ] {
-        assert!(events.contains(needle), "no {needle:?} in:\n{events}");
-    }
+    wait_output(
+        "the cron job's events",
+        || {
+            server.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=hello",
+            ])
+        },
+        &[
+            &format!("Created job {scheduled}"),
+            &format!("Saw completed job: {scheduled}, condition: Complete"),
+            "Deleted job manual",
+        ],
+    );
 }
 
 #[test]

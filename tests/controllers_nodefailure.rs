@@ -99,16 +99,20 @@ spec:
         pods(&server).iter().any(|p| &p.0 == evicted && p.2),
         "the pod on the stopped node stays Terminating, as on a real cluster"
     );
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={evicted}"),
-    ]);
-    assert!(
-        events.contains("TaintManagerEviction")
-            && events.contains(&format!("Marking for deletion Pod default/{evicted}")),
-        "{events}"
+    wait_output(
+        "the eviction event",
+        || {
+            server.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={evicted}"),
+            ])
+        },
+        &[
+            "TaintManagerEviction",
+            &format!("Marking for deletion Pod default/{evicted}"),
+        ],
     );
     server.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 }

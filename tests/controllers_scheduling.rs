@@ -132,15 +132,17 @@ spec:
             .kubectl_ok(&["get", "pod", "myblog"])
             .contains("Running")
     });
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=myblog",
-    ]);
-    assert!(
-        events.contains("Successfully assigned default/myblog to k8s-slave1"),
-        "{events}"
+    wait_output(
+        "the Scheduled event",
+        || {
+            server.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=myblog",
+            ])
+        },
+        &["Successfully assigned default/myblog to k8s-slave1"],
     );
 
     // Cordoned: no new pod goes there.
@@ -474,22 +476,20 @@ spec:
     );
     let node = node_of(&server, "vip");
     let victim = format!("low-{node}");
-    let events = server.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={victim}"),
-    ]);
-    assert!(
-        events.contains("Preempted") && events.contains(&format!("on node {node}")),
-        "{events}"
+    wait_output(
+        "the victim's Preempted event",
+        || {
+            server.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={victim}"),
+            ])
+        },
+        &["Preempted", &format!("on node {node}")],
     );
-    let gone = server.kubectl(&["get", "pod", &victim]);
-    assert!(
-        !gone.status.success(),
-        "the victim is deleted: {}",
-        text(&gone)
-    );
+    let out = server.kubectl(&["get", "pod", &victim]);
+    assert!(gone(&out), "the victim is deleted: {}", text(&out));
     let vip = pod_json(&server, "vip");
     assert_eq!(vip["spec"]["priority"], 1000);
     let failed = failed_scheduling(&server, "vip");

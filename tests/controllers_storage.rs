@@ -149,6 +149,6 @@ fn claims_bind_to_a_local_volume_on_their_pods_node() {
     }
     server.kubectl_ok(&["delete", "pvc", "data"]);
     wait_for("the volume to be deleted", Duration::from_secs(60), || {
-        !server.kubectl(&["get", "pv", &pv_name]).status.success()
+        gone(&server.kubectl(&["get", "pv", &pv_name]))
     });
 }

@@ -342,25 +342,31 @@ fn grpc_probes_probe_grace_and_the_lifecycle_tutorial() {
     );
 }
 
-/// Processes whose command line is `marker`, as the host sees them (nodes are Docker
-/// containers, so pod processes are host processes too); None when the host's /proc does not
-/// show Docker's containers (a remote Docker engine).
-fn host_processes(marker: &str) -> Option<usize> {
-    let mut found = 0;
-    let mut any_docker = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("kcluster node agent") || cmdline.contains("/kcluster node") {
-            any_docker = true;
-        }
-        if cmdline.trim() == marker {
-            found += 1;
-        }
-    }
-    any_docker.then_some(found)
+/// Processes whose command line is `marker`, as the Docker host sees them (nodes are Docker
+/// containers, so pod processes are host processes too). Read from a throwaway container in
+/// the host's PID namespace, so a remote Docker engine is checked as well as a local one.
+fn host_processes(image: &str, marker: &str) -> usize {
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--pid=host",
+        "--network=none",
+        image,
+        "sh",
+        "-c",
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f 2>/dev/null; echo; done",
+    ]);
+    assert!(
+        out.status.success(),
+        "cannot list the Docker host's processes: {}",
+        text(&out)
+    );
+    let listing = stdout(&out);
+    assert!(
+        listing.lines().any(|l| l.contains("kcluster node")),
+        "the Docker host's process list shows no node agent, so it cannot be trusted: {listing}"
+    );
+    listing.lines().filter(|l| l.trim() == marker).count()
 }
 
 /// Processes of the node container (host pids) whose command line is `marker`.
@@ -424,20 +430,21 @@ spec:
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let on_host_before = host_processes(marker);
+    assert_eq!(
+        host_processes(&tag, marker),
+        1,
+        "the host sees the pod's process before the stop"
+    );
 
     // docker stop: the agent stops its pods within Docker's 10 s (SIGTERM reaches the pod),
     // and nothing of them is left running on the host.
     let out = docker(&["stop", &worker]);
     assert!(out.status.success(), "{}", text(&out));
-    if let Some(before) = on_host_before {
-        assert_eq!(before, 1, "the host sees the pod's process before the stop");
-        assert_eq!(
-            host_processes(marker),
-            Some(0),
-            "pod processes outlived their node"
-        );
-    }
+    assert_eq!(
+        host_processes(&tag, marker),
+        0,
+        "pod processes outlived their node"
+    );
     let events = node_file(&worker, "/var/survivor/events");
     assert!(
         events.contains("start") && events.contains("term"),

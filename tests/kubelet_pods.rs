@@ -255,21 +255,24 @@ fn pods_run_restart_report_and_stop_like_kubelet() {
     );
     assert!(!jsonpath(&cluster, "sleeper", ".status.hostIP").is_empty());
     assert!(node_ps(&node).contains(&format!("{uid}-c-0")));
-    let events = cluster.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=sleeper",
-        "-o",
-        "jsonpath={range .items[*]}{.reason}:{.source.component}:{.message}{\"\\n\"}{end}",
-    ]);
-    for expected in [
-        format!("Pulled:kubelet:Container image \"{tag}\" already present on machine"),
-        "Created:kubelet:Created container: c".to_string(),
-        "Started:kubelet:Started container c".to_string(),
-    ] {
-        assert!(events.contains(&expected), "no {expected:?} in:\n{events}");
-    }
+    wait_output(
+        "the kubelet's events",
+        || {
+            cluster.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=sleeper",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}:{.source.component}:{.message}{\"\\n\"}{end}",
+            ])
+        },
+        &[
+            &format!("Pulled:kubelet:Container image \"{tag}\" already present on machine"),
+            "Created:kubelet:Created container: c",
+            "Started:kubelet:Started container c",
+        ],
+    );
 
     // Two containers of one pod talk over localhost; the client's message is the page.
     let msg = wait_field(

@@ -612,8 +612,9 @@ async fn dropping_the_store_ends_watches() {
 }
 
 #[tokio::test]
-async fn list_of_ten_thousand_keys_is_fast() {
-    // In memory only to keep the set-up quick; the read path is the same.
+async fn a_list_of_ten_thousand_keys_holds_exactly_its_prefix() {
+    // In memory only to keep the set-up quick; the read path is the same. How fast it is, is
+    // a benchmark's business, not a test's.
     let s = Store::in_memory().expect("in-memory store");
     let tasks: Vec<_> = (0..16)
         .map(|t| {
@@ -635,11 +636,8 @@ async fn list_of_ten_thousand_keys_is_fast() {
         t.await.expect("task");
     }
     s.create("/r/pods/other/x", b("v")).await.expect("create");
-    let start = std::time::Instant::now();
     let (items, _) = s.list("/r/pods/default/").expect("list");
-    let took = start.elapsed();
     assert_eq!(items.len(), 10_000);
-    assert!(took < Duration::from_millis(100), "list took {took:?}");
 }
 
 #[test]

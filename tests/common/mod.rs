@@ -45,6 +45,22 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether a `kubectl get` of one object says it is gone: true on NotFound, false while it
+/// exists. Any other failure (a dead API server, a typo) fails the test, so a wait for
+/// "gone" never passes on an error.
+#[allow(dead_code)]
+pub fn gone(out: &Output) -> bool {
+    if out.status.success() {
+        return false;
+    }
+    let t = text(out);
+    assert!(
+        t.contains("(NotFound)"),
+        "kubectl failed, and not with NotFound: {t}"
+    );
+    true
+}
+
 /// Polls `check` (which says what it saw when it fails) until it passes, failing the test
 /// after `timeout` with the last thing it saw.
 #[allow(dead_code)]
@@ -61,7 +77,25 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Resu
     panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
 }
 
-/// A unique cluster name per test run, so parallel tests and leftovers never collide.
+/// Polls `get` until its output holds every one of `needles` (events and other things that
+/// are written asynchronously are waited for, never read once); returns that output.
+#[allow(dead_code)]
+pub fn wait_output(what: &str, mut get: impl FnMut() -> String, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = get();
+        let missing: Vec<&&str> = needles.iter().filter(|n| !out.contains(**n)).collect();
+        if missing.is_empty() {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: no {missing:?} in:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Polls `check` until it holds, failing the test after `timeout`: state that controllers and
 /// agents settle asynchronously is waited for, never read once.
 #[allow(dead_code)]
@@ -73,6 +107,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// A unique cluster name per test run, so parallel tests and leftovers never collide.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
