@@ -40,3 +40,37 @@ fn kubectl_reads_discovery_namespaces_and_versions() {
         text(&out)
     );
 }
+
+/// Boolean query parameters decode as Kubernetes' parameter codec decodes them: Python's
+/// `True`, Go's `t`/`1`, even an empty value mean true; only `0` and `false` in any case mean
+/// false. A client that writes `watch=True` gets a stream of events, not a list.
+#[test]
+fn boolean_query_parameters_decode_as_kubernetes_does() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&["create", "configmap", "flagged", "--from-literal=a=1"]);
+    let path = "/api/v1/namespaces/default/configmaps";
+    for truthy in ["True", "true", "TRUE", "t", "1", ""] {
+        // timeoutSeconds ends the watch, so `get --raw` returns what the stream carried.
+        let raw = format!("{path}?watch={truthy}&timeoutSeconds=1");
+        let out = server.kubectl_ok(&["get", "--raw", &raw]);
+        assert!(
+            out.contains("\"type\":\"ADDED\"") && out.contains("\"name\":\"flagged\""),
+            "watch={truthy:?} must stream events: {out}"
+        );
+        assert!(
+            !out.contains("ConfigMapList"),
+            "watch={truthy:?} gave a list: {out}"
+        );
+    }
+    for falsy in ["False", "false", "FALSE", "0"] {
+        let raw = format!("{path}?watch={falsy}");
+        let out = server.kubectl_ok(&["get", "--raw", &raw]);
+        assert!(
+            out.contains("\"kind\":\"ConfigMapList\"") && out.contains("\"name\":\"flagged\""),
+            "watch={falsy:?} must list: {out}"
+        );
+    }
+    // The first of repeated values counts, as in Kubernetes.
+    let out = server.kubectl_ok(&["get", "--raw", &format!("{path}?watch=False&watch=True")]);
+    assert!(out.contains("ConfigMapList"), "{out}");
+}

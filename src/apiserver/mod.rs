@@ -14,6 +14,7 @@ mod metrics;
 mod object;
 mod openapi;
 mod pagination;
+pub(crate) mod params;
 mod protobuf;
 mod request;
 mod resources;

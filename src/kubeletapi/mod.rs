@@ -132,11 +132,10 @@ pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A boolean parameter, decoded as the API server decodes it, since the API server passes its
+/// clients' spellings (`stdin=True`, `follow=1`) through unchanged.
 pub fn query_flag(query: &[(String, String)], name: &str) -> bool {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .is_some_and(|(_, v)| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | ""))
+    crate::apiserver::params::bool_param(query_value(query, name))
 }
 
 pub fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
