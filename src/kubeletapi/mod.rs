@@ -5,7 +5,8 @@
 //! * `logs` — `/containerLogs/{ns}/{pod}/{container}` from the CRI log files.
 //! * `remotecommand` — `/exec` and `/attach` over WebSocket (`v5`/`v4.channel.k8s.io`) or
 //!   SPDY/3.1 (`v4.channel.k8s.io`); `channel` is the WebSocket channel codec.
-//! * `portforward` — `/portForward/{ns}/{pod}` over SPDY, plain or tunnelled in a WebSocket.
+//! * `portforward` — `/portForward/{ns}/{pod}` over SPDY, plain or tunnelled in a WebSocket;
+//!   `portforward_channels` — the same over WebSocket channels (`v4.channel.k8s.io`).
 //! * `spdy` — the SPDY/3.1 framing and server connection.
 //! * `stats` — `/stats/summary` and `/metrics/resource` from the node's and pods' cgroups.
 //! * `certs` — the serving certificate (issued by `kcluster create`, or here where the CA key is).
@@ -15,6 +16,7 @@ pub mod channel;
 mod find;
 mod logs;
 mod portforward;
+mod portforward_channels;
 pub mod remotecommand;
 pub mod spdy;
 pub mod stats;
