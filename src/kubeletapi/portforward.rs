@@ -26,8 +26,10 @@ use super::upgrade::{self, Kind};
 use super::{Body, bad_request, find, spdy};
 use crate::runtime::container::Runtime;
 
-pub const WEBSOCKET_PROTOCOLS: [&str; 2] =
-    ["SPDY/3.1+portforward.k8s.io", super::portforward_channels::PROTOCOL];
+pub const WEBSOCKET_PROTOCOLS: [&str; 2] = [
+    "SPDY/3.1+portforward.k8s.io",
+    super::portforward_channels::PROTOCOL,
+];
 pub const SPDY_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 
 pub async fn handle(
