@@ -3,7 +3,8 @@
 //!   selectors, a watch, error codes) against the standalone API server
 //!   (`tests/python/client_test.py`);
 //! - `python_client_streams_on_a_cluster`: its WebSocket exec (v5 and v4 channels) and
-//!   port-forward against real pods on a real cluster (`tests/python/streams_test.py`);
+//!   port-forward against real pods on a real cluster (`tests/python/streams_test.py`), then the
+//!   asyncio flavour's watch and exec (`tests/python/async_test.py`);
 //! - `python_client_e2e_suite`: the client project's own end-to-end suite
 //!   (`kubernetes/e2e_test`, run with pytest from beside the installed package, as upstream runs
 //!   it against kind) against a real cluster, every test passing, none skipped.
@@ -85,6 +86,22 @@ fn python_client_streams_on_a_cluster() {
     assert!(
         out.status.success(),
         "the Python client's streams failed:\n{}",
+        text(&out)
+    );
+    println!("{}", common::stdout(&out));
+    // The asyncio flavour of the same wheel, against the busybox pod the streams left running.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/async_test.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(sandbox.kubeconfig())
+        .arg(cluster.context())
+        .arg("shell")
+        .env("HOME", sandbox.path())
+        .output()
+        .expect("cannot run python3");
+    assert!(
+        out.status.success(),
+        "the asyncio Python client failed:\n{}",
         text(&out)
     );
     println!("{}", common::stdout(&out));
