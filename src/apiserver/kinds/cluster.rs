@@ -428,41 +428,6 @@ pub fn validate_hpa(hpa: &Value, errs: &mut Errors) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bindings_default_and_validate() {
-        let mut b = json!({"roleRef": {"kind": "ClusterRole", "name": "view"},
-            "subjects": [{"kind": "User", "name": "jane"}, {"kind": "ServiceAccount", "name": "default"}]});
-        default_binding(&mut b);
-        assert_eq!(b["roleRef"]["apiGroup"], RBAC_GROUP);
-        assert_eq!(b["subjects"][0]["apiGroup"], RBAC_GROUP);
-        assert_eq!(b["subjects"][1]["apiGroup"], "");
-        let mut errs = Errors::new();
-        validate_binding(&b, false, &mut errs);
-        assert_eq!(errs.0[0].message(), "subjects[1].namespace: Required value");
-    }
-
-    #[test]
-    fn hpa_defaults_and_limits() {
-        let mut hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 0}});
-        default_hpa(&mut hpa);
-        assert_eq!(hpa["spec"]["minReplicas"], 1);
-        assert_eq!(
-            hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
-            80
-        );
-        let mut errs = Errors::new();
-        validate_hpa(&hpa, &mut errs);
-        assert_eq!(
-            errs.0[0].message(),
-            "spec.maxReplicas: Invalid value: 0: must be greater than 0"
-        );
-    }
-}
-
 /// kube-aggregator's APIService validation: the name is `<version>.<group>`, the version is set
 /// and both priorities are positive (the group's below 20000).
 pub fn validate_api_service(svc: &Value, errs: &mut Errors) {
@@ -494,6 +459,41 @@ pub fn validate_api_service(svc: &Value, errs: &mut Errors) {
             &Path::root("spec").child("versionPriority"),
             Bad::json(json::at(spec, "versionPriority")),
             "must be positive",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_default_and_validate() {
+        let mut b = json!({"roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "jane"}, {"kind": "ServiceAccount", "name": "default"}]});
+        default_binding(&mut b);
+        assert_eq!(b["roleRef"]["apiGroup"], RBAC_GROUP);
+        assert_eq!(b["subjects"][0]["apiGroup"], RBAC_GROUP);
+        assert_eq!(b["subjects"][1]["apiGroup"], "");
+        let mut errs = Errors::new();
+        validate_binding(&b, false, &mut errs);
+        assert_eq!(errs.0[0].message(), "subjects[1].namespace: Required value");
+    }
+
+    #[test]
+    fn hpa_defaults_and_limits() {
+        let mut hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 0}});
+        default_hpa(&mut hpa);
+        assert_eq!(hpa["spec"]["minReplicas"], 1);
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
+        let mut errs = Errors::new();
+        validate_hpa(&hpa, &mut errs);
+        assert_eq!(
+            errs.0[0].message(),
+            "spec.maxReplicas: Invalid value: 0: must be greater than 0"
         );
     }
 }
