@@ -177,6 +177,41 @@ fn stand_in_images(sandbox: &Sandbox) -> Vec<TestImage> {
     ]
 }
 
+/// The suite's pods name untagged images (`imagePullPolicy: Always`) and several of its tests
+/// wait without end for them to leave Pending: check first that such a pod starts from the
+/// loaded stand-in, and say why not when it does not, rather than letting pytest hang.
+fn untagged_images_start(cluster: &Cluster<'_>) {
+    cluster.kubectl_ok(&[
+        "run",
+        "pull-check",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "true",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let state = cluster.kubectl_ok(&[
+            "get",
+            "pod",
+            "pull-check",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.waiting.reason} {.status.containerStatuses[0].state.waiting.message}",
+        ]);
+        if state.starts_with("Succeeded") {
+            break;
+        }
+        assert!(
+            !state.contains("ImagePullBackOff") && std::time::Instant::now() < deadline,
+            "a pod of the untagged image `busybox` (imagePullPolicy Always, as the suite's) did \
+             not start from the loaded stand-in; the suite needs the runtime's pull fallback \
+             (no registry is reachable here): {state}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster.kubectl_ok(&["delete", "pod", "pull-check", "--wait=false"]);
+}
+
 /// The suite's manifests name `busybox`, `nginx` and `python` without a tag, so their pods pull
 /// (`imagePullPolicy: Always`); with no registry reachable they start from the loaded stand-ins
 /// through the runtime's pull fallback, as on an offline kind node.
@@ -192,6 +227,7 @@ fn python_client_e2e_suite() {
     for image in &images {
         cluster.load_image(&image.tag);
     }
+    untagged_images_start(&cluster);
     // The suite reads ~/.kube/config's (here $KUBECONFIG's) current context, and names its
     // YAML files relative to the directory above the package.
     let started = std::time::Instant::now();
