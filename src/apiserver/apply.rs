@@ -13,15 +13,6 @@ use super::handlers::{
 use super::object;
 use super::status::ApiError;
 
-/// Go's strconv.ParseBool, which decodes the `force` option.
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// The applied configuration, checked as Kubernetes checks it before merging.
 fn read_config(req: &Request<'_>) -> Result<Value, ApiError> {
     let def = req.def();
@@ -65,12 +56,7 @@ pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
         .get("fieldManager")
         .unwrap_or_default()
         .to_string();
-    let force = match req.query.get("force") {
-        None => false,
-        Some(v) => parse_bool(v).ok_or_else(|| {
-            ApiError::bad_request(format!("invalid value for force: {v:?}: not a boolean"))
-        })?,
-    };
+    let force = req.query.flag("force");
     let name = req.name()?.to_string();
     let config = read_config(req)?;
     let subresource = req.target.subresource.as_deref();

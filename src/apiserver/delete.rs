@@ -82,6 +82,14 @@ impl DeleteOptions {
     }
 }
 
+/// Kinds whose Kubernetes storage answers a completed delete with the deleted object.
+const RETURNS_DELETED_OBJECT: [(&str, &str); 4] = [
+    ("", "pods"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("storage.k8s.io", "storageclasses"),
+];
+
 pub async fn delete(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?.to_string();
     let options = DeleteOptions::from_request(req)?;
@@ -189,8 +197,10 @@ pub async fn delete_one(
                     }
                 }
             }
-            // An object whose deletion was already under way is returned as it was; otherwise a Status.
-            if already_deleting {
+            // An object whose deletion was already under way is returned as it was, and so is
+            // one of the kinds whose storage sets ReturnDeletedObject in Kubernetes (typed
+            // clients decode a V1Service, not a Status); otherwise a Status.
+            if already_deleting || RETURNS_DELETED_OBJECT.contains(&(def.group, def.plural)) {
                 return ok(obj);
             }
             return ok(json!({

@@ -21,12 +21,15 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct Query(HashMap<String, String>);
 
 impl Query {
+    /// Kubernetes reads the first of repeated parameters.
     pub fn parse(query: Option<&str>) -> Self {
-        Query(
-            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        )
+        let mut params = HashMap::new();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            params
+                .entry(k.into_owned())
+                .or_insert_with(|| v.into_owned());
+        }
+        Query(params)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -36,8 +39,9 @@ impl Query {
             .filter(|v| !v.is_empty())
     }
 
+    /// A boolean parameter, decoded as Kubernetes does (`watch=True` is a watch).
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1"))
+        super::params::bool_param(self.0.get(key).map(String::as_str))
     }
 
     pub(super) fn dry_run(&self) -> bool {

@@ -14,6 +14,7 @@ mod metrics;
 mod object;
 mod openapi;
 mod pagination;
+pub(crate) mod params;
 mod protobuf;
 mod request;
 mod resources;
@@ -176,14 +177,14 @@ impl ApiServer {
                 Err(why) => {
                     debug!(%peer, %method, %uri, reason = %why, "bearer token rejected");
                     let e = ApiError::unauthorized();
-                    return json_response(e.code, &e.to_status());
+                    return encoded_json_response(e.code, e.encode_status().into());
                 }
             },
             (None, None) => None,
         };
         let response = match self.route(req, identity).await {
             Ok(r) => r,
-            Err(e) => json_response(e.code, &e.to_status()),
+            Err(e) => encoded_json_response(e.code, e.encode_status().into()),
         };
         debug!(%peer, user = identity.map(|i| i.user.as_str()).unwrap_or("anonymous"), %method, %uri,
                status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");

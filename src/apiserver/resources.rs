@@ -271,6 +271,11 @@ pub static RESOURCES: &[ResourceDef] = &[
     resource!("", "v1", "services", "service", "Service", Namespaced,
         short: ["svc"], categories: ["all"], subresources: ["status", "proxy"], generation: false,
         printer: Service, fields: &[("spec.clusterIP", &["spec", "clusterIP"]), ("spec.type", &["spec", "type"])]),
+    // apiregistration.k8s.io/v1: one APIService per served group version (kept by
+    // `kinds::bootstrap`), and those users register.
+    resource!("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", Cluster,
+        short: [], categories: ["api-extensions"], subresources: ["status"], generation: false,
+        printer: APIService, fields: NO_FIELDS),
     // apps/v1
     resource!("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", Namespaced,
         short: [], categories: [], subresources: [], generation: false,

@@ -171,6 +171,59 @@ impl ApiError {
         status
     }
 
+    /// The Status as kube-apiserver writes it: fields in Go's struct order, empty optional
+    /// fields left out, a newline at the end. Clients compare these bodies as text (the Python
+    /// client's `create_from_yaml` reports them verbatim).
+    pub fn encode_status(&self) -> Vec<u8> {
+        let mut out =
+            String::from(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure""#);
+        if !self.message.is_empty() {
+            push_field(&mut out, "message", &Value::from(self.message.as_str()));
+        }
+        push_field(&mut out, "reason", &Value::from(self.reason));
+        if let Some(details) = self.details.as_ref().and_then(Value::as_object) {
+            out.push_str(r#","details":{"#);
+            let mut first = true;
+            for key in ["name", "group", "kind", "uid"] {
+                if let Some(v) = details.get(key).filter(|v| !is_empty(v)) {
+                    push_entry(&mut out, &mut first, key, v);
+                }
+            }
+            if let Some(causes) = details
+                .get("causes")
+                .and_then(Value::as_array)
+                .filter(|c| !c.is_empty())
+            {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(r#""causes":["#);
+                for (i, cause) in causes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push('{');
+                    let mut first_in_cause = true;
+                    for key in ["reason", "message", "field"] {
+                        if let Some(v) = cause.get(key).filter(|v| !is_empty(v)) {
+                            push_entry(&mut out, &mut first_in_cause, key, v);
+                        }
+                    }
+                    out.push('}');
+                }
+                out.push(']');
+            }
+            if let Some(v) = details.get("retryAfterSeconds").filter(|v| !is_empty(v)) {
+                push_entry(&mut out, &mut first, "retryAfterSeconds", v);
+            }
+            out.push('}');
+        }
+        push_field(&mut out, "code", &Value::from(self.code));
+        out.push_str("}\n");
+        out.into_bytes()
+    }
+
     pub fn from_store(err: StoreError, group: &str, plural: &str, name: &str) -> Self {
         match err {
             StoreError::NotFound { .. } => Self::not_found(group, plural, name),
@@ -202,5 +255,74 @@ fn qualified(group: &str, plural: &str) -> String {
         plural.to_string()
     } else {
         format!("{plural}.{group}")
+    }
+}
+
+/// Go's `omitempty`: empty strings, zero numbers and nulls are not written.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
+}
+
+fn push_field(out: &mut String, key: &str, v: &Value) {
+    out.push(',');
+    out.push_str(&Value::from(key).to_string());
+    out.push(':');
+    out.push_str(&v.to_string());
+}
+
+fn push_entry(out: &mut String, first: &mut bool, key: &str, v: &Value) {
+    if !*first {
+        out.push(',');
+    }
+    *first = false;
+    out.push_str(&Value::from(key).to_string());
+    out.push(':');
+    out.push_str(&v.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_encode_as_kube_apiserver_writes_them() {
+        assert_eq!(
+            String::from_utf8(ApiError::already_exists("", "services", "mock-2").encode_status())
+                .unwrap(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"services \"mock-2\" already exists","reason":"AlreadyExists","#,
+                r#""details":{"name":"mock-2","kind":"services"},"code":409}"#,
+                "\n"
+            )
+        );
+        let apps = ApiError::already_exists("apps", "deployments", "nginx").encode_status();
+        assert!(String::from_utf8(apps).unwrap().contains(
+            r#""details":{"name":"nginx","group":"apps","kind":"deployments"},"code":409}"#
+        ));
+        let invalid = ApiError::invalid(
+            "",
+            "Pod",
+            "p",
+            vec![("spec.containers".into(), "Required value".into())],
+        )
+        .encode_status();
+        let text = String::from_utf8(invalid).unwrap();
+        assert!(
+            text.contains(r#""causes":[{"reason":"FieldValueInvalid","message":"Required value","field":"spec.containers"}]},"code":422}"#),
+            "{text}"
+        );
+        let plain = String::from_utf8(ApiError::bad_request("nope").encode_status()).unwrap();
+        assert!(
+            plain.ends_with("\"message\":\"nope\",\"reason\":\"BadRequest\",\"code\":400}\n"),
+            "{plain}"
+        );
+        let decoded: Value = serde_json::from_str(&plain).unwrap();
+        assert_eq!(decoded, ApiError::bad_request("nope").to_status());
     }
 }

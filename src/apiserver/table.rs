@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 pub enum Printer {
     /// NAME, CREATED AT: what Kubernetes prints for a kind without printer columns.
     Default,
+    APIService,
     ClusterRoleBinding,
     ConfigMap,
     ControllerRevision,
@@ -115,6 +116,15 @@ const SELECTOR: Column = wide(
 fn columns(printer: Printer) -> Vec<Column> {
     use Printer::*;
     match printer {
+        APIService => vec![
+            NAME,
+            s(
+                "Service",
+                "The reference to the service that hosts this API endpoint.",
+            ),
+            s("Available", "Whether this service is available."),
+            AGE,
+        ],
         Default => vec![
             NAME,
             col(

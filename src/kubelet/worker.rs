@@ -543,11 +543,18 @@ impl Worker {
                 if self.slots[idx].attempt != Some(attempt) {
                     return;
                 }
+                // Without a readiness probe a container is ready as soon as it has started.
+                let no_readiness_probe = self
+                    .spec_container(idx)
+                    .is_some_and(|c| c.readiness_probe.is_none());
                 let slot = &mut self.slots[idx];
                 match (kind, ok) {
                     (ProbeKind::Readiness, ok) => slot.ready = ok,
                     (ProbeKind::Startup, true) => {
                         slot.started = true;
+                        if no_readiness_probe {
+                            slot.ready = true;
+                        }
                         if let Some(tx) = &slot.started_tx {
                             let _ = tx.send(true);
                         }

@@ -5,7 +5,8 @@
 //! * `logs` — `/containerLogs/{ns}/{pod}/{container}` from the CRI log files.
 //! * `remotecommand` — `/exec` and `/attach` over WebSocket (`v5`/`v4.channel.k8s.io`) or
 //!   SPDY/3.1 (`v4.channel.k8s.io`); `channel` is the WebSocket channel codec.
-//! * `portforward` — `/portForward/{ns}/{pod}` over SPDY, plain or tunnelled in a WebSocket.
+//! * `portforward` — `/portForward/{ns}/{pod}` over SPDY, plain or tunnelled in a WebSocket;
+//!   `portforward_channels` — the same over WebSocket channels (`v4.channel.k8s.io`).
 //! * `spdy` — the SPDY/3.1 framing and server connection.
 //! * `stats` — `/stats/summary` and `/metrics/resource` from the node's and pods' cgroups.
 //! * `certs` — the serving certificate (issued by `kcluster create`, or here where the CA key is).
@@ -15,6 +16,7 @@ pub mod channel;
 mod find;
 mod logs;
 mod portforward;
+mod portforward_channels;
 pub mod remotecommand;
 pub mod spdy;
 pub mod stats;
@@ -132,11 +134,10 @@ pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A boolean parameter, decoded as the API server decodes it, since the API server passes its
+/// clients' spellings (`stdin=True`, `follow=1`) through unchanged.
 pub fn query_flag(query: &[(String, String)], name: &str) -> bool {
-    query
-        .iter()
-        .find(|(k, _)| k == name)
-        .is_some_and(|(_, v)| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | ""))
+    crate::apiserver::params::bool_param(query_value(query, name))
 }
 
 pub fn query_value<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -1,5 +1,6 @@
 //! `/portForward/{ns}/{pod}`: SPDY/3.1 (`portforward.k8s.io`), plain or tunnelled through a
-//! WebSocket (`SPDY/3.1+portforward.k8s.io`: the SPDY bytes ride in binary messages). For
+//! WebSocket (`SPDY/3.1+portforward.k8s.io`: the SPDY bytes ride in binary messages), or
+//! channels on a WebSocket (`v4.channel.k8s.io`, `portforward_channels`). Over SPDY, for
 //! each forwarded connection the client opens an error stream and a data stream that share a
 //! `requestID` and name the `port`; the data stream is joined to 127.0.0.1:<port> inside the
 //! pod's network namespace.
@@ -25,7 +26,10 @@ use super::upgrade::{self, Kind};
 use super::{Body, bad_request, find, spdy};
 use crate::runtime::container::Runtime;
 
-pub const WEBSOCKET_PROTOCOLS: [&str; 1] = ["SPDY/3.1+portforward.k8s.io"];
+pub const WEBSOCKET_PROTOCOLS: [&str; 2] = [
+    "SPDY/3.1+portforward.k8s.io",
+    super::portforward_channels::PROTOCOL,
+];
 pub const SPDY_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 
 pub async fn handle(
@@ -44,6 +48,16 @@ pub async fn handle(
         Ok(k) => k,
         Err(resp) => return *resp,
     };
+    // With channels the ports are named up front, in the query.
+    let channel_ports = match &kind {
+        Kind::WebSocket { protocol, .. } if protocol == super::portforward_channels::PROTOCOL => {
+            match super::portforward_channels::parse_ports(&super::query_pairs(&req)) {
+                Ok(ports) => Some(ports),
+                Err(message) => return bad_request(&message),
+            }
+        }
+        _ => None,
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let answer = upgrade::switching(&kind);
     let pod_name = pod.to_string();
@@ -53,6 +67,14 @@ pub async fn handle(
             Ok(up) => hyper_util::rt::TokioIo::new(up),
             Err(e) => return debug!(error = %e, "upgrade failed"),
         };
+        if let Some(ports) = channel_ports {
+            let target = Target {
+                netns,
+                pod: pod_name,
+                uid,
+            };
+            return super::portforward_channels::serve(io, ports, Arc::new(target)).await;
+        }
         let (tx, rx) = mpsc::channel::<spdy::Stream>(16);
         let target = Target {
             netns,
@@ -76,10 +98,10 @@ pub async fn handle(
     answer
 }
 
-struct Target {
-    netns: PathBuf,
-    pod: String,
-    uid: String,
+pub(super) struct Target {
+    pub netns: PathBuf,
+    pub pod: String,
+    pub uid: String,
 }
 
 /// The pod's network namespace: the sandbox's, else that of its running container.
@@ -226,7 +248,7 @@ async fn forward_one(error: spdy::Stream, data: spdy::Stream, target: Arc<Target
 
 /// Connects to 127.0.0.1:port inside the network namespace at `netns`: a socket belongs to the
 /// namespace its creator was in, so a dedicated thread enters it first.
-async fn connect_in(netns: &Path, port: u16) -> Result<tokio::net::TcpStream> {
+pub(super) async fn connect_in(netns: &Path, port: u16) -> Result<tokio::net::TcpStream> {
     let netns = netns.to_path_buf();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -203,6 +203,9 @@ pub async fn websocket_session(io: Upgraded, want: Want) -> Session {
         while let Some(message) = stream.next().await {
             let data = match message {
                 Ok(Message::Binary(b)) => b.to_vec(),
+                // Clients that write text (the Python client's str stdin) frame it the same
+                // way, channel byte first; kubelet reads both kinds alike.
+                Ok(Message::Text(t)) => t.as_bytes().to_vec(),
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };

@@ -118,3 +118,26 @@ pub fn build_net_image(sandbox: &Sandbox, tag: &str) -> TestImage {
     compile_test_program("net_tool", &context, "net-tool");
     build_busybox_image_in(&context, tag, "COPY net-tool /bin/net-tool\n")
 }
+
+/// The stand-in `python` image of the Python client's e2e suite: FROM scratch with
+/// tests/images/port_echo.rs as /usr/local/bin/python, which serves what the suite's
+/// `port_server.py` serves (a TCP echo on each port given after the script).
+#[allow(dead_code)]
+pub fn build_port_echo_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    compile_test_program("port_echo", &context, "python");
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY python /usr/local/bin/python\nENV PATH=/usr/local/bin:/usr/bin:/bin\n",
+    )
+    .unwrap();
+    let image = TestImage {
+        tag: tag.to_string(),
+    };
+    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
+    assert!(out.status.success(), "docker build failed: {}", text(&out));
+    image
+}

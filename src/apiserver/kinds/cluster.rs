@@ -428,6 +428,41 @@ pub fn validate_hpa(hpa: &Value, errs: &mut Errors) {
     }
 }
 
+/// kube-aggregator's APIService validation: the name is `<version>.<group>`, the version is set
+/// and both priorities are positive (the group's below 20000).
+pub fn validate_api_service(svc: &Value, errs: &mut Errors) {
+    let name = json::str_or(json::at(svc, "metadata"), "name");
+    let spec = json::at(svc, "spec");
+    let version = json::str_or(spec, "version");
+    let group = json::str_or(spec, "group");
+    if name != format!("{version}.{group}") {
+        errs.invalid(
+            &Path::root("metadata").child("name"),
+            Bad::str(name),
+            "must be `spec.version+\".\"+spec.group`",
+        );
+    }
+    if version.is_empty() {
+        errs.required(&Path::root("spec").child("version"), "");
+    }
+    let group_priority = json::int_at(spec, "groupPriorityMinimum").unwrap_or(0);
+    if !(1..=20000).contains(&group_priority) {
+        errs.invalid(
+            &Path::root("spec").child("groupPriorityMinimum"),
+            Bad::json(json::at(spec, "groupPriorityMinimum")),
+            "must be positive and less than 20000",
+        );
+    }
+    let version_priority = json::int_at(spec, "versionPriority").unwrap_or(0);
+    if version_priority < 1 {
+        errs.invalid(
+            &Path::root("spec").child("versionPriority"),
+            Bad::json(json::at(spec, "versionPriority")),
+            "must be positive",
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

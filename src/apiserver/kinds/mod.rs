@@ -186,6 +186,7 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
         ("storage.k8s.io", "csinodes") => storage::validate_csi_node(obj, errs),
         ("storage.k8s.io", "volumeattachments") => storage::validate_volume_attachment(obj, errs),
         ("scheduling.k8s.io", "priorityclasses") => cluster::validate_priority_class(obj, errs),
+        ("apiregistration.k8s.io", "apiservices") => cluster::validate_api_service(obj, errs),
         _ => {}
     }
 }
@@ -325,6 +326,15 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
         )
         .await?;
     }
+    for service in local_api_services() {
+        ensure(
+            store,
+            def_of("apiregistration.k8s.io", "apiservices")?,
+            service,
+            None,
+        )
+        .await?;
+    }
     for (name, value, description) in cluster::SYSTEM_PRIORITY_CLASSES {
         let pc = j!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name}, "value": value, "description": description});
@@ -337,4 +347,32 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
         .await?;
     }
     Ok(())
+}
+
+/// The APIServices kube-apiserver registers for the group versions it serves itself, named
+/// `<version>.<group>` (`v1.` for the core group), with the Available condition of a local
+/// service. metrics.k8s.io is served by this server too, so it is local here.
+fn local_api_services() -> Vec<Value> {
+    let mut versions = resources::group_versions();
+    versions.push((super::metrics::GROUP, super::metrics::VERSION));
+    versions
+        .into_iter()
+        .enumerate()
+        .map(|(i, (group, version))| {
+            j!({
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": format!("{version}.{group}"),
+                             "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {"group": group, "version": version,
+                         // Earlier groups in discovery order rank higher, as kube's table does.
+                         "groupPriorityMinimum": (18000 - 100 * i as i64).max(1),
+                         "versionPriority": 15},
+                "status": {"conditions": [{
+                    "type": "Available", "status": "True",
+                    "lastTransitionTime": object::now_rfc3339(),
+                    "reason": "Local", "message": "Local APIServices are always available"}]},
+            })
+        })
+        .collect()
 }

@@ -26,6 +26,22 @@ pub fn cells(printer: Printer, obj: &Value, now: jiff::Timestamp) -> Vec<Value> 
                 .unwrap_or(Value::Null),
         ],
         Namespace => vec![name, str_or(status, "phase").into(), age],
+        APIService => {
+            // kube-aggregator's columns: Local without a service; the Available condition's
+            // status, with its reason when it is not True.
+            let service = match spec.get("service").filter(|s| s.is_object()) {
+                Some(svc) => format!("{}/{}", str_or(svc, "namespace"), str_or(svc, "name")),
+                None => "Local".to_string(),
+            };
+            let available = items(status, "conditions")
+                .find(|c| str_or(c, "type") == "Available")
+                .map(|c| match str_or(c, "status") {
+                    "True" => "True".to_string(),
+                    other => format!("{other} ({})", str_or(c, "reason")),
+                })
+                .unwrap_or_else(|| "Unknown".to_string());
+            vec![name, service.into(), available.into(), age]
+        }
         Lease => vec![name, str_or(spec, "holderIdentity").into(), age],
         Node => node(obj, name, age),
         Pod => pod(obj, name, age, now),
