@@ -270,15 +270,19 @@ fn deployment_chapter_of_the_seed_tutorial() {
         .find(|(n, _, _)| *n != rs1)
         .map(|(n, _, _)| n.clone())
         .expect("a second replica set");
-    let sequence: Vec<String> = scaling_events(&server)[before..].to_vec();
-    assert_eq!(
-        sequence,
-        [
+    wait_eq(
+        "the rolling update's scaling events",
+        || {
+            scaling_events(&server)
+                .get(before..)
+                .map(<[String]>::to_vec)
+        },
+        Some(vec![
             format!("Scaled up replica set {rs2} from 0 to 1"),
             format!("Scaled down replica set {rs1} from 2 to 1"),
             format!("Scaled up replica set {rs2} from 1 to 2"),
             format!("Scaled down replica set {rs1} from 1 to 0"),
-        ]
+        ]),
     );
     let describe = server.kubectl_ok(&["describe", "deploy", "myblog", "-n", "luffy"]);
     for needle in [
@@ -390,12 +394,17 @@ fn deployment_chapter_of_the_seed_tutorial() {
         .find(|(_, rev, _)| rev == "4")
         .map(|(n, _, _)| n)
         .expect("revision 4");
-    assert_eq!(
-        scaling_events(&server)[before..].to_vec(),
-        [
+    wait_eq(
+        "the recreate's scaling events",
+        || {
+            scaling_events(&server)
+                .get(before..)
+                .map(<[String]>::to_vec)
+        },
+        Some(vec![
             format!("Scaled down replica set {rs1} from 2 to 0"),
             format!("Scaled up replica set {rs3} from 0 to 2"),
-        ]
+        ]),
     );
 
     // Pause: a template change makes no new replica set until resumed.
@@ -634,16 +643,18 @@ fn scaling_in_the_middle_of_a_rollout_is_proportional() {
         Duration::from_secs(30),
         |o| o.contains(&format!("{old}=8")) && o.contains(&format!("{new}=5")),
     );
-    let events = scaling_events_of(&server, "default", "web");
-    let tail: Vec<String> = events[events.len().saturating_sub(4)..].to_vec();
-    assert_eq!(
-        tail,
-        [
+    wait_eq(
+        "the proportional scaling events",
+        || {
+            let events = scaling_events_of(&server, "default", "web");
+            events[events.len().saturating_sub(4)..].to_vec()
+        },
+        vec![
             format!("Scaled up replica set {old} from 2 to 9"),
             format!("Scaled up replica set {new} from 1 to 4"),
             format!("Scaled down replica set {old} from 9 to 8"),
             format!("Scaled up replica set {new} from 4 to 5"),
-        ]
+        ],
     );
 }
 

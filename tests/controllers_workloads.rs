@@ -157,13 +157,11 @@ fn replication_controllers_keep_their_replicas() {
         assert_eq!(owner["controller"], true, "{p}");
         assert!(name(p).starts_with("nginx-"), "{p}");
     }
-    let events = event_messages(&server, "nginx");
-    assert!(
-        events
+    wait_for("the controller's SuccessfulCreate event", WAIT, || {
+        event_messages(&server, "nginx")
             .iter()
-            .any(|e| e.starts_with("SuccessfulCreate Created pod: nginx-")),
-        "{events:?}"
-    );
+            .any(|e| e.starts_with("SuccessfulCreate Created pod: nginx-"))
+    });
 
     // A deleted pod is replaced.
     let victim = name(&pods[0]);
@@ -366,13 +364,11 @@ fn daemon_sets_run_one_pod_per_eligible_node_and_roll_out() {
     assert_eq!(revisions, ["2", "3"], "{history}");
     let undo = server.kubectl_ok(&["rollout", "undo", "ds/agent", "--to-revision=3"]);
     assert!(undo.contains("skipped rollback"), "{undo}");
-    let events = event_messages(&server, "agent");
-    assert!(
-        events
+    wait_for("the DaemonSet's SuccessfulDelete event", WAIT, || {
+        event_messages(&server, "agent")
             .iter()
-            .any(|e| e.starts_with("SuccessfulDelete Deleted pod: agent-")),
-        "{events:?}"
-    );
+            .any(|e| e.starts_with("SuccessfulDelete Deleted pod: agent-"))
+    });
 }
 
 #[test]
@@ -405,6 +401,9 @@ fn daemon_sets_surge_or_wait_for_deletion() {
     assert!(pods.iter().all(|p| p.3 == "agent:2"), "{pods:?}");
     // Surge: the rollout began by creating a new pod, not by deleting an old one (one sync
     // may then create on the next node and delete on the first together).
+    wait_for("the surge rollout's six events", WAIT, || {
+        events_in_order(&server, "surge").len() >= 6
+    });
     let events = events_in_order(&server, "surge");
     let kinds: Vec<&str> = events
         .iter()
@@ -579,15 +578,14 @@ fn stateful_sets_keep_identities_order_and_revisions() {
     }
     assert_eq!(pvc_names(&server), ["www-web-0", "www-web-1", "www-web-2"]);
     // OrderedReady: each pod was created only after the one before it.
-    let events = set_pod_events(&server, "web");
-    assert_eq!(
-        events,
-        [
-            "create Pod web-0 in StatefulSet web successful",
-            "create Pod web-1 in StatefulSet web successful",
-            "create Pod web-2 in StatefulSet web successful",
+    wait_eq(
+        "the set's pod creations in order",
+        || set_pod_events(&server, "web"),
+        vec![
+            "create Pod web-0 in StatefulSet web successful".to_string(),
+            "create Pod web-1 in StatefulSet web successful".to_string(),
+            "create Pod web-2 in StatefulSet web successful".to_string(),
         ],
-        "{events:?}"
     );
     let sts = json(&server, &["sts", "web"]);
     let rev1 = sts["status"]["currentRevision"]
@@ -650,19 +648,19 @@ fn stateful_sets_keep_identities_order_and_revisions() {
         sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
             && sts["status"]["currentReplicas"] == 3
     });
-    let events = set_pod_events(&server, "web");
-    let deletions: Vec<&String> = events
-        .iter()
-        .filter(|e| e.starts_with("delete Pod"))
-        .collect();
-    assert_eq!(
-        deletions,
-        [
-            "delete Pod web-2 in StatefulSet web successful",
-            "delete Pod web-1 in StatefulSet web successful",
-            "delete Pod web-0 in StatefulSet web successful",
+    wait_eq(
+        "the rolling update's pod deletions in order",
+        || {
+            set_pod_events(&server, "web")
+                .into_iter()
+                .filter(|e| e.starts_with("delete Pod"))
+                .collect::<Vec<String>>()
+        },
+        vec![
+            "delete Pod web-2 in StatefulSet web successful".to_string(),
+            "delete Pod web-1 in StatefulSet web successful".to_string(),
+            "delete Pod web-0 in StatefulSet web successful".to_string(),
         ],
-        "{events:?}"
     );
     let history = server.kubectl_ok(&["rollout", "history", "sts/web"]);
     let revisions: Vec<&str> = history
@@ -753,17 +751,19 @@ fn parallel_stateful_sets_and_claim_retention() {
                 .iter()
                 .all(|p| p["spec"]["containers"][0]["image"] == "nginx:2" && is_ready(p))
     });
-    let deletions: Vec<String> = events_in_order(&server, "wide")
-        .into_iter()
-        .filter(|e| e.starts_with("SuccessfulDelete delete Pod"))
-        .collect();
-    assert_eq!(
-        deletions,
-        [
-            "SuccessfulDelete delete Pod wide-2 in StatefulSet wide successful",
-            "SuccessfulDelete delete Pod wide-1 in StatefulSet wide successful",
-            "SuccessfulDelete delete Pod wide-0 in StatefulSet wide successful",
-        ]
+    wait_eq(
+        "the wide set's pod deletions in order",
+        || {
+            events_in_order(&server, "wide")
+                .into_iter()
+                .filter(|e| e.starts_with("SuccessfulDelete delete Pod"))
+                .collect::<Vec<String>>()
+        },
+        vec![
+            "SuccessfulDelete delete Pod wide-2 in StatefulSet wide successful".to_string(),
+            "SuccessfulDelete delete Pod wide-1 in StatefulSet wide successful".to_string(),
+            "SuccessfulDelete delete Pod wide-0 in StatefulSet wide successful".to_string(),
+        ],
     );
     server.kubectl_ok(&["delete", "sts", "wide"]);
 

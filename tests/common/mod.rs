@@ -96,6 +96,24 @@ pub fn wait_output(what: &str, mut get: impl FnMut() -> String, needles: &[&str]
     }
 }
 
+/// Polls `get` until it returns `want` (30 s): for what controllers write asynchronously,
+/// such as the sequence of an object's events. Fails showing the last value.
+#[allow(dead_code)]
+pub fn wait_eq<T: PartialEq + std::fmt::Debug>(what: &str, mut get: impl FnMut() -> T, want: T) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = get();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n got: {got:?}\nwant: {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Polls `check` until it holds, failing the test after `timeout`: state that controllers and
 /// agents settle asynchronously is waited for, never read once.
 #[allow(dead_code)]
