@@ -7,7 +7,10 @@
 //!   asyncio flavour's watch and exec (`tests/python/async_test.py`);
 //! - `python_client_e2e_suite`: the client project's own end-to-end suite
 //!   (`kubernetes/e2e_test`, run with pytest from beside the installed package, as upstream runs
-//!   it against kind) against a real cluster, every test passing, none skipped.
+//!   it against kind) against a real cluster, every test passing, none skipped. Ignored by
+//!   default: no PyPI package carries the suite and CI machines may not reach GitHub; run
+//!   `tests/python/fetch-e2e-suite.sh`, then `cargo test --test python_client -- --ignored
+//!   python_client_e2e_suite`.
 
 mod common;
 
@@ -121,9 +124,9 @@ fn suite_root() -> PathBuf {
     let suite = root.join("kubernetes/e2e_test");
     assert!(
         suite.join("base.py").is_file(),
-        "the Python client's e2e suite is not at {}: the PyPI packages do not carry it, so \
-         .ci/run copies kubernetes/e2e_test from the client's source release of the pinned \
-         version next to the installed package; do the same (see .ci/run)",
+        "the Python client's e2e suite is not at {}: the PyPI packages do not carry it; \
+         tests/python/fetch-e2e-suite.sh copies kubernetes/e2e_test from the client's source \
+         release of the pinned version next to the installed package",
         suite.display()
     );
     let pytest = Command::new("python3")
@@ -216,6 +219,7 @@ fn untagged_images_start(cluster: &Cluster<'_>) {
 /// (`imagePullPolicy: Always`); with no registry reachable they start from the loaded stand-ins
 /// through the runtime's pull fallback, as on an offline kind node.
 #[test]
+#[ignore = "needs the client's e2e suite, which no PyPI package carries: run tests/python/fetch-e2e-suite.sh first"]
 fn python_client_e2e_suite() {
     require_python_client();
     common::require_docker_and_kubectl();
