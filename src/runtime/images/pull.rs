@@ -5,6 +5,7 @@
 //! manifest's.
 
 use std::path::Path;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -41,15 +42,18 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// Pulls `reference` into the store.
+/// Pulls `reference` into the store; each step of reaching the registry may take
+/// `connect_timeout` ([`super::registry::CONNECT_TIMEOUT`] unless the caller is in a hurry).
 pub async fn pull(
     store: &Store,
     reference: &str,
     credentials: Option<Credentials>,
+    connect_timeout: Duration,
 ) -> Result<Pulled, PullError> {
     let r = Reference::parse(reference)
         .map_err(|e| PullError::failed(format!("invalid reference format: {e:#}")))?;
-    let mut registry = Registry::new(&r.registry, &r.repository, credentials);
+    let mut registry = Registry::new(&r.registry, &r.repository, credentials)
+        .with_connect_timeout(connect_timeout);
     let wanted = r
         .digest
         .clone()
@@ -298,10 +302,7 @@ async fn download(
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            PullError::new(
-                ErrorKind::Unreachable,
-                format!("the download of layer {digest} broke off: {e}"),
-            )
+            PullError::failed(format!("the download of layer {digest} broke off: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
             hasher.update(&data);
