@@ -558,9 +558,16 @@ mod tests {
 
     #[test]
     fn pull_fallback_can_be_turned_off_and_is_checked() -> Result<()> {
-        assert!(!parse("images: {pullFallback: false}\n")?.images.pull_fallback);
+        assert!(
+            !parse("images: {pullFallback: false}\n")?
+                .images
+                .pull_fallback
+        );
         assert!(parse("images: {}\n")?.images.pull_fallback);
-        assert_mentions(&error_of("images: {pullFallbak: false}\n"), &["pullFallbak"]);
+        assert_mentions(
+            &error_of("images: {pullFallbak: false}\n"),
+            &["pullFallbak"],
+        );
         assert_mentions(&error_of("images: {pullFallback: maybe}\n"), &["maybe"]);
         Ok(())
     }

@@ -20,11 +20,11 @@ use futures::future::{BoxFuture, Shared};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 
-use crate::runtime::images::{Image, Store};
 use crate::runtime::images::credentials::{self, Keyring};
 use crate::runtime::images::pull::{self, Pulled};
 use crate::runtime::images::reference::Reference;
 use crate::runtime::images::registry::{self, Credentials, ErrorKind, PullError, endpoint_host};
+use crate::runtime::images::{Image, Store};
 
 /// How long each step of reaching a registry may take when the node has the image anyway.
 pub const FALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -317,6 +317,121 @@ pub fn go_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add(store: &Store, reference: &str, config: &[u8]) -> Image {
+        let image = Image {
+            id: store.put_blob(config).unwrap(),
+            names: vec![crate::runtime::images::normalize(reference).unwrap()],
+            manifest: None,
+            layers: Vec::new(),
+            size: 0,
+        };
+        store.add(image.clone()).unwrap();
+        image
+    }
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// A registry that answers 404 to everything but its `/v2/` ping.
+    async fn empty_registry() -> u16 {
+        use http_body_util::Full;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: http::Request<_>| async move {
+                        let status = if req.uri().path() == "/v2/" {
+                            http::StatusCode::OK
+                        } else {
+                            http::StatusCode::NOT_FOUND
+                        };
+                        let mut response = http::Response::new(Full::new(bytes::Bytes::new()));
+                        *response.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn the_nodes_image_stands_in_only_when_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let offline = format!("127.0.0.1:{}", closed_port());
+        let app = format!("{offline}/e2e/app");
+        let image = add(&store, &app, b"{\"a\":1}");
+
+        // Unreachable, and the node has the image: it stands in; then the registry is
+        // remembered and not asked.
+        let memory = Unreachable::default();
+        let done = pull_or_fall_back(&store, &app, None, true, &memory)
+            .await
+            .unwrap();
+        assert_eq!(done.pulled.image.id, image.id);
+        let fallback = done.fallback.unwrap();
+        assert_eq!(fallback.error.kind, ErrorKind::Unreachable);
+        assert!(!fallback.loaded && fallback.remembered.is_none());
+        let again = pull_or_fall_back(&store, &app, None, true, &memory)
+            .await
+            .unwrap();
+        let fallback = again.fallback.unwrap();
+        assert!(fallback.remembered.is_some());
+        assert!(
+            fallback
+                .message(&app, &image.id)
+                .contains("the registry was not asked again")
+        );
+
+        // Not on the node: the registry's error, remembered or not.
+        let absent = pull_or_fall_back(
+            &store,
+            &format!("{offline}/e2e/absent"),
+            None,
+            true,
+            &memory,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(absent.kind, ErrorKind::Unreachable);
+
+        // Fallback off: the error, as kubelet.
+        let strict = pull_or_fall_back(&store, &app, None, false, &Unreachable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(strict.kind, ErrorKind::Unreachable, "{strict}");
+
+        // A registry that answers "not found": only a loaded image stands in.
+        let online = format!("127.0.0.1:{}/e2e/app", empty_registry().await);
+        let pulled_before = add(&store, &online, b"{\"a\":2}");
+        let memory = Unreachable::default();
+        let missing = pull_or_fall_back(&store, &online, None, true, &memory)
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
+        store
+            .mark_loaded(std::slice::from_ref(&pulled_before))
+            .unwrap();
+        let done = pull_or_fall_back(&store, &online, None, true, &memory)
+            .await
+            .unwrap();
+        let fallback = done.fallback.unwrap();
+        assert!(fallback.loaded);
+        assert_eq!(fallback.error.kind, ErrorKind::NotFound);
+        assert!(
+            fallback
+                .message(&online, &pulled_before.id)
+                .contains("kcluster image load")
+        );
+    }
 
     #[test]
     fn durations_print_like_go() {

@@ -66,7 +66,10 @@ impl Store {
         match self.read_marks() {
             Ok(marks) => marks.names.get(name) == Some(&image.id),
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "cannot read the loaded-image marks");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot read the loaded-image marks"
+                );
                 false
             }
         }

@@ -448,6 +448,8 @@ mod tests {
         port
     }
 
+    const T: Duration = crate::runtime::images::registry::CONNECT_TIMEOUT;
+
     #[tokio::test]
     async fn pulls_through_a_bearer_token_an_index_and_a_redirect() {
         let tar = layer_tar(&[("hello.txt", b"hi")]);
@@ -495,14 +497,19 @@ mod tests {
         };
         let host = format!("127.0.0.1:{port}");
 
-        let refused = pull(&store, &format!("{host}/team/app:v1"), None)
+        let refused = pull(&store, &format!("{host}/team/app:v1"), None, T)
             .await
             .unwrap_err();
         assert_eq!(refused.kind, ErrorKind::Unauthorized, "{refused}");
 
-        let pulled = pull(&store, &format!("{host}/team/app:v1"), Some(creds.clone()))
-            .await
-            .unwrap();
+        let pulled = pull(
+            &store,
+            &format!("{host}/team/app:v1"),
+            Some(creds.clone()),
+            T,
+        )
+        .await
+        .unwrap();
         assert_eq!(pulled.layers_fetched, 1);
         assert_eq!(pulled.image.id, sha(&config));
         assert_eq!(
@@ -520,11 +527,13 @@ mod tests {
 
         // By the index's digest; the layer is in the store now and is not fetched again.
         let by_digest = format!("{host}/team/app@{}", sha(&index));
-        let again = pull(&store, &by_digest, Some(creds.clone())).await.unwrap();
+        let again = pull(&store, &by_digest, Some(creds.clone()), T)
+            .await
+            .unwrap();
         assert_eq!(again.layers_fetched, 0);
         assert!(store.resolve(&by_digest).unwrap().is_some());
 
-        let missing = pull(&store, &format!("{host}/team/app:v2"), Some(creds))
+        let missing = pull(&store, &format!("{host}/team/app:v2"), Some(creds), T)
             .await
             .unwrap_err();
         assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");

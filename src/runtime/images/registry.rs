@@ -483,7 +483,10 @@ async fn addresses(host: &str, port: u16, timeout: Duration) -> Result<Vec<Socke
     if ips.is_empty() {
         return Err(format!("the name {host} has no address"));
     }
-    Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// A TCP connection to the first of `addrs` that accepts one, each given `timeout`.
@@ -540,7 +543,9 @@ async fn send(
     let addrs = addresses(host, port, connect_timeout)
         .await
         .map_err(unreachable)?;
-    let tcp = connect(&addrs, connect_timeout).await.map_err(unreachable)?;
+    let tcp = connect(&addrs, connect_timeout)
+        .await
+        .map_err(unreachable)?;
     let _ = tcp.set_nodelay(true);
     let path = uri
         .path_and_query()
@@ -756,6 +761,54 @@ mod tests {
             resolve_location("http://r.io:5000/v2/a/blobs/x", "/other/y"),
             "http://r.io:5000/other/y"
         );
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn only_failures_to_connect_are_unreachable() {
+        // Refused: nothing listens.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = send(&format!("http://127.0.0.1:{port}/v2/"), &[], None, SHORT)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("refused the connection"), "{e}");
+
+        // Accepted, but no TLS handshake ever comes: unreachable within the short timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        let started = std::time::Instant::now();
+        let e = send(&format!("https://localhost:{port}/v2/"), &[], None, SHORT)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("no TLS handshake within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        held.abort();
+
+        // Connected, then closed without an answer: the registry was reached, it failed.
+        let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = rude.local_addr().unwrap().port();
+        let closer = tokio::spawn(async move {
+            while let Ok((c, _)) = rude.accept().await {
+                drop(c);
+            }
+        });
+        let e = send(&format!("http://127.0.0.1:{port}/v2/"), &[], None, SHORT)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Failed, "{e}");
+        closer.abort();
     }
 
     #[tokio::test]
