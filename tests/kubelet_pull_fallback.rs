@@ -8,6 +8,9 @@
 
 mod common;
 
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::registry::{free_port, gateway};
@@ -282,6 +285,113 @@ fn with_pull_fallback_off_an_unreachable_registry_is_an_error() {
     // The image is there all the same: IfNotPresent runs it.
     apply(&cluster, &pod("present", &untagged, Some("IfNotPresent")));
     wait_running(&cluster, "present");
+}
+
+/// A "registry" on the host that accepts connections and never says a word (a black hole as
+/// a laptop on a captive network sees one); counts the connections it got.
+struct Silent {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let listener = TcpListener::bind("0.0.0.0:0").expect("a listening socket");
+        let port = listener.local_addr().expect("its address").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+        Silent { port, connections }
+    }
+}
+
+#[test]
+fn twenty_replicas_of_a_loaded_image_do_not_each_wait_for_a_silent_registry() {
+    const REPLICAS: usize = 20;
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("pfrep");
+    let tag = format!("kcluster-e2e/fallback-replicas:{name}");
+    let _image = common::images::build_busybox_image(&sandbox, &tag, "");
+    let id = image_id(&tag);
+    let silent = Silent::start();
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    let image = format!("{}:{}/e2e/web", gateway(&name), silent.port);
+    load_as(&cluster, &tag, &image);
+
+    apply(
+        &cluster,
+        &format!(
+            r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {REPLICAS}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: {image}
+        command: ["sleep", "3600"]
+        resources:
+          requests: {{cpu: 1m, memory: 1Mi}}
+"#
+        ),
+    );
+    let out = cluster.kubectl(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=180s",
+    ]);
+    assert!(
+        out.status.success(),
+        "the Deployment did not become Available: {}\n{}",
+        text(&out),
+        cluster.kubectl_ok(&["get", "pods", "-o", "wide"])
+    );
+    let ready = cluster.kubectl_ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    assert_eq!(ready, REPLICAS.to_string());
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=PullFallback",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.name} {.message}{\"\\n\"}{end}",
+    ]);
+    let pods: std::collections::BTreeSet<&str> = events
+        .lines()
+        .filter(|l| l.contains(&id))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(pods.len(), REPLICAS, "every replica falls back:\n{events}");
+    // Replicas starting together share one attempt, later ones skip the registry found
+    // unreachable. One attempt is an HTTPS and a plain HTTP connection; the registry is
+    // forgotten after 60 s, so a slow run may make a second attempt, never one per replica.
+    let connections = silent.connections.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&connections),
+        "the silent registry got {connections} connections for {REPLICAS} replicas"
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -256,7 +256,7 @@ impl Registry {
 
     async fn probe_scheme(&mut self) -> Result<Scheme, PullError> {
         let https = format!("https://{}/v2/", self.authority);
-        let err = match send(&https, &[], None, self.connect_timeout).await {
+        let err = match send(&https, &[], None, self.connect_timeout, true).await {
             Ok(_) => {
                 self.scheme = Some(Scheme::Https);
                 return Ok(Scheme::Https);
@@ -268,7 +268,7 @@ impl Registry {
         }
         debug!(registry = %self.name, error = %err, "HTTPS failed; trying plain HTTP");
         let http = format!("http://{}/v2/", self.authority);
-        match send(&http, &[], None, self.connect_timeout).await {
+        match send(&http, &[], None, self.connect_timeout, true).await {
             Ok(_) => {
                 self.scheme = Some(Scheme::Http);
                 Ok(Scheme::Http)
@@ -399,7 +399,7 @@ async fn follow_redirects(
         } else {
             None
         };
-        let response = send(&url, accept, auth, connect_timeout).await?;
+        let response = send(&url, accept, auth, connect_timeout, false).await?;
         if response.status().is_redirection()
             && let Some(location) = response
                 .headers()
@@ -506,12 +506,15 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, S
 }
 
 /// One request on a fresh connection. Failing to make the connection (name, TCP, TLS) is
-/// [`ErrorKind::Unreachable`]; a connection that breaks afterwards is not.
+/// [`ErrorKind::Unreachable`]; a connection that breaks afterwards is not. A `ping` (the
+/// `/v2/` request that finds the scheme) is part of reaching the registry: no answer within
+/// `connect_timeout` is unreachable too, where other requests wait [`RESPONSE_TIMEOUT`].
 async fn send(
     url: &str,
     accept: &[&str],
     authorization: Option<&str>,
     connect_timeout: Duration,
+    ping: bool,
 ) -> Result<Response<Incoming>, PullError> {
     let uri: Uri = url
         .parse()
@@ -576,9 +579,21 @@ async fn send(
         .await
         .map_err(|_| unreachable(format!("no TLS handshake within {connect_timeout:?}")))?
         .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
-        request_on(TokioIo::new(tls), request, url).await?
+        request_on(
+            TokioIo::new(tls),
+            request,
+            url,
+            ping.then_some(connect_timeout),
+        )
+        .await?
     } else {
-        request_on(TokioIo::new(tcp), request, url).await?
+        request_on(
+            TokioIo::new(tcp),
+            request,
+            url,
+            ping.then_some(connect_timeout),
+        )
+        .await?
     };
     Ok(response)
 }
@@ -587,6 +602,7 @@ async fn request_on<T>(
     io: T,
     request: Request<Empty<Bytes>>,
     url: &str,
+    ping_timeout: Option<Duration>,
 ) -> Result<Response<Incoming>, PullError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -599,9 +615,15 @@ where
             debug!(error = %e, "registry connection ended");
         }
     });
-    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+    let wait = ping_timeout.unwrap_or(RESPONSE_TIMEOUT);
+    let kind = if ping_timeout.is_some() {
+        ErrorKind::Unreachable
+    } else {
+        ErrorKind::Failed
+    };
+    tokio::time::timeout(wait, sender.send_request(request))
         .await
-        .map_err(|_| PullError::failed(format!("{url}: no response within {RESPONSE_TIMEOUT:?}")))?
+        .map_err(|_| PullError::new(kind, format!("{url}: no answer within {wait:?}")))?
         .map_err(|e| PullError::failed(format!("{url}: the connection broke off: {e}")))
 }
 
@@ -772,9 +794,15 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let e = send(&format!("http://127.0.0.1:{port}/v2/"), &[], None, SHORT)
-            .await
-            .unwrap_err();
+        let e = send(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
         assert!(e.message.contains("refused the connection"), "{e}");
 
@@ -788,12 +816,30 @@ mod tests {
             }
         });
         let started = std::time::Instant::now();
-        let e = send(&format!("https://localhost:{port}/v2/"), &[], None, SHORT)
-            .await
-            .unwrap_err();
+        let e = send(
+            &format!("https://localhost:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
         assert!(e.message.contains("no TLS handshake within"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
+        // The same silence to a plain HTTP ping.
+        let e = send(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("no answer within"), "{e}");
         held.abort();
 
         // Connected, then closed without an answer: the registry was reached, it failed.
@@ -804,9 +850,15 @@ mod tests {
                 drop(c);
             }
         });
-        let e = send(&format!("http://127.0.0.1:{port}/v2/"), &[], None, SHORT)
-            .await
-            .unwrap_err();
+        let e = send(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Failed, "{e}");
         closer.abort();
     }
