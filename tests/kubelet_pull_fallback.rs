@@ -350,26 +350,18 @@ spec:
 "#
         ),
     );
-    let out = cluster.kubectl(&[
-        "wait",
-        "--for=condition=Available",
-        "deployment/web",
-        "--timeout=180s",
-    ]);
-    assert!(
-        out.status.success(),
-        "the Deployment did not become Available: {}\n{}",
-        text(&out),
-        cluster.kubectl_ok(&["get", "pods", "-o", "wide"])
+    // Available allows maxUnavailable (25%) missing: wait for every replica instead.
+    cluster.wait_for(
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ],
+        Duration::from_secs(180),
+        |s| s == REPLICAS.to_string(),
     );
-    let ready = cluster.kubectl_ok(&[
-        "get",
-        "deployment",
-        "web",
-        "-o",
-        "jsonpath={.status.readyReplicas}",
-    ]);
-    assert_eq!(ready, REPLICAS.to_string());
     let events = cluster.kubectl_ok(&[
         "get",
         "events",
