@@ -427,6 +427,13 @@ fn pull_fallback_bench() {
     }
     let events = events_of(&cluster, "fb-0");
     assert!(events.contains("PullFallback"), "{events}");
+    // A registry that accepts connections and never answers costs the first pod the TLS
+    // handshake's and the plain HTTP ping's timeouts; the next one skips it.
+    let silent = Silent::start();
+    let black_hole = format!("{}:{}/bench/app", gateway(&name), silent.port);
+    load_as(&cluster, &tag, &black_hole);
+    let silent_first = time_pod(&cluster, "silent-first", &black_hole, None);
+    let silent_next = time_pod(&cluster, "silent-next", &black_hole, None);
     fallback.sort();
     present.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -448,5 +455,10 @@ fn pull_fallback_bench() {
     println!(
         "ratio of the p50s: {:.2}",
         fb50.as_secs_f64() / inp50.as_secs_f64()
+    );
+    println!(
+        "silent registry: first pod {:.0} ms, the next {:.0} ms",
+        ms(silent_first),
+        ms(silent_next)
     );
 }

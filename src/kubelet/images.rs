@@ -37,7 +37,7 @@ pub struct PullDone {
     pub pulled: Pulled,
     pub duration: Duration,
     /// Set when nothing was pulled and the node's own image is used instead.
-    pub fallback: Option<Fallback>,
+    pub fallback: Option<Box<Fallback>>,
 }
 
 /// Why the node's own image stands in for a pull.
@@ -208,11 +208,11 @@ async fn pull_or_fall_back(
                 bytes_fetched: 0,
             },
             duration: started.elapsed(),
-            fallback: Some(Fallback {
+            fallback: Some(Box::new(Fallback {
                 error,
                 loaded,
                 remembered,
-            }),
+            })),
         })
     };
     if let Some((ago, error)) = unreachable.recent(&host)
@@ -239,11 +239,11 @@ async fn pull_or_fall_back(
             if cannot_reach {
                 unreachable.note(&host, &error);
             }
-            if cannot_reach || loaded {
-                if let Some(done) = stand_in(error.clone(), None) {
-                    tracing::warn!(reference, error = %error, "pull failed; using the node's image");
-                    return Ok(done);
-                }
+            if (cannot_reach || loaded)
+                && let Some(done) = stand_in(error.clone(), None)
+            {
+                tracing::warn!(reference, error = %error, "pull failed; using the node's image");
+                return Ok(done);
             }
             Err(error)
         }
