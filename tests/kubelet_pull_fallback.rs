@@ -184,6 +184,8 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
         "{fallback}"
     );
     assert!(!events.contains("ErrImagePull"), "{events}");
+    // `--nocapture` shows the event as users see it.
+    println!("untagged events:\n{events}");
     assert_eq!(running_image_id(&cluster, "untagged"), id);
 
     // `:latest` right after: the same registry is remembered as unreachable, not asked again.
