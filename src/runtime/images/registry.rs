@@ -263,7 +263,7 @@ impl Registry {
             }
             Err(e) => e,
         };
-        if !may_use_plain_http(&self.authority).await {
+        if !may_use_plain_http(&self.authority, self.connect_timeout).await {
             return Err(err);
         }
         debug!(registry = %self.name, error = %err, "HTTPS failed; trying plain HTTP");
@@ -726,7 +726,7 @@ fn parse_challenge(text: &str) -> (String, HashMap<String, String>) {
 }
 
 /// Whether a registry may be spoken to without TLS: it is on this machine or a private network.
-async fn may_use_plain_http(authority: &str) -> bool {
+async fn may_use_plain_http(authority: &str, timeout: Duration) -> bool {
     let host = match authority.rsplit_once(':') {
         Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
         _ => authority,
@@ -738,8 +738,9 @@ async fn may_use_plain_http(authority: &str) -> bool {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return is_local(ip);
     }
-    match tokio::net::lookup_host((host, 0)).await {
-        Ok(mut addrs) => addrs.all(|a| is_local(a.ip())),
+    // The same in-process resolver the connection uses.
+    match addresses(host, 0, timeout).await {
+        Ok(addrs) => addrs.iter().all(|a| is_local(a.ip())),
         Err(_) => false,
     }
 }
@@ -865,11 +866,11 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_only_for_local_addresses() {
-        assert!(may_use_plain_http("localhost:5000").await);
-        assert!(may_use_plain_http("127.0.0.1:5000").await);
-        assert!(may_use_plain_http("172.18.0.1:5000").await);
-        assert!(may_use_plain_http("192.168.1.2").await);
-        assert!(may_use_plain_http("[::1]:5000").await);
-        assert!(!may_use_plain_http("8.8.8.8:5000").await);
+        assert!(may_use_plain_http("localhost:5000", SHORT).await);
+        assert!(may_use_plain_http("127.0.0.1:5000", SHORT).await);
+        assert!(may_use_plain_http("172.18.0.1:5000", SHORT).await);
+        assert!(may_use_plain_http("192.168.1.2", SHORT).await);
+        assert!(may_use_plain_http("[::1]:5000", SHORT).await);
+        assert!(!may_use_plain_http("8.8.8.8:5000", SHORT).await);
     }
 }
