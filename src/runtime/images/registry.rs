@@ -489,17 +489,22 @@ async fn addresses(host: &str, port: u16, timeout: Duration) -> Result<Vec<Socke
         .collect())
 }
 
-/// A TCP connection to the first of `addrs` that accepts one, each given `timeout`.
+/// A TCP connection to the first of `addrs` that accepts one, all within `timeout` (a name
+/// with many addresses behind a black hole must not cost a wait per address).
 async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::from("no address to connect to");
     for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => return Ok(tcp),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 last = format!("{addr} refused the connection");
             }
             Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
-            Err(_) => last = format!("no connection to {addr} within {timeout:?}"),
+            Err(_) => {
+                last = format!("no connection to {addr} within {timeout:?}");
+                break;
+            }
         }
     }
     Err(last)
