@@ -473,6 +473,15 @@ async fn addresses(host: &str, port: u16, timeout: Duration) -> Result<Vec<Socke
     let resolver = hickory_resolver::Resolver::builder_tokio()
         .and_then(|b| b.build())
         .map_err(|e| format!("cannot resolve {host}: no usable /etc/resolv.conf ({e})"))?;
+    lookup(&resolver, host, port, timeout).await
+}
+
+async fn lookup(
+    resolver: &hickory_resolver::TokioResolver,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, String> {
     let answer = tokio::time::timeout(timeout, resolver.lookup_ip(host))
         .await
         .map_err(|_| format!("the name {host} did not resolve within {timeout:?}"))?
@@ -867,6 +876,62 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Failed, "{e}");
         closer.abort();
+    }
+
+    /// A resolver asking only a name server on 127.0.0.1:`port`, over UDP.
+    fn resolver_at(port: u16) -> hickory_resolver::TokioResolver {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        let mut udp = ConnectionConfig::udp();
+        udp.port = port;
+        let server = NameServerConfig::new(IpAddr::from([127, 0, 0, 1]), true, vec![udp]);
+        hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(vec![server]),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .build()
+        .unwrap()
+    }
+
+    /// A name server that answers every question with NXDOMAIN, or never when `silent`.
+    async fn name_server(silent: bool) -> u16 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                if silent || n < 12 {
+                    continue;
+                }
+                // The question ends after its name's zero label and QTYPE/QCLASS.
+                let mut end = 12;
+                while end < n && buf[end] != 0 {
+                    end += buf[end] as usize + 1;
+                }
+                let end = (end + 5).min(n);
+                let mut reply = Vec::from(&buf[..2]);
+                reply.extend_from_slice(&[0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0]);
+                reply.extend_from_slice(&buf[12..end]);
+                let _ = socket.send_to(&reply, from).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn names_that_do_not_resolve_are_told_apart() {
+        let resolver = resolver_at(name_server(false).await);
+        let e = lookup(&resolver, "registry.example", 443, SHORT)
+            .await
+            .unwrap_err();
+        assert!(e.contains("does not resolve"), "{e}");
+        let resolver = resolver_at(name_server(true).await);
+        let e = lookup(&resolver, "registry.example", 443, SHORT)
+            .await
+            .unwrap_err();
+        assert!(e.contains("did not resolve within"), "{e}");
+        // Addresses need no resolver.
+        let addrs = addresses("10.1.2.3", 5000, SHORT).await.unwrap();
+        assert_eq!(addrs, vec![SocketAddr::from(([10, 1, 2, 3], 5000))]);
     }
 
     #[tokio::test]
