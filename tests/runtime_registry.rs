@@ -1,103 +1,20 @@
 //! Pulls from a real registry: Debian's `docker-registry` (the CNCF distribution registry),
-//! started by the test on the host, one open and one behind htpasswd Basic auth. A locally
-//! built image is pushed to both with the Docker engine (which speaks plain HTTP to 127/8);
-//! the node reaches the host through its Docker network's gateway, a private address, so the
-//! node agent falls back to plain HTTP as it does for local registries.
+//! started by the test on the host (`common::registry`), one open and one behind htpasswd
+//! Basic auth. A locally built image is pushed to both with the Docker engine (which speaks
+//! plain HTTP to 127/8); the node reaches the host through its Docker network's gateway, a
+//! private address, so the node agent falls back to plain HTTP as it does for local registries.
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::registry::{free_port, gateway, push, start as start_registry};
 use common::*;
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const USER: &str = "puller";
 const PASSWORD: &str = "s3cret-pass";
-
-/// A registry process on 0.0.0.0:<port>, killed when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
-
-fn start_registry(dir: &Path, htpasswd: Option<&Path>) -> Registry {
-    assert!(
-        Path::new(REGISTRY_BIN).exists(),
-        "this test needs Debian's registry at {REGISTRY_BIN}: apt-get install -y docker-registry (.ci/run installs it)"
-    );
-    std::fs::create_dir_all(dir.join("storage")).unwrap();
-    let port = free_port();
-    let auth = match htpasswd {
-        Some(path) => format!(
-            "auth:\n  htpasswd:\n    realm: kcluster-test\n    path: {}\n",
-            path.display()
-        ),
-        None => String::new(),
-    };
-    let config = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 0.0.0.0:{port}\n{auth}",
-        dir.join("storage").display()
-    );
-    let config_path = dir.join("config.yml");
-    std::fs::write(&config_path, config).unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    let child = Command::new(REGISTRY_BIN)
-        .arg("serve")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("cannot start docker-registry");
-    let registry = Registry { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the registry did not listen on {port}: {}",
-            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    registry
-}
-
-/// `docker tag` + `docker push`; returns the pushed manifest's digest.
-fn push(docker_config: &Path, local: &str, remote: &str) -> String {
-    let out = docker(&["tag", local, remote]);
-    assert!(out.status.success(), "docker tag failed: {}", text(&out));
-    let out = Command::new("docker")
-        .arg("--config")
-        .arg(docker_config)
-        .args(["push", remote])
-        .output()
-        .expect("cannot run docker");
-    assert!(out.status.success(), "docker push failed: {}", text(&out));
-    let pushed = stdout(&out);
-    let digest = pushed
-        .split_whitespace()
-        .find(|w| w.starts_with("sha256:") && w.len() == 71)
-        .unwrap_or_else(|| panic!("no digest in the push output: {pushed}"))
-        .to_string();
-    let _ = docker(&["rmi", remote]);
-    digest
-}
 
 fn pod(name: &str, image: &str, policy: &str, secret: Option<&str>) -> String {
     let secrets = secret
@@ -177,24 +94,6 @@ fn wait_waiting(cluster: &Cluster, pod: &str, reason: &str) -> String {
     out.split_once('|')
         .map(|(_, m)| m.to_string())
         .unwrap_or_default()
-}
-
-fn gateway(cluster: &str) -> String {
-    let out = docker(&[
-        "network",
-        "inspect",
-        &format!("kcluster-{cluster}"),
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]);
-    assert!(
-        out.status.success(),
-        "network inspect failed: {}",
-        text(&out)
-    );
-    let ip = stdout(&out).trim().to_string();
-    assert!(!ip.is_empty(), "the cluster network has no gateway");
-    ip
 }
 
 #[test]

@@ -50,6 +50,7 @@ pub async fn run(
         cpu_millis: alloc.cpu_millis as i64,
         memory_bytes: alloc.memory_bytes as i64,
         network: network.clone(),
+        pull_fallback: settings.pull_fallback,
     };
     // The service proxy (and cluster DNS) follow the same connection as the agent.
     let (service_clients, service_clients_rx) = tokio::sync::watch::channel(None);

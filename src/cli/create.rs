@@ -223,6 +223,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             labels: node.labels.clone(),
             pod_subnet: plan.config.networking.pod_subnet.to_string(),
             service_subnet: plan.config.networking.service_subnet.to_string(),
+            pull_fallback: plan.config.images.pull_fallback,
         };
         let node_cert = ca.issue_client(&format!("system:node:{node_name}"), &["system:nodes"])?;
         // The kubelet API's serving certificate: the API server checks it names the node.

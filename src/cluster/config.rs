@@ -41,6 +41,26 @@ pub struct ClusterConfig {
     pub nodes: Vec<NodeConfig>,
     #[serde(default)]
     pub networking: Networking,
+    #[serde(default)]
+    pub images: Images,
+}
+
+/// How nodes get images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Images {
+    /// A pull that cannot reach the registry (or any failed pull of a `kcluster image load`ed
+    /// image) uses the node's image of that name, with a PullFallback event. false: kubelet's
+    /// strict behaviour.
+    pub pull_fallback: bool,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            pull_fallback: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,6 +175,7 @@ impl Default for ClusterConfig {
             name: None,
             nodes: default_nodes(),
             networking: Networking::default(),
+            images: Images::default(),
         }
     }
 }
@@ -531,6 +552,23 @@ mod tests {
         assert_eq!(net.api_server_port, 0);
         assert_eq!(net.pod_subnet.to_string(), "10.244.0.0/16");
         assert_eq!(net.service_subnet.to_string(), "10.96.0.0/16");
+        assert!(config.images.pull_fallback);
+        Ok(())
+    }
+
+    #[test]
+    fn pull_fallback_can_be_turned_off_and_is_checked() -> Result<()> {
+        assert!(
+            !parse("images: {pullFallback: false}\n")?
+                .images
+                .pull_fallback
+        );
+        assert!(parse("images: {}\n")?.images.pull_fallback);
+        assert_mentions(
+            &error_of("images: {pullFallbak: false}\n"),
+            &["pullFallbak"],
+        );
+        assert_mentions(&error_of("images: {pullFallback: maybe}\n"), &["maybe"]);
         Ok(())
     }
 

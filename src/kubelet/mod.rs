@@ -55,6 +55,8 @@ pub struct NodeInfo {
     pub memory_bytes: i64,
     /// The node's pod network, None until the Node has a podCIDR.
     pub network: crate::agent::podnet::NetworkHandle,
+    /// Whether a failed pull may use the node's own image (`images.pullFallback`).
+    pub pull_fallback: bool,
 }
 
 /// Shared by every pod worker.
@@ -127,11 +129,12 @@ pub async fn run(node: NodeInfo, clients: watch::Receiver<Option<kube::Client>>)
         }
     };
     let sink = EventSink::start_on_host(first, node.node_name.clone());
+    let pull_fallback = node.pull_fallback;
     let ctx = Arc::new(Context {
         node,
         clients,
         runtime,
-        puller: images::Puller::new(store.clone()),
+        puller: images::Puller::new(store.clone(), pull_fallback),
         store,
         recorder: Mutex::new(sink.recorder("kubelet")),
     });

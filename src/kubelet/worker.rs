@@ -881,6 +881,14 @@ impl Worker {
                 self.slots[idx].pull = Some(PullState::Running);
                 return Err(until_reported);
             }
+            Some(PullState::Done(Ok(done), _)) if done.fallback.is_some() => {
+                self.slots[idx].image_failed_at = None;
+                if let Some(fallback) = &done.fallback {
+                    let message = fallback.message(&image, &done.pulled.image.id);
+                    self.event(Some(idx), WARNING, "PullFallback", message);
+                }
+                return Ok(());
+            }
             Some(PullState::Done(Ok(done), waited)) => {
                 debug!(
                     image,

@@ -14,6 +14,8 @@ pub fn import_stdin() -> Result<()> {
         &store,
         std::io::BufReader::with_capacity(1 << 20, stdin.lock()),
     )?;
+    // Loaded, not pulled: a failed pull of these names falls back to them.
+    store.mark_loaded(&report.images)?;
     println!(
         "{}",
         serde_json::to_string(&report).context("cannot encode the report")?
@@ -28,13 +30,20 @@ pub fn tag(id: &str, names: &[String]) -> Result<()> {
     let mut image = store
         .resolve(id)?
         .with_context(|| format!("this node has no image {id}"))?;
+    let mut loaded = Vec::new();
     for name in names {
         let full = crate::runtime::images::normalize(name)?;
         if !image.names.contains(&full) {
-            image.names.push(full);
+            image.names.push(full.clone());
         }
+        loaded.push(full);
     }
     store.add(image.clone())?;
+    // Only the names this load gave are marked: others may have come from a registry.
+    store.mark_loaded(&[crate::runtime::images::Image {
+        names: loaded,
+        ..image.clone()
+    }])?;
     let mut layers = image.layers.clone();
     layers.sort();
     layers.dedup();

@@ -32,6 +32,14 @@ pub struct NodeSettings {
     pub labels: BTreeMap<String, String>,
     pub pod_subnet: String,
     pub service_subnet: String,
+    /// A failed pull may use the node's own image (`images.pullFallback`); on for nodes made
+    /// before the setting existed.
+    #[serde(default = "pull_fallback_default")]
+    pub pull_fallback: bool,
+}
+
+fn pull_fallback_default() -> bool {
+    true
 }
 
 /// Where a node keeps its state: the container's named volume is mounted at /var.

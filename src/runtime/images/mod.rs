@@ -8,6 +8,7 @@
 //!                                     image and container that uses the layer
 //! <state>/layers/<hex>/layer.json     its size and the compressed digests it was seen under
 //! <state>/layers/by-digest/<hex>      symlink from a compressed blob's digest to its layer
+//! <state>/images/loaded.json          names that `kcluster image load` put there (`loaded`)
 //! ```
 //!
 //! Layers are unpacked once, in a temporary directory, and renamed into place: a layer
@@ -18,6 +19,7 @@
 pub mod archive;
 pub mod credentials;
 pub mod layer;
+pub mod loaded;
 pub mod pull;
 pub mod reference;
 pub mod registry;
@@ -415,6 +417,18 @@ impl Store {
         // An image that lost its last name to another stays, untagged, like Docker's <none>.
         let data = serde_json::to_vec_pretty(&index).context("cannot encode the image index")?;
         write_atomic(&self.images.join("index.json"), &data)
+    }
+
+    /// The image `reference` names exactly (its normalized name, or for `name@digest` the image
+    /// with that manifest digest) and that full name; never an id or an id prefix.
+    pub fn find_named(&self, reference: &str) -> Result<Option<(String, Image)>> {
+        let name = normalize(reference)?;
+        let digest = name.split_once('@').map(|(_, d)| d.to_string());
+        let found = self.list()?.into_iter().find(|i| {
+            i.names.contains(&name)
+                || digest.is_some() && i.manifest.as_deref() == digest.as_deref()
+        });
+        Ok(found.map(|i| (name, i)))
     }
 
     /// Finds an image by name (normalized), full id, or an unambiguous id prefix of at least

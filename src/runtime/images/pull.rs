@@ -5,6 +5,7 @@
 //! manifest's.
 
 use std::path::Path;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -41,15 +42,18 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// Pulls `reference` into the store.
+/// Pulls `reference` into the store; each step of reaching the registry may take
+/// `connect_timeout` ([`super::registry::CONNECT_TIMEOUT`] unless the caller is in a hurry).
 pub async fn pull(
     store: &Store,
     reference: &str,
     credentials: Option<Credentials>,
+    connect_timeout: Duration,
 ) -> Result<Pulled, PullError> {
     let r = Reference::parse(reference)
         .map_err(|e| PullError::failed(format!("invalid reference format: {e:#}")))?;
-    let mut registry = Registry::new(&r.registry, &r.repository, credentials);
+    let mut registry = Registry::new(&r.registry, &r.repository, credentials)
+        .with_connect_timeout(connect_timeout);
     let wanted = r
         .digest
         .clone()
@@ -298,10 +302,7 @@ async fn download(
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            PullError::new(
-                ErrorKind::Unreachable,
-                format!("the download of layer {digest} broke off: {e}"),
-            )
+            PullError::failed(format!("the download of layer {digest} broke off: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
             hasher.update(&data);
@@ -447,6 +448,8 @@ mod tests {
         port
     }
 
+    const T: Duration = crate::runtime::images::registry::CONNECT_TIMEOUT;
+
     #[tokio::test]
     async fn pulls_through_a_bearer_token_an_index_and_a_redirect() {
         let tar = layer_tar(&[("hello.txt", b"hi")]);
@@ -494,14 +497,19 @@ mod tests {
         };
         let host = format!("127.0.0.1:{port}");
 
-        let refused = pull(&store, &format!("{host}/team/app:v1"), None)
+        let refused = pull(&store, &format!("{host}/team/app:v1"), None, T)
             .await
             .unwrap_err();
         assert_eq!(refused.kind, ErrorKind::Unauthorized, "{refused}");
 
-        let pulled = pull(&store, &format!("{host}/team/app:v1"), Some(creds.clone()))
-            .await
-            .unwrap();
+        let pulled = pull(
+            &store,
+            &format!("{host}/team/app:v1"),
+            Some(creds.clone()),
+            T,
+        )
+        .await
+        .unwrap();
         assert_eq!(pulled.layers_fetched, 1);
         assert_eq!(pulled.image.id, sha(&config));
         assert_eq!(
@@ -519,11 +527,13 @@ mod tests {
 
         // By the index's digest; the layer is in the store now and is not fetched again.
         let by_digest = format!("{host}/team/app@{}", sha(&index));
-        let again = pull(&store, &by_digest, Some(creds.clone())).await.unwrap();
+        let again = pull(&store, &by_digest, Some(creds.clone()), T)
+            .await
+            .unwrap();
         assert_eq!(again.layers_fetched, 0);
         assert!(store.resolve(&by_digest).unwrap().is_some());
 
-        let missing = pull(&store, &format!("{host}/team/app:v2"), Some(creds))
+        let missing = pull(&store, &format!("{host}/team/app:v2"), Some(creds), T)
             .await
             .unwrap_err();
         assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");

@@ -11,7 +11,7 @@
 //! Docker host or network, never on the internet.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-/// How long connecting (TCP and TLS) may take before the registry counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long each step of reaching a registry (name lookup, TCP connect, TLS handshake) may
+/// take before the registry counts as unreachable, unless the caller asks for less.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a response's headers may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_REDIRECTS: usize = 5;
@@ -39,9 +40,11 @@ pub enum ErrorKind {
     NotFound,
     /// The registry refused the credentials (or wants some).
     Unauthorized,
-    /// The registry could not be reached (DNS, connect, TLS).
+    /// No connection could be made: the name does not resolve, the connection is refused or
+    /// times out, or the TLS handshake fails or times out. Nothing was asked of the registry.
     Unreachable,
-    /// Anything else: a damaged blob, an unsupported image, a registry error.
+    /// Anything else: a damaged blob, an unsupported image, a registry error, a connection
+    /// that broke off after it was made.
     Failed,
 }
 
@@ -129,6 +132,8 @@ pub struct Registry {
     credentials: Option<Credentials>,
     /// The Authorization header that worked last.
     authorization: Option<String>,
+    /// The limit on each step of making a connection (see [`CONNECT_TIMEOUT`]).
+    connect_timeout: Duration,
 }
 
 /// A response whose status was a success.
@@ -145,7 +150,15 @@ impl Registry {
             repository: repository.to_string(),
             credentials,
             authorization: None,
+            connect_timeout: CONNECT_TIMEOUT,
         }
+    }
+
+    /// A shorter limit on reaching the registry, for callers that have something better to do
+    /// than wait (a node that holds the image already).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Registry {
+        self.connect_timeout = timeout;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -243,25 +256,26 @@ impl Registry {
 
     async fn probe_scheme(&mut self) -> Result<Scheme, PullError> {
         let https = format!("https://{}/v2/", self.authority);
-        let err = match send(&https, &[], None).await {
+        let err = match send(&https, &[], None, self.connect_timeout, true).await {
             Ok(_) => {
                 self.scheme = Some(Scheme::Https);
                 return Ok(Scheme::Https);
             }
             Err(e) => e,
         };
-        if !may_use_plain_http(&self.authority).await {
+        if !may_use_plain_http(&self.authority, self.connect_timeout).await {
             return Err(err);
         }
         debug!(registry = %self.name, error = %err, "HTTPS failed; trying plain HTTP");
         let http = format!("http://{}/v2/", self.authority);
-        match send(&http, &[], None).await {
+        match send(&http, &[], None, self.connect_timeout, true).await {
             Ok(_) => {
                 self.scheme = Some(Scheme::Http);
                 Ok(Scheme::Http)
             }
+            // Plain HTTP had the last word: its kind is what the registry's state is.
             Err(e) => Err(PullError::new(
-                ErrorKind::Unreachable,
+                e.kind,
                 format!("{} (and over plain HTTP: {})", err.message, e.message),
             )),
         }
@@ -312,7 +326,14 @@ impl Registry {
         let separator = if realm.contains('?') { '&' } else { '?' };
         let url = format!("{realm}{separator}{query}");
         let basic = self.credentials.as_ref().map(Credentials::basic);
-        let response = follow_redirects(&url, &[], basic.clone(), basic.is_some()).await?;
+        let response = follow_redirects(
+            &url,
+            &[],
+            basic.clone(),
+            basic.is_some(),
+            self.connect_timeout,
+        )
+        .await?;
         let status = response.status();
         if !status.is_success() {
             let detail = error_detail(response).await;
@@ -357,7 +378,7 @@ impl Registry {
         accept: &[&str],
         authorization: Option<String>,
     ) -> Result<Response<Incoming>, PullError> {
-        follow_redirects(uri, accept, authorization, false).await
+        follow_redirects(uri, accept, authorization, false, self.connect_timeout).await
     }
 }
 
@@ -368,6 +389,7 @@ async fn follow_redirects(
     accept: &[&str],
     authorization: Option<String>,
     keep_auth: bool,
+    connect_timeout: Duration,
 ) -> Result<Response<Incoming>, PullError> {
     let mut url = url.to_string();
     let first_authority = authority_of(&url);
@@ -377,7 +399,7 @@ async fn follow_redirects(
         } else {
             None
         };
-        let response = send(&url, accept, auth).await?;
+        let response = send(&url, accept, auth, connect_timeout, false).await?;
         if response.status().is_redirection()
             && let Some(location) = response
                 .headers()
@@ -439,11 +461,74 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
         .clone()
 }
 
-/// One request on a fresh connection.
+/// The addresses of a registry host. Names are resolved in-process (a static binary in a
+/// FROM-scratch node has no C resolver to ask), within `timeout`.
+async fn addresses(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    if host == "localhost" {
+        return Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+    }
+    let resolver = hickory_resolver::Resolver::builder_tokio()
+        .and_then(|b| b.build())
+        .map_err(|e| format!("cannot resolve {host}: no usable /etc/resolv.conf ({e})"))?;
+    lookup(&resolver, host, port, timeout).await
+}
+
+async fn lookup(
+    resolver: &hickory_resolver::TokioResolver,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    let answer = tokio::time::timeout(timeout, resolver.lookup_ip(host))
+        .await
+        .map_err(|_| format!("the name {host} did not resolve within {timeout:?}"))?
+        .map_err(|e| format!("the name {host} does not resolve: {e}"))?;
+    let mut ips: Vec<IpAddr> = answer.iter().collect();
+    // IPv4 first: node containers are on IPv4 Docker networks.
+    ips.sort_by_key(|ip| !ip.is_ipv4());
+    if ips.is_empty() {
+        return Err(format!("the name {host} has no address"));
+    }
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
+}
+
+/// A TCP connection to the first of `addrs` that accepts one, all within `timeout` (a name
+/// with many addresses behind a black hole must not cost a wait per address).
+async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no address to connect to");
+    for addr in addrs {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = format!("{addr} refused the connection");
+            }
+            Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
+            Err(_) => {
+                last = format!("no connection to {addr} within {timeout:?}");
+                break;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// One request on a fresh connection. Failing to make the connection (name, TCP, TLS) is
+/// [`ErrorKind::Unreachable`]; a connection that breaks afterwards is not. A `ping` (the
+/// `/v2/` request that finds the scheme) is part of reaching the registry: no answer within
+/// `connect_timeout` is unreachable too, where other requests wait [`RESPONSE_TIMEOUT`].
 async fn send(
     url: &str,
     accept: &[&str],
     authorization: Option<&str>,
+    connect_timeout: Duration,
+    ping: bool,
 ) -> Result<Response<Incoming>, PullError> {
     let uri: Uri = url
         .parse()
@@ -472,10 +557,12 @@ async fn send(
             format!("cannot reach the registry at {authority}: {what}"),
         )
     };
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+    let addrs = addresses(host, port, connect_timeout)
         .await
-        .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(unreachable)?;
+    let tcp = connect(&addrs, connect_timeout)
+        .await
+        .map_err(unreachable)?;
     let _ = tcp.set_nodelay(true);
     let path = uri
         .path_and_query()
@@ -500,15 +587,27 @@ async fn send(
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| unreachable(format!("{host} is not a valid TLS server name: {e}")))?;
         let tls = tokio::time::timeout(
-            CONNECT_TIMEOUT,
+            connect_timeout,
             tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp),
         )
         .await
-        .map_err(|_| unreachable("no TLS handshake within the timeout".into()))?
-        .map_err(|e| unreachable(format!("TLS: {e}")))?;
-        request_on(TokioIo::new(tls), request, url).await?
+        .map_err(|_| unreachable(format!("no TLS handshake within {connect_timeout:?}")))?
+        .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
+        request_on(
+            TokioIo::new(tls),
+            request,
+            url,
+            ping.then_some(connect_timeout),
+        )
+        .await?
     } else {
-        request_on(TokioIo::new(tcp), request, url).await?
+        request_on(
+            TokioIo::new(tcp),
+            request,
+            url,
+            ping.then_some(connect_timeout),
+        )
+        .await?
     };
     Ok(response)
 }
@@ -517,27 +616,29 @@ async fn request_on<T>(
     io: T,
     request: Request<Empty<Bytes>>,
     url: &str,
+    ping_timeout: Option<Duration>,
 ) -> Result<Response<Incoming>, PullError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| PullError::new(ErrorKind::Unreachable, format!("{url}: {e}")))?;
+        .map_err(|e| PullError::failed(format!("{url}: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             debug!(error = %e, "registry connection ended");
         }
     });
-    tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(request))
+    let wait = ping_timeout.unwrap_or(RESPONSE_TIMEOUT);
+    let kind = if ping_timeout.is_some() {
+        ErrorKind::Unreachable
+    } else {
+        ErrorKind::Failed
+    };
+    tokio::time::timeout(wait, sender.send_request(request))
         .await
-        .map_err(|_| {
-            PullError::new(
-                ErrorKind::Unreachable,
-                format!("{url}: no response within {RESPONSE_TIMEOUT:?}"),
-            )
-        })?
-        .map_err(|e| PullError::new(ErrorKind::Unreachable, format!("{url}: {e}")))
+        .map_err(|_| PullError::new(kind, format!("{url}: no answer within {wait:?}")))?
+        .map_err(|e| PullError::failed(format!("{url}: the connection broke off: {e}")))
 }
 
 /// Reads a whole (small) body, refusing more than `limit` bytes.
@@ -548,8 +649,8 @@ pub async fn read_limited(
     let mut body = response.into_body();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| PullError::new(ErrorKind::Unreachable, format!("read: {e}")))?;
+        let frame = frame
+            .map_err(|e| PullError::failed(format!("the registry's answer broke off: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
                 return Err(PullError::failed(format!(
@@ -639,7 +740,7 @@ fn parse_challenge(text: &str) -> (String, HashMap<String, String>) {
 }
 
 /// Whether a registry may be spoken to without TLS: it is on this machine or a private network.
-async fn may_use_plain_http(authority: &str) -> bool {
+async fn may_use_plain_http(authority: &str, timeout: Duration) -> bool {
     let host = match authority.rsplit_once(':') {
         Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
         _ => authority,
@@ -651,8 +752,9 @@ async fn may_use_plain_http(authority: &str) -> bool {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return is_local(ip);
     }
-    match tokio::net::lookup_host((host, 0)).await {
-        Ok(mut addrs) => addrs.all(|a| is_local(a.ip())),
+    // The same in-process resolver the connection uses.
+    match addresses(host, 0, timeout).await {
+        Ok(addrs) => addrs.iter().all(|a| is_local(a.ip())),
         Err(_) => false,
     }
 }
@@ -698,13 +800,147 @@ mod tests {
         );
     }
 
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn only_failures_to_connect_are_unreachable() {
+        // Refused: nothing listens.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = send(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("refused the connection"), "{e}");
+
+        // Accepted, but no TLS handshake ever comes: unreachable within the short timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                conns.push(c);
+            }
+        });
+        let started = std::time::Instant::now();
+        let e = send(
+            &format!("https://localhost:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("no TLS handshake within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The same silence to a plain HTTP ping.
+        let e = send(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        assert!(e.message.contains("no answer within"), "{e}");
+        held.abort();
+
+        // Connected, then closed without an answer: the registry was reached, it failed.
+        let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = rude.local_addr().unwrap().port();
+        let closer = tokio::spawn(async move {
+            while let Ok((c, _)) = rude.accept().await {
+                drop(c);
+            }
+        });
+        let e = send(
+            &format!("http://127.0.0.1:{port}/v2/"),
+            &[],
+            None,
+            SHORT,
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Failed, "{e}");
+        closer.abort();
+    }
+
+    /// A resolver asking only a name server on 127.0.0.1:`port`, over UDP.
+    fn resolver_at(port: u16) -> hickory_resolver::TokioResolver {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        let mut udp = ConnectionConfig::udp();
+        udp.port = port;
+        let server = NameServerConfig::new(IpAddr::from([127, 0, 0, 1]), true, vec![udp]);
+        hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(vec![server]),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .build()
+        .unwrap()
+    }
+
+    /// A name server that answers every question with NXDOMAIN, or never when `silent`.
+    async fn name_server(silent: bool) -> u16 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                if silent || n < 12 {
+                    continue;
+                }
+                // The question ends after its name's zero label and QTYPE/QCLASS.
+                let mut end = 12;
+                while end < n && buf[end] != 0 {
+                    end += buf[end] as usize + 1;
+                }
+                let end = (end + 5).min(n);
+                let mut reply = Vec::from(&buf[..2]);
+                reply.extend_from_slice(&[0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0]);
+                reply.extend_from_slice(&buf[12..end]);
+                let _ = socket.send_to(&reply, from).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn names_that_do_not_resolve_are_told_apart() {
+        let resolver = resolver_at(name_server(false).await);
+        let e = lookup(&resolver, "registry.example", 443, SHORT)
+            .await
+            .unwrap_err();
+        assert!(e.contains("does not resolve"), "{e}");
+        let resolver = resolver_at(name_server(true).await);
+        let e = lookup(&resolver, "registry.example", 443, SHORT)
+            .await
+            .unwrap_err();
+        assert!(e.contains("did not resolve within"), "{e}");
+        // Addresses need no resolver.
+        let addrs = addresses("10.1.2.3", 5000, SHORT).await.unwrap();
+        assert_eq!(addrs, vec![SocketAddr::from(([10, 1, 2, 3], 5000))]);
+    }
+
     #[tokio::test]
     async fn plain_http_only_for_local_addresses() {
-        assert!(may_use_plain_http("localhost:5000").await);
-        assert!(may_use_plain_http("127.0.0.1:5000").await);
-        assert!(may_use_plain_http("172.18.0.1:5000").await);
-        assert!(may_use_plain_http("192.168.1.2").await);
-        assert!(may_use_plain_http("[::1]:5000").await);
-        assert!(!may_use_plain_http("8.8.8.8:5000").await);
+        assert!(may_use_plain_http("localhost:5000", SHORT).await);
+        assert!(may_use_plain_http("127.0.0.1:5000", SHORT).await);
+        assert!(may_use_plain_http("172.18.0.1:5000", SHORT).await);
+        assert!(may_use_plain_http("192.168.1.2", SHORT).await);
+        assert!(may_use_plain_http("[::1]:5000", SHORT).await);
+        assert!(!may_use_plain_http("8.8.8.8:5000", SHORT).await);
     }
 }
