@@ -379,3 +379,76 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
     let left = docker_objects("container", &name);
     assert!(left.is_empty(), "containers left after delete: {left:?}");
 }
+
+#[test]
+fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let _image = build_net_image(&sandbox, IMAGE);
+    let name = unique_name("hprestart");
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image(IMAGE);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    let node_port: u16 = jsonpath(&cluster, "svc/web", "{.spec.ports[0].nodePort}")
+        .parse()
+        .expect("a node port");
+    let lb_port = free_port(false);
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        "--name=web-lb",
+        &format!("--port={lb_port}"),
+        "--target-port=8080",
+        "--type=LoadBalancer",
+    ]);
+    wait_answer("the NodePort", node_port);
+    wait_answer("the LoadBalancer port", lb_port);
+    assert_eq!(annotated_host_port(&cluster, "web-lb"), lb_port);
+
+    // Every container of the cluster stops; while it is down something else takes the
+    // LoadBalancer's host port; then everything starts again.
+    let containers = docker_objects("container", &name);
+    assert_eq!(containers.len(), 4, "{containers:?}");
+    let mut stop = vec!["stop"];
+    stop.extend(containers.iter().map(String::as_str));
+    let out = docker(&stop);
+    assert!(out.status.success(), "docker stop failed: {}", text(&out));
+    let holder = TcpListener::bind(("127.0.0.1", lb_port)).expect("the freed LoadBalancer port");
+    for c in &containers {
+        // The LoadBalancer's proxy cannot bind its port now; the port publisher moves it.
+        let _ = docker(&["start", c]);
+    }
+
+    wait_answer("the NodePort after the restart", node_port);
+    let moved = {
+        let mut moved = 0;
+        wait_until("the LoadBalancer to move", Duration::from_secs(90), || {
+            let p = annotated_host_port(&cluster, "web-lb");
+            if p != lb_port {
+                moved = p;
+                Ok(())
+            } else {
+                Err(format!("still annotated with {p}"))
+            }
+        });
+        moved
+    };
+    wait_answer("the moved LoadBalancer port", moved);
+    let listed = port_ls(&sandbox, &name);
+    assert!(
+        listed.contains(&format!("127.0.0.1:{moved}/TCP"))
+            && listed.contains(&format!("127.0.0.1:{node_port}/TCP")),
+        "{listed}"
+    );
+    let _client = TcpStream::connect(("127.0.0.1", lb_port)).expect("the holder still listens");
+    holder.accept().expect("the holder accepts its connection");
+}
