@@ -131,7 +131,14 @@ fn still_open(s: &mut TcpStream) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 16];
     match s.read(&mut buf) {
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
         Ok(0) => Err("the connection was closed".into()),
         Ok(_) => Err("the sink wrote something".into()),
         Err(e) => Err(e.to_string()),
@@ -226,11 +233,9 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
         "--target-port=8080",
         "--type=LoadBalancer",
     ]);
-    cluster.wait_for(
-        &["get", "svc", "web-lb"],
-        Duration::from_secs(60),
-        |s| s.contains("127.0.0.1") && s.contains(&format!("{lb_port}:3")),
-    );
+    cluster.wait_for(&["get", "svc", "web-lb"], Duration::from_secs(60), |s| {
+        s.contains("127.0.0.1") && s.contains(&format!("{lb_port}:3"))
+    });
     wait_answer("the LoadBalancer port", lb_port);
     assert_eq!(
         jsonpath(
@@ -316,7 +321,9 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
     );
     assert!(!port_ls(&sandbox, &name).contains("np-taken"));
     let _client = TcpStream::connect(("127.0.0.1", np_held)).expect("the holder still listens");
-    np_holder.accept().expect("the holder accepts its connection");
+    np_holder
+        .accept()
+        .expect("the holder accepts its connection");
 
     // UDP through a LoadBalancer.
     let udp_port = free_port(true);
@@ -353,9 +360,11 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
     // Deleting a Service frees its host port and removes its proxy.
     cluster.kubectl_ok(&["delete", "svc", "web-lb"]);
     let lb_proxy = format!("kcluster-{name}-port-{lb_port}-tcp");
-    wait_until("the LoadBalancer's proxy to go", Duration::from_secs(60), || {
-        container_gone(&lb_proxy)
-    });
+    wait_until(
+        "the LoadBalancer's proxy to go",
+        Duration::from_secs(60),
+        || container_gone(&lb_proxy),
+    );
     let got = http_once(lb_port);
     assert!(got.starts_with("cannot connect"), "{got}");
     assert!(!port_ls(&sandbox, &name).contains("default/web-lb "));
@@ -451,4 +460,50 @@ fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
     );
     let _client = TcpStream::connect(("127.0.0.1", lb_port)).expect("the holder still listens");
     holder.accept().expect("the holder accepts its connection");
+}
+
+#[test]
+fn publish_node_ports_false_publishes_only_load_balancers() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let _image = build_net_image(&sandbox, IMAGE);
+    let config = sandbox.path().join("cluster.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kcluster.dev/v1alpha1\nkind: Cluster\nnetworking:\n  hostAddress: 127.0.0.1\n  publishNodePorts: false\n",
+    )
+    .unwrap();
+    let name = unique_name("hponly");
+    let cluster = Cluster::create(&sandbox, &name, &["--config", config.to_str().unwrap()]);
+    cluster.load_image(IMAGE);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    let lb_port = free_port(false);
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        "--name=web-lb",
+        &format!("--port={lb_port}"),
+        "--target-port=8080",
+        "--type=LoadBalancer",
+    ]);
+    wait_answer("the LoadBalancer port", lb_port);
+    // The publisher saw the NodePort Service before the newer LoadBalancer answered, and made
+    // no proxy for it.
+    let listed = port_ls(&sandbox, &name);
+    assert!(
+        listed.contains("default/web-lb ") && !listed.contains("NodePort"),
+        "{listed}"
+    );
+    let node_port = jsonpath(&cluster, "svc/web", "{.spec.ports[0].nodePort}");
+    let proxy = format!("kcluster-{name}-port-{node_port}-tcp");
+    container_gone(&proxy).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -4,7 +4,8 @@
 //!
 //! `expose_to_first_answer`: from `kubectl expose --type=LoadBalancer` to the first HTTP 200 on
 //! 127.0.0.1:<port>, and in the same rounds to the first answer on a node's address at the
-//! node port (the Service itself, without the host port), as the baseline.
+//! node port (the Service itself, without the host port), as the baseline; once with proxies on
+//! addresses new to the network, once on addresses removed proxies had.
 //! `throughput_host_port_vs_port_forward_vs_pod_ip`: one TCP stream for 4 s into a sink pod on
 //! the worker, through the LoadBalancer's host port, through `kubectl port-forward`, and
 //! straight to the pod IP from the server node's network namespace; medians of 3 alternating
@@ -91,9 +92,49 @@ fn expose_to_first_answer() {
     let name = unique_name("hpbench");
     let cluster = setup(&sandbox, &name);
     let node_ip = cluster.node_ips()[0].1.clone();
+    // Fresh: each proxy gets an address the network never handed out before. Reused: the
+    // first Services are deleted (and their proxies gone) first, so each new proxy gets an
+    // address a removed one had.
+    let (fresh, fresh_node) = expose_rounds(&cluster, &node_ip, "fresh", 8);
+    for round in 0..8 {
+        cluster.kubectl_ok(&["delete", "svc", &format!("fresh-{round}")]);
+    }
+    wait_for(
+        "the proxies of deleted Services to go",
+        Duration::from_secs(60),
+        || {
+            docker_objects("container", &name)
+                .iter()
+                .all(|c| !c.contains("-port-"))
+        },
+    );
+    let (reused, reused_node) = expose_rounds(&cluster, &node_ip, "reused", 8);
+    let show = |v: &[f64]| v.iter().map(|v| v.round() as u64).collect::<Vec<_>>();
+    println!(
+        "expose -> first HTTP answer, 8 rounds each: fresh proxy addresses: host port median {:.0} ms {:?}, node address:nodePort median {:.0} ms {:?}; reused addresses: host port median {:.0} ms {:?}, node address:nodePort median {:.0} ms {:?}",
+        median(fresh.clone()),
+        show(&fresh),
+        median(fresh_node.clone()),
+        show(&fresh_node),
+        median(reused.clone()),
+        show(&reused),
+        median(reused_node.clone()),
+        show(&reused_node),
+    );
+}
+
+/// `rounds` LoadBalancer Services `<prefix>-<i>`, one at a time, kept: for each, the time from
+/// starting `kubectl expose` to the first HTTP 200 on the host port and, polled side by side,
+/// on a node's address at the node port.
+fn expose_rounds(
+    cluster: &Cluster,
+    node_ip: &str,
+    prefix: &str,
+    rounds: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let (mut host, mut node) = (Vec::new(), Vec::new());
-    for round in 0..10 {
-        let svc = format!("lb-{round}");
+    for round in 0..rounds {
+        let svc = format!("{prefix}-{round}");
         let port = free_port();
         let start = Instant::now();
         cluster.kubectl_ok(&[
@@ -105,13 +146,18 @@ fn expose_to_first_answer() {
             "--type=LoadBalancer",
         ]);
         let node_port: u16 = cluster
-            .kubectl_ok(&["get", "svc", &svc, "-o", "jsonpath={.spec.ports[0].nodePort}"])
+            .kubectl_ok(&[
+                "get",
+                "svc",
+                &svc,
+                "-o",
+                "jsonpath={.spec.ports[0].nodePort}",
+            ])
             .parse()
             .expect("a node port");
-        // Both paths polled side by side from the moment expose was started.
         let (tx, rx) = mpsc::channel();
         let node_tx = tx.clone();
-        let ip = node_ip.clone();
+        let ip = node_ip.to_string();
         std::thread::spawn(move || {
             let deadline = start + Duration::from_secs(30);
             while !http_ok(&ip, node_port) && Instant::now() < deadline {
@@ -136,15 +182,8 @@ fn expose_to_first_answer() {
                 node.push(ms);
             }
         }
-        cluster.kubectl_ok(&["delete", "svc", &svc]);
     }
-    println!(
-        "expose -> first HTTP answer, 10 rounds: host port 127.0.0.1 median {:.0} ms (all {:?}); node address:nodePort median {:.0} ms (all {:?})",
-        median(host.clone()),
-        host.iter().map(|v| v.round() as u64).collect::<Vec<_>>(),
-        median(node.clone()),
-        node.iter().map(|v| v.round() as u64).collect::<Vec<_>>()
-    );
+    (host, node)
 }
 
 /// `net-tool blast` for 4 s from a throwaway container of the test image in the given network
@@ -164,8 +203,8 @@ fn blast(network: &str, host: &str, port: u16) -> f64 {
     ]);
     assert!(out.status.success(), "blast failed: {}", text(&out));
     let line = stdout(&out);
-    let v: serde_json::Value = serde_json::from_str(line.trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     v["mbit_per_s"].as_f64().expect("mbit_per_s")
 }
 
@@ -187,15 +226,34 @@ fn throughput_host_port_vs_port_forward_vs_pod_ip() {
         "--type=LoadBalancer",
     ]);
     cluster.wait_for(
-        &["get", "svc", "sink", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"],
+        &[
+            "get",
+            "svc",
+            "sink",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
         Duration::from_secs(60),
         |s| s == "127.0.0.1",
     );
-    let pod = cluster.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let pod = cluster.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
     let pod_ip = cluster.kubectl_ok(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"]);
     let forward_port = free_port();
     let mut forward = std::process::Command::new("kubectl")
-        .args(["--context", &cluster.context(), "port-forward", &format!("pod/{pod}"), &format!("{forward_port}:9000")])
+        .args([
+            "--context",
+            &cluster.context(),
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{forward_port}:9000"),
+        ])
         .env("KUBECONFIG", sandbox.kubeconfig())
         .env("HOME", sandbox.path())
         .stdout(Stdio::null())

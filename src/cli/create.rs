@@ -435,7 +435,11 @@ async fn start_ports(
     let dir = crate::ports::PKI_DIR;
     let files = vec![
         (format!("{dir}/ca.crt"), ca.cert_pem().into_bytes(), 0o644),
-        (format!("{dir}/ports.crt"), cert.cert_pem.into_bytes(), 0o644),
+        (
+            format!("{dir}/ports.crt"),
+            cert.cert_pem.into_bytes(),
+            0o644,
+        ),
         (format!("{dir}/ports.key"), cert.key_pem.into_bytes(), 0o600),
     ];
     let log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());

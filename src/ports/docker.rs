@@ -102,7 +102,10 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
             super::LABEL_SERVICE.to_string(),
             format!("{}/{}", want.namespace, want.name),
         ),
-        (super::LABEL_KIND.to_string(), want.kind.as_str().to_string()),
+        (
+            super::LABEL_KIND.to_string(),
+            want.kind.as_str().to_string(),
+        ),
         (
             super::LABEL_PROTOCOL.to_string(),
             want.protocol.as_str().to_string(),
@@ -151,7 +154,11 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
     let body = ContainerCreateBody {
         image: Some(spec.image.to_string()),
         cmd: Some(cmd),
-        env: Some(vec!["RUST_LOG=info".to_string()]),
+        // Proxies log at the publisher's level (KCLUSTER_NODE_LOG at create).
+        env: Some(vec![format!(
+            "RUST_LOG={}",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())
+        )]),
         labels: Some(labels),
         exposed_ports: Some(vec![container_port]),
         stop_timeout: Some(2),

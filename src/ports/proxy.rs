@@ -80,7 +80,9 @@ impl Targets {
             return Ok(*addr);
         }
         let (host, port) = &self.names[i];
+        let started = Instant::now();
         let ip: IpAddr = crate::node::client::resolve(host).await?;
+        debug!(%host, %ip, ms = started.elapsed().as_millis() as u64, "resolved");
         let addr = SocketAddr::new(ip, *port);
         self.state.lock().await.entry(i).or_default().address = Some((addr, now));
         Ok(addr)
@@ -123,7 +125,10 @@ impl Targets {
                     .with_context(|| format!("cannot connect to {addr}"))?;
                 anyhow::Ok(stream)
             };
-            match attempt.await {
+            let started = Instant::now();
+            let result = attempt.await;
+            debug!(target = %self.names[i].0, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "dial");
+            match result {
                 Ok(stream) => return Ok(stream),
                 Err(e) => {
                     debug!(target = %self.names[i].0, error = %format!("{e:#}"), "target skipped");
@@ -176,7 +181,10 @@ async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
         let targets = targets.clone();
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
-            let mut upstream = match targets.connect_tcp().await {
+            let accepted = Instant::now();
+            let upstream = targets.connect_tcp().await;
+            debug!(%peer, connect_ms = accepted.elapsed().as_millis() as u64, "upstream connect");
+            let mut upstream = match upstream {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(%peer, error = %format!("{e:#}"), "no node answered; closing the connection");
@@ -184,13 +192,9 @@ async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
                 }
             };
             let _ = upstream.set_nodelay(true);
-            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut upstream,
-                BUFFER,
-                BUFFER,
-            )
-            .await
+            if let Err(e) =
+                tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER)
+                    .await
             {
                 debug!(%peer, error = %e, "connection ended");
             }
@@ -224,12 +228,7 @@ async fn serve_udp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
                 Ok(u) => {
                     let u = Arc::new(u);
                     flows.lock().await.insert(peer, u.clone());
-                    tokio::spawn(replies(
-                        u.clone(),
-                        socket.clone(),
-                        peer,
-                        flows.clone(),
-                    ));
+                    tokio::spawn(replies(u.clone(), socket.clone(), peer, flows.clone()));
                     u
                 }
                 Err(e) => {

@@ -209,7 +209,12 @@ mod tests {
             got,
             vec![
                 ("NodePort/default/np/TCP/80", 30080, 30080, Protocol::Tcp),
-                ("LoadBalancer/default/lb/TCP/8080", 8080, 31000, Protocol::Tcp),
+                (
+                    "LoadBalancer/default/lb/TCP/8080",
+                    8080,
+                    31000,
+                    Protocol::Tcp
+                ),
                 ("LoadBalancer/default/lb/UDP/53", 53, 31001, Protocol::Udp),
             ]
         );

@@ -50,7 +50,10 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     let docker = retry("the Docker engine", Docker::connect).await;
     let (host, port) = crate::node::split_host_port(&args.server)?;
     // The server node may still be starting; so may the name in Docker's DNS.
-    let client = retry("the API server", || crate::node::client::connect(&host, port, &creds)).await;
+    let client = retry("the API server", || {
+        crate::node::client::connect(&host, port, &creds)
+    })
+    .await;
     let services: Arc<Informer<Service>> = Informer::new(client.clone());
     let changed = Arc::new(Notify::new());
     let notify = changed.clone();
@@ -59,7 +62,8 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     services.wait_synced().await;
     info!(cluster = %args.cluster, host_address = %args.host_address, "publishing Service ports");
     let events = EventSink::start(client.clone());
-    let mut pass = reconcile::Reconciler::new(args, docker, client, events.recorder("kcluster-ports"));
+    let mut pass =
+        reconcile::Reconciler::new(args, docker, client, events.recorder("kcluster-ports"));
     let work = async {
         loop {
             let list: Vec<Service> = services.list_all().iter().map(|s| (**s).clone()).collect();

@@ -67,7 +67,13 @@ impl Reconciler {
         })
     }
 
-    fn report(&mut self, svc: Option<&Service>, type_: &'static str, reason: &str, message: String) {
+    fn report(
+        &mut self,
+        svc: Option<&Service>,
+        type_: &'static str,
+        reason: &str,
+        message: String,
+    ) {
         let Some(svc) = svc else { return };
         let key = (
             svc.metadata.uid.clone().unwrap_or_default(),
@@ -82,6 +88,11 @@ impl Reconciler {
 
     pub async fn run(&mut self, services: &[Service]) -> Result<()> {
         let (wanted, problems) = want::wanted(services, self.args.publish_node_ports);
+        let uids: HashSet<&str> = services
+            .iter()
+            .filter_map(|s| s.metadata.uid.as_deref())
+            .collect();
+        self.reported.retain(|(uid, _)| uids.contains(uid.as_str()));
         for p in &problems {
             let svc = services.iter().find(|s| {
                 s.metadata.namespace.as_deref() == Some(&p.namespace)
@@ -202,7 +213,10 @@ impl Reconciler {
                             " ({}:{} was not available: {})",
                             host_address,
                             want.preferred,
-                            refused.first().map(String::as_str).unwrap_or("held by another Service of this cluster")
+                            refused
+                                .first()
+                                .map(String::as_str)
+                                .unwrap_or("held by another Service of this cluster")
                         )
                     } else {
                         String::new()
@@ -256,7 +270,10 @@ impl Reconciler {
                 want.service_port,
                 want.protocol.as_str(),
                 want.preferred,
-                refused.first().map(String::as_str).unwrap_or("all held by this cluster")
+                refused
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("all held by this cluster")
             ),
         };
         warn!("{message}");
