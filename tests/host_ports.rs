@@ -507,3 +507,47 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
     let proxy = format!("kcluster-{name}-port-{node_port}-tcp");
     container_gone(&proxy).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn a_stopped_node_is_skipped_by_the_host_port() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let _image = build_net_image(&sandbox, IMAGE);
+    let name = unique_name("hpnodedown");
+    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    cluster.load_image(IMAGE);
+    // The only pod on the server node, so that what stops is a way in, not the backend.
+    let server = format!("{name}-server-0");
+    let pinned = WEB.replace("IMAGE", IMAGE).replace(
+        "      terminationGracePeriodSeconds: 1\n",
+        &format!(
+            "      terminationGracePeriodSeconds: 1\n      nodeSelector: {{kubernetes.io/hostname: {server}}}\n"
+        ),
+    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &pinned);
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let lb_port = free_port(false);
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        "--name=web-lb",
+        &format!("--port={lb_port}"),
+        "--target-port=8080",
+        "--type=LoadBalancer",
+    ]);
+    wait_answer("the LoadBalancer port", lb_port);
+
+    let worker = format!("{name}-worker-0");
+    let out = docker(&["stop", &worker]);
+    assert!(out.status.success(), "docker stop failed: {}", text(&out));
+    // The proxy tries the nodes in turn; every request still gets its answer through the
+    // server node, the stopped worker being skipped.
+    for i in 0..10 {
+        let got = http_once(lb_port);
+        assert!(
+            got.contains("200 OK") && got.contains("web-"),
+            "request {i} with the worker stopped: {got}"
+        );
+    }
+}

@@ -38,6 +38,7 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 const RESOLVE_TTL: Duration = Duration::from_secs(10);
 const DOWN_FOR: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 const UDP_IDLE: Duration = Duration::from_secs(60);
 /// Larger than tokio's 8 KiB default: bulk transfers through the host port run at several
 /// Gbit/s instead of being bound by per-copy syscalls.
@@ -81,7 +82,12 @@ impl Targets {
         }
         let (host, port) = &self.names[i];
         let started = Instant::now();
-        let ip: IpAddr = crate::node::client::resolve(host).await?;
+        // Docker's DNS forwards names it does not know (a stopped node's) to the host's
+        // resolvers, which may take seconds to fail: a node that does not resolve at once
+        // is treated as down.
+        let ip: IpAddr = tokio::time::timeout(RESOLVE_TIMEOUT, crate::node::client::resolve(host))
+            .await
+            .with_context(|| format!("{host} does not resolve within {RESOLVE_TIMEOUT:?}"))??;
         debug!(%host, %ip, ms = started.elapsed().as_millis() as u64, "resolved");
         let addr = SocketAddr::new(ip, *port);
         self.state.lock().await.entry(i).or_default().address = Some((addr, now));
