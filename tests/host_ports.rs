@@ -551,3 +551,41 @@ fn a_stopped_node_is_skipped_by_the_host_port() {
         );
     }
 }
+
+#[test]
+fn a_load_balancer_without_node_ports_is_published_through_its_cluster_ip() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let _image = build_net_image(&sandbox, IMAGE);
+    let name = unique_name("hpnonp");
+    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    cluster.load_image(IMAGE);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let lb_port = free_port(false);
+    let svc = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web-lb}}\nspec:\n  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  selector: {{app: web}}\n  ports: [{{port: {lb_port}, targetPort: 8080}}]\n"
+    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &svc);
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    assert_eq!(
+        jsonpath(&cluster, "svc/web-lb", "{.spec.ports[0].nodePort}"),
+        "",
+        "the Service has no node port"
+    );
+    wait_answer("the LoadBalancer port through the cluster IP", lb_port);
+    cluster.wait_for(
+        &[
+            "get",
+            "svc",
+            "web-lb",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
+        Duration::from_secs(60),
+        |s| s == "127.0.0.1",
+    );
+    let events = events_of(&cluster, "web-lb");
+    assert!(events.contains("forwarding to cluster IP"), "{events}");
+}

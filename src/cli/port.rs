@@ -31,7 +31,10 @@ pub async fn list(cluster: &str) -> Result<()> {
                 format!("{}:{}/{proto}", p.host_address, p.host_port),
                 p.service.clone(),
                 format!("{}/{proto}", p.service_port),
-                p.node_port.to_string(),
+                match p.node_port {
+                    0 => "-".to_string(),
+                    n => n.to_string(),
+                },
                 p.kind.clone(),
                 if p.running { "running" } else { "stopped" }.to_string(),
             ]

@@ -135,9 +135,17 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
         "--port".to_string(),
         spec.host_port.to_string(),
     ];
+    let target_port = match want.cluster_ip {
+        Some(ip) => {
+            cmd.push("--cluster-ip".to_string());
+            cmd.push(ip.to_string());
+            want.service_port
+        }
+        None => want.node_port,
+    };
     for node in spec.nodes {
         cmd.push("--target".to_string());
-        cmd.push(format!("{node}:{}", want.node_port));
+        cmd.push(format!("{node}:{target_port}"));
     }
     let host_config = HostConfig {
         network_mode: Some(docker::network_name(spec.cluster)),
@@ -149,6 +157,8 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
             }]),
         )])),
         restart_policy: unless_stopped(),
+        // Routing a cluster IP through a node is a route in the proxy's own namespace.
+        cap_add: want.cluster_ip.map(|_| vec!["NET_ADMIN".to_string()]),
         ..Default::default()
     };
     let body = ContainerCreateBody {

@@ -28,6 +28,10 @@ pub struct ProxyArgs {
     /// host:port to forward to (a node name and the Service's node port); repeat for each node.
     #[arg(long = "target", required = true)]
     pub targets: Vec<String>,
+    /// Forward to this cluster IP (at the targets' port) instead, routed through the first node
+    /// that answers: for LoadBalancer Services without node ports. Needs CAP_NET_ADMIN.
+    #[arg(long)]
+    pub cluster_ip: Option<std::net::Ipv4Addr>,
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -55,10 +59,12 @@ struct Targets {
     names: Vec<(String, u16)>,
     state: Mutex<HashMap<usize, TargetState>>,
     next: AtomicUsize,
+    /// Set for a cluster IP target: the node the /32 route to it goes through now.
+    cluster_ip: Option<(std::net::Ipv4Addr, Mutex<Option<IpAddr>>)>,
 }
 
 impl Targets {
-    fn new(targets: &[String]) -> Result<Targets> {
+    fn new(targets: &[String], cluster_ip: Option<std::net::Ipv4Addr>) -> Result<Targets> {
         let names = targets
             .iter()
             .map(|t| crate::node::split_host_port(t))
@@ -67,7 +73,29 @@ impl Targets {
             names,
             state: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            cluster_ip: cluster_ip.map(|ip| (ip, Mutex::new(None))),
         })
+    }
+
+    /// For a cluster IP target: the address to dial, after routing the cluster IP through
+    /// node `i` (only when the route names another node, so connections do not flap it).
+    async fn via(&self, i: usize, node: SocketAddr) -> Result<SocketAddr> {
+        let Some((cluster_ip, current)) = &self.cluster_ip else {
+            return Ok(node);
+        };
+        let mut current = current.lock().await;
+        if *current != Some(node.ip()) {
+            let IpAddr::V4(gateway) = node.ip() else {
+                bail!(
+                    "node {} has no IPv4 address to route through",
+                    self.names[i].0
+                );
+            };
+            route_via(*cluster_ip, gateway).await?;
+            info!(cluster_ip = %cluster_ip, via = %self.names[i].0, "routing the cluster IP");
+            *current = Some(node.ip());
+        }
+        Ok(SocketAddr::new(IpAddr::V4(*cluster_ip), node.port()))
     }
 
     async fn address(&self, i: usize) -> Result<SocketAddr> {
@@ -106,7 +134,11 @@ impl Targets {
     /// last (still tried, so that all-down does not mean nothing is tried).
     async fn order(&self) -> Vec<usize> {
         let n = self.names.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        // A routed cluster IP keeps its node while it answers; node ports take turns.
+        let start = match self.cluster_ip {
+            Some(_) => 0,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
         let now = Instant::now();
         let state = self.state.lock().await;
         let is_down = |i: &usize| {
@@ -124,7 +156,7 @@ impl Targets {
         let mut last = None;
         for i in self.order().await {
             let attempt = async {
-                let addr = self.address(i).await?;
+                let addr = self.via(i, self.address(i).await?).await?;
                 let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                     .await
                     .with_context(|| format!("{addr}: no answer"))?
@@ -151,7 +183,7 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     if args.targets.is_empty() {
         bail!("give at least one --target host:port");
     }
-    let targets = Arc::new(Targets::new(&args.targets)?);
+    let targets = Arc::new(Targets::new(&args.targets, args.cluster_ip)?);
     let listen = SocketAddr::from(([0, 0, 0, 0], args.port));
     let work = async {
         match args.protocol {
@@ -252,7 +284,7 @@ async fn serve_udp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
 async fn open_flow(targets: &Targets) -> Result<UdpSocket> {
     let mut last = None;
     for i in targets.order().await {
-        match targets.address(i).await {
+        match async { targets.via(i, targets.address(i).await?).await }.await {
             Ok(addr) => {
                 let socket = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?;
                 socket.connect(addr).await?;
@@ -285,4 +317,27 @@ async fn replies(
         }
     }
     flows.lock().await.remove(&peer);
+}
+
+/// `<cluster ip>/32 via <node>` in this container's network namespace (replacing the route
+/// through another node).
+async fn route_via(cluster_ip: std::net::Ipv4Addr, gateway: std::net::Ipv4Addr) -> Result<()> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("cannot open a netlink socket")?;
+    let task = tokio::spawn(connection);
+    let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+        .destination_prefix(cluster_ip, 32)
+        .gateway(gateway)
+        .build();
+    let result = handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| {
+            format!("cannot route {cluster_ip} via {gateway} (the proxy needs CAP_NET_ADMIN)")
+        });
+    task.abort();
+    result
 }

@@ -55,6 +55,9 @@ pub struct Wanted {
     pub node_port: u16,
     /// The host port tried first: the node port (NodePort) or the Service port (LoadBalancer).
     pub preferred: u16,
+    /// A LoadBalancer port without a node port (`allocateLoadBalancerNodePorts: false`) is
+    /// forwarded to the cluster IP instead, routed through a node.
+    pub cluster_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A Service port that cannot be published, with the reason for a Warning event.
@@ -113,16 +116,27 @@ pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, V
                 ));
                 continue;
             };
-            let node_port = port.node_port.and_then(|p| u16::try_from(p).ok());
-            let Some(node_port) = node_port.filter(|p| *p != 0) else {
-                problems.push(problem(
-                    "NoNodePort",
-                    format!(
-                        "port {}/{proto_name} has no node port, which the host port forwards to: remove allocateLoadBalancerNodePorts: false to publish it",
-                        port.port
-                    ),
-                ));
-                continue;
+            let node_port = port
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0);
+            let cluster_ip = spec
+                .cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok());
+            let (node_port, cluster_ip) = match (node_port, cluster_ip) {
+                (Some(node_port), _) => (node_port, None),
+                (None, Some(ip)) if kind == Kind::LoadBalancer => (0, Some(ip)),
+                _ => {
+                    problems.push(problem(
+                        "NoNodePort",
+                        format!(
+                            "port {}/{proto_name} has neither a node port nor an IPv4 cluster IP to forward the host port to",
+                            port.port
+                        ),
+                    ));
+                    continue;
+                }
             };
             let Ok(service_port) = u16::try_from(port.port) else {
                 continue;
@@ -144,6 +158,7 @@ pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, V
                 service_port,
                 node_port,
                 preferred,
+                cluster_ip,
             });
         }
     }
@@ -221,6 +236,27 @@ mod tests {
         let (only_lb, _) = super::wanted(&services, false);
         assert!(only_lb.iter().all(|w| w.kind == Kind::LoadBalancer));
         assert_eq!(only_lb.len(), 2);
+    }
+
+    #[test]
+    fn a_load_balancer_without_node_ports_goes_to_its_cluster_ip() {
+        let mut lb = svc(
+            "lb",
+            "LoadBalancer",
+            serde_json::json!([{"port": 80}]),
+            "2026-01-01T00:00:00Z",
+        );
+        if let Some(spec) = lb.spec.as_mut() {
+            spec.cluster_ip = Some("10.96.0.20".into());
+            spec.allocate_load_balancer_node_ports = Some(false);
+        }
+        let (wanted, problems) = wanted(&[lb], true);
+        assert!(problems.is_empty());
+        assert_eq!(
+            wanted[0].cluster_ip,
+            Some(std::net::Ipv4Addr::new(10, 96, 0, 20))
+        );
+        assert_eq!((wanted[0].node_port, wanted[0].preferred), (0, 80));
     }
 
     #[test]

@@ -221,12 +221,15 @@ impl Reconciler {
                     } else {
                         String::new()
                     };
+                    let target = match want.cluster_ip {
+                        Some(ip) => format!("cluster IP {ip}:{}", want.service_port),
+                        None => format!("node port {}", want.node_port),
+                    };
                     let message = format!(
-                        "{} port {}/{} published on {host_address}:{host_port}, forwarding to node port {}{moved}",
+                        "{} port {}/{} published on {host_address}:{host_port}, forwarding to {target}{moved}",
                         want.kind.as_str(),
                         want.service_port,
                         want.protocol.as_str(),
-                        want.node_port
                     );
                     info!(service = %format!("{}/{}", want.namespace, want.name), "{message}");
                     self.report(svc, NORMAL, "HostPortPublished", message);
