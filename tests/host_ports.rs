@@ -14,7 +14,11 @@ use std::time::Duration;
 use common::images::build_net_image;
 use common::*;
 
-const IMAGE: &str = "kcluster-e2e/net:hostports";
+/// Each test builds its own tag (`kcluster-e2e/net:<cluster>`): a test that ends removes its
+/// image, which must not pull it from under another test running beside it.
+fn image_for(cluster: &str) -> String {
+    format!("kcluster-e2e/net:{cluster}")
+}
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -167,11 +171,12 @@ fn container_gone(name: &str) -> Result<(), String> {
 fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let _image = build_net_image(&sandbox, IMAGE);
     let name = unique_name("hostports");
+    let image = image_for(&name);
+    let _image = build_net_image(&sandbox, &image);
     let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    cluster.load_image(IMAGE);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    cluster.load_image(&image);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
     cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
 
@@ -393,11 +398,12 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
 fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let _image = build_net_image(&sandbox, IMAGE);
     let name = unique_name("hprestart");
+    let image = image_for(&name);
+    let _image = build_net_image(&sandbox, &image);
     let cluster = Cluster::create(&sandbox, &name, &[]);
-    cluster.load_image(IMAGE);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    cluster.load_image(&image);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
     cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
     cluster.kubectl_ok(&[
@@ -466,7 +472,6 @@ fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
 fn publish_node_ports_false_publishes_only_load_balancers() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let _image = build_net_image(&sandbox, IMAGE);
     let config = sandbox.path().join("cluster.yaml");
     std::fs::write(
         &config,
@@ -474,9 +479,11 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
     )
     .unwrap();
     let name = unique_name("hponly");
+    let image = image_for(&name);
+    let _image = build_net_image(&sandbox, &image);
     let cluster = Cluster::create(&sandbox, &name, &["--config", config.to_str().unwrap()]);
-    cluster.load_image(IMAGE);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    cluster.load_image(&image);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
     cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
     cluster.kubectl_ok(&[
@@ -512,13 +519,14 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
 fn a_stopped_node_is_skipped_by_the_host_port() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let _image = build_net_image(&sandbox, IMAGE);
     let name = unique_name("hpnodedown");
+    let image = image_for(&name);
+    let _image = build_net_image(&sandbox, &image);
     let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    cluster.load_image(IMAGE);
+    cluster.load_image(&image);
     // The only pod on the server node, so that what stops is a way in, not the backend.
     let server = format!("{name}-server-0");
-    let pinned = WEB.replace("IMAGE", IMAGE).replace(
+    let pinned = WEB.replace("IMAGE", &image).replace(
         "      terminationGracePeriodSeconds: 1\n",
         &format!(
             "      terminationGracePeriodSeconds: 1\n      nodeSelector: {{kubernetes.io/hostname: {server}}}\n"
@@ -556,11 +564,12 @@ fn a_stopped_node_is_skipped_by_the_host_port() {
 fn a_load_balancer_without_node_ports_is_published_through_its_cluster_ip() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let _image = build_net_image(&sandbox, IMAGE);
     let name = unique_name("hpnonp");
+    let image = image_for(&name);
+    let _image = build_net_image(&sandbox, &image);
     let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    cluster.load_image(IMAGE);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", IMAGE));
+    cluster.load_image(&image);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
     cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
     let lb_port = free_port(false);
