@@ -14,6 +14,7 @@ mod network;
 mod nftables;
 mod node;
 mod pki;
+mod ports;
 mod proxy;
 mod runtime;
 mod scheduler;

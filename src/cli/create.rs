@@ -86,6 +86,9 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
     if let Some(port) = args.api_port {
         config.networking.api_server_port = port;
     }
+    if let Some(address) = args.host_address {
+        config.networking.host_address = address;
+    }
     config.validate()?;
     check_mounts(&config)?;
 
@@ -211,9 +214,9 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     let mut specs = Vec::new();
     for (node_name, node) in &nodes {
         let role = if node.role == Role::Server {
-            "server"
+            docker::ROLE_SERVER
         } else {
-            "worker"
+            docker::ROLE_WORKER
         };
         let settings = NodeSettings {
             cluster: plan.name.clone(),
@@ -362,6 +365,10 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     .await?;
     step.done();
 
+    let step = progress.step("Starting the port publisher");
+    start_ports(docker, plan, &ca, &server_name).await?;
+    step.done();
+
     let server_url_host = if plan.api_address.is_unspecified() {
         "127.0.0.1".to_string()
     } else {
@@ -415,6 +422,41 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     }
     step.done();
     Ok(())
+}
+
+/// `kcluster-<name>-ports`: publishes NodePort and LoadBalancer Services on the host while
+/// the cluster runs. It gets a client certificate of its own and the engine's socket.
+async fn start_ports(
+    docker: &Docker,
+    plan: &Plan,
+    ca: &CertificateAuthority,
+    server_name: &str,
+) -> Result<()> {
+    let cert = ca.issue_client("system:kcluster-ports", &["system:masters"])?;
+    let dir = crate::ports::PKI_DIR;
+    let files = vec![
+        (format!("{dir}/ca.crt"), ca.cert_pem().into_bytes(), 0o644),
+        (
+            format!("{dir}/ports.crt"),
+            cert.cert_pem.into_bytes(),
+            0o644,
+        ),
+        (format!("{dir}/ports.key"), cert.key_pem.into_bytes(), 0o600),
+    ];
+    let log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());
+    crate::ports::docker::run_controller(
+        docker,
+        &crate::ports::docker::ControllerSpec {
+            cluster: &plan.name,
+            image: &plan.image,
+            server: &format!("{server_name}:{API_PORT_IN_NODE}"),
+            host_address: &plan.config.networking.host_address.to_string(),
+            publish_node_ports: plan.config.networking.publish_node_ports,
+            files,
+            log: &log,
+        },
+    )
+    .await
 }
 
 /// What a user's first pod needs besides Ready nodes: a name resolving through the cluster DNS

@@ -14,7 +14,7 @@ pub async fn run(args: DeleteArgs, progress: &Progress) -> Result<()> {
     let docker = Docker::connect().await?;
     let clusters: Vec<String> = if args.all {
         let names: BTreeSet<String> = docker
-            .node_containers(None)
+            .cluster_containers(None)
             .await?
             .iter()
             .filter_map(|c| docker::label(c, docker::LABEL_CLUSTER).map(str::to_string))

@@ -8,6 +8,7 @@ pub mod duration;
 mod image;
 mod kubeconfig;
 mod list;
+mod port;
 mod progress;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ enum Command {
     /// Load images from the host's Docker engine into the nodes, and list the nodes' images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The host ports of a cluster's NodePort and LoadBalancer Services.
+    #[command(subcommand)]
+    Port(PortCommand),
     /// Check what the Docker engine allows, and say what kcluster will do about it.
     Doctor,
     /// Print shell completions: `kcluster completion bash > /etc/bash_completion.d/kcluster`.
@@ -86,6 +90,10 @@ pub struct CreateArgs {
     /// Host port for the API server (default: picked once, then kept).
     #[arg(long)]
     api_port: Option<u16>,
+    /// Host address NodePort and LoadBalancer Services are published on (default 127.0.0.1;
+    /// 0.0.0.0 for every address). Overrides networking.hostAddress.
+    #[arg(long)]
+    host_address: Option<std::net::IpAddr>,
     /// Keep whatever was created when create fails, for debugging.
     #[arg(long)]
     retain: bool,
@@ -137,6 +145,17 @@ enum ExportCommand {
         internal: bool,
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCommand {
+    /// Every host port of a cluster: host address:port -> Service, node port, kind.
+    #[command(alias = "list")]
+    Ls {
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
     },
 }
 
@@ -219,6 +238,11 @@ enum NodeCommand {
         #[arg(long)]
         by_name: bool,
     },
+    /// The cluster's port publisher: watches Services and runs one proxy container per host
+    /// port (the `kcluster-<cluster>-ports` container).
+    Ports(crate::ports::controller::ControllerArgs),
+    /// Forward one published port to a Service's node port on the nodes (a proxy container).
+    PortProxy(crate::ports::proxy::ProxyArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -382,6 +406,9 @@ pub fn main() -> ExitCode {
                 nodes,
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
+            Command::Port(PortCommand::Ls { name }) => port::list(&name).await,
+            Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
+            Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
 
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,

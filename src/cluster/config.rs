@@ -142,6 +142,10 @@ pub struct Networking {
     pub api_server_port: u16,
     pub pod_subnet: Ipv4Cidr,
     pub service_subnet: Ipv4Cidr,
+    /// Host address NodePort and LoadBalancer Services are published on.
+    pub host_address: IpAddr,
+    /// Publish every NodePort Service on the host (LoadBalancer Services always are).
+    pub publish_node_ports: bool,
 }
 
 impl Default for Networking {
@@ -151,6 +155,8 @@ impl Default for Networking {
             api_server_port: 0,
             pod_subnet: cidr(Ipv4Addr::new(10, 244, 0, 0), 16),
             service_subnet: cidr(Ipv4Addr::new(10, 96, 0, 0), 16),
+            host_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            publish_node_ports: true,
         }
     }
 }

@@ -26,6 +26,17 @@ pub const LABEL_CONFIG: &str = "dev.kcluster.config";
 pub const LABEL_VERSION: &str = "dev.kcluster.version";
 pub const LABEL_SECURITY: &str = "dev.kcluster.security";
 
+/// Values of LABEL_ROLE. Only servers and workers are nodes; the port publisher and its proxies
+/// belong to the cluster (delete removes them) but are not listed as nodes.
+pub const ROLE_SERVER: &str = "server";
+pub const ROLE_WORKER: &str = "worker";
+pub const ROLE_PORTS: &str = "ports";
+pub const ROLE_PORT_PROXY: &str = "port-proxy";
+
+pub fn is_node(c: &ContainerSummary) -> bool {
+    matches!(label(c, LABEL_ROLE), Some(ROLE_SERVER | ROLE_WORKER))
+}
+
 pub fn network_name(cluster: &str) -> String {
     format!("kcluster-{cluster}")
 }
@@ -133,6 +144,13 @@ impl Docker {
 
     /// Node containers of one cluster (or all clusters), running or not.
     pub async fn node_containers(&self, cluster: Option<&str>) -> Result<Vec<ContainerSummary>> {
+        let mut list = self.cluster_containers(cluster).await?;
+        list.retain(is_node);
+        Ok(list)
+    }
+
+    /// Every container of one cluster (or all clusters): nodes, the port publisher, its proxies.
+    pub async fn cluster_containers(&self, cluster: Option<&str>) -> Result<Vec<ContainerSummary>> {
         let label = match cluster {
             Some(c) => format!("{LABEL_CLUSTER}={c}"),
             None => LABEL_CLUSTER.to_string(),
@@ -319,7 +337,11 @@ impl Docker {
     /// Removes every container, volume and network labelled with the cluster's name; returns how
     /// many containers went. Missing pieces are fine: delete is idempotent.
     pub async fn remove_cluster(&self, cluster: &str) -> Result<usize> {
-        let containers = self.node_containers(Some(cluster)).await?;
+        // The port publisher goes first, so it cannot start a proxy after the list below.
+        self.remove_node(&crate::ports::controller_name(cluster))
+            .await?;
+        let containers = self.cluster_containers(Some(cluster)).await?;
+        let nodes = containers.iter().filter(|c| is_node(c)).count();
         let removals = containers.iter().map(|c| {
             let name = container_name(c);
             async move {
@@ -387,7 +409,7 @@ impl Docker {
                 }
             }
         }
-        Ok(containers.len())
+        Ok(nodes)
     }
 
     /// Removes one node's container and state volume (a failed start is retried from scratch).

@@ -9,8 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// The binary under test; `KCLUSTER_BIN` names another copy (a target directory shared by
+/// several checkouts relinks the default path on every build).
 pub fn kcluster_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kcluster")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("KCLUSTER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kcluster").into())
+    })
 }
 
 pub fn require_docker_and_kubectl() {

@@ -1,0 +1,300 @@
+//! Which host ports a cluster's Services want. NodePort Services: the node port itself (unless
+//! publishing NodePorts is turned off). LoadBalancer Services: each Service port, forwarded to
+//! its node port; the controller moves it to the next free host port when it is taken.
+
+use k8s_openapi::api::core::v1::Service;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    NodePort,
+    LoadBalancer,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::NodePort => "NodePort",
+            Kind::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// One host port a Service wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Stable identity across passes and restarts: kind, Service, protocol and Service port.
+    pub key: String,
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub protocol: Protocol,
+    pub service_port: u16,
+    pub node_port: u16,
+    /// The host port tried first: the node port (NodePort) or the Service port (LoadBalancer).
+    pub preferred: u16,
+    /// A LoadBalancer port without a node port (`allocateLoadBalancerNodePorts: false`) is
+    /// forwarded to the cluster IP instead, routed through a node.
+    pub cluster_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// A Service port that cannot be published, with the reason for a Warning event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub namespace: String,
+    pub name: String,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Every wanted host port, oldest Service first, so when two Services want one host port the
+/// older keeps it whatever order the watch delivered them in.
+pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, Vec<Problem>) {
+    let mut sorted: Vec<&Service> = services.iter().collect();
+    sorted.sort_by(|a, b| {
+        let created = |s: &Service| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.metadata.namespace.cmp(&b.metadata.namespace))
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    });
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for svc in sorted {
+        let (Some(namespace), Some(name), Some(spec)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+            svc.spec.as_ref(),
+        ) else {
+            continue;
+        };
+        if svc.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let kind = match spec.type_.as_deref() {
+            Some("NodePort") if publish_node_ports => Kind::NodePort,
+            Some("LoadBalancer") => Kind::LoadBalancer,
+            _ => continue,
+        };
+        for port in spec.ports.iter().flatten() {
+            let proto_name = port.protocol.as_deref().unwrap_or("TCP");
+            let problem = |reason, message| Problem {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                reason,
+                message,
+            };
+            let Some(protocol) = Protocol::parse(proto_name) else {
+                problems.push(problem(
+                    "UnsupportedProtocol",
+                    format!(
+                        "port {}/{proto_name} is not published on the host: only TCP and UDP are forwarded",
+                        port.port
+                    ),
+                ));
+                continue;
+            };
+            let node_port = port
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0);
+            let cluster_ip = spec
+                .cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok());
+            let (node_port, cluster_ip) = match (node_port, cluster_ip) {
+                (Some(node_port), _) => (node_port, None),
+                (None, Some(ip)) if kind == Kind::LoadBalancer => (0, Some(ip)),
+                _ => {
+                    problems.push(problem(
+                        "NoNodePort",
+                        format!(
+                            "port {}/{proto_name} has neither a node port nor an IPv4 cluster IP to forward the host port to",
+                            port.port
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let Ok(service_port) = u16::try_from(port.port) else {
+                continue;
+            };
+            let preferred = match kind {
+                Kind::NodePort => node_port,
+                Kind::LoadBalancer => service_port,
+            };
+            out.push(Wanted {
+                key: format!(
+                    "{}/{namespace}/{name}/{}/{service_port}",
+                    kind.as_str(),
+                    protocol.as_str()
+                ),
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                protocol,
+                service_port,
+                node_port,
+                preferred,
+                cluster_ip,
+            });
+        }
+    }
+    (out, problems)
+}
+
+/// Host ports to try, in order: the preferred one, then for a LoadBalancer the next ones up
+/// (skipping those this cluster's own proxies hold). A NodePort keeps its number or nothing,
+/// since users reach it by the number kubectl shows.
+pub fn candidates(want: &Wanted, held: &dyn Fn(u16) -> bool) -> Vec<u16> {
+    let tries: u32 = match want.kind {
+        Kind::NodePort => 1,
+        Kind::LoadBalancer => 64,
+    };
+    (u32::from(want.preferred)..=65535)
+        .take(tries as usize)
+        .filter_map(|p| u16::try_from(p).ok())
+        .filter(|p| !held(*p))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, type_: &str, ports: serde_json::Value, created: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "spec": {"type": type_, "ports": ports},
+        }))
+        .expect("a valid Service")
+    }
+
+    #[test]
+    fn node_port_and_load_balancer_ports() {
+        let services = vec![
+            svc(
+                "lb",
+                "LoadBalancer",
+                serde_json::json!([{"port": 8080, "nodePort": 31000}, {"port": 53, "protocol": "UDP", "nodePort": 31001}]),
+                "2026-01-01T00:00:02Z",
+            ),
+            svc(
+                "np",
+                "NodePort",
+                serde_json::json!([{"port": 80, "nodePort": 30080}]),
+                "2026-01-01T00:00:01Z",
+            ),
+            svc(
+                "ip",
+                "ClusterIP",
+                serde_json::json!([{"port": 80}]),
+                "2026-01-01T00:00:00Z",
+            ),
+        ];
+        let (wanted, problems) = wanted(&services, true);
+        assert!(problems.is_empty());
+        let got: Vec<(&str, u16, u16, Protocol)> = wanted
+            .iter()
+            .map(|w| (w.key.as_str(), w.preferred, w.node_port, w.protocol))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("NodePort/default/np/TCP/80", 30080, 30080, Protocol::Tcp),
+                (
+                    "LoadBalancer/default/lb/TCP/8080",
+                    8080,
+                    31000,
+                    Protocol::Tcp
+                ),
+                ("LoadBalancer/default/lb/UDP/53", 53, 31001, Protocol::Udp),
+            ]
+        );
+        let (only_lb, _) = super::wanted(&services, false);
+        assert!(only_lb.iter().all(|w| w.kind == Kind::LoadBalancer));
+        assert_eq!(only_lb.len(), 2);
+    }
+
+    #[test]
+    fn a_load_balancer_without_node_ports_goes_to_its_cluster_ip() {
+        let mut lb = svc(
+            "lb",
+            "LoadBalancer",
+            serde_json::json!([{"port": 80}]),
+            "2026-01-01T00:00:00Z",
+        );
+        if let Some(spec) = lb.spec.as_mut() {
+            spec.cluster_ip = Some("10.96.0.20".into());
+            spec.allocate_load_balancer_node_ports = Some(false);
+        }
+        let (wanted, problems) = wanted(&[lb], true);
+        assert!(problems.is_empty());
+        assert_eq!(
+            wanted[0].cluster_ip,
+            Some(std::net::Ipv4Addr::new(10, 96, 0, 20))
+        );
+        assert_eq!((wanted[0].node_port, wanted[0].preferred), (0, 80));
+    }
+
+    #[test]
+    fn ports_that_cannot_be_published_are_problems() {
+        let services = vec![svc(
+            "lb",
+            "LoadBalancer",
+            serde_json::json!([{"port": 80}, {"port": 81, "protocol": "SCTP", "nodePort": 30001}]),
+            "2026-01-01T00:00:00Z",
+        )];
+        let (wanted, problems) = wanted(&services, true);
+        assert!(wanted.is_empty());
+        let reasons: Vec<&str> = problems.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, vec!["NoNodePort", "UnsupportedProtocol"]);
+    }
+
+    #[test]
+    fn load_balancers_move_up_node_ports_do_not() {
+        let (wanted, _) = wanted(
+            &[
+                svc(
+                    "lb",
+                    "LoadBalancer",
+                    serde_json::json!([{"port": 8080, "nodePort": 31000}]),
+                    "2026-01-01T00:00:00Z",
+                ),
+                svc(
+                    "np",
+                    "NodePort",
+                    serde_json::json!([{"port": 80, "nodePort": 30080}]),
+                    "2026-01-01T00:00:01Z",
+                ),
+            ],
+            true,
+        );
+        let lb = candidates(&wanted[0], &|p| p == 8081);
+        assert_eq!(&lb[..3], &[8080, 8082, 8083]);
+        assert_eq!(candidates(&wanted[1], &|_| false), vec![30080]);
+        assert!(candidates(&wanted[1], &|p| p == 30080).is_empty());
+    }
+}
