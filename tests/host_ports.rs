@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::images::build_net_image;
+use common::images::{TestImage, build_net_image};
 use common::*;
 
 /// Each test builds its own tag (`kcluster-e2e/net:<cluster>`): a test that ends removes its
@@ -38,6 +38,26 @@ spec:
         command: ["sh", "-c", "net-tool sink 9000 & exec net-tool serve 8080"]
         ports: [{containerPort: 8080}, {containerPort: 9000}]
 "#;
+
+/// A cluster (named after `prefix`) running `web` from an image built for it, rolled out; the
+/// Deployment's manifest goes through `edit` (given the cluster's name) first.
+fn web_cluster<'a>(
+    sandbox: &'a Sandbox,
+    prefix: &str,
+    args: &[&str],
+    edit: impl Fn(&str, String) -> String,
+) -> (String, TestImage, Cluster<'a>) {
+    let name = unique_name(prefix);
+    let tag = image_for(&name);
+    let image = build_net_image(sandbox, &tag);
+    let cluster = Cluster::create(sandbox, &name, args);
+    cluster.load_image(&tag);
+    let manifest = edit(&name, WEB.replace("IMAGE", &tag));
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    (name, image, cluster)
+}
 
 /// One HTTP/1.0 GET to 127.0.0.1:port, no retries: the response or the error.
 fn http_once(port: u16) -> String {
@@ -171,14 +191,8 @@ fn container_gone(name: &str) -> Result<(), String> {
 fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let name = unique_name("hostports");
-    let image = image_for(&name);
-    let _image = build_net_image(&sandbox, &image);
-    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    cluster.load_image(&image);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
-    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
-    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let (name, _image, cluster) =
+        web_cluster(&sandbox, "hostports", &["--workers", "1"], |_, web| web);
 
     // NodePort: the node port itself on 127.0.0.1, as `kubectl expose` made it.
     cluster.kubectl_ok(&[
@@ -398,14 +412,7 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
 fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let name = unique_name("hprestart");
-    let image = image_for(&name);
-    let _image = build_net_image(&sandbox, &image);
-    let cluster = Cluster::create(&sandbox, &name, &[]);
-    cluster.load_image(&image);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
-    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
-    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let (name, _image, cluster) = web_cluster(&sandbox, "hprestart", &[], |_, web| web);
     cluster.kubectl_ok(&[
         "expose",
         "deploy/web",
@@ -478,14 +485,12 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
         "apiVersion: kcluster.dev/v1alpha1\nkind: Cluster\nnetworking:\n  hostAddress: 127.0.0.1\n  publishNodePorts: false\n",
     )
     .unwrap();
-    let name = unique_name("hponly");
-    let image = image_for(&name);
-    let _image = build_net_image(&sandbox, &image);
-    let cluster = Cluster::create(&sandbox, &name, &["--config", config.to_str().unwrap()]);
-    cluster.load_image(&image);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
-    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
-    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let (name, _image, cluster) = web_cluster(
+        &sandbox,
+        "hponly",
+        &["--config", config.to_str().unwrap()],
+        |_, web| web,
+    );
     cluster.kubectl_ok(&[
         "expose",
         "deploy/web",
@@ -519,22 +524,20 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
 fn a_stopped_node_is_skipped_by_the_host_port() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let name = unique_name("hpnodedown");
-    let image = image_for(&name);
-    let _image = build_net_image(&sandbox, &image);
-    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    cluster.load_image(&image);
     // The only pod on the server node, so that what stops is a way in, not the backend.
-    let server = format!("{name}-server-0");
-    let pinned = WEB.replace("IMAGE", &image).replace(
-        "      terminationGracePeriodSeconds: 1\n",
-        &format!(
-            "      terminationGracePeriodSeconds: 1\n      nodeSelector: {{kubernetes.io/hostname: {server}}}\n"
-        ),
+    let (name, _image, cluster) = web_cluster(
+        &sandbox,
+        "hpnodedown",
+        &["--workers", "1"],
+        |name, web| {
+            web.replace(
+                "      terminationGracePeriodSeconds: 1\n",
+                &format!(
+                    "      terminationGracePeriodSeconds: 1\n      nodeSelector: {{kubernetes.io/hostname: {name}-server-0}}\n"
+                ),
+            )
+        },
     );
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &pinned);
-    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
-    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
     let lb_port = free_port(false);
     cluster.kubectl_ok(&[
         "expose",
@@ -564,14 +567,8 @@ fn a_stopped_node_is_skipped_by_the_host_port() {
 fn a_load_balancer_without_node_ports_is_published_through_its_cluster_ip() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let name = unique_name("hpnonp");
-    let image = image_for(&name);
-    let _image = build_net_image(&sandbox, &image);
-    let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
-    cluster.load_image(&image);
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &WEB.replace("IMAGE", &image));
-    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
-    cluster.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+    let (_name, _image, cluster) =
+        web_cluster(&sandbox, "hpnonp", &["--workers", "1"], |_, web| web);
     let lb_port = free_port(false);
     let svc = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: web-lb}}\nspec:\n  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n  selector: {{app: web}}\n  ports: [{{port: {lb_port}, targetPort: 8080}}]\n"

@@ -41,64 +41,6 @@ fn apply(cluster: &Cluster, yaml: &str) {
     assert!(out.status.success(), "apply failed: {}", text(&out));
 }
 
-fn events_of(cluster: &Cluster, pod: &str) -> String {
-    cluster.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-        "-o",
-        "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
-    ])
-}
-
-fn wait_running(cluster: &Cluster, pod: &str) {
-    let out = cluster.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{pod}"),
-        "--timeout=120s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{pod} did not become ready: {}\n{}\nevents:\n{}",
-        text(&out),
-        cluster.kubectl_ok(&["get", "pod", pod, "-o", "yaml"]),
-        events_of(cluster, pod)
-    );
-}
-
-/// Waits for the container's waiting reason and returns its message.
-fn wait_waiting(cluster: &Cluster, pod: &str, reason: &str) -> String {
-    let jsonpath = "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}";
-    let out = cluster.wait_for(
-        &["get", "pod", pod, "-o", jsonpath],
-        Duration::from_secs(120),
-        |s| s.starts_with(&format!("{reason}|")),
-    );
-    out.split_once('|')
-        .map(|(_, m)| m.to_string())
-        .unwrap_or_default()
-}
-
-/// Waits until the pod's events satisfy `check`; returns them.
-fn wait_events(cluster: &Cluster, pod: &str, check: impl Fn(&str) -> bool) -> String {
-    let mut last = String::new();
-    wait_until(
-        &format!("the events of {pod}"),
-        Duration::from_secs(60),
-        || {
-            last = events_of(cluster, pod);
-            if check(&last) {
-                Ok(())
-            } else {
-                Err(last.clone())
-            }
-        },
-    );
-    last
-}
-
 fn image_id(tag: &str) -> String {
     let out = docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
     assert!(out.status.success(), "image inspect failed: {}", text(&out));
@@ -163,7 +105,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     let tagged = format!("{offline}/e2e/tagged:latest");
     load_as(&cluster, &tag, &tagged);
     apply(&cluster, &pod("untagged", &untagged, None));
-    wait_running(&cluster, "untagged");
+    cluster.wait_pod_ready("untagged");
     let policy = cluster.kubectl_ok(&[
         "get",
         "pod",
@@ -172,7 +114,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
         "jsonpath={.spec.containers[0].imagePullPolicy}",
     ]);
     assert_eq!(policy, "Always");
-    let events = events_of(&cluster, "untagged");
+    let events = cluster.pod_events("untagged");
     let fallback = events
         .lines()
         .find(|l| l.starts_with("Warning PullFallback: "))
@@ -190,8 +132,8 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
 
     // `:latest` right after: the same registry is remembered as unreachable, not asked again.
     apply(&cluster, &pod("tagged", &tagged, None));
-    wait_running(&cluster, "tagged");
-    let events = events_of(&cluster, "tagged");
+    cluster.wait_pod_ready("tagged");
+    let events = cluster.pod_events("tagged");
     assert!(
         events.contains("Warning PullFallback: ")
             && events.contains("the registry was not asked again")
@@ -202,9 +144,9 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     // An image the node does not have still fails as before, with the registry's error.
     let absent = format!("{offline}/e2e/absent");
     apply(&cluster, &pod("absent", &absent, None));
-    let message = wait_waiting(&cluster, "absent", "ImagePullBackOff");
+    let message = cluster.wait_pod_waiting("absent", "ImagePullBackOff");
     assert!(message.contains("cannot reach the registry"), "{message}");
-    let events = events_of(&cluster, "absent");
+    let events = cluster.pod_events("absent");
     assert!(events.contains("Error: ErrImagePull"), "{events}");
     assert!(!events.contains("PullFallback"), "{events}");
 
@@ -212,8 +154,8 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     let only_local = format!("{online}/e2e/only-local");
     load_as(&cluster, &tag, &only_local);
     apply(&cluster, &pod("only-local", &only_local, None));
-    wait_running(&cluster, "only-local");
-    let events = events_of(&cluster, "only-local");
+    cluster.wait_pod_ready("only-local");
+    let events = cluster.pod_events("only-local");
     assert!(
         events.contains("Warning PullFallback: ")
             && events.contains("not found")
@@ -233,8 +175,8 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     let replaced = format!("{online}/e2e/app");
     load_as(&cluster, &tag, &replaced);
     apply(&cluster, &pod("replaced", &replaced, None));
-    wait_running(&cluster, "replaced");
-    let events = events_of(&cluster, "replaced");
+    cluster.wait_pod_ready("replaced");
+    let events = cluster.pod_events("replaced");
     assert!(
         events.contains(&format!(
             "Normal Pulled: Successfully pulled image \"{replaced}\""
@@ -249,8 +191,8 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
         &cluster,
         &pod("if-not-present", &untagged, Some("IfNotPresent")),
     );
-    wait_running(&cluster, "if-not-present");
-    let events = events_of(&cluster, "if-not-present");
+    cluster.wait_pod_ready("if-not-present");
+    let events = cluster.pod_events("if-not-present");
     assert!(
         events.contains("already present on machine") && !events.contains("PullFallback"),
         "{events}"
@@ -271,22 +213,22 @@ fn with_pull_fallback_off_an_unreachable_registry_is_an_error() {
     load_as(&cluster, &tag, &untagged);
 
     apply(&cluster, &pod("strict", &untagged, None));
-    let events = wait_events(&cluster, "strict", |e| e.contains("Error: ErrImagePull"));
+    let events = cluster.wait_pod_events("strict", |e| e.contains("Error: ErrImagePull"));
     assert!(
         events.contains(&format!("Failed: Failed to pull image \"{untagged}\": "))
             && events.contains("cannot reach the registry"),
         "{events}"
     );
-    let message = wait_waiting(&cluster, "strict", "ImagePullBackOff");
+    let message = cluster.wait_pod_waiting("strict", "ImagePullBackOff");
     assert!(message.contains("cannot reach the registry"), "{message}");
     assert!(
-        !events_of(&cluster, "strict").contains("PullFallback"),
+        !cluster.pod_events("strict").contains("PullFallback"),
         "fallback is off"
     );
 
     // The image is there all the same: IfNotPresent runs it.
     apply(&cluster, &pod("present", &untagged, Some("IfNotPresent")));
-    wait_running(&cluster, "present");
+    cluster.wait_pod_ready("present");
 }
 
 /// A "registry" on the host that accepts connections and never says a word (a black hole as
@@ -397,7 +339,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn time_pod(cluster: &Cluster, name: &str, image: &str, policy: Option<&str>) -> Duration {
     let started = Instant::now();
     apply(cluster, &pod(name, image, policy));
-    wait_running(cluster, name);
+    cluster.wait_pod_ready(name);
     started.elapsed()
 }
 
@@ -429,7 +371,7 @@ fn pull_fallback_bench() {
             Some("IfNotPresent"),
         ));
     }
-    let events = events_of(&cluster, "fb-0");
+    let events = cluster.pod_events("fb-0");
     assert!(events.contains("PullFallback"), "{events}");
     // A registry that accepts connections and never answers costs the first pod the TLS
     // handshake's and the plain HTTP ping's timeouts; the next one skips it.

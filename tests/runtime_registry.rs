@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::registry::{free_port, gateway, push, start as start_registry};
 use common::*;
@@ -36,64 +36,9 @@ spec:
     )
 }
 
-fn events_of(cluster: &Cluster, pod: &str) -> String {
-    cluster.kubectl_ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-        "-o",
-        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-    ])
-}
-
-fn wait_events(cluster: &Cluster, pod: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let events = events_of(cluster, pod);
-        if check(&events) {
-            return events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting on the events of {pod}:\n{events}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn apply(cluster: &Cluster, yaml: &str) {
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], yaml);
     assert!(out.status.success(), "apply failed: {}", text(&out));
-}
-
-fn wait_running(cluster: &Cluster, pod: &str) {
-    let out = cluster.kubectl(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("pod/{pod}"),
-        "--timeout=120s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{pod} did not become ready: {}\n{}\nevents:\n{}",
-        text(&out),
-        cluster.kubectl_ok(&["get", "pod", pod, "-o", "yaml"]),
-        events_of(cluster, pod)
-    );
-}
-
-/// Waits for the container's waiting reason and returns its message.
-fn wait_waiting(cluster: &Cluster, pod: &str, reason: &str) -> String {
-    let jsonpath = "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}";
-    let out = cluster.wait_for(
-        &["get", "pod", pod, "-o", jsonpath],
-        Duration::from_secs(120),
-        |s| s.starts_with(&format!("{reason}|")),
-    );
-    out.split_once('|')
-        .map(|(_, m)| m.to_string())
-        .unwrap_or_default()
 }
 
 #[test]
@@ -165,8 +110,8 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
     // By tag: Pulling, then Pulled with the time and size, and the pod runs.
     let by_tag = format!("{open_host}/e2e/app:v1");
     apply(&cluster, &pod("by-tag", &by_tag, "IfNotPresent", None));
-    wait_running(&cluster, "by-tag");
-    let events = events_of(&cluster, "by-tag");
+    cluster.wait_pod_ready("by-tag");
+    let events = cluster.pod_events("by-tag");
     assert!(
         events.contains(&format!("Pulling: Pulling image \"{by_tag}\"")),
         "{events}"
@@ -190,8 +135,8 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
 
     // IfNotPresent with the image on the node: no pull.
     apply(&cluster, &pod("present", &by_tag, "IfNotPresent", None));
-    wait_running(&cluster, "present");
-    let events = events_of(&cluster, "present");
+    cluster.wait_pod_ready("present");
+    let events = cluster.pod_events("present");
     assert!(
         events.contains(&format!(
             "Pulled: Container image \"{by_tag}\" already present on machine"
@@ -202,8 +147,8 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
 
     // Always: asks the registry again even though the image is there.
     apply(&cluster, &pod("always", &by_tag, "Always", None));
-    wait_running(&cluster, "always");
-    let events = events_of(&cluster, "always");
+    cluster.wait_pod_ready("always");
+    let events = cluster.pod_events("always");
     assert!(
         events.contains(&format!("Pulling: Pulling image \"{by_tag}\"")),
         "{events}"
@@ -220,12 +165,12 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
         &cluster,
         &pod("by-digest", &by_digest, "IfNotPresent", None),
     );
-    wait_running(&cluster, "by-digest");
+    cluster.wait_pod_ready("by-digest");
 
     // A missing image: ErrImagePull (event), then ImagePullBackOff saying what failed.
     let missing = format!("{open_host}/e2e/missing:v1");
     apply(&cluster, &pod("missing", &missing, "IfNotPresent", None));
-    let events = wait_events(&cluster, "missing", |e| {
+    let events = cluster.wait_pod_events("missing", |e| {
         e.contains("Error: ErrImagePull") && e.contains("BackOff: Back-off pulling image")
     });
     assert!(
@@ -233,7 +178,7 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
             && events.contains("not found"),
         "{events}"
     );
-    let message = wait_waiting(&cluster, "missing", "ImagePullBackOff");
+    let message = cluster.wait_pod_waiting("missing", "ImagePullBackOff");
     assert!(
         message.starts_with(&format!("Back-off pulling image \"{missing}\"")),
         "{message}"
@@ -246,7 +191,7 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
         &cluster,
         &pod("no-secret", &secret_image, "IfNotPresent", None),
     );
-    let message = wait_waiting(&cluster, "no-secret", "ImagePullBackOff");
+    let message = cluster.wait_pod_waiting("no-secret", "ImagePullBackOff");
     assert!(message.contains("unauthorized"), "{message}");
     cluster.kubectl_ok(&[
         "create",
@@ -266,12 +211,12 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
             Some("regcred"),
         ),
     );
-    wait_running(&cluster, "with-secret");
+    cluster.wait_pod_ready("with-secret");
 
     // An unreachable registry says so.
     let closed = format!("{gw}:{}/e2e/app:v1", free_port());
     apply(&cluster, &pod("unreachable", &closed, "IfNotPresent", None));
-    let message = wait_waiting(&cluster, "unreachable", "ImagePullBackOff");
+    let message = cluster.wait_pod_waiting("unreachable", "ImagePullBackOff");
     assert!(message.contains("cannot reach the registry"), "{message}");
 
     // The node lists what it pulled.

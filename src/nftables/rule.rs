@@ -341,16 +341,21 @@ pub fn lookup_saddr(set: &str) -> Vec<Expr> {
     lookup_addr(IP_SADDR, set)
 }
 
+/// `numgen random mod N` into register 1.
+fn numgen_random(modulus: u32) -> Expr {
+    Expr::Numgen {
+        dreg: REG_1,
+        modulus,
+        random: true,
+        offset: 0,
+    }
+}
+
 /// `numgen random mod N vmap <map>`, `map` an anonymous map from `Batch::add_anonymous_map`
 /// (key `DataType::Integer`, elements keyed `key::u32_host(0..N)`).
 pub fn numgen_vmap(map: &str, modulus: u32) -> Vec<Expr> {
     vec![
-        Expr::Numgen {
-            dreg: REG_1,
-            modulus,
-            random: true,
-            offset: 0,
-        },
+        numgen_random(modulus),
         Expr::Lookup {
             set: map.to_string(),
             sreg: REG_1,
@@ -365,12 +370,7 @@ pub fn numgen_vmap(map: &str, modulus: u32) -> Vec<Expr> {
 /// `statistic --mode random` cascade).
 pub fn numgen_is(modulus: u32, value: u32) -> Vec<Expr> {
     vec![
-        Expr::Numgen {
-            dreg: REG_1,
-            modulus,
-            random: true,
-            offset: 0,
-        },
+        numgen_random(modulus),
         Expr::Cmp {
             sreg: REG_1,
             op: CmpOp::Eq,
@@ -406,12 +406,7 @@ pub fn dnat(ip: Ipv4Addr, port: u16) -> Vec<Expr> {
 /// `dnat`, put `l4proto_eq(..)` before it.
 pub fn dnat_numgen_map(map: &str, modulus: u32) -> Vec<Expr> {
     vec![
-        Expr::Numgen {
-            dreg: REG_1,
-            modulus,
-            random: true,
-            offset: 0,
-        },
+        numgen_random(modulus),
         Expr::Lookup {
             set: map.to_string(),
             sreg: REG_1,

@@ -283,6 +283,71 @@ impl<'a> Cluster<'a> {
         );
     }
 
+    /// A pod's events, one per line: `<type> <reason>: <message>`.
+    #[allow(dead_code)]
+    pub fn pod_events(&self, pod: &str) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+        ])
+    }
+
+    /// Waits until the pod's events satisfy `check` (events are written asynchronously);
+    /// returns them.
+    #[allow(dead_code)]
+    pub fn wait_pod_events(&self, pod: &str, check: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        wait_until(
+            &format!("the events of {pod}"),
+            Duration::from_secs(120),
+            || {
+                last = self.pod_events(pod);
+                if check(&last) {
+                    Ok(())
+                } else {
+                    Err(last.clone())
+                }
+            },
+        );
+        last
+    }
+
+    /// `kubectl wait --for=condition=Ready` of a pod; on failure shows the pod and its events.
+    #[allow(dead_code)]
+    pub fn wait_pod_ready(&self, pod: &str) {
+        let out = self.kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=120s",
+        ]);
+        assert!(
+            out.status.success(),
+            "{pod} did not become ready: {}\n{}\nevents:\n{}",
+            text(&out),
+            self.kubectl_ok(&["get", "pod", pod, "-o", "yaml"]),
+            self.pod_events(pod)
+        );
+    }
+
+    /// Waits for the pod's first container to wait with `reason`; returns its message.
+    #[allow(dead_code)]
+    pub fn wait_pod_waiting(&self, pod: &str, reason: &str) -> String {
+        let jsonpath = "jsonpath={.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].state.waiting.message}";
+        let out = self.wait_for(
+            &["get", "pod", pod, "-o", jsonpath],
+            Duration::from_secs(120),
+            |s| s.starts_with(&format!("{reason}|")),
+        );
+        out.split_once('|')
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_default()
+    }
+
     /// Every node's name and InternalIP, as the API has them.
     #[allow(dead_code)]
     pub fn node_ips(&self) -> Vec<(String, String)> {
