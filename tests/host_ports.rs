@@ -518,6 +518,47 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
     let node_port = jsonpath(&cluster, "svc/web", "{.spec.ports[0].nodePort}");
     let proxy = format!("kcluster-{name}-port-{node_port}-tcp");
     container_gone(&proxy).unwrap_or_else(|e| panic!("{e}"));
+
+    // loadBalancerSourceRanges: a range without this machine keeps it out (the proxy listens,
+    // as the Service's status says, and closes the connection); one with 127.0.0.1 lets it in.
+    let ranged_port = free_port(false);
+    let out = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web-ranged}}\nspec:\n  type: LoadBalancer\n  selector: {{app: web}}\n  loadBalancerSourceRanges: [10.255.0.0/16]\n  ports: [{{port: {ranged_port}, targetPort: 8080}}]\n"
+        ),
+    );
+    assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
+    let host_port = annotated_host_port(&cluster, "web-ranged");
+    cluster.wait_for(
+        &[
+            "get",
+            "svc",
+            "web-ranged",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
+        Duration::from_secs(60),
+        |ip| ip == "127.0.0.1",
+    );
+    let refused = http_once(host_port);
+    assert!(
+        !refused.contains("HTTP/1."),
+        "a client outside loadBalancerSourceRanges got an answer: {refused}"
+    );
+    cluster.kubectl_ok(&[
+        "patch",
+        "svc",
+        "web-ranged",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"loadBalancerSourceRanges":["10.255.0.0/16","127.0.0.1/32"]}}"#,
+    ]);
+    let host_port = annotated_host_port(&cluster, "web-ranged");
+    wait_answer(
+        "the LoadBalancer once its ranges hold this machine",
+        host_port,
+    );
 }
 
 #[test]

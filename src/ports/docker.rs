@@ -126,6 +126,10 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
             super::LABEL_NODE_PORT.to_string(),
             want.node_port.to_string(),
         ),
+        (
+            super::LABEL_SOURCE_RANGES.to_string(),
+            want.source_ranges_label(),
+        ),
     ]);
     let mut cmd = vec![
         "node".to_string(),
@@ -146,6 +150,10 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
     for node in spec.nodes {
         cmd.push("--target".to_string());
         cmd.push(format!("{node}:{target_port}"));
+    }
+    for range in &want.source_ranges {
+        cmd.push("--allow".to_string());
+        cmd.push(range.to_string());
     }
     let host_config = HostConfig {
         network_mode: Some(docker::network_name(spec.cluster)),
@@ -324,6 +332,8 @@ pub struct Published {
     pub host_port: u16,
     pub service_port: u16,
     pub node_port: u16,
+    /// As `Wanted::source_ranges_label`.
+    pub source_ranges: String,
 }
 
 pub fn published(c: &ContainerSummary) -> Option<Published> {
@@ -340,6 +350,7 @@ pub fn published(c: &ContainerSummary) -> Option<Published> {
         host_port: number(super::LABEL_HOST_PORT)?,
         service_port: number(super::LABEL_SERVICE_PORT).unwrap_or(0),
         node_port: number(super::LABEL_NODE_PORT).unwrap_or(0),
+        source_ranges: label(super::LABEL_SOURCE_RANGES).unwrap_or_default(),
     })
 }
 

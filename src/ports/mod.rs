@@ -26,6 +26,8 @@ pub const LABEL_HOST_ADDRESS: &str = "dev.kcluster.port.host-address";
 pub const LABEL_HOST_PORT: &str = "dev.kcluster.port.host-port";
 pub const LABEL_SERVICE_PORT: &str = "dev.kcluster.port.service-port";
 pub const LABEL_NODE_PORT: &str = "dev.kcluster.port.node-port";
+/// A LoadBalancer's `loadBalancerSourceRanges` the proxy enforces (`a/n,b/m`; absent: any).
+pub const LABEL_SOURCE_RANGES: &str = "dev.kcluster.port.source-ranges";
 
 /// The Service annotation that names each LoadBalancer port's host address, e.g.
 /// `8080/TCP=127.0.0.1:8081` when 8080 was taken on the host.

@@ -5,7 +5,7 @@
 //! for a few seconds and the next one is tried.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use super::want::Protocol;
+use crate::cluster::cidr::Ipv4Cidr;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProxyArgs {
@@ -32,6 +33,50 @@ pub struct ProxyArgs {
     /// that answers: for LoadBalancer Services without node ports. Needs CAP_NET_ADMIN.
     #[arg(long)]
     pub cluster_ip: Option<std::net::Ipv4Addr>,
+    /// Let through only clients in this range (a LoadBalancer's `loadBalancerSourceRanges`);
+    /// repeat for each. None: everyone.
+    #[arg(long = "allow")]
+    pub allow: Vec<Ipv4Cidr>,
+}
+
+/// Which clients may use the port. Docker hands over connections to a published port from the
+/// host itself (127.0.0.1) with the Docker network's gateway as their source, so the gateway
+/// stands for 127.0.0.1; clients elsewhere keep their own address (Docker DNATs them).
+#[derive(Debug, Clone)]
+struct Allow {
+    ranges: Vec<Ipv4Cidr>,
+    gateway: Option<Ipv4Addr>,
+}
+
+impl Allow {
+    fn admits(&self, peer: IpAddr) -> bool {
+        if self.ranges.is_empty() {
+            return true;
+        }
+        let IpAddr::V4(ip) = peer else {
+            return false;
+        };
+        let seen_as = if Some(ip) == self.gateway {
+            Ipv4Addr::LOCALHOST
+        } else {
+            ip
+        };
+        self.ranges
+            .iter()
+            .any(|r| r.contains(seen_as) || r.contains(ip))
+    }
+}
+
+/// The default route's gateway from `/proc/net/route` (hex, little-endian fields).
+fn default_gateway(route_table: &str) -> Option<Ipv4Addr> {
+    route_table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"00000000") {
+            return None;
+        }
+        let raw = u32::from_str_radix(fields.get(2)?, 16).ok()?;
+        Some(Ipv4Addr::from(raw.to_le_bytes()))
+    })
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -185,10 +230,19 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     }
     let targets = Arc::new(Targets::new(&args.targets, args.cluster_ip)?);
     let listen = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let allow = Allow {
+        ranges: args.allow.clone(),
+        gateway: std::fs::read_to_string("/proc/net/route")
+            .ok()
+            .and_then(|t| default_gateway(&t)),
+    };
+    if !allow.ranges.is_empty() {
+        info!(ranges = ?allow.ranges, gateway = ?allow.gateway, "only these clients are let through");
+    }
     let work = async {
         match args.protocol {
-            Protocol::Tcp => serve_tcp(listen, targets).await,
-            Protocol::Udp => serve_udp(listen, targets).await,
+            Protocol::Tcp => serve_tcp(listen, targets, allow).await,
+            Protocol::Udp => serve_udp(listen, targets, allow).await,
         }
     };
     use tokio::signal::unix::{SignalKind, signal};
@@ -201,7 +255,7 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     }
 }
 
-async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
+async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>, allow: Allow) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -216,6 +270,11 @@ async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
                 continue;
             }
         };
+        if !allow.admits(peer.ip()) {
+            debug!(%peer, "client outside the source ranges; closed");
+            drop(client);
+            continue;
+        }
         let targets = targets.clone();
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
@@ -242,7 +301,7 @@ async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
 
 /// UDP: one upstream socket per client address, so replies find their way back; a flow idle for
 /// a minute is forgotten (as conntrack forgets it).
-async fn serve_udp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
+async fn serve_udp(listen: SocketAddr, targets: Arc<Targets>, allow: Allow) -> Result<()> {
     let socket = Arc::new(
         UdpSocket::bind(listen)
             .await
@@ -259,6 +318,10 @@ async fn serve_udp(listen: SocketAddr, targets: Arc<Targets>) -> Result<()> {
                 continue;
             }
         };
+        if !allow.admits(peer.ip()) {
+            debug!(%peer, "client outside the source ranges; datagram dropped");
+            continue;
+        }
         let existing = flows.lock().await.get(&peer).cloned();
         let upstream = match existing {
             Some(u) => u,
@@ -340,4 +403,36 @@ async fn route_via(cluster_ip: std::net::Ipv4Addr, gateway: std::net::Ipv4Addr) 
         });
     task.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_admit_their_clients_and_the_gateway_stands_for_the_host() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                     eth0\t00000000\t010015AC\t0003\t0\t0\t0\t00000000\n\
+                     eth0\t000015AC\t00000000\t0001\t0\t0\t0\t0000FFFF\n";
+        let gateway = default_gateway(table);
+        assert_eq!(gateway, Some(Ipv4Addr::new(172, 21, 0, 1)));
+        let open = Allow {
+            ranges: vec![],
+            gateway,
+        };
+        assert!(open.admits("203.0.113.9".parse().unwrap()));
+        let local_only = Allow {
+            ranges: vec!["127.0.0.1/32".parse().unwrap()],
+            gateway,
+        };
+        assert!(local_only.admits("172.21.0.1".parse().unwrap()));
+        assert!(!local_only.admits("172.21.0.7".parse().unwrap()));
+        let lan = Allow {
+            ranges: vec!["192.168.0.0/16".parse().unwrap()],
+            gateway,
+        };
+        assert!(lan.admits("192.168.3.4".parse().unwrap()));
+        assert!(!lan.admits("172.21.0.1".parse().unwrap()));
+        assert!(!lan.admits("::1".parse().unwrap()));
+    }
 }

@@ -4,6 +4,11 @@
 
 use k8s_openapi::api::core::v1::Service;
 
+use crate::cluster::cidr::Ipv4Cidr;
+
+/// The legacy annotation kube-proxy reads when `spec.loadBalancerSourceRanges` is empty.
+const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
@@ -58,6 +63,71 @@ pub struct Wanted {
     /// A LoadBalancer port without a node port (`allocateLoadBalancerNodePorts: false`) is
     /// forwarded to the cluster IP instead, routed through a node.
     pub cluster_ip: Option<std::net::Ipv4Addr>,
+    /// `loadBalancerSourceRanges` of a LoadBalancer: the only client addresses let through
+    /// (empty: everyone).
+    pub source_ranges: Vec<Ipv4Cidr>,
+}
+
+impl Wanted {
+    /// The source ranges as the proxy's label records them (`a/n,b/m`).
+    pub fn source_ranges_label(&self) -> String {
+        join_ranges(&self.source_ranges)
+    }
+}
+
+pub fn join_ranges(ranges: &[Ipv4Cidr]) -> String {
+    ranges
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A LoadBalancer's source ranges (the field, else the legacy annotation), normalized and
+/// sorted. As Kubernetes, `1.2.3.4/8` means `1.0.0.0/8`. An IPv6 range cannot be honoured on
+/// an IPv4-only host port: an error, so that the port stays closed rather than wide open.
+fn source_ranges(svc: &Service) -> Result<Vec<Ipv4Cidr>, String> {
+    let from_spec = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_source_ranges.clone())
+        .unwrap_or_default();
+    let raw: Vec<String> = if from_spec.is_empty() {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
+            .map(|v| {
+                v.split(',')
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        from_spec
+    };
+    let mut out = Vec::new();
+    for r in raw {
+        let parsed = r.split_once('/').and_then(|(ip, len)| {
+            let ip: std::net::Ipv4Addr = ip.trim().parse().ok()?;
+            let len: u8 = len.trim().parse().ok().filter(|l| *l <= 32)?;
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Ipv4Cidr::new(std::net::Ipv4Addr::from(u32::from(ip) & mask), len).ok()
+        });
+        match parsed {
+            Some(c) => out.push(c),
+            None => {
+                return Err(format!(
+                    "loadBalancerSourceRanges entry {r:?} is not an IPv4 CIDR (a.b.c.d/n); the \
+                     Service's host ports stay closed until it is"
+                ));
+            }
+        }
+    }
+    out.sort_by_key(|c| (u32::from(c.network()), c.prefix_len()));
+    out.dedup();
+    Ok(out)
 }
 
 /// A Service port that cannot be published, with the reason for a Warning event.
@@ -97,6 +167,22 @@ pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, V
             Some("NodePort") if publish_node_ports => Kind::NodePort,
             Some("LoadBalancer") => Kind::LoadBalancer,
             _ => continue,
+        };
+        // Source ranges restrict a load balancer's address, not node ports (as kube-proxy).
+        let ranges = match kind {
+            Kind::LoadBalancer => match source_ranges(svc) {
+                Ok(r) => r,
+                Err(message) => {
+                    problems.push(Problem {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        reason: "InvalidSourceRange",
+                        message,
+                    });
+                    continue;
+                }
+            },
+            Kind::NodePort => Vec::new(),
         };
         for port in spec.ports.iter().flatten() {
             let proto_name = port.protocol.as_deref().unwrap_or("TCP");
@@ -159,6 +245,7 @@ pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, V
                 node_port,
                 preferred,
                 cluster_ip,
+                source_ranges: ranges.clone(),
             });
         }
     }
@@ -271,6 +358,55 @@ mod tests {
         assert!(wanted.is_empty());
         let reasons: Vec<&str> = problems.iter().map(|p| p.reason).collect();
         assert_eq!(reasons, vec!["NoNodePort", "UnsupportedProtocol"]);
+    }
+
+    #[test]
+    fn source_ranges_come_from_the_field_or_the_annotation_and_bad_ones_close_the_port() {
+        let mut lb = svc(
+            "lb",
+            "LoadBalancer",
+            serde_json::json!([{"port": 80, "nodePort": 30001}]),
+            "2026-01-01T00:00:00Z",
+        );
+        if let Some(spec) = lb.spec.as_mut() {
+            spec.load_balancer_source_ranges =
+                Some(vec!["192.168.7.9/16".into(), "127.0.0.1/32".into()]);
+        }
+        let (wanted, problems) = wanted(std::slice::from_ref(&lb), true);
+        assert!(problems.is_empty());
+        assert_eq!(
+            wanted[0].source_ranges_label(),
+            "127.0.0.1/32,192.168.0.0/16"
+        );
+
+        if let Some(spec) = lb.spec.as_mut() {
+            spec.load_balancer_source_ranges = None;
+        }
+        lb.metadata.annotations = Some(
+            [(
+                SOURCE_RANGES_ANNOTATION.to_string(),
+                "10.0.0.0/8, 172.16.0.0/12".to_string(),
+            )]
+            .into(),
+        );
+        let (wanted, _) = super::wanted(std::slice::from_ref(&lb), true);
+        assert_eq!(wanted[0].source_ranges_label(), "10.0.0.0/8,172.16.0.0/12");
+
+        if let Some(spec) = lb.spec.as_mut() {
+            spec.load_balancer_source_ranges = Some(vec!["fd00::/8".into()]);
+        }
+        let (wanted, problems) = super::wanted(std::slice::from_ref(&lb), true);
+        assert!(wanted.is_empty());
+        assert_eq!(problems[0].reason, "InvalidSourceRange");
+
+        // A NodePort Service's node port is not a load balancer address: no ranges apply.
+        let mut np = lb.clone();
+        if let Some(spec) = np.spec.as_mut() {
+            spec.type_ = Some("NodePort".into());
+        }
+        let (wanted, problems) = super::wanted(&[np], true);
+        assert!(problems.is_empty());
+        assert!(wanted[0].source_ranges.is_empty());
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl Reconciler {
                     && p.node_port == w.node_port
                     && p.host_address == host_address
                     && p.protocol == Some(w.protocol)
+                    && p.source_ranges == w.source_ranges_label()
                     && !kept.contains_key(&p.key)
             });
             if keep {
@@ -244,6 +245,7 @@ impl Reconciler {
                         host_port,
                         service_port: want.service_port,
                         node_port: want.node_port,
+                        source_ranges: want.source_ranges_label(),
                     });
                 }
                 Err(StartError::PortUnavailable(why)) => refused.push(why),

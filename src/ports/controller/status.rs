@@ -154,6 +154,7 @@ mod tests {
                 host_port: 8081,
                 service_port: 8080,
                 node_port: 31000,
+                source_ranges: String::new(),
             },
         );
         let (ingress, annotation) = desired(&svc, &wanted, &published, "127.0.0.1");
