@@ -114,7 +114,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
         "jsonpath={.spec.containers[0].imagePullPolicy}",
     ]);
     assert_eq!(policy, "Always");
-    let events = cluster.pod_events("untagged");
+    let events = cluster.wait_pod_events("untagged", |e| e.contains("PullFallback"));
     let fallback = events
         .lines()
         .find(|l| l.starts_with("Warning PullFallback: "))
@@ -133,7 +133,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     // `:latest` right after: the same registry is remembered as unreachable, not asked again.
     apply(&cluster, &pod("tagged", &tagged, None));
     cluster.wait_pod_ready("tagged");
-    let events = cluster.pod_events("tagged");
+    let events = cluster.wait_pod_events("tagged", |e| e.contains("PullFallback"));
     assert!(
         events.contains("Warning PullFallback: ")
             && events.contains("the registry was not asked again")
@@ -146,7 +146,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     apply(&cluster, &pod("absent", &absent, None));
     let message = cluster.wait_pod_waiting("absent", "ImagePullBackOff");
     assert!(message.contains("cannot reach the registry"), "{message}");
-    let events = cluster.pod_events("absent");
+    let events = cluster.wait_pod_events("absent", |e| e.contains("Error: ErrImagePull"));
     assert!(events.contains("Error: ErrImagePull"), "{events}");
     assert!(!events.contains("PullFallback"), "{events}");
 
@@ -155,7 +155,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     load_as(&cluster, &tag, &only_local);
     apply(&cluster, &pod("only-local", &only_local, None));
     cluster.wait_pod_ready("only-local");
-    let events = cluster.pod_events("only-local");
+    let events = cluster.wait_pod_events("only-local", |e| e.contains("PullFallback"));
     assert!(
         events.contains("Warning PullFallback: ")
             && events.contains("not found")
@@ -176,7 +176,7 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
     load_as(&cluster, &tag, &replaced);
     apply(&cluster, &pod("replaced", &replaced, None));
     cluster.wait_pod_ready("replaced");
-    let events = cluster.pod_events("replaced");
+    let events = cluster.wait_pod_events("replaced", |e| e.contains("Pulled: "));
     assert!(
         events.contains(&format!(
             "Normal Pulled: Successfully pulled image \"{replaced}\""
@@ -192,7 +192,9 @@ fn loaded_images_start_when_their_registry_cannot_be_reached_or_lacks_them() {
         &pod("if-not-present", &untagged, Some("IfNotPresent")),
     );
     cluster.wait_pod_ready("if-not-present");
-    let events = cluster.pod_events("if-not-present");
+    let events = cluster.wait_pod_events("if-not-present", |e| {
+        e.contains("already present on machine")
+    });
     assert!(
         events.contains("already present on machine") && !events.contains("PullFallback"),
         "{events}"
@@ -371,7 +373,7 @@ fn pull_fallback_bench() {
             Some("IfNotPresent"),
         ));
     }
-    let events = cluster.pod_events("fb-0");
+    let events = cluster.wait_pod_events("fb-0", |e| e.contains("PullFallback"));
     assert!(events.contains("PullFallback"), "{events}");
     // A registry that accepts connections and never answers costs the first pod the TLS
     // handshake's and the plain HTTP ping's timeouts; the next one skips it.

@@ -111,7 +111,7 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
     let by_tag = format!("{open_host}/e2e/app:v1");
     apply(&cluster, &pod("by-tag", &by_tag, "IfNotPresent", None));
     cluster.wait_pod_ready("by-tag");
-    let events = cluster.pod_events("by-tag");
+    let events = cluster.wait_pod_events("by-tag", |e| e.contains("Pulled: "));
     assert!(
         events.contains(&format!("Pulling: Pulling image \"{by_tag}\"")),
         "{events}"
@@ -136,7 +136,7 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
     // IfNotPresent with the image on the node: no pull.
     apply(&cluster, &pod("present", &by_tag, "IfNotPresent", None));
     cluster.wait_pod_ready("present");
-    let events = cluster.pod_events("present");
+    let events = cluster.wait_pod_events("present", |e| e.contains("Pulled: "));
     assert!(
         events.contains(&format!(
             "Pulled: Container image \"{by_tag}\" already present on machine"
@@ -148,7 +148,7 @@ fn pods_pull_from_a_registry_by_tag_and_digest_with_secrets_and_policies() {
     // Always: asks the registry again even though the image is there.
     apply(&cluster, &pod("always", &by_tag, "Always", None));
     cluster.wait_pod_ready("always");
-    let events = cluster.pod_events("always");
+    let events = cluster.wait_pod_events("always", |e| e.contains("Pulled: "));
     assert!(
         events.contains(&format!("Pulling: Pulling image \"{by_tag}\"")),
         "{events}"
