@@ -59,6 +59,20 @@ fn web_cluster<'a>(
     (name, image, cluster)
 }
 
+/// `kubectl expose deploy/web --type=NodePort` (port 80 to the pods' 8080): its node port.
+fn expose_node_port(cluster: &Cluster) -> u16 {
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    jsonpath(cluster, "svc/web", "{.spec.ports[0].nodePort}")
+        .parse()
+        .expect("a node port")
+}
+
 /// One HTTP/1.0 GET to 127.0.0.1:port, no retries: the response or the error.
 fn http_once(port: u16) -> String {
     let addr = format!("127.0.0.1:{port}");
@@ -195,16 +209,7 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
         web_cluster(&sandbox, "hostports", &["--workers", "1"], |_, web| web);
 
     // NodePort: the node port itself on 127.0.0.1, as `kubectl expose` made it.
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--port=80",
-        "--target-port=8080",
-        "--type=NodePort",
-    ]);
-    let node_port: u16 = jsonpath(&cluster, "svc/web", "{.spec.ports[0].nodePort}")
-        .parse()
-        .expect("a node port");
+    let node_port = expose_node_port(&cluster);
     wait_answer("the NodePort on 127.0.0.1", node_port);
     let listed = port_ls(&sandbox, &name);
     assert!(
@@ -413,16 +418,7 @@ fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
     let (name, _image, cluster) = web_cluster(&sandbox, "hprestart", &[], |_, web| web);
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--port=80",
-        "--target-port=8080",
-        "--type=NodePort",
-    ]);
-    let node_port: u16 = jsonpath(&cluster, "svc/web", "{.spec.ports[0].nodePort}")
-        .parse()
-        .expect("a node port");
+    let node_port = expose_node_port(&cluster);
     let lb_port = free_port(false);
     cluster.kubectl_ok(&[
         "expose",
@@ -491,13 +487,7 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
         &["--config", config.to_str().unwrap()],
         |_, web| web,
     );
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--port=80",
-        "--target-port=8080",
-        "--type=NodePort",
-    ]);
+    let node_port = expose_node_port(&cluster);
     let lb_port = free_port(false);
     cluster.kubectl_ok(&[
         "expose",
@@ -515,7 +505,6 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
         listed.contains("default/web-lb ") && !listed.contains("NodePort"),
         "{listed}"
     );
-    let node_port = jsonpath(&cluster, "svc/web", "{.spec.ports[0].nodePort}");
     let proxy = format!("kcluster-{name}-port-{node_port}-tcp");
     container_gone(&proxy).unwrap_or_else(|e| panic!("{e}"));
 
