@@ -36,8 +36,9 @@ async def check_watch(core):
                 if event["object"].metadata.name == "async-watched":
                     return
 
+    # The watch starts at the list's resourceVersion, so it sees the create whenever its
+    # request arrives: no need to wait for it before creating.
     task = asyncio.create_task(follow())
-    await asyncio.sleep(0.5)
     await core.create_namespaced_config_map(
         NS, {"metadata": {"name": "async-watched"}, "data": {"a": "1"}})
     await asyncio.wait_for(task, 30)
