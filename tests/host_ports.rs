@@ -73,25 +73,22 @@ fn expose_node_port(cluster: &Cluster) -> u16 {
         .expect("a node port")
 }
 
-/// One HTTP/1.0 GET to 127.0.0.1:port, no retries: the response or the error.
-fn http_once(port: u16) -> String {
-    let addr = format!("127.0.0.1:{port}");
-    match TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)) {
-        Ok(mut s) => {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            body
-        }
-        Err(e) => format!("cannot connect to {addr}: {e}"),
-    }
+/// `kubectl expose deploy/web --type=LoadBalancer` as `name` on `port` (to the pods' 8080).
+fn expose_load_balancer(cluster: &Cluster, name: &str, port: u16) {
+    cluster.kubectl_ok(&[
+        "expose",
+        "deploy/web",
+        &format!("--name={name}"),
+        &format!("--port={port}"),
+        "--target-port=8080",
+        "--type=LoadBalancer",
+    ]);
 }
 
 /// Waits until a pod of `web` answers on 127.0.0.1:port.
 fn wait_answer(what: &str, port: u16) {
     wait_until(what, Duration::from_secs(60), || {
-        let got = http_once(port);
+        let got = http_once("127.0.0.1", port);
         if got.contains("200 OK") && got.contains("web-") {
             Ok(())
         } else {
@@ -249,14 +246,7 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
 
     // LoadBalancer: EXTERNAL-IP filled, the Service port on the host.
     let lb_port = free_port(false);
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--name=web-lb",
-        &format!("--port={lb_port}"),
-        "--target-port=8080",
-        "--type=LoadBalancer",
-    ]);
+    expose_load_balancer(&cluster, "web-lb", lb_port);
     cluster.wait_for(&["get", "svc", "web-lb"], Duration::from_secs(60), |s| {
         s.contains("127.0.0.1") && s.contains(&format!("{lb_port}:3"))
     });
@@ -389,7 +379,7 @@ fn services_are_published_on_the_hosts_loopback_while_the_cluster_runs() {
         Duration::from_secs(60),
         || container_gone(&lb_proxy),
     );
-    let got = http_once(lb_port);
+    let got = http_once("127.0.0.1", lb_port);
     assert!(got.starts_with("cannot connect"), "{got}");
     assert!(!port_ls(&sandbox, &name).contains("default/web-lb "));
     wait_answer("the second LoadBalancer after the first went", lb2_port);
@@ -420,14 +410,7 @@ fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
     let (name, _image, cluster) = web_cluster(&sandbox, "hprestart", &[], |_, web| web);
     let node_port = expose_node_port(&cluster);
     let lb_port = free_port(false);
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--name=web-lb",
-        &format!("--port={lb_port}"),
-        "--target-port=8080",
-        "--type=LoadBalancer",
-    ]);
+    expose_load_balancer(&cluster, "web-lb", lb_port);
     wait_answer("the NodePort", node_port);
     wait_answer("the LoadBalancer port", lb_port);
     assert_eq!(annotated_host_port(&cluster, "web-lb"), lb_port);
@@ -489,14 +472,7 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
     );
     let node_port = expose_node_port(&cluster);
     let lb_port = free_port(false);
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--name=web-lb",
-        &format!("--port={lb_port}"),
-        "--target-port=8080",
-        "--type=LoadBalancer",
-    ]);
+    expose_load_balancer(&cluster, "web-lb", lb_port);
     wait_answer("the LoadBalancer port", lb_port);
     // The publisher saw the NodePort Service before the newer LoadBalancer answered, and made
     // no proxy for it.
@@ -530,7 +506,7 @@ fn publish_node_ports_false_publishes_only_load_balancers() {
         Duration::from_secs(60),
         |ip| ip == "127.0.0.1",
     );
-    let refused = http_once(host_port);
+    let refused = http_once("127.0.0.1", host_port);
     assert!(
         !refused.contains("HTTP/1."),
         "a client outside loadBalancerSourceRanges got an answer: {refused}"
@@ -569,14 +545,7 @@ fn a_stopped_node_is_skipped_by_the_host_port() {
         },
     );
     let lb_port = free_port(false);
-    cluster.kubectl_ok(&[
-        "expose",
-        "deploy/web",
-        "--name=web-lb",
-        &format!("--port={lb_port}"),
-        "--target-port=8080",
-        "--type=LoadBalancer",
-    ]);
+    expose_load_balancer(&cluster, "web-lb", lb_port);
     wait_answer("the LoadBalancer port", lb_port);
 
     let worker = format!("{name}-worker-0");
@@ -585,7 +554,7 @@ fn a_stopped_node_is_skipped_by_the_host_port() {
     // The proxy tries the nodes in turn; every request still gets its answer through the
     // server node, the stopped worker being skipped.
     for i in 0..10 {
-        let got = http_once(lb_port);
+        let got = http_once("127.0.0.1", lb_port);
         assert!(
             got.contains("200 OK") && got.contains("web-"),
             "request {i} with the worker stopped: {got}"

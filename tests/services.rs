@@ -1098,19 +1098,3 @@ spec:
     let got = http_once(&worker_ip(), node_port);
     assert!(got.contains("200 OK") && got.contains("web "), "{got}");
 }
-
-/// One HTTP/1.0 GET from this machine, no retries.
-fn http_once(host: &str, port: u16) -> String {
-    use std::io::{Read, Write};
-    let addr = format!("{host}:{port}");
-    match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)) {
-        Ok(mut s) => {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            body
-        }
-        Err(e) => format!("cannot connect to {addr}: {e}"),
-    }
-}

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::debug;
 
 use super::portforward::{Target, connect_in};
@@ -58,22 +58,8 @@ fn opening(channel: u8, port: u16) -> Vec<u8> {
 
 pub async fn serve(io: Upgraded, ports: Vec<u16>, target: Arc<Target>) {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            if sink.send(Message::Binary(message.into())).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            })))
-            .await;
-        let _ = sink.flush().await;
-    });
+    let (sink, mut stream) = ws.split();
+    let (out_tx, writer) = super::remotecommand::spawn_websocket_writer(sink, 64);
     // Channel numbers are one byte: kubelet's limit of 127 ports per request.
     let ports: Vec<u16> = ports.into_iter().take(127).collect();
     for (i, &port) in ports.iter().enumerate() {

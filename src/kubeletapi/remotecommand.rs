@@ -178,12 +178,18 @@ pub async fn handle(
     answer
 }
 
-pub async fn websocket_session(io: Upgraded, want: Want) -> Session {
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut stream) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(32);
-    tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
+/// Sends every message given to the returned sender as a binary WebSocket frame, and a normal
+/// close once all senders are gone; the handle ends after the close went out (or the peer left).
+pub fn spawn_websocket_writer<S>(
+    mut sink: S,
+    capacity: usize,
+) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)
+where
+    S: futures::Sink<Message> + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
             if sink.send(Message::Binary(message.into())).await.is_err() {
                 return;
             }
@@ -196,6 +202,13 @@ pub async fn websocket_session(io: Upgraded, want: Want) -> Session {
             .await;
         let _ = sink.flush().await;
     });
+    (tx, writer)
+}
+
+pub async fn websocket_session(io: Upgraded, want: Want) -> Session {
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (sink, mut stream) = ws.split();
+    let (out_tx, _writer) = spawn_websocket_writer(sink, 32);
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(32);
     let (resize_tx, resize_rx) = mpsc::channel::<(u16, u16)>(8);
     tokio::spawn(async move {

@@ -83,6 +83,23 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Resu
     panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
 }
 
+/// One HTTP/1.0 GET from this machine, no retries: the response, or why there is none.
+#[allow(dead_code)]
+pub fn http_once(host: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let addr = format!("{host}:{port}");
+    match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)) {
+        Ok(mut s) => {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            body
+        }
+        Err(e) => format!("cannot connect to {addr}: {e}"),
+    }
+}
+
 /// Polls `get` until its output holds every one of `needles` (events and other things that
 /// are written asynchronously are waited for, never read once); returns that output.
 #[allow(dead_code)]
