@@ -802,6 +802,13 @@ mod tests {
 
     const SHORT: Duration = Duration::from_millis(300);
 
+    /// A `/v2/` request with the short timeouts that must fail: its error.
+    async fn fails(url: &str) -> PullError {
+        send(url, &[], None, SHORT, true)
+            .await
+            .expect_err("the request must fail")
+    }
+
     #[tokio::test]
     async fn only_failures_to_connect_are_unreachable() {
         // Refused: nothing listens.
@@ -809,15 +816,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let e = send(
-            &format!("http://127.0.0.1:{port}/v2/"),
-            &[],
-            None,
-            SHORT,
-            true,
-        )
-        .await
-        .unwrap_err();
+        let e = fails(&format!("http://127.0.0.1:{port}/v2/")).await;
         assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
         assert!(e.message.contains("refused the connection"), "{e}");
 
@@ -831,28 +830,12 @@ mod tests {
             }
         });
         let started = std::time::Instant::now();
-        let e = send(
-            &format!("https://localhost:{port}/v2/"),
-            &[],
-            None,
-            SHORT,
-            true,
-        )
-        .await
-        .unwrap_err();
+        let e = fails(&format!("https://localhost:{port}/v2/")).await;
         assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
         assert!(e.message.contains("no TLS handshake within"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
         // The same silence to a plain HTTP ping.
-        let e = send(
-            &format!("http://127.0.0.1:{port}/v2/"),
-            &[],
-            None,
-            SHORT,
-            true,
-        )
-        .await
-        .unwrap_err();
+        let e = fails(&format!("http://127.0.0.1:{port}/v2/")).await;
         assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
         assert!(e.message.contains("no answer within"), "{e}");
         held.abort();
@@ -865,15 +848,7 @@ mod tests {
                 drop(c);
             }
         });
-        let e = send(
-            &format!("http://127.0.0.1:{port}/v2/"),
-            &[],
-            None,
-            SHORT,
-            true,
-        )
-        .await
-        .unwrap_err();
+        let e = fails(&format!("http://127.0.0.1:{port}/v2/")).await;
         assert_eq!(e.kind, ErrorKind::Failed, "{e}");
         closer.abort();
     }
