@@ -10,7 +10,7 @@ use super::create::{API_PORT_IN_NODE, context_name, home};
 use crate::cluster::docker::{self, Docker};
 use crate::cluster::kubeconfig::{self, KubeconfigEntry};
 
-async fn entry(name: &str, internal: bool) -> Result<KubeconfigEntry> {
+pub(super) async fn entry(name: &str, internal: bool) -> Result<KubeconfigEntry> {
     let docker = Docker::connect().await?;
     let nodes = docker.node_containers(Some(name)).await?;
     let Some(server) = nodes

@@ -5,6 +5,7 @@ mod create;
 mod delete;
 mod doctor;
 pub mod duration;
+mod export_logs;
 mod image;
 mod kubeconfig;
 mod list;
@@ -49,7 +50,7 @@ enum Command {
     /// Show a cluster's nodes or kubeconfig.
     #[command(subcommand)]
     Get(GetCommand),
-    /// Write a cluster's kubeconfig entry into your kubeconfig file.
+    /// Write a cluster's kubeconfig entry into your kubeconfig file, or collect its logs.
     #[command(subcommand)]
     Export(ExportCommand),
     /// Load images from the host's Docker engine into the nodes, and list the nodes' images.
@@ -145,6 +146,16 @@ enum ExportCommand {
         internal: bool,
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+    },
+    /// Collect everything a bug report needs into DIR (or DIR.tar.gz): each container's docker
+    /// inspect and log, every pod container's log, the cluster's objects, events and config.
+    Logs {
+        /// Where to write: a new or empty folder, or a file ending in .tar.gz. Default:
+        /// ./kcluster-logs-<name>-<time>.
+        dir: Option<PathBuf>,
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
     },
 }
 
@@ -399,6 +410,9 @@ pub fn main() -> ExitCode {
                 internal,
                 kubeconfig,
             }) => kubeconfig::export(&name, internal, kubeconfig, &progress).await,
+            Command::Export(ExportCommand::Logs { dir, name }) => {
+                export_logs::run(&name, dir, &progress).await
+            }
             Command::Doctor => doctor::run().await,
             Command::Image(ImageCommand::Load {
                 images,
