@@ -408,6 +408,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         &creds,
         nodes.len(),
         args.wait,
+        None,
         &mut step,
     )
     .await
@@ -461,7 +462,7 @@ async fn start_ports(
 
 /// What a user's first pod needs besides Ready nodes: a name resolving through the cluster DNS
 /// Service, which takes both the service proxy and the DNS server of the server node.
-async fn wait_dns(docker: &Docker, server: &str, deadline: Instant) -> Result<()> {
+pub(super) async fn wait_dns(docker: &Docker, server: &str, deadline: Instant) -> Result<()> {
     let probe = [
         "/kcluster",
         "node",
@@ -522,12 +523,15 @@ async fn run_node(
     docker.run_node(spec, Security::Capabilities, files).await
 }
 
-async fn wait_ready(
+/// Waits until `expected` nodes are Ready; with `since`, only a Ready condition whose heartbeat
+/// is at or after it counts (after a restart the stored status still says Ready from before).
+pub(super) async fn wait_ready(
     host: &str,
     port: u16,
     creds: &Credentials,
     expected: usize,
     wait: Duration,
+    since: Option<jiff::Timestamp>,
     step: &mut crate::cli::progress::Step,
 ) -> Result<()> {
     use k8s_openapi::api::core::v1::Node;
@@ -538,7 +542,11 @@ async fn wait_ready(
     while Instant::now() < deadline {
         match nodes.list(&Default::default()).await {
             Ok(list) => {
-                let ready = list.items.iter().filter(|n| node_ready(n)).count();
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|n| node_ready(n) && since.is_none_or(|t| heartbeat_since(n, t)))
+                    .count();
                 last = format!("{ready} of {expected} node(s) Ready");
                 step.set_message(format!("Waiting for nodes to be Ready: {last}"));
                 if ready >= expected {
@@ -553,6 +561,15 @@ async fn wait_ready(
         "the cluster was not Ready within {}s ({last}); raise --wait, or add --retain and look at `docker logs`",
         wait.as_secs()
     )
+}
+
+fn heartbeat_since(node: &k8s_openapi::api::core::v1::Node, since: jiff::Timestamp) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_heartbeat_time.as_ref())
+        .is_some_and(|t| t.0 >= since)
 }
 
 pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {

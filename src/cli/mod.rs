@@ -8,6 +8,7 @@ pub mod duration;
 mod export_logs;
 mod image;
 mod kubeconfig;
+mod lifecycle;
 mod list;
 mod port;
 mod progress;
@@ -47,6 +48,21 @@ enum Command {
     Delete(DeleteArgs),
     /// List clusters with their node counts and state.
     List,
+    /// Stop every container of a cluster; it stays stopped across Docker restarts and reboots.
+    Stop {
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+    },
+    /// Start a stopped cluster: servers, then workers, then its host ports; waits until Ready.
+    Start {
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        /// How long to wait for every node to be Ready again (e.g. 60s, 2m; 0 = don't wait).
+        #[arg(long, default_value = "120s", value_parser = duration::parse)]
+        wait: std::time::Duration,
+    },
     /// Show a cluster's nodes or kubeconfig.
     #[command(subcommand)]
     Get(GetCommand),
@@ -401,6 +417,8 @@ pub fn main() -> ExitCode {
             Command::Create(args) => create::run(args, &progress).await,
             Command::Delete(args) => delete::run(args, &progress).await,
             Command::List => list::clusters().await,
+            Command::Stop { name } => lifecycle::stop(&name, &progress).await,
+            Command::Start { name, wait } => lifecycle::start(&name, wait, &progress).await,
             Command::Get(GetCommand::Nodes { name }) => list::nodes(&name).await,
             Command::Get(GetCommand::Kubeconfig { name, internal }) => {
                 kubeconfig::print(&name, internal).await

@@ -1,0 +1,140 @@
+//! `kcluster stop` and `kcluster start`: a cluster put away and brought back, as a laptop
+//! sleeps. Nodes run with the `unless-stopped` restart policy, so a stopped cluster stays down
+//! across a Docker restart or a reboot, and a running one comes back by itself.
+//!
+//! Order matters both ways. Stop: the port publisher first (it would start proxies again), then
+//! its proxies, workers, servers. Start: servers (the store and the API), workers, then the
+//! publisher and proxies; then wait for every node to be Ready and the cluster DNS to answer, as
+//! `create --wait` does. Nothing inside depends on a container keeping its IP address: nodes
+//! reach the API server by container name, and every address is re-derived at boot.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::StopContainerOptions;
+
+use super::Progress;
+use crate::cluster::docker::{self, Docker};
+use crate::node::client::Credentials;
+
+/// Lower starts first and stops last.
+fn start_rank(c: &ContainerSummary) -> u8 {
+    match docker::label(c, docker::LABEL_ROLE) {
+        Some(docker::ROLE_SERVER) => 0,
+        Some(docker::ROLE_WORKER) => 1,
+        Some(docker::ROLE_PORTS) => 2,
+        _ => 3,
+    }
+}
+
+async fn containers(docker: &Docker, name: &str) -> Result<Vec<ContainerSummary>> {
+    let all = docker.cluster_containers(Some(name)).await?;
+    if !all.iter().any(docker::is_node) {
+        bail!("no cluster named {name:?} (see `kcluster list`)");
+    }
+    Ok(all)
+}
+
+pub async fn stop(name: &str, progress: &Progress) -> Result<()> {
+    let docker = Docker::connect().await?;
+    let mut all = containers(&docker, name).await?;
+    // Publisher, proxies, workers, servers: the reverse of start, with the publisher first.
+    all.sort_by_key(|c| match docker::label(c, docker::LABEL_ROLE) {
+        Some(docker::ROLE_PORTS) => 0,
+        Some(docker::ROLE_SERVER) => 3,
+        Some(docker::ROLE_WORKER) => 2,
+        _ => 1,
+    });
+    let running: Vec<_> = all.iter().filter(|c| docker::is_running(c)).collect();
+    if running.is_empty() {
+        progress.say(&format!("Cluster {name:?} is already stopped."));
+        return Ok(());
+    }
+    let step = progress.step(format!(
+        "Stopping cluster {name:?} ({} containers)",
+        running.len()
+    ));
+    for c in running {
+        let container = docker::container_name(c);
+        let options = StopContainerOptions {
+            t: Some(10),
+            ..Default::default()
+        };
+        docker
+            .api()
+            .stop_container(&container, Some(options))
+            .await
+            .with_context(|| format!("cannot stop {container}"))?;
+    }
+    step.done();
+    progress.say(&format!(
+        "Stopped. It stays stopped across Docker restarts; `kcluster start --name {name}` brings it back."
+    ));
+    Ok(())
+}
+
+pub async fn start(name: &str, wait: Duration, progress: &Progress) -> Result<()> {
+    let docker = Docker::connect().await?;
+    let mut all = containers(&docker, name).await?;
+    all.sort_by_key(start_rank);
+    // A node whose state volume is gone cannot come back as it was: say so before starting
+    // anything, rather than boot an empty node into a cluster that remembers it.
+    for c in all.iter().filter(|c| docker::is_node(c)) {
+        let node = docker::container_name(c);
+        let volume = docker::volume_name(&node);
+        if docker.api().inspect_volume(&volume).await.is_err() {
+            bail!(
+                "node {node}'s state volume {volume} is gone, so cluster {name:?} cannot be started as it was; \
+                 delete it (`kcluster delete --name {name}`) and create it again"
+            );
+        }
+    }
+    let nodes = all.iter().filter(|c| docker::is_node(c)).count();
+    // Heartbeats carry whole seconds: a node that reports at all after this counts as back.
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    let step = progress.step(format!("Starting cluster {name:?} ({nodes} node(s))"));
+    for c in all.iter().filter(|c| !docker::is_running(c)) {
+        let container = docker::container_name(c);
+        docker
+            .api()
+            .start_container(&container, None)
+            .await
+            .with_context(|| format!("cannot start {container}"))?;
+    }
+    step.done();
+    if wait.is_zero() {
+        return Ok(());
+    }
+
+    let server = all
+        .iter()
+        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+        .context("the cluster has no server node")?;
+    let server_name = docker::container_name(server);
+    let port: u16 = docker::label(server, docker::LABEL_API_PORT)
+        .and_then(|p| p.parse().ok())
+        .context("the server node has no API port label")?;
+    let host = match docker::label(server, docker::LABEL_API_ADDRESS) {
+        None | Some("0.0.0.0") => "127.0.0.1".to_string(),
+        Some(a) => a.to_string(),
+    };
+    let entry = super::kubeconfig::entry(name, false).await?;
+    let creds = Credentials {
+        ca_pem: entry.ca_pem,
+        cert_pem: entry.client_cert_pem,
+        key_pem: entry.client_key_pem,
+    };
+    let deadline = Instant::now() + wait;
+    let mut step = progress.step(format!("Waiting for {nodes} node(s) to be Ready"));
+    if let Err(e) =
+        super::create::wait_ready(&host, port, &creds, nodes, wait, Some(started), &mut step).await
+    {
+        let logs = docker.logs_tail(&server_name, 15).await;
+        return Err(e.context(format!("last lines of {server_name}'s log:\n{logs}")));
+    }
+    step.set_message("Waiting for cluster DNS to answer".to_string());
+    super::create::wait_dns(&docker, &server_name, deadline).await?;
+    step.done();
+    Ok(())
+}
