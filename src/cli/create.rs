@@ -228,53 +228,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             service_subnet: plan.config.networking.service_subnet.to_string(),
             pull_fallback: plan.config.images.pull_fallback,
         };
-        let node_cert = ca.issue_client(&format!("system:node:{node_name}"), &["system:nodes"])?;
-        // The kubelet API's serving certificate: the API server checks it names the node.
-        let kubelet_cert = crate::kubeletapi::certs::issue(
-            &ca,
-            node_name,
-            &[std::net::IpAddr::from([127, 0, 0, 1])],
-        )?;
-        let mut files = vec![
-            (
-                crate::node::NODE_CONFIG_PATH.to_string(),
-                serde_json::to_vec_pretty(&settings)?,
-                0o644,
-            ),
-            (
-                format!("{}/ca.crt", crate::node::PKI_DIR),
-                ca.cert_pem().into_bytes(),
-                0o644,
-            ),
-            (
-                format!("{}/node.crt", crate::node::PKI_DIR),
-                node_cert.cert_pem.into_bytes(),
-                0o644,
-            ),
-            (
-                format!("{}/node.key", crate::node::PKI_DIR),
-                node_cert.key_pem.into_bytes(),
-                0o600,
-            ),
-            (
-                format!(
-                    "{}/{}",
-                    crate::node::PKI_DIR,
-                    crate::kubeletapi::certs::CERT_FILE
-                ),
-                kubelet_cert.cert_pem.into_bytes(),
-                0o644,
-            ),
-            (
-                format!(
-                    "{}/{}",
-                    crate::node::PKI_DIR,
-                    crate::kubeletapi::certs::KEY_FILE
-                ),
-                kubelet_cert.key_pem.into_bytes(),
-                0o600,
-            ),
-        ];
+        let mut files = node_files(&ca, &settings)?;
         let mut labels = HashMap::from([
             (docker::LABEL_CLUSTER.to_string(), plan.name.clone()),
             (docker::LABEL_ROLE.to_string(), role.to_string()),
@@ -486,7 +440,61 @@ pub(super) async fn wait_dns(docker: &Docker, server: &str, deadline: Instant) -
 /// Environment for node processes; controller settings (a shorter node-monitor grace period,
 /// the autoscaler's sync period and downscale stabilization) can be passed through for tests,
 /// and kubelet-style hard-eviction thresholds (`KCLUSTER_EVICTION_HARD`).
-fn node_env(log: &str) -> Vec<String> {
+/// What every node gets before it starts: its settings, the cluster CA, its client certificate
+/// (`system:node:<name>` in `system:nodes`) and its kubelet API serving certificate.
+pub(super) fn node_files(
+    ca: &CertificateAuthority,
+    settings: &NodeSettings,
+) -> Result<Vec<(String, Vec<u8>, u32)>> {
+    let node_name = &settings.node_name;
+    let node_cert = ca.issue_client(&format!("system:node:{node_name}"), &["system:nodes"])?;
+    // The kubelet API's serving certificate: the API server checks it names the node.
+    let kubelet_cert =
+        crate::kubeletapi::certs::issue(ca, node_name, &[std::net::IpAddr::from([127, 0, 0, 1])])?;
+    let files = vec![
+        (
+            crate::node::NODE_CONFIG_PATH.to_string(),
+            serde_json::to_vec_pretty(&settings)?,
+            0o644,
+        ),
+        (
+            format!("{}/ca.crt", crate::node::PKI_DIR),
+            ca.cert_pem().into_bytes(),
+            0o644,
+        ),
+        (
+            format!("{}/node.crt", crate::node::PKI_DIR),
+            node_cert.cert_pem.into_bytes(),
+            0o644,
+        ),
+        (
+            format!("{}/node.key", crate::node::PKI_DIR),
+            node_cert.key_pem.into_bytes(),
+            0o600,
+        ),
+        (
+            format!(
+                "{}/{}",
+                crate::node::PKI_DIR,
+                crate::kubeletapi::certs::CERT_FILE
+            ),
+            kubelet_cert.cert_pem.into_bytes(),
+            0o644,
+        ),
+        (
+            format!(
+                "{}/{}",
+                crate::node::PKI_DIR,
+                crate::kubeletapi::certs::KEY_FILE
+            ),
+            kubelet_cert.key_pem.into_bytes(),
+            0o600,
+        ),
+    ];
+    Ok(files)
+}
+
+pub(super) fn node_env(log: &str) -> Vec<String> {
     let mut env = vec![format!("RUST_LOG={log}")];
     for name in [
         "KCLUSTER_NODE_MONITOR_GRACE_SECONDS",

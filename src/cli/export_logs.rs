@@ -299,7 +299,7 @@ impl Export {
                 return pods;
             }
         };
-        let client = match client(&entry).await {
+        let client = match super::kubeconfig::client(&entry).await {
             Ok(c) => c,
             Err(e) => {
                 self.errors.push(format!("kubernetes: {e:#}"));
@@ -377,19 +377,6 @@ impl Export {
         }
         let _ = std::fs::remove_file(&kubeconfig);
     }
-}
-
-async fn client(entry: &crate::cluster::kubeconfig::KubeconfigEntry) -> Result<kube::Client> {
-    let rendered = crate::cluster::kubeconfig::render(entry)?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&rendered)
-        .context("cannot read the cluster's kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .context("cannot build a client for the cluster")?;
-    kube::Client::try_from(config).context("cannot build a client for the cluster")
 }
 
 fn pod_names(list: &serde_json::Value) -> PodNames {

@@ -77,3 +77,17 @@ pub async fn export(
     ));
     Ok(())
 }
+
+/// A client with the admin credentials of a cluster's kubeconfig entry.
+pub(super) async fn client(entry: &KubeconfigEntry) -> Result<kube::Client> {
+    let rendered = kubeconfig::render(entry)?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&rendered)
+        .context("cannot read the cluster's kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .context("cannot build a client for the cluster")?;
+    kube::Client::try_from(config).context("cannot build a client for the cluster")
+}

@@ -10,6 +10,7 @@ mod image;
 mod kubeconfig;
 mod lifecycle;
 mod list;
+mod nodes;
 mod port;
 mod progress;
 
@@ -82,8 +83,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Processes inside node containers (not for direct use).
-    #[command(subcommand, hide = true)]
+    /// Add nodes to a running cluster, or drain and delete one.
+    #[command(subcommand)]
     Node(NodeCommand),
 }
 
@@ -217,48 +218,97 @@ enum ImageCommand {
 // Parsed once per process: the size of the run-once variant does not matter.
 #[allow(clippy::large_enum_variant)]
 enum NodeCommand {
+    /// Add worker nodes to a running cluster (settings copied from a node of that role).
+    Add {
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        /// Role of the new nodes (worker; adding a server is not supported yet).
+        #[arg(long, default_value = "worker")]
+        role: String,
+        /// How many nodes to add.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Node labels, key=value (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// How long to wait for the new nodes to be Ready (0 = don't wait).
+        #[arg(long, default_value = "120s", value_parser = duration::parse)]
+        wait: std::time::Duration,
+    },
+    /// Drain a worker (evictions honour PodDisruptionBudgets), delete its Node, container and volume.
+    Delete {
+        /// The node, as `kcluster get nodes` names it (e.g. dev-worker-1).
+        node: String,
+        /// Cluster name.
+        #[arg(long, default_value = "kcluster")]
+        name: String,
+        /// Delete the pods without the eviction API (no disruption budget holds it back).
+        #[arg(long)]
+        force: bool,
+        /// Give up draining after this long; the node stays cordoned.
+        #[arg(long, default_value = "120s", value_parser = duration::parse)]
+        timeout: std::time::Duration,
+    },
     /// The server node: store, API server, controllers and the node's own agent.
+    #[command(hide = true)]
     Server,
     /// A worker node's agent.
+    #[command(hide = true)]
     Agent,
     /// Exit at once: used to test what the engine lets a node container do.
+    #[command(hide = true)]
     Probe,
     /// Read a `docker save` archive on stdin into this node's image store (used by `kcluster
     /// image load`); prints a JSON report.
+    #[command(hide = true)]
     ImageImport,
     /// Add names to an image this node already has (by id); prints a JSON report.
+    #[command(hide = true)]
     ImageTag { id: String, names: Vec<String> },
     /// List this node's images.
+    #[command(hide = true)]
     Images {
         /// As JSON (for `kcluster image ls`).
         #[arg(long)]
         json: bool,
     },
     /// List the containers on this node.
+    #[command(hide = true)]
     Ps,
     /// Run the container prepared in DIR to its end (the per-container helper process).
+    #[command(hide = true)]
     ContainerRun { dir: PathBuf },
     /// Create a pod's namespaces under DIR/ns (the kubelet's single-threaded sandbox helper).
+    #[command(hide = true)]
     PodSandbox(crate::kubelet::sandbox::CreateArgs),
     /// Run a command in a running container on this node, with this command's stdio.
+    #[command(hide = true)]
     Exec(crate::node::containers::ExecArgs),
     /// Print a container's log (`-f` follows it while it runs).
+    #[command(hide = true)]
     Logs(crate::node::containers::LogsArgs),
     /// Run a command inside the running container in DIR (the per-exec helper process).
+    #[command(hide = true)]
     ContainerExec(crate::runtime::exec::HelperArgs),
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
+    #[command(hide = true)]
     RunOnce(crate::node::containers::RunOnceArgs),
     /// The pod network by hand: attach/detach a network namespace, list addresses, measure.
     #[command(subcommand)]
+    #[command(hide = true)]
     Net(crate::node::net::NetCommand),
     /// The cluster DNS server alone, watching the API server a kubeconfig names (tests).
+    #[command(hide = true)]
     Dns(crate::dns::cli::DnsArgs),
     /// One DNS query (default: to the cluster DNS Service); exit 0 once it answers with an
     /// address (`kcluster create --wait` runs it in the server node).
+    #[command(hide = true)]
     DnsProbe(crate::dns::probe::ProbeArgs),
     /// One GET with a pod's in-cluster configuration (service-account token, cluster CA,
     /// KUBERNETES_SERVICE_HOST); prints the body (tests run it inside pods).
+    #[command(hide = true)]
     InclusterGet {
         path: String,
         /// Dial kubernetes.default.svc (through cluster DNS) instead of KUBERNETES_SERVICE_HOST.
@@ -267,10 +317,13 @@ enum NodeCommand {
     },
     /// The cluster's port publisher: watches Services and runs one proxy container per host
     /// port (the `kcluster-<cluster>-ports` container).
+    #[command(hide = true)]
     Ports(crate::ports::controller::ControllerArgs),
     /// Forward one published port to a Service's node port on the nodes (a proxy container).
+    #[command(hide = true)]
     PortProxy(crate::ports::proxy::ProxyArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
+    #[command(hide = true)]
     Apiserver {
         /// Where the store and the CA live.
         #[arg(long)]
@@ -439,6 +492,36 @@ pub fn main() -> ExitCode {
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Port(PortCommand::Ls { name }) => port::list(&name).await,
+            Command::Node(NodeCommand::Add {
+                name,
+                role,
+                count,
+                labels,
+                wait,
+            }) => {
+                let options = nodes::AddOptions {
+                    cluster: name,
+                    role,
+                    count,
+                    labels,
+                    wait,
+                };
+                nodes::add(options, &progress).await
+            }
+            Command::Node(NodeCommand::Delete {
+                node,
+                name,
+                force,
+                timeout,
+            }) => {
+                let options = nodes::DeleteOptions {
+                    cluster: name,
+                    node,
+                    force,
+                    timeout,
+                };
+                nodes::delete(options, &progress).await
+            }
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,

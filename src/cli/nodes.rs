@@ -1,0 +1,386 @@
+//! `kcluster node add` and `kcluster node delete`: a running cluster grows and shrinks.
+//!
+//! A new worker copies its settings from an existing node (image, mounts, environment, the
+//! privileged-or-capabilities choice the engine allowed, the cluster's subnets) and takes its
+//! labels from the flags; it gets its certificates from the cluster CA kept on the server node
+//! and registers like any other node. A delete drains first — cordon, then every pod but
+//! DaemonSet and mirror pods through the eviction API, so PodDisruptionBudgets hold it back —
+//! then removes the Node object, the container and its volume.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::InspectContainerOptions;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
+
+use super::Progress;
+use crate::cluster::docker::{self, Docker, NodeSpec, Security};
+use crate::node::NodeSettings;
+use crate::node::client::Credentials;
+use crate::pki::CertificateAuthority;
+
+pub struct AddOptions {
+    pub cluster: String,
+    pub role: String,
+    pub count: usize,
+    pub labels: Vec<String>,
+    pub wait: Duration,
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--labels {l:?}: expected key=value");
+        };
+        if k.is_empty() {
+            bail!("--labels {l:?}: the key is empty");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// The index after the highest `<cluster>-worker-<n>`, so names are never reused while a node
+/// of that name might still be known to the API.
+fn next_worker_index(cluster: &str, nodes: &[ContainerSummary]) -> usize {
+    let prefix = format!("{cluster}-worker-");
+    nodes
+        .iter()
+        .filter_map(|c| {
+            docker::container_name(c)
+                .strip_prefix(&prefix)
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
+    if options.role != docker::ROLE_WORKER {
+        bail!(
+            "--role {}: only workers can be added; a second server needs a replicated store, which kcluster does not have yet",
+            options.role
+        );
+    }
+    if options.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let labels = parse_labels(&options.labels)?;
+    let cluster = &options.cluster;
+    let docker = Docker::connect().await?;
+    let nodes = docker.node_containers(Some(cluster)).await?;
+    let Some(server) = nodes
+        .iter()
+        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+    else {
+        bail!("no cluster named {cluster:?} (see `kcluster list`)");
+    };
+    if !nodes.iter().all(docker::is_running) {
+        bail!(
+            "cluster {cluster:?} is not running (see `kcluster list`); start it with `kcluster start --name {cluster}` first"
+        );
+    }
+    // A worker if there is one (its mounts are a worker's), else the server.
+    let template = nodes
+        .iter()
+        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_WORKER))
+        .unwrap_or(server);
+    let template_name = docker::container_name(template);
+    let server_name = docker::container_name(server);
+    let inspect = docker
+        .api()
+        .inspect_container(&template_name, None::<InspectContainerOptions>)
+        .await
+        .with_context(|| format!("cannot inspect {template_name}"))?;
+    let config = inspect.config.unwrap_or_default();
+    let image = config
+        .image
+        .with_context(|| format!("{template_name} has no image"))?;
+    let env: Vec<String> = config
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !e.starts_with("PATH="))
+        .collect();
+    let binds: Vec<(String, String, bool)> = inspect
+        .host_config
+        .and_then(|h| h.binds)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| {
+            let mut parts = b.split(':');
+            let host = parts.next()?.to_string();
+            let container = parts.next()?.to_string();
+            let read_only = parts
+                .next()
+                .is_some_and(|o| o.split(',').any(|o| o == "ro"));
+            Some((host, container, read_only))
+        })
+        .collect();
+    let security = match docker::label(template, docker::LABEL_SECURITY) {
+        Some("privileged") => Security::Privileged,
+        _ => Security::Capabilities,
+    };
+    let settings_json = docker
+        .read_file(&template_name, crate::node::NODE_CONFIG_PATH)
+        .await?;
+    let template_settings: NodeSettings = serde_json::from_slice(&settings_json)
+        .with_context(|| format!("cannot read {template_name}'s node settings"))?;
+    let read_pki = |file: &'static str| {
+        let docker = &docker;
+        let server_name = server_name.clone();
+        async move {
+            let bytes = docker
+                .read_file(&server_name, &format!("{}/{file}", crate::node::PKI_DIR))
+                .await?;
+            String::from_utf8(bytes).with_context(|| format!("{file} on {server_name} is not text"))
+        }
+    };
+    let ca = CertificateAuthority::from_pem(&read_pki("ca.crt").await?, &read_pki("ca.key").await?)
+        .context("cannot load the cluster CA from the server node")?;
+
+    let first = next_worker_index(cluster, &nodes);
+    let mut added = Vec::new();
+    for i in 0..options.count {
+        let node_name = format!("{cluster}-worker-{}", first + i);
+        let step = progress.step(format!("Adding node {node_name}"));
+        let settings = NodeSettings {
+            node_name: node_name.clone(),
+            role: docker::ROLE_WORKER.to_string(),
+            labels: labels.clone(),
+            ..template_settings.clone()
+        };
+        let files = super::create::node_files(&ca, &settings)?;
+        let spec = NodeSpec {
+            name: node_name.clone(),
+            cluster: cluster.clone(),
+            image: image.clone(),
+            cmd: vec!["node".into(), "agent".into()],
+            labels: HashMap::from([
+                (docker::LABEL_CLUSTER.to_string(), cluster.clone()),
+                (
+                    docker::LABEL_ROLE.to_string(),
+                    docker::ROLE_WORKER.to_string(),
+                ),
+                (
+                    docker::LABEL_VERSION.to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
+            ]),
+            env: env.clone(),
+            ports: Vec::new(),
+            binds: binds.clone(),
+        };
+        if let Err(e) = docker.run_node(&spec, security, &files).await {
+            let _ = docker.remove_node(&node_name).await;
+            return Err(e.context(format!("cannot add {node_name}; nothing of it is left")));
+        }
+        step.done();
+        added.push(node_name);
+    }
+    if options.wait.is_zero() {
+        return Ok(());
+    }
+    let (host, port, creds) = api_access(cluster, server).await?;
+    let mut step = progress.step(format!(
+        "Waiting for {} new node(s) to be Ready",
+        added.len()
+    ));
+    super::create::wait_ready(
+        &host,
+        port,
+        &creds,
+        nodes.len() + added.len(),
+        options.wait,
+        None,
+        &mut step,
+    )
+    .await?;
+    step.done();
+    Ok(())
+}
+
+async fn api_access(
+    cluster: &str,
+    server: &ContainerSummary,
+) -> Result<(String, u16, Credentials)> {
+    let port: u16 = docker::label(server, docker::LABEL_API_PORT)
+        .and_then(|p| p.parse().ok())
+        .context("the server node has no API port label")?;
+    let host = match docker::label(server, docker::LABEL_API_ADDRESS) {
+        None | Some("0.0.0.0") => "127.0.0.1".to_string(),
+        Some(a) => a.to_string(),
+    };
+    let entry = super::kubeconfig::entry(cluster, false).await?;
+    Ok((
+        host,
+        port,
+        Credentials {
+            ca_pem: entry.ca_pem,
+            cert_pem: entry.client_cert_pem,
+            key_pem: entry.client_key_pem,
+        },
+    ))
+}
+
+pub struct DeleteOptions {
+    pub cluster: String,
+    pub node: String,
+    pub force: bool,
+    pub timeout: Duration,
+}
+
+/// Pods a drain leaves alone, as `kubectl drain --ignore-daemonsets` does: DaemonSet pods
+/// (their controller would put them back) and mirror pods.
+fn drained(pod: &Pod) -> bool {
+    let daemon = pod
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"));
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    !daemon && !mirror
+}
+
+pub async fn delete(options: DeleteOptions, progress: &Progress) -> Result<()> {
+    let cluster = &options.cluster;
+    let node = &options.node;
+    let docker = Docker::connect().await?;
+    let nodes = docker.node_containers(Some(cluster)).await?;
+    if !nodes
+        .iter()
+        .any(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+    {
+        bail!("no cluster named {cluster:?} (see `kcluster list`)");
+    }
+    let Some(target) = nodes.iter().find(|c| docker::container_name(c) == *node) else {
+        bail!(
+            "cluster {cluster:?} has no node {node:?} (see `kcluster get nodes --name {cluster}`)"
+        );
+    };
+    if docker::label(target, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER) {
+        bail!(
+            "{node} is the cluster's only server: it cannot be deleted (delete the cluster instead)"
+        );
+    }
+    let entry = super::kubeconfig::entry(cluster, false).await?;
+    let client = super::kubeconfig::client(&entry).await?;
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let pods_api: Api<Pod> = Api::all(client.clone());
+
+    let step = progress.step(format!("Cordoning {node}"));
+    match nodes_api
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // A node that never registered has nothing to drain.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot cordon {node}")),
+    }
+    step.done();
+
+    let mut step = progress.step(format!("Draining {node}"));
+    let deadline = Instant::now() + options.timeout;
+    let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    loop {
+        let pods: Vec<Pod> = pods_api
+            .list(&on_node)
+            .await
+            .with_context(|| format!("cannot list the pods on {node}"))?
+            .items
+            .into_iter()
+            .filter(drained)
+            .collect();
+        if pods.is_empty() {
+            break;
+        }
+        let mut blocked = Vec::new();
+        for pod in &pods {
+            let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let result = if options.force {
+                api.delete(name, &DeleteParams::default().grace_period(0))
+                    .await
+                    .map(|_| ())
+            } else {
+                api.evict(name, &EvictParams::default()).await.map(|_| ())
+            };
+            match result {
+                Ok(()) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                // A PodDisruptionBudget does not allow it now: try again, as kubectl drain does.
+                Err(kube::Error::Api(e)) if e.code == 429 => {
+                    blocked.push(format!("{ns}/{name}: {}", e.message));
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot evict {ns}/{name}")),
+            }
+        }
+        step.set_message(format!(
+            "Draining {node}: {} pod(s) left{}",
+            pods.len(),
+            if blocked.is_empty() {
+                String::new()
+            } else {
+                format!(", {} held by a disruption budget", blocked.len())
+            }
+        ));
+        if Instant::now() > deadline {
+            bail!(
+                "{node} was not drained within {}s ({} pod(s) left{}); the node stays cordoned. \
+                 Retry, raise --timeout, or use --force to delete the pods without eviction",
+                options.timeout.as_secs(),
+                pods.len(),
+                if blocked.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", blocked.join("; "))
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    step.done();
+
+    let step = progress.step(format!("Removing {node}"));
+    match nodes_api.delete(node, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot delete the Node {node}")),
+    }
+    docker.remove_node(node).await?;
+    step.done();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_key_value_pairs() {
+        let parsed = parse_labels(&["a=1".into(), "tier=".into()]).unwrap();
+        assert_eq!(parsed.get("a").map(String::as_str), Some("1"));
+        assert_eq!(parsed.get("tier").map(String::as_str), Some(""));
+        assert!(parse_labels(&["novalue".into()]).is_err());
+        assert!(parse_labels(&["=x".into()]).is_err());
+    }
+}
