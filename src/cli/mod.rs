@@ -8,6 +8,7 @@ pub mod duration;
 mod image;
 mod kubeconfig;
 mod list;
+mod node;
 mod port;
 mod progress;
 
@@ -65,8 +66,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Processes inside node containers (not for direct use).
-    #[command(subcommand, hide = true)]
+    /// Change a node of a cluster (the other `node` commands run inside node containers).
+    #[command(subcommand)]
     Node(NodeCommand),
 }
 
@@ -94,6 +95,14 @@ pub struct CreateArgs {
     /// 0.0.0.0 for every address). Overrides networking.hostAddress.
     #[arg(long)]
     host_address: Option<std::net::IpAddr>,
+    /// CPUs every node may use (Docker's --cpus), e.g. 2, 1.5 or 1500m; Node capacity follows.
+    /// Overrides nodes[].resources.cpus.
+    #[arg(long, value_name = "CPUS")]
+    node_cpus: Option<String>,
+    /// Memory every node may use, swap included (e.g. 4Gi, 512Mi); Node capacity follows.
+    /// Overrides nodes[].resources.memory.
+    #[arg(long, value_name = "QUANTITY")]
+    node_memory: Option<String>,
     /// Keep whatever was created when create fails, for debugging.
     #[arg(long)]
     retain: bool,
@@ -190,48 +199,68 @@ enum ImageCommand {
 // Parsed once per process: the size of the run-once variant does not matter.
 #[allow(clippy::large_enum_variant)]
 enum NodeCommand {
+    /// Give a node other CPU and memory limits (Docker's container update); the Node's
+    /// capacity follows at its next heartbeat.
+    Update(node::UpdateArgs),
     /// The server node: store, API server, controllers and the node's own agent.
+    #[command(hide = true)]
     Server,
     /// A worker node's agent.
+    #[command(hide = true)]
     Agent,
     /// Exit at once: used to test what the engine lets a node container do.
+    #[command(hide = true)]
     Probe,
     /// Read a `docker save` archive on stdin into this node's image store (used by `kcluster
     /// image load`); prints a JSON report.
+    #[command(hide = true)]
     ImageImport,
     /// Add names to an image this node already has (by id); prints a JSON report.
+    #[command(hide = true)]
     ImageTag { id: String, names: Vec<String> },
     /// List this node's images.
+    #[command(hide = true)]
     Images {
         /// As JSON (for `kcluster image ls`).
         #[arg(long)]
         json: bool,
     },
     /// List the containers on this node.
+    #[command(hide = true)]
     Ps,
     /// Run the container prepared in DIR to its end (the per-container helper process).
+    #[command(hide = true)]
     ContainerRun { dir: PathBuf },
     /// Create a pod's namespaces under DIR/ns (the kubelet's single-threaded sandbox helper).
+    #[command(hide = true)]
     PodSandbox(crate::kubelet::sandbox::CreateArgs),
     /// Run a command in a running container on this node, with this command's stdio.
+    #[command(hide = true)]
     Exec(crate::node::containers::ExecArgs),
     /// Print a container's log (`-f` follows it while it runs).
+    #[command(hide = true)]
     Logs(crate::node::containers::LogsArgs),
     /// Run a command inside the running container in DIR (the per-exec helper process).
+    #[command(hide = true)]
     ContainerExec(crate::runtime::exec::HelperArgs),
     /// Run one container from a loaded image, print its output, exit with its exit code
     /// (`docker exec <node> /kcluster node run-once --image busybox -- echo hi`).
+    #[command(hide = true)]
     RunOnce(crate::node::containers::RunOnceArgs),
     /// The pod network by hand: attach/detach a network namespace, list addresses, measure.
     #[command(subcommand)]
+    #[command(hide = true)]
     Net(crate::node::net::NetCommand),
     /// The cluster DNS server alone, watching the API server a kubeconfig names (tests).
+    #[command(hide = true)]
     Dns(crate::dns::cli::DnsArgs),
     /// One DNS query (default: to the cluster DNS Service); exit 0 once it answers with an
     /// address (`kcluster create --wait` runs it in the server node).
+    #[command(hide = true)]
     DnsProbe(crate::dns::probe::ProbeArgs),
     /// One GET with a pod's in-cluster configuration (service-account token, cluster CA,
     /// KUBERNETES_SERVICE_HOST); prints the body (tests run it inside pods).
+    #[command(hide = true)]
     InclusterGet {
         path: String,
         /// Dial kubernetes.default.svc (through cluster DNS) instead of KUBERNETES_SERVICE_HOST.
@@ -240,10 +269,13 @@ enum NodeCommand {
     },
     /// The cluster's port publisher: watches Services and runs one proxy container per host
     /// port (the `kcluster-<cluster>-ports` container).
+    #[command(hide = true)]
     Ports(crate::ports::controller::ControllerArgs),
     /// Forward one published port to a Service's node port on the nodes (a proxy container).
+    #[command(hide = true)]
     PortProxy(crate::ports::proxy::ProxyArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
+    #[command(hide = true)]
     Apiserver {
         /// Where the store and the CA live.
         #[arg(long)]
@@ -286,7 +318,8 @@ fn init_logging(verbose: u8, node: bool, quiet_node: Option<&str>) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let node = matches!(cli.command, Command::Node(_));
+    // `node update` is a user's verb; the other node commands run inside nodes.
+    let node = matches!(&cli.command, Command::Node(c) if !matches!(c, NodeCommand::Update(_)));
     let quiet_node = match &cli.command {
         // The container's first process is a clone of the helper and logs, until it execs,
         // on the container's stderr: only libcontainer's errors belong there.
@@ -407,6 +440,7 @@ pub fn main() -> ExitCode {
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Port(PortCommand::Ls { name }) => port::list(&name).await,
+            Command::Node(NodeCommand::Update(args)) => node::update(args, &progress).await,
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
