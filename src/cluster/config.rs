@@ -967,6 +967,13 @@ mod tests {
                 .any(|n| !n.extra_port_mappings.is_empty())
         );
         assert_eq!(find("single-node.yaml")?.nodes.len(), 1);
+        let sized = find("sized-nodes.yaml")?;
+        assert!(
+            sized
+                .nodes
+                .iter()
+                .all(|n| n.resources.cpus.is_some() && n.resources.memory.is_some())
+        );
         assert!(
             find("extra-mounts.yaml")?
                 .nodes
