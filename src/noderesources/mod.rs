@@ -152,14 +152,14 @@ impl NodeResources {
             problems.push(format!("{field}.{name}: {message}"));
             return (sizes, reserved);
         }
-        if let Some(millis) = sizes.cpu_millis {
-            if reserved.cpu_millis >= millis {
-                problems.push(format!(
-                    "{field}: systemReserved.cpu + kubeReserved.cpu ({}) leave nothing of the node's {} CPU for pods",
-                    quantity::format_cpus(reserved.cpu_millis),
-                    quantity::format_cpus(millis)
-                ));
-            }
+        if let Some(millis) = sizes.cpu_millis
+            && reserved.cpu_millis >= millis
+        {
+            problems.push(format!(
+                "{field}: systemReserved.cpu + kubeReserved.cpu ({}) leave nothing of the node's {} CPU for pods",
+                quantity::format_cpus(reserved.cpu_millis),
+                quantity::format_cpus(millis)
+            ));
         }
         if let Some(bytes) = sizes.memory_bytes {
             let kept = reserved.memory_bytes + allocatable::eviction_memory(&eviction, bytes);
@@ -231,17 +231,18 @@ pub fn check_against_host(sizes: &Sizes, host: &Host) -> Result<(), (Size, Strin
             ),
         ));
     }
-    if let Some(bytes) = sizes.memory_bytes {
-        if host.memory_bytes > 0 && bytes > host.memory_bytes {
-            return Err((
-                Size::Memory,
-                format!(
-                    "{} is more than the {} of memory this Docker host has",
-                    quantity::format_bytes(bytes),
-                    quantity::format_bytes(host.memory_bytes)
-                ),
-            ));
-        }
+    if let Some(bytes) = sizes.memory_bytes
+        && host.memory_bytes > 0
+        && bytes > host.memory_bytes
+    {
+        return Err((
+            Size::Memory,
+            format!(
+                "{} is more than the {} of memory this Docker host has",
+                quantity::format_bytes(bytes),
+                quantity::format_bytes(host.memory_bytes)
+            ),
+        ));
     }
     Ok(())
 }

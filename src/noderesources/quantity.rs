@@ -120,7 +120,7 @@ pub fn format_cpus(millis: u64) -> String {
 pub fn format_bytes(bytes: u64) -> String {
     for (suffix, shift) in BINARY.iter().rev() {
         let unit = 1u64 << shift;
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
