@@ -297,6 +297,22 @@ spec:
             Ok(())
         },
     );
+    // Less memory than the node uses now is refused before Docker is asked (the kernel would
+    // otherwise OOM-kill its pods), and changes nothing.
+    let out = sandbox.kcluster(&["node", "update", &worker, "--memory", "256Mi"]);
+    assert!(
+        !out.status.success(),
+        "shrinking below the node's use was accepted"
+    );
+    assert!(
+        text(&out).contains("uses") && text(&out).contains("more than 256Mi"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        docker_inspect(&worker, "{{.HostConfig.Memory}}"),
+        "1073741824"
+    );
     cluster.kubectl_ok(&["delete", "pod", "filler", "--wait=true"]);
 
     // Bad sizes for a running node are refused and change nothing.

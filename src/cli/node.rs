@@ -62,6 +62,22 @@ pub async fn update(args: UpdateArgs, progress: &Progress) -> Result<()> {
         };
         bail!("{flag}: {message}");
     }
+    // Below what the node uses now the kernel would have to OOM-kill its pods (cgroup v2)
+    // or refuse (v1): say so before touching anything.
+    let mut tight = None;
+    if let Some(new) = sizes.memory_bytes
+        && let Some(used) = docker.working_set(&args.node).await?
+    {
+        if used >= new {
+            bail!(
+                "--memory: {} uses {} now, more than {}; stop some of its pods first or give it more",
+                args.node,
+                quantity::format_bytes(used.div_ceil(1 << 20) << 20),
+                quantity::format_bytes(new)
+            );
+        }
+        tight = Some(used);
+    }
     // What is not given stays as it is (Docker would otherwise keep it too, but the swap
     // limit must move with the memory limit).
     let current = docker.limits(&args.node).await?;
@@ -71,9 +87,7 @@ pub async fn update(args: UpdateArgs, progress: &Progress) -> Result<()> {
     docker
         .update_limits(&args.node, sizes.cpu_millis, sizes.memory_bytes)
         .await
-        .map_err(|e| {
-            e.context("nothing was changed; a node's memory cannot go below what it uses now")
-        })?;
+        .map_err(|e| e.context("nothing was changed"))?;
     step.done();
     let show_cpus = cpu_millis.map_or("host".to_string(), quantity::format_cpus);
     let show_memory = memory_bytes.map_or("host".to_string(), quantity::format_bytes);
@@ -81,5 +95,15 @@ pub async fn update(args: UpdateArgs, progress: &Progress) -> Result<()> {
         "{}: cpus {show_cpus}, memory {show_memory}; the Node's capacity follows at its next heartbeat (within 10s)",
         args.node
     ));
+    if let (Some(used), Some(limit)) = (tight, memory_bytes)
+        && used + crate::noderesources::DEFAULT_EVICTION_MEMORY > limit
+    {
+        eprintln!(
+            "warning: {} uses {} of its {}: less than the default 100Mi eviction threshold is left, so it will report MemoryPressure and take no new pods",
+            args.node,
+            quantity::format_bytes(used.div_ceil(1 << 20) << 20),
+            quantity::format_bytes(limit)
+        );
+    }
     Ok(())
 }

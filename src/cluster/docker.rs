@@ -538,6 +538,36 @@ impl Docker {
         })
     }
 
+    /// A running container's memory working set as kubelet counts it (usage less inactive
+    /// file pages, which the kernel drops before it OOM-kills); None when it is not running.
+    pub async fn working_set(&self, container: &str) -> Result<Option<u64>> {
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.inner.stats(container, Some(options));
+        let Some(stats) = stream.next().await else {
+            return Ok(None);
+        };
+        let memory = stats
+            .with_context(|| format!("cannot read the memory use of {container}"))?
+            .memory_stats
+            .unwrap_or_default();
+        let Some(usage) = memory.usage else {
+            return Ok(None);
+        };
+        let inactive = memory
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("total_inactive_file")
+                    .or_else(|| s.get("inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(Some(usage.saturating_sub(inactive)))
+    }
+
     /// Gives a running (or stopped) node container other limits: `docker update`.
     pub async fn update_limits(
         &self,

@@ -18,6 +18,8 @@ pub const MIN_SERVER_MEMORY: u64 = 256 << 20;
 /// A worker's working set with one image loaded and a pod running is about 60Mi: 60 + 100 +
 /// room → 192Mi.
 pub const MIN_WORKER_MEMORY: u64 = 192 << 20;
+/// The memory kept free by the default `memory.available<100Mi` hard-eviction threshold.
+pub const DEFAULT_EVICTION_MEMORY: u64 = 100 << 20;
 /// Below a tenth of a CPU a node's control plane does not come up within create's --wait.
 pub const MIN_CPU_MILLIS: u64 = 100;
 
