@@ -13,6 +13,7 @@ mod kubeletapi;
 mod network;
 mod nftables;
 mod node;
+mod noderesources;
 mod pki;
 mod ports;
 mod proxy;

@@ -41,14 +41,16 @@ pub async fn run(
     let network: podnet::NetworkHandle =
         podnet::start(settings.clone(), host.clone(), port, creds.clone());
     let capacity = sysinfo::Capacity::detect(&state_dir);
-    let alloc = capacity.allocatable();
+    let thresholds = settings.eviction_thresholds();
+    let allocatable = std::sync::Arc::new(sysinfo::LiveAllocatable::new(
+        &capacity.allocatable(&settings.reserved, &thresholds),
+    ));
     let node = crate::kubelet::NodeInfo {
         node_name: settings.node_name.clone(),
         service_subnet: settings.service_subnet.clone(),
         state_dir: state_dir.clone(),
         host_ip: sysinfo::internal_ip().map(|ip| ip.to_string()),
-        cpu_millis: alloc.cpu_millis as i64,
-        memory_bytes: alloc.memory_bytes as i64,
+        allocatable: allocatable.clone(),
         network: network.clone(),
         pull_fallback: settings.pull_fallback,
     };
@@ -69,7 +71,13 @@ pub async fn run(
         // A fresh client each round re-resolves the server's name: its address can change when it restarts.
         let result = async {
             let client = client::connect(&host, port, &creds).await?;
-            let mut agent = Agent::new(client.clone(), &settings, &state_dir, network.clone());
+            let mut agent = Agent::new(
+                client.clone(),
+                &settings,
+                &state_dir,
+                network.clone(),
+                allocatable.clone(),
+            );
             let mut network_changes = network.clone();
             agent.register().await?;
             info!(node = %settings.node_name, "node registered");
@@ -268,7 +276,10 @@ struct Agent<'a> {
     settings: &'a NodeSettings,
     nodes: Api<Node>,
     leases: Api<Lease>,
-    capacity: sysinfo::Capacity,
+    /// What the last status reported, to log a change of the node's limits.
+    capacity: Option<sysinfo::Capacity>,
+    /// Shared with the pod manager.
+    allocatable: std::sync::Arc<sysinfo::LiveAllocatable>,
     machine_id: String,
     /// The node is Ready only once pods can get addresses.
     network: podnet::NetworkHandle,
@@ -286,18 +297,20 @@ impl<'a> Agent<'a> {
         settings: &'a NodeSettings,
         state_dir: &std::path::Path,
         network: podnet::NetworkHandle,
+        allocatable: std::sync::Arc<sysinfo::LiveAllocatable>,
     ) -> Self {
         Agent {
             settings,
             nodes: Api::all(client.clone()),
             leases: Api::namespaced(client, "kube-node-lease"),
-            capacity: sysinfo::Capacity::detect(state_dir),
+            capacity: None,
+            allocatable,
             machine_id: sysinfo::machine_id(state_dir),
             network,
             transitions: Vec::new(),
             images: crate::runtime::images::Store::open(state_dir).ok(),
             state_dir: state_dir.to_path_buf(),
-            pressure: pressure::Tracker::new(pressure::Thresholds::from_env()),
+            pressure: pressure::Tracker::new(settings.eviction_thresholds()),
         }
     }
 
@@ -345,8 +358,20 @@ impl<'a> Agent<'a> {
 
     fn status(&mut self) -> Value {
         let now = now_seconds();
-        let cap = self.capacity.clone();
-        let alloc = cap.allocatable();
+        // Read at every heartbeat: `kcluster node update` changes the cgroup under us.
+        let cap = sysinfo::Capacity::detect(&self.state_dir);
+        let alloc = cap.allocatable(&self.settings.reserved, &self.pressure.thresholds);
+        if self.capacity.as_ref().is_some_and(|old| {
+            old.cpu_millis != cap.cpu_millis || old.memory_bytes != cap.memory_bytes
+        }) {
+            info!(
+                cpu_millis = cap.cpu_millis,
+                memory_bytes = cap.memory_bytes,
+                "the node's CPU or memory limit changed"
+            );
+        }
+        self.allocatable.set(&alloc);
+        self.capacity = Some(cap.clone());
         let quantities = |c: &sysinfo::Capacity| {
             json!({
                 "cpu": sysinfo::cpu_quantity(c.cpu_millis),

@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
-/// Memory that kubelet's default hard-eviction threshold (memory.available<100Mi) keeps back.
-const MEMORY_RESERVED_BYTES: u64 = 100 * 1024 * 1024;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::agent::pressure::Thresholds;
+use crate::noderesources::{Reserved, allocatable, cgroup};
+
 pub const MAX_PODS: u32 = 110;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,16 +18,19 @@ pub struct Capacity {
 }
 
 impl Capacity {
+    /// The node's own cgroup limits where it has them (`kcluster create --node-cpus/--node-memory`,
+    /// `kcluster node update`), else the host's. Cheap enough to call at every heartbeat, which
+    /// is how a new limit reaches the Node.
     pub fn detect(state_dir: &Path) -> Capacity {
         let host_memory = host_memory_bytes().unwrap_or(0);
-        let memory_bytes = cgroup_memory_limit()
+        let limits = cgroup::read_limits(Path::new(crate::runtime::cgroups::ROOT));
+        let memory_bytes = limits
+            .memory_bytes
             .filter(|limit| host_memory == 0 || *limit < host_memory)
             .unwrap_or(host_memory);
-        let host_cpus = std::thread::available_parallelism()
-            .map(|n| n.get() as u64)
-            .unwrap_or(1)
-            * 1000;
-        let cpu_millis = cgroup_cpu_limit_millis()
+        let host_cpus = host_cpus() * 1000;
+        let cpu_millis = limits
+            .cpu_millis
             .map(|m| m.min(host_cpus))
             .unwrap_or(host_cpus);
         let ephemeral_storage_bytes = nix::sys::statvfs::statvfs(state_dir)
@@ -38,13 +44,47 @@ impl Capacity {
         }
     }
 
-    pub fn allocatable(&self) -> Capacity {
+    /// Capacity less system-reserved, kube-reserved and the hard-eviction thresholds.
+    pub fn allocatable(&self, reserved: &Reserved, thresholds: &Thresholds) -> Capacity {
+        let (cpu_millis, memory_bytes) =
+            allocatable::allocatable(self.cpu_millis, self.memory_bytes, reserved, thresholds);
         Capacity {
-            cpu_millis: self.cpu_millis,
-            memory_bytes: self.memory_bytes.saturating_sub(MEMORY_RESERVED_BYTES),
+            cpu_millis,
+            memory_bytes,
             // kubelet's default nodefs.available<10% eviction threshold.
             ephemeral_storage_bytes: self.ephemeral_storage_bytes / 10 * 9,
         }
+    }
+}
+
+/// The node's allocatable CPU and memory as pods see them (downward API defaults, OOM
+/// scores); the agent refreshes it at every heartbeat.
+#[derive(Debug, Default)]
+pub struct LiveAllocatable {
+    cpu_millis: AtomicI64,
+    memory_bytes: AtomicI64,
+}
+
+impl LiveAllocatable {
+    pub fn new(c: &Capacity) -> LiveAllocatable {
+        let live = LiveAllocatable::default();
+        live.set(c);
+        live
+    }
+
+    pub fn set(&self, c: &Capacity) {
+        self.cpu_millis
+            .store(c.cpu_millis as i64, Ordering::Relaxed);
+        self.memory_bytes
+            .store(c.memory_bytes as i64, Ordering::Relaxed);
+    }
+
+    pub fn cpu_millis(&self) -> i64 {
+        self.cpu_millis.load(Ordering::Relaxed)
+    }
+
+    pub fn memory_bytes(&self) -> i64 {
+        self.memory_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -65,6 +105,14 @@ pub fn bytes_quantity(bytes: u64) -> String {
     }
 }
 
+/// The host's online CPUs. Not `available_parallelism`, which already applies the cgroup's
+/// quota rounded down to whole CPUs (1.5 CPUs would read as 1).
+fn host_cpus() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if online > 0 { online as u64 } else { 1 }
+}
+
 fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
@@ -80,36 +128,6 @@ fn parse_meminfo_total(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// With a private cgroup namespace the container's own cgroup is the root of what it sees.
-fn cgroup_memory_limit() -> Option<u64> {
-    if let Some(v2) = read_trimmed("/sys/fs/cgroup/memory.max") {
-        return v2.parse().ok();
-    }
-    read_trimmed("/sys/fs/cgroup/memory/memory.limit_in_bytes")?
-        .parse()
-        .ok()
-}
-
-fn cgroup_cpu_limit_millis() -> Option<u64> {
-    if let Some(v2) = read_trimmed("/sys/fs/cgroup/cpu.max") {
-        return parse_cpu_max(&v2);
-    }
-    let quota: i64 = read_trimmed("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")?
-        .parse()
-        .ok()?;
-    let period: i64 = read_trimmed("/sys/fs/cgroup/cpu/cpu.cfs_period_us")?
-        .parse()
-        .ok()?;
-    (quota > 0 && period > 0).then(|| (quota as u64 * 1000).div_ceil(period as u64))
-}
-
-fn parse_cpu_max(text: &str) -> Option<u64> {
-    let mut parts = text.split_whitespace();
-    let quota: u64 = parts.next()?.parse().ok()?;
-    let period: u64 = parts.next()?.parse().ok()?;
-    (period > 0).then(|| (quota * 1000).div_ceil(period))
 }
 
 pub fn kernel_version() -> String {
@@ -165,9 +183,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_limits() {
-        assert_eq!(parse_cpu_max("max 100000"), None);
-        assert_eq!(parse_cpu_max("150000 100000"), Some(1500));
+    fn parses_quantities() {
         assert_eq!(
             parse_meminfo_total("MemTotal:       24634040 kB\nMemFree: 1 kB\n"),
             Some(24634040 * 1024)
@@ -184,8 +200,9 @@ mod tests {
             memory_bytes: 1 << 30,
             ephemeral_storage_bytes: 1000,
         };
-        let a = c.allocatable();
-        assert_eq!(a.memory_bytes, (1 << 30) - MEMORY_RESERVED_BYTES);
+        let t = Thresholds::parse(crate::agent::pressure::DEFAULT_EVICTION_HARD).unwrap();
+        let a = c.allocatable(&Reserved::default(), &t);
+        assert_eq!(a.memory_bytes, (1 << 30) - (100 << 20));
         assert_eq!(a.ephemeral_storage_bytes, 900);
         assert_eq!(a.cpu_millis, 2000);
     }

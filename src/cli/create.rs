@@ -83,6 +83,7 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
         };
         config.nodes.extend(std::iter::repeat_n(template, workers));
     }
+    apply_size_flags(&mut config, &args)?;
     if let Some(port) = args.api_port {
         config.networking.api_server_port = port;
     }
@@ -93,6 +94,7 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
     check_mounts(&config)?;
 
     let docker = Docker::connect().await?;
+    check_sizes_against_host(&docker, &config, &args).await?;
     if !docker.node_containers(Some(&name)).await?.is_empty()
         || docker.network_exists(&name).await?
     {
@@ -213,6 +215,10 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         serde_json::to_string(&plan.config).context("cannot encode the cluster config")?;
     let mut specs = Vec::new();
     for (node_name, node) in &nodes {
+        // Validated with the config; a problem here cannot happen.
+        let (sizes, reserved) =
+            node.resources
+                .check(node_name, node.role == Role::Server, &mut Vec::new());
         let role = if node.role == Role::Server {
             docker::ROLE_SERVER
         } else {
@@ -227,6 +233,8 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             pod_subnet: plan.config.networking.pod_subnet.to_string(),
             service_subnet: plan.config.networking.service_subnet.to_string(),
             pull_fallback: plan.config.images.pull_fallback,
+            reserved,
+            eviction_hard: node.resources.eviction_hard.clone(),
         };
         let mut files = node_files(&ca, &settings)?;
         let mut labels = HashMap::from([
@@ -292,6 +300,8 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             labels,
             env: node_env(&node_log),
             ports,
+            cpu_millis: sizes.cpu_millis,
+            memory_bytes: sizes.memory_bytes,
             binds: node
                 .extra_mounts
                 .iter()
@@ -507,6 +517,73 @@ pub(super) fn node_env(log: &str) -> Vec<String> {
         }
     }
     env
+}
+
+/// `--node-cpus/--node-memory` size every node, over the config file's `nodes[].resources`.
+fn apply_size_flags(config: &mut ClusterConfig, args: &CreateArgs) -> Result<()> {
+    use crate::noderesources::{QuantityText, Size, Sizes, check_minimum, quantity};
+    let sizes = Sizes {
+        cpu_millis: args
+            .node_cpus
+            .as_deref()
+            .map(quantity::parse_cpu_millis)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--node-cpus: {e}"))?,
+        memory_bytes: args
+            .node_memory
+            .as_deref()
+            .map(quantity::parse_bytes)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--node-memory: {e}"))?,
+    };
+    for node in &mut config.nodes {
+        if let Err((size, message)) = check_minimum(&sizes, node.role == Role::Server) {
+            let flag = match size {
+                Size::Cpus => "--node-cpus",
+                Size::Memory => "--node-memory",
+            };
+            bail!("{flag}: {message}");
+        }
+        if let Some(cpus) = &args.node_cpus {
+            node.resources.cpus = Some(QuantityText::Text(cpus.clone()));
+        }
+        if let Some(memory) = &args.node_memory {
+            node.resources.memory = Some(QuantityText::Text(memory.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The checks that need the Docker host: no node gets more CPUs or memory than it has.
+async fn check_sizes_against_host(
+    docker: &Docker,
+    config: &ClusterConfig,
+    args: &CreateArgs,
+) -> Result<()> {
+    use crate::noderesources::{Size, check_against_host};
+    if config
+        .nodes
+        .iter()
+        .all(|n| n.resources.cpus.is_none() && n.resources.memory.is_none())
+    {
+        return Ok(());
+    }
+    let host = docker.host().await?;
+    for (i, node) in config.nodes.iter().enumerate() {
+        let (sizes, _) = node
+            .resources
+            .check("", node.role == Role::Server, &mut Vec::new());
+        if let Err((size, message)) = check_against_host(&sizes, &host) {
+            let field = match size {
+                Size::Cpus if args.node_cpus.is_some() => "--node-cpus".to_string(),
+                Size::Memory if args.node_memory.is_some() => "--node-memory".to_string(),
+                Size::Cpus => format!("nodes[{i}].resources.cpus"),
+                Size::Memory => format!("nodes[{i}].resources.memory"),
+            };
+            bail!("{field}: {message}");
+        }
+    }
+    Ok(())
 }
 
 /// Starts a node privileged, falling back to the capability set when the engine cannot grant

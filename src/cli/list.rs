@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use bollard::models::ContainerSummary;
 
 use crate::cluster::docker::{self, Docker};
+use crate::noderesources::quantity;
 
 pub(super) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -90,9 +91,21 @@ pub async fn nodes(cluster: &str) -> Result<()> {
     if nodes.is_empty() {
         bail!("no cluster named {cluster:?} (see `kcluster list`)");
     }
+    // Limits live in each container's host config, which the list does not carry.
+    let limits = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|c| async { docker.limits(&docker::container_name(c)).await }),
+    )
+    .await;
     let rows = nodes
         .iter()
-        .map(|c| {
+        .zip(limits)
+        .map(|(c, limits)| {
+            let limits = limits.unwrap_or_else(|e| {
+                tracing::warn!(error = format!("{e:#}"), "cannot read a node's limits");
+                docker::NodeLimits::default()
+            });
             vec![
                 docker::container_name(c),
                 docker::label(c, docker::LABEL_ROLE)
@@ -100,10 +113,19 @@ pub async fn nodes(cluster: &str) -> Result<()> {
                     .to_string(),
                 docker::state_str(c),
                 docker::container_ip(c).unwrap_or_else(|| "-".into()),
+                limits
+                    .cpu_millis
+                    .map_or_else(|| "host".into(), quantity::format_cpus),
+                limits
+                    .memory_bytes
+                    .map_or_else(|| "host".into(), quantity::format_bytes),
                 c.image.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    print_table(&["NAME", "ROLE", "STATUS", "IP", "IMAGE"], rows);
+    print_table(
+        &["NAME", "ROLE", "STATUS", "IP", "CPUS", "MEMORY", "IMAGE"],
+        rows,
+    );
     Ok(())
 }

@@ -10,7 +10,7 @@ mod image;
 mod kubeconfig;
 mod lifecycle;
 mod list;
-mod nodes;
+mod node;
 mod port;
 mod progress;
 
@@ -83,7 +83,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Add nodes to a running cluster, or drain and delete one.
+    /// Add, resize, drain and delete a cluster's nodes (the other `node` commands run inside node
+    /// containers).
     #[command(subcommand)]
     Node(NodeCommand),
 }
@@ -112,6 +113,14 @@ pub struct CreateArgs {
     /// 0.0.0.0 for every address). Overrides networking.hostAddress.
     #[arg(long)]
     host_address: Option<std::net::IpAddr>,
+    /// CPUs every node may use (Docker's --cpus), e.g. 2, 1.5 or 1500m; Node capacity follows.
+    /// Overrides nodes[].resources.cpus.
+    #[arg(long, value_name = "CPUS")]
+    node_cpus: Option<String>,
+    /// Memory every node may use, swap included (e.g. 4Gi, 512Mi); Node capacity follows.
+    /// Overrides nodes[].resources.memory.
+    #[arg(long, value_name = "QUANTITY")]
+    node_memory: Option<String>,
     /// Keep whatever was created when create fails, for debugging.
     #[arg(long)]
     retain: bool,
@@ -250,6 +259,9 @@ enum NodeCommand {
         #[arg(long, default_value = "120s", value_parser = duration::parse)]
         timeout: std::time::Duration,
     },
+    /// Give a node other CPU and memory limits (Docker's container update); the Node's
+    /// capacity follows at its next heartbeat.
+    Update(node::UpdateArgs),
     /// The server node: store, API server, controllers and the node's own agent.
     #[command(hide = true)]
     Server,
@@ -366,7 +378,8 @@ fn init_logging(verbose: u8, node: bool, quiet_node: Option<&str>) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let node = matches!(cli.command, Command::Node(_));
+    // `node update` is a user's verb; the other node commands run inside nodes.
+    let node = matches!(&cli.command, Command::Node(c) if !matches!(c, NodeCommand::Update(_)));
     let quiet_node = match &cli.command {
         // The container's first process is a clone of the helper and logs, until it execs,
         // on the container's stderr: only libcontainer's errors belong there.
@@ -499,14 +512,14 @@ pub fn main() -> ExitCode {
                 labels,
                 wait,
             }) => {
-                let options = nodes::AddOptions {
+                let options = node::AddOptions {
                     cluster: name,
                     role,
                     count,
                     labels,
                     wait,
                 };
-                nodes::add(options, &progress).await
+                node::add(options, &progress).await
             }
             Command::Node(NodeCommand::Delete {
                 node,
@@ -514,14 +527,15 @@ pub fn main() -> ExitCode {
                 force,
                 timeout,
             }) => {
-                let options = nodes::DeleteOptions {
+                let options = node::DeleteOptions {
                     cluster: name,
                     node,
                     force,
                     timeout,
                 };
-                nodes::delete(options, &progress).await
+                node::delete(options, &progress).await
             }
+            Command::Node(NodeCommand::Update(args)) => node::update(args, &progress).await,
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,

@@ -71,6 +71,13 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     pub extra_port_mappings: Vec<PortMapping>,
     pub extra_mounts: Vec<Mount>,
+    /// CPUs, memory and reservations (`--node-cpus/--node-memory` set them on every node).
+    #[serde(skip_serializing_if = "is_default")]
+    pub resources: crate::noderesources::NodeResources,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Like kind, a node without a role is the control plane ("server" here).
@@ -294,6 +301,11 @@ impl ClusterConfig {
         }
 
         for (i, node) in self.nodes.iter().enumerate() {
+            node.resources.check(
+                &format!("nodes[{i}].resources"),
+                node.role == Role::Server,
+                problems,
+            );
             for (key, value) in &node.labels {
                 if let Err(e) = check_label(key, value) {
                     problems.push(format!("nodes[{i}].labels: {e}"));
@@ -955,6 +967,13 @@ mod tests {
                 .any(|n| !n.extra_port_mappings.is_empty())
         );
         assert_eq!(find("single-node.yaml")?.nodes.len(), 1);
+        let sized = find("sized-nodes.yaml")?;
+        assert!(
+            sized
+                .nodes
+                .iter()
+                .all(|n| n.resources.cpus.is_some() && n.resources.memory.is_some())
+        );
         assert!(
             find("extra-mounts.yaml")?
                 .nodes

@@ -86,6 +86,29 @@ pub struct NodeSpec {
     pub ports: Vec<PortSpec>,
     /// host path, container path, read-only
     pub binds: Vec<(String, String, bool)>,
+    /// Docker's --cpus, in millicores; None: the host's.
+    pub cpu_millis: Option<u64>,
+    /// Docker's --memory (and --memory-swap, so the node never swaps); None: the host's.
+    pub memory_bytes: Option<u64>,
+}
+
+/// A node's limits as Docker holds them: (NanoCpus, Memory, MemorySwap).
+pub fn limits_config(
+    cpu_millis: Option<u64>,
+    memory_bytes: Option<u64>,
+) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let nano_cpus = cpu_millis.map(|m| (m as i64).saturating_mul(1_000_000));
+    let memory = memory_bytes.map(|b| b as i64);
+    // Swap equal to memory: Kubernetes nodes run without swap, and a node that swapped
+    // would hide the limit.
+    (nano_cpus, memory, memory)
+}
+
+/// A node container's limits as `kcluster get nodes` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeLimits {
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
 }
 
 /// What a node container may do: a private cgroup namespace, no seccomp/AppArmor confinement, and
@@ -228,7 +251,11 @@ impl Docker {
                 .iter()
                 .map(|(h, c, ro)| format!("{h}:{c}{}", if *ro { ":ro" } else { "" })),
         );
+        let (nano_cpus, memory, memory_swap) = limits_config(spec.cpu_millis, spec.memory_bytes);
         let host_config = HostConfig {
+            nano_cpus,
+            memory,
+            memory_swap,
             network_mode: Some(network_name(&spec.cluster)),
             binds: Some(binds),
             port_bindings: Some(port_bindings),
@@ -474,6 +501,91 @@ impl Docker {
             )
             .await;
         started
+    }
+
+    /// The machine the engine runs on: its CPUs and memory.
+    pub async fn host(&self) -> Result<crate::noderesources::Host> {
+        let info = self
+            .inner
+            .info()
+            .await
+            .context("cannot ask the Docker engine about its host (docker info)")?;
+        Ok(crate::noderesources::Host {
+            cpus: info.ncpu.unwrap_or(0).max(1) as u64,
+            memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    /// A container's CPU and memory limits (None where it has none).
+    pub async fn limits(&self, container: &str) -> Result<NodeLimits> {
+        let inspect = self
+            .inner
+            .inspect_container(container, None)
+            .await
+            .with_context(|| format!("cannot inspect the container {container}"))?;
+        let host = inspect.host_config.unwrap_or_default();
+        let cpu_millis = match (host.nano_cpus, host.cpu_quota, host.cpu_period) {
+            (Some(n), _, _) if n > 0 => Some((n as u64).div_ceil(1_000_000)),
+            // `docker update --cpu-quota` (or another tool) sets the quota instead.
+            (_, Some(q), p) if q > 0 => {
+                Some((q as u64 * 1000).div_ceil(p.filter(|p| *p > 0).unwrap_or(100_000) as u64))
+            }
+            _ => None,
+        };
+        Ok(NodeLimits {
+            cpu_millis,
+            memory_bytes: host.memory.filter(|m| *m > 0).map(|m| m as u64),
+        })
+    }
+
+    /// A running container's memory working set as kubelet counts it (usage less inactive
+    /// file pages, which the kernel drops before it OOM-kills); None when it is not running.
+    pub async fn working_set(&self, container: &str) -> Result<Option<u64>> {
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.inner.stats(container, Some(options));
+        let Some(stats) = stream.next().await else {
+            return Ok(None);
+        };
+        let memory = stats
+            .with_context(|| format!("cannot read the memory use of {container}"))?
+            .memory_stats
+            .unwrap_or_default();
+        let Some(usage) = memory.usage else {
+            return Ok(None);
+        };
+        let inactive = memory
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("total_inactive_file")
+                    .or_else(|| s.get("inactive_file"))
+            })
+            .copied()
+            .unwrap_or(0);
+        Ok(Some(usage.saturating_sub(inactive)))
+    }
+
+    /// Gives a running (or stopped) node container other limits: `docker update`.
+    pub async fn update_limits(
+        &self,
+        container: &str,
+        cpu_millis: Option<u64>,
+        memory_bytes: Option<u64>,
+    ) -> Result<()> {
+        let (nano_cpus, memory, memory_swap) = limits_config(cpu_millis, memory_bytes);
+        let body = bollard::models::ContainerUpdateBody {
+            nano_cpus,
+            memory,
+            memory_swap,
+            ..Default::default()
+        };
+        self.inner
+            .update_container(container, body)
+            .await
+            .with_context(|| format!("Docker refused the new limits of {container}"))
     }
 
     pub async fn network_exists(&self, cluster: &str) -> Result<bool> {

@@ -51,8 +51,8 @@ pub struct NodeInfo {
     pub service_subnet: String,
     pub state_dir: PathBuf,
     pub host_ip: Option<String>,
-    pub cpu_millis: i64,
-    pub memory_bytes: i64,
+    /// Allocatable CPU and memory, kept current by the agent's heartbeats.
+    pub allocatable: std::sync::Arc<crate::agent::sysinfo::LiveAllocatable>,
     /// The node's pod network, None until the Node has a podCIDR.
     pub network: crate::agent::podnet::NetworkHandle,
     /// Whether a failed pull may use the node's own image (`images.pullFallback`).

@@ -1020,8 +1020,8 @@ impl Worker {
             pod: &self.pod,
             pod_ip: pod_ip.clone(),
             host_ip: self.ctx.node.host_ip.clone(),
-            node_cpu_millis: self.ctx.node.cpu_millis,
-            node_memory: self.ctx.node.memory_bytes,
+            node_cpu_millis: self.ctx.node.allocatable.cpu_millis(),
+            node_memory: self.ctx.node.allocatable.memory_bytes(),
         };
         let (vars, warnings) = env::container_env(&env_ctx, c)
             .await
@@ -1159,7 +1159,7 @@ impl Worker {
                 &self.pod,
                 c,
                 self.qos,
-                self.ctx.node.memory_bytes,
+                self.ctx.node.allocatable.memory_bytes(),
             )),
             hosts: Some(hosts),
             resolv_conf: Some(etc::resolv_conf(

@@ -36,6 +36,27 @@ pub struct NodeSettings {
     /// before the setting existed.
     #[serde(default = "pull_fallback_default")]
     pub pull_fallback: bool,
+    /// system-reserved + kube-reserved (`nodes[].resources`), kept out of allocatable.
+    #[serde(default)]
+    pub reserved: crate::noderesources::Reserved,
+    /// kubelet's --eviction-hard for this node (`nodes[].resources.evictionHard`); unset:
+    /// `KCLUSTER_EVICTION_HARD`, else kind's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_hard: Option<String>,
+}
+
+impl NodeSettings {
+    /// The hard-eviction thresholds this node applies (conditions and allocatable).
+    pub fn eviction_thresholds(&self) -> crate::agent::pressure::Thresholds {
+        use crate::agent::pressure::Thresholds;
+        match &self.eviction_hard {
+            Some(text) => Thresholds::parse(text).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "evictionHard in the node settings is not valid; using the defaults");
+                Thresholds::from_env()
+            }),
+            None => Thresholds::from_env(),
+        }
+    }
 }
 
 fn pull_fallback_default() -> bool {
