@@ -49,7 +49,10 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
     let name = unique_name("nd");
     let tag = format!("kcluster-e2e/nd-busybox:{name}");
     let _image = images::build_busybox_image(&sandbox, &tag, "");
+    let started = std::time::Instant::now();
+    let at = |what: &str| eprintln!("cluster_nodes: {what} at {:.1?}", started.elapsed());
     let cluster = Cluster::create(&sandbox, &name, &["--workers", "1"]);
+    at("created");
     let new_node = format!("{name}-worker-1");
 
     // Pods that only a node labelled tier=extra can take wait for one.
@@ -75,6 +78,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         },
     );
 
+    at("pending seen");
     // Bad input first: nothing may be created by any of these.
     for (args, message) in [
         (
@@ -103,6 +107,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         "a refused add left a container"
     );
 
+    at("bad input done");
     let out = sandbox.kcluster(&["node", "add", "--name", &name, "--labels", "tier=extra"]);
     assert!(out.status.success(), "node add: {}", text(&out));
     let ready = cluster.kubectl_ok(&[
@@ -113,6 +118,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         "jsonpath={.metadata.labels.tier} {.status.conditions[?(@.type==\"Ready\")].status}",
     ]);
     assert_eq!(ready, "extra True", "the new node after `node add --wait`");
+    at("node added");
     // Images are per node: the new one gets its own copy.
     let out = sandbox.kcluster(&["image", "load", &tag, "--name", &name, "--nodes", &new_node]);
     assert!(out.status.success(), "image load: {}", text(&out));
@@ -123,6 +129,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         vec![new_node.clone(), new_node.clone()]
     );
 
+    at("rolled out on the new node");
     // A budget that allows no disruption holds the delete back; the node stays, cordoned.
     let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: extra}\nspec:\n  minAvailable: 2\n  selector: {matchLabels: {app: extra}}\n";
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], pdb);
@@ -183,6 +190,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         "the container went although the drain failed"
     );
 
+    at("held delete done");
     // Bad input: the only server, a node that does not exist.
     let server = format!("{name}-server-0");
     let out = sandbox.kcluster(&["node", "delete", &server, "--name", &name]);
@@ -196,6 +204,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         text(&out)
     );
 
+    at("bad deletes done");
     // With the budget relaxed the drain completes and the node is gone everywhere.
     cluster.kubectl_ok(&["delete", "pdb", "extra"]);
     let out = sandbox.kcluster(&[
@@ -217,6 +226,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
         "the node's volume is left: {:?}",
         docker_objects("volume", &name)
     );
+    at("node deleted");
     // Its pods were evicted and wait again for a tier=extra node.
     wait_until(
         "the evicted pods to be replaced",

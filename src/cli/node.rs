@@ -229,6 +229,10 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
             let mut parts = b.split(':');
             let host = parts.next()?.to_string();
             let container = parts.next()?.to_string();
+            // Only the user's extraMounts: the node's own state volume is made per node.
+            if !host.starts_with('/') {
+                return None;
+            }
             let read_only = parts
                 .next()
                 .is_some_and(|o| o.split(',').any(|o| o == "ro"));
