@@ -440,6 +440,18 @@ spec:
     assert_eq!(d["status"]["updatedReplicas"], 2, "{d:#}");
 
     // Undo: back to v2's template, served by v2's own ReplicaSet (same pod-template-hash).
+    // Undo restores only the template: a longer deadline again, so a loaded machine does not
+    // make the way back look stalled.
+    kn_ok(
+        cluster,
+        ns,
+        &[
+            "patch",
+            "deployment/web",
+            "-p",
+            r#"{"spec":{"progressDeadlineSeconds":600}}"#,
+        ],
+    );
     kn_ok(cluster, ns, &["rollout", "undo", "deployment/web"]);
     rollout_status(cluster, ns, "deployment/web");
     watch.wait(
