@@ -59,6 +59,18 @@ fn reference(job: &Job) -> ObjectReference {
     }
 }
 
+/// The time a job of a CronJob was scheduled for, from the annotation the controller writes.
+fn scheduled_at(job: &Job) -> Option<Time> {
+    let at: jiff::Timestamp = job
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(SCHEDULED_AT)?
+        .parse()
+        .ok()?;
+    Some(whole_seconds(at))
+}
+
 fn whole_seconds(t: jiff::Timestamp) -> Time {
     Time(jiff::Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
@@ -182,6 +194,17 @@ impl CronJobController {
             {
                 status.last_successful_time = Some(done);
             }
+        }
+        // A job of ours exists for its scheduled time even when the status write that recorded
+        // it lost a race (a 409 after someone else changed the CronJob): lastScheduleTime never
+        // lags behind the jobs, and an existing job is never counted as not yet started.
+        if let Some(latest) = jobs.iter().filter_map(|j| scheduled_at(j)).max()
+            && status
+                .last_schedule_time
+                .as_ref()
+                .is_none_or(|t| t.0 < latest.0)
+        {
+            status.last_schedule_time = Some(latest);
         }
         let active: Vec<ObjectReference> = jobs
             .iter()
@@ -385,5 +408,22 @@ impl CronJobController {
                 Err(e).context("cannot create the scheduled job")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduled_time_comes_from_the_jobs_annotation() {
+        let mut job = Job::default();
+        assert_eq!(scheduled_at(&job), None);
+        job.metadata.annotations =
+            Some([(SCHEDULED_AT.to_string(), "2026-12-06T21:00:00Z".to_string())].into());
+        let at = scheduled_at(&job).map(|t| t.0.as_second());
+        assert_eq!(at, Some(1_796_590_800));
+        job.metadata.annotations = Some([(SCHEDULED_AT.to_string(), "soon".to_string())].into());
+        assert_eq!(scheduled_at(&job), None);
     }
 }

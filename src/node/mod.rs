@@ -7,6 +7,7 @@ mod files;
 pub mod images;
 pub mod incluster;
 pub mod net;
+mod reaper;
 mod server;
 pub mod standalone;
 
@@ -79,6 +80,7 @@ pub fn load_settings() -> Result<NodeSettings> {
 
 pub async fn run_server() -> Result<()> {
     let settings = load_settings()?;
+    tokio::spawn(reaper::run());
     with_signals(server::run(settings)).await
 }
 
@@ -90,6 +92,7 @@ pub async fn run_agent() -> Result<()> {
     let settings = load_settings()?;
     let creds = files::node_credentials()?;
     let (host, port) = split_host_port(&settings.server)?;
+    tokio::spawn(reaper::run());
     tokio::spawn(crate::volumes::localpath::run_cleaner(
         host.clone(),
         port,

@@ -322,12 +322,46 @@ pub fn validate_stateful_set(sts: &Value, errs: &mut Errors) {
             &["Retain", "Delete"],
         );
     }
-    validate_selector_and_template(spec, &path, "statefulset", "StatefulSet", errs);
+    validate_selector_and_template(
+        &with_claim_volumes(spec),
+        &path,
+        "statefulset",
+        "StatefulSet",
+        errs,
+    );
     for (i, c) in json::items(spec, "volumeClaimTemplates").enumerate() {
         let cp = path.child("volumeClaimTemplates").index(i);
         meta::validate_meta_at(json::at(c, "metadata"), &cp.child("metadata"), errs);
         super::storage::validate_pvc_spec(json::at(c, "spec"), &cp.child("spec"), errs);
     }
+}
+
+/// The spec as its pods will be: the controller adds a volume for each claim template the
+/// template does not already name, so mounts of a claim template are valid.
+fn with_claim_volumes(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    let claims: Vec<String> = json::items(&spec, "volumeClaimTemplates")
+        .map(|c| json::str_or(json::at(c, "metadata"), "name").to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if claims.is_empty() {
+        return spec;
+    }
+    let Some(pod) = spec
+        .pointer_mut("/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
+        return spec;
+    };
+    let volumes = pod.entry("volumes").or_insert_with(|| json!([]));
+    if let Some(list) = volumes.as_array_mut() {
+        for name in claims {
+            if !list.iter().any(|v| v["name"] == name.as_str()) {
+                list.push(json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+            }
+        }
+    }
+    spec
 }
 
 pub fn validate_daemon_set(ds: &Value, errs: &mut Errors) {
@@ -492,6 +526,29 @@ mod tests {
         assert_eq!(
             errs.0[0].message(),
             "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"
+        );
+    }
+
+    #[test]
+    fn stateful_set_mounts_its_claim_templates() {
+        let set = |mount: &str| {
+            let mut s = json!({"metadata": {"name": "db"}, "spec": {"serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                    "containers": [{"name": "c", "image": "busybox",
+                        "volumeMounts": [{"name": mount, "mountPath": "/data"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}}}}]}});
+            default_stateful_set(&mut s);
+            let mut errs = Errors::new();
+            validate_stateful_set(&s, &mut errs);
+            errs.0.iter().map(|e| e.message()).collect::<Vec<_>>()
+        };
+        assert_eq!(set("data"), Vec::<String>::new());
+        assert_eq!(
+            set("other"),
+            ["spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"other\""]
         );
     }
 
