@@ -56,6 +56,7 @@ pub async fn run(
     let (service_clients, service_clients_rx) = tokio::sync::watch::channel(None);
     let mut proxy_synced = start_proxy(&settings, service_clients_rx.clone());
     start_dns(network.clone(), service_clients_rx.clone());
+    crate::netpol::start(settings.node_name.clone(), service_clients_rx.clone());
     // The pod manager outlives reconnections: it is handed each new client.
     let (clients, clients_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
