@@ -176,14 +176,14 @@ fn pods_yaml(nodes: &[String]) -> String {
     let mut y = String::new();
     for (n, ns) in NAMESPACES.iter().enumerate() {
         y.push_str(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{ns: {ns}}}}}\n---\n"
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: \"{ns}\", labels: {{ns: \"{ns}\"}}}}\n---\n"
         ));
         for (p, pod) in PODS.iter().enumerate() {
             let node = &nodes[(n + p) % nodes.len()];
             y.push_str(&format!(
                 r#"apiVersion: v1
 kind: Pod
-metadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {pod}}}}}
+metadata: {{name: {pod}, namespace: "{ns}", labels: {{pod: {pod}}}}}
 spec:
   nodeName: {node}
   terminationGracePeriodSeconds: 0
@@ -207,7 +207,7 @@ spec:
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: \"{ns}\"}}\nspec:\n{spec}"
     )
 }
 
@@ -323,7 +323,7 @@ fn network_policies_on_real_nodes() {
         &policy(
             "x",
             "from-y",
-            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: \"y\"}}\n",
         ),
     );
     world.expect("x/a from namespace y", |p| p.to != XA || p.from.0 == 1);
@@ -335,7 +335,7 @@ fn network_policies_on_real_nodes() {
         &policy(
             "x",
             "from-y-b",
-            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: b}}\n",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: \"y\"}}\n      podSelector: {matchLabels: {pod: b}}\n",
         ),
     );
     world.expect("x/a from y/b", |p| p.to != XA || p.from == (1, 1));
