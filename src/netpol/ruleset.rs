@@ -228,10 +228,7 @@ pub fn desired(
             ingress_isolated.extend(selected.iter().map(|p| p.ip));
             let chain = format!("{id}-in");
             ingress_dispatch.push(jump(&chain));
-            let rules: Vec<(
-                Option<&Vec<NetworkPolicyPeer>>,
-                Option<&Vec<NetworkPolicyPort>>,
-            )> = spec
+            let rules: Vec<RuleSpec> = spec
                 .ingress
                 .iter()
                 .flatten()
@@ -243,10 +240,7 @@ pub fn desired(
             egress_isolated.extend(selected.iter().map(|p| p.ip));
             let chain = format!("{id}-eg");
             egress_dispatch.push(jump(&chain));
-            let rules: Vec<(
-                Option<&Vec<NetworkPolicyPeer>>,
-                Option<&Vec<NetworkPolicyPort>>,
-            )> = spec
+            let rules: Vec<RuleSpec> = spec
                 .egress
                 .iter()
                 .flatten()
