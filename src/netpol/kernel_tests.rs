@@ -197,16 +197,24 @@ fn netpol_sync_bench() {
             stale: Default::default(),
         };
         let mut label = Vec::new();
+        let mut split = Vec::new();
         for round in 0..20usize {
             let p = &mut pods[100 + round * 7];
             let app = format!("c{}", (round + 1) % 10);
             p.labels.insert("app".into(), app);
             let t = Instant::now();
             let d = desired(&policies, &pods);
+            let computed = t.elapsed();
             let (batch, _) = sync::incremental(&mut applied, &d, Instant::now());
+            let planned = t.elapsed();
             conn.apply(&batch).unwrap();
             applied.state = d;
             label.push(ms(t.elapsed()));
+            split.push((
+                ms(computed),
+                ms(planned - computed),
+                ms(t.elapsed() - planned),
+            ));
         }
         let mut added = Vec::new();
         let mut more = policies.clone();
@@ -223,6 +231,11 @@ fn netpol_sync_bench() {
             applied.state = d;
             added.push(ms(t.elapsed()));
         }
+        split.sort_by(|a, b| a.0.total_cmp(&b.0));
+        println!(
+            "label change (compute, plan, kernel) ms: {:?}",
+            split[split.len() / 2]
+        );
         for v in [&mut fulls, &mut label, &mut added] {
             v.sort_by(f64::total_cmp);
         }

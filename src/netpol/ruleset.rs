@@ -22,7 +22,8 @@
 //! A pod, namespace or label change only changes set elements; a chain is rewritten only when
 //! its policy's spec changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -179,6 +180,11 @@ pub fn desired(
             ))
         })
         .collect();
+    let mut by_ns: BTreeMap<&str, Vec<&PodInfo>> = BTreeMap::new();
+    for p in pods {
+        by_ns.entry(p.namespace.as_str()).or_default().push(p);
+    }
+    let memo = RefCell::new(HashMap::new());
     let mut d = Desired::default();
     let mut ingress_isolated = BTreeSet::new();
     let mut egress_isolated = BTreeSet::new();
@@ -199,11 +205,13 @@ pub fn desired(
             continue;
         };
         let id = policy_id(ns, name);
-        let selected: Vec<&PodInfo> = pods
-            .iter()
+        let selected: Vec<&PodInfo> = by_ns
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .copied()
             .filter(|p| {
                 p.local
-                    && p.namespace == ns
                     && spec
                         .pod_selector
                         .as_ref()
@@ -221,8 +229,9 @@ pub fn desired(
         let (ingress, egress) = policy_types(np);
         let ctx = Ctx {
             ns,
-            pods,
+            by_ns: &by_ns,
             ns_labels: &ns_labels,
+            memo: &memo,
         };
         if ingress {
             ingress_isolated.extend(selected.iter().map(|p| p.ip));
@@ -271,8 +280,10 @@ pub fn desired(
 
 struct Ctx<'a> {
     ns: &'a str,
-    pods: &'a [PodInfo],
+    by_ns: &'a BTreeMap<&'a str, Vec<&'a PodInfo>>,
     ns_labels: &'a BTreeMap<&'a str, BTreeMap<String, String>>,
+    /// Members of peer lists already computed (policies often repeat selectors).
+    memo: &'a RefCell<HashMap<String, BTreeSet<Vec<u8>>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -330,12 +341,7 @@ fn direction(
             peers.iter().filter(|p| p.ip_block.is_none()).collect();
         if !selector_peers.is_empty() {
             let set = format!("{r}-peers");
-            let members: BTreeSet<Vec<u8>> = ctx
-                .pods
-                .iter()
-                .filter(|p| selector_peers.iter().any(|peer| peer_selects(ctx, peer, p)))
-                .map(|p| key::ipv4(p.ip))
-                .collect();
+            let members = peer_members(ctx, &selector_peers);
             rule_chain.push(
                 [
                     lookup_addr(dir.peer(), &set, false),
@@ -359,17 +365,43 @@ fn direction(
     d.chains.insert(chain.to_string(), top);
 }
 
-/// Whether a selector peer (podSelector, namespaceSelector or both) selects a pod.
-fn peer_selects(ctx: &Ctx, peer: &NetworkPolicyPeer, pod: &PodInfo) -> bool {
-    let in_namespaces = match &peer.namespace_selector {
-        None => pod.namespace == ctx.ns,
-        Some(s) => selector_matches(Some(s), ctx.ns_labels.get(pod.namespace.as_str())),
-    };
-    let by_labels = match &peer.pod_selector {
-        None => true,
-        Some(s) => selector_matches(Some(s), Some(&pod.labels)),
-    };
-    in_namespaces && by_labels
+/// The addresses of the pods some selector peer (podSelector, namespaceSelector or both)
+/// selects.
+fn peer_members(ctx: &Ctx, peers: &[&NetworkPolicyPeer]) -> BTreeSet<Vec<u8>> {
+    let memo_key = format!(
+        "{}\0{}",
+        ctx.ns,
+        serde_json::to_string(peers).unwrap_or_default()
+    );
+    if let Some(m) = ctx.memo.borrow().get(&memo_key) {
+        return m.clone();
+    }
+    let mut out = BTreeSet::new();
+    for peer in peers {
+        for (ns, pods) in ctx.by_ns {
+            let in_namespaces = match &peer.namespace_selector {
+                None => *ns == ctx.ns,
+                Some(s) => selector_matches(
+                    Some(s),
+                    Some(ctx.ns_labels.get(ns).unwrap_or(&BTreeMap::new())),
+                ),
+            };
+            if !in_namespaces {
+                continue;
+            }
+            for p in pods {
+                if peer
+                    .pod_selector
+                    .as_ref()
+                    .is_none_or(|s| selector_matches(Some(s), Some(&p.labels)))
+                {
+                    out.insert(key::ipv4(p.ip));
+                }
+            }
+        }
+    }
+    ctx.memo.borrow_mut().insert(memo_key, out.clone());
+    out
 }
 
 /// An ipBlock's chain: its exceptions return, its CIDR goes on to the ports. IPv6 blocks match no
