@@ -7,7 +7,9 @@
 //! input-egress    (input, filter 0)    the same, for pods talking to their node (cluster DNS)
 //! forward-ingress (forward, filter 1)  ct established,related accept; ip daddr != @ingress-isolated accept; jump ingress; drop
 //! ingress / egress                     jump np-<H>-in / np-<H>-eg, one per policy of that type
-//! np-<H>-in    ip daddr != @np-<H>-sel return; jump np-<H>-in-r0; …     (egress: ip saddr)
+//! np-<H>-in    ip daddr != @np-<H>-sel return                      (egress: ip saddr)
+//!              ip saddr @np-<H>-in-r1-peers tcp dport 80 accept     (rules without ipBlocks, inline)
+//!              jump np-<H>-in-r0                                    (rules with ipBlocks)
 //! np-<H>-in-r0 ip saddr @np-<H>-in-r0-peers goto np-<H>-in-r0-ports; jump np-<H>-in-r0-b0
 //! np-<H>-in-r0-b0     ip saddr <except> return; ip saddr <cidr> goto np-<H>-in-r0-ports
 //! np-<H>-in-r0-ports  meta l4proto tcp th dport 80 accept; ip daddr . meta l4proto . th dport @np-<H>-in-r0-n1 accept
@@ -328,30 +330,46 @@ fn direction(
     let mut top = vec![[lookup_addr(dir.own(), sel, true), verdict(Verdict::Return)].concat()];
     for (i, (peers, ports)) in rules.iter().enumerate() {
         let r = format!("{chain}-r{i}");
-        top.push(jump(&r));
         let port_rules = port_rules(d, &r, ports.map(Vec::as_slice), destinations);
         let peers = peers.map(Vec::as_slice).unwrap_or_default();
-        if peers.is_empty() {
-            d.chains.insert(r, port_rules);
+        let selector_peers: Vec<&NetworkPolicyPeer> =
+            peers.iter().filter(|p| p.ip_block.is_none()).collect();
+        let blocks: Vec<&IPBlock> = peers.iter().filter_map(|p| p.ip_block.as_ref()).collect();
+        let peer_set = (!selector_peers.is_empty()).then(|| {
+            let set = format!("{r}-peers");
+            d.sets.insert(
+                set.clone(),
+                (SetKind::Addr, peer_members(ctx, &selector_peers)),
+            );
+            set
+        });
+        // Rules without ipBlocks stay in the policy's chain: every chain a jump reaches is
+        // walked by the kernel on each commit that adds a jump, so fewer chains make every
+        // policy change cheaper.
+        if blocks.is_empty() {
+            match &peer_set {
+                None if peers.is_empty() => top.extend(port_rules),
+                None => {}
+                Some(set) => top.extend(
+                    port_rules
+                        .into_iter()
+                        .map(|pr| [lookup_addr(dir.peer(), set, false), pr].concat()),
+                ),
+            }
             continue;
         }
         let ports_chain = format!("{r}-ports");
         let mut rule_chain = Vec::new();
-        let selector_peers: Vec<&NetworkPolicyPeer> =
-            peers.iter().filter(|p| p.ip_block.is_none()).collect();
-        if !selector_peers.is_empty() {
-            let set = format!("{r}-peers");
-            let members = peer_members(ctx, &selector_peers);
+        if let Some(set) = &peer_set {
             rule_chain.push(
                 [
-                    lookup_addr(dir.peer(), &set, false),
+                    lookup_addr(dir.peer(), set, false),
                     verdict(Verdict::Goto(ports_chain.clone())),
                 ]
                 .concat(),
             );
-            d.sets.insert(set, (SetKind::Addr, members));
         }
-        for (b, block) in peers.iter().filter_map(|p| p.ip_block.as_ref()).enumerate() {
+        for (b, block) in blocks.into_iter().enumerate() {
             let Some(block_rules) = ip_block(block, dir.peer(), &ports_chain) else {
                 continue;
             };
@@ -359,6 +377,7 @@ fn direction(
             rule_chain.push(jump(&bc));
             d.chains.insert(bc, block_rules);
         }
+        top.push(jump(&r));
         d.chains.insert(r, rule_chain);
         d.chains.insert(ports_chain, port_rules);
     }
