@@ -33,11 +33,21 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// How often the table's presence is checked.
 const DRIFT_CHECK: Duration = Duration::from_secs(30);
 
-pub fn start(node_name: String, clients: watch::Receiver<Option<kube::Client>>) {
-    tokio::spawn(run(node_name, clients));
+/// Starts enforcement; the receiver turns true after the first successful sync.
+pub fn start(
+    node_name: String,
+    clients: watch::Receiver<Option<kube::Client>>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(run(node_name, clients, tx));
+    rx
 }
 
-async fn run(node_name: String, mut clients: watch::Receiver<Option<kube::Client>>) {
+async fn run(
+    node_name: String,
+    mut clients: watch::Receiver<Option<kube::Client>>,
+    synced: watch::Sender<bool>,
+) {
     let mut enforcer = Enforcer {
         node_name,
         applied: None,
@@ -49,7 +59,7 @@ async fn run(node_name: String, mut clients: watch::Receiver<Option<kube::Client
         };
         let Some(client) = client else { continue };
         clients.borrow_and_update();
-        if let Err(e) = enforcer.serve(client, &mut clients).await {
+        if let Err(e) = enforcer.serve(client, &mut clients, &synced).await {
             warn!(
                 error = format!("{e:#}"),
                 "network policy enforcement restarts its watches"
@@ -77,6 +87,7 @@ impl Enforcer {
         &mut self,
         client: kube::Client,
         clients: &mut watch::Receiver<Option<kube::Client>>,
+        synced: &watch::Sender<bool>,
     ) -> Result<()> {
         let policies = Informer::<NetworkPolicy>::new(client.clone());
         let pods = Informer::<Pod>::new(client.clone());
@@ -112,6 +123,7 @@ impl Enforcer {
             let wait = match self.sync_once(desired).await {
                 Ok(()) => {
                     failures = 0;
+                    synced.send_replace(true);
                     self.applied
                         .as_ref()
                         .filter(|a| !a.stale.is_empty())
