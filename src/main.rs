@@ -10,6 +10,7 @@ mod controllers;
 mod dns;
 mod kubelet;
 mod kubeletapi;
+mod netpol;
 mod network;
 mod nftables;
 mod node;

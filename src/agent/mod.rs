@@ -58,6 +58,10 @@ pub async fn run(
     let (service_clients, service_clients_rx) = tokio::sync::watch::channel(None);
     let mut proxy_synced = start_proxy(&settings, service_clients_rx.clone());
     start_dns(network.clone(), service_clients_rx.clone());
+    let mut policies_synced = Some(crate::netpol::start(
+        settings.node_name.clone(),
+        service_clients_rx.clone(),
+    ));
     // The pod manager outlives reconnections: it is handed each new client.
     let (clients, clients_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
@@ -86,6 +90,8 @@ pub async fn run(
                 // After a restart pods come back only once Services route again, so no pod
                 // turns Ready while its Services (or DNS) are not reachable.
                 wait_for_proxy(&mut proxy_synced).await;
+                // Nor does a pod run unprotected by the NetworkPolicies that select it.
+                wait_for_policies(&mut policies_synced).await;
             }
             clients.send_replace(Some(client));
             loop {
@@ -197,6 +203,16 @@ async fn wait_for_proxy(synced: &mut Option<tokio::sync::watch::Receiver<bool>>)
         Err(_) => {
             warn!("the service rules are not in place after {PROXY_WAIT:?}; starting pods anyway")
         }
+    }
+}
+
+async fn wait_for_policies(synced: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    let Some(rx) = synced.as_mut() else { return };
+    match tokio::time::timeout(PROXY_WAIT, rx.wait_for(|s| *s)).await {
+        Ok(_) => info!("network policy rules in place"),
+        Err(_) => warn!(
+            "the network policy rules are not in place after {PROXY_WAIT:?}; starting pods anyway"
+        ),
     }
 }
 

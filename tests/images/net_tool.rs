@@ -10,6 +10,12 @@
 //!   net-tool blast HOST PORT SECS  TCP: writes to a sink for SECS, prints {"mbit_per_s": …}
 //!   net-tool rate HOST PORT SECS   new TCP connection + one HTTP GET each, for SECS, prints
 //!                                  {"connections_per_s": …, "errors": …}
+//!   net-tool probe MS PROTO:HOST:PORT…  all at once: a TCP connect, or a UDP datagram that must
+//!                                  be answered, within MS milliseconds; prints
+//!                                  "PROTO:HOST:PORT ok|fail" per target, in order
+//!   net-tool until open|closed HOST PORT  TCP connects (200 ms each) until one succeeds (open)
+//!                                  or fails (closed); prints "polling" after the first try
+//!                                  that saw the other state, then {"epoch_ms": …} of the moment
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
@@ -176,6 +182,78 @@ fn rate(host: &str, port: &str, secs: u64) -> i32 {
     0
 }
 
+fn probe_one(target: &str, timeout: Duration) -> bool {
+    let mut parts = target.splitn(2, ':');
+    let (Some(proto), Some(addr)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    match proto {
+        "tcp" => std::net::TcpStream::connect_timeout(&addr, timeout).is_ok(),
+        "udp" => {
+            let Ok(sock) = UdpSocket::bind(("0.0.0.0", 0)) else {
+                return false;
+            };
+            // Two tries within the time: a datagram can be lost on a busy machine.
+            let half = timeout / 2;
+            for _ in 0..2 {
+                if sock.set_read_timeout(Some(half)).is_err() || sock.send_to(b"probe", addr).is_err() {
+                    return false;
+                }
+                let mut buf = [0u8; 512];
+                if sock.recv(&mut buf).is_ok() {
+                    return true;
+                }
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+fn probe(ms: u64, targets: &[String]) -> i32 {
+    let timeout = Duration::from_millis(ms);
+    let handles: Vec<_> = targets
+        .iter()
+        .cloned()
+        .map(|t| std::thread::spawn(move || probe_one(&t, timeout)))
+        .collect();
+    for (t, h) in targets.iter().zip(handles) {
+        let ok = h.join().unwrap_or(false);
+        println!("{t} {}", if ok { "ok" } else { "fail" });
+    }
+    0
+}
+
+fn until(want_open: bool, host: &str, port: &str) -> i32 {
+    let Ok(addr) = format!("{host}:{port}").parse::<std::net::SocketAddr>() else {
+        eprintln!("bad address {host}:{port}");
+        return 2;
+    };
+    let mut announced = false;
+    loop {
+        let open = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        if !announced && open != want_open {
+            println!("polling");
+            let _ = std::io::stdout().flush();
+            announced = true;
+        }
+        if open == want_open {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            println!("{{\"epoch_ms\": {ms}}}");
+            return 0;
+        }
+        if open {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
@@ -194,9 +272,11 @@ fn main() {
             blast(&args[2], &args[3], args[4].parse().unwrap_or(5))
         }
         Some("rate") if args.len() == 5 => rate(&args[2], &args[3], args[4].parse().unwrap_or(5)),
+        Some("until") if args.len() == 5 => until(args[2] == "open", &args[3], &args[4]),
+        Some("probe") if args.len() >= 3 => probe(args[2].parse().unwrap_or(2000), &args[3..]),
         _ => {
             eprintln!(
-                "usage: net-tool serve PORT | udp HOST PORT MSG [SRC] | sink PORT | blast HOST PORT SECS | rate HOST PORT SECS"
+                "usage: net-tool serve PORT | udp HOST PORT MSG [SRC] | sink PORT | blast HOST PORT SECS | rate HOST PORT SECS | probe MS PROTO:HOST:PORT... | until open|closed HOST PORT"
             );
             2
         }

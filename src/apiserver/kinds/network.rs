@@ -227,29 +227,10 @@ pub fn validate_network_policy(np: &Value, errs: &mut Errors) {
         for (i, rule) in json::items(spec, dir).enumerate() {
             let rp = path.child(dir).index(i);
             for (j, p) in json::items(rule, "ports").enumerate() {
-                let pp = rp.child("ports").index(j);
-                errs.check_enum(p, "protocol", &pp, &["SCTP", "TCP", "UDP"]);
-                if p.get("port").is_some_and(|v| !v.is_null()) {
-                    super::pod::validate_port_ref(p.get("port"), &pp.child("port"), errs);
-                }
+                validate_policy_port(p, &rp.child("ports").index(j), errs);
             }
             for (j, peer) in json::items(rule, peers).enumerate() {
-                let pp = rp.child(peers).index(j);
-                if let Some(b) = peer.get("ipBlock") {
-                    let cidr = json::str_or(b, "cidr");
-                    if !valid_cidr(cidr) {
-                        errs.invalid(
-                            &pp.child("ipBlock").child("cidr"),
-                            Bad::str(cidr),
-                            "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
-                        );
-                    }
-                }
-                for sel in ["podSelector", "namespaceSelector"] {
-                    if let Some(s) = peer.get(sel) {
-                        meta::validate_label_selector(s, &pp.child(sel), errs);
-                    }
-                }
+                validate_policy_peer(peer, &rp.child(peers).index(j), errs);
             }
         }
     }
@@ -265,18 +246,158 @@ pub fn validate_network_policy(np: &Value, errs: &mut Errors) {
     }
 }
 
-fn valid_cidr(s: &str) -> bool {
-    let Some((ip, bits)) = s.split_once('/') else {
-        return false;
-    };
-    let Ok(bits) = bits.parse::<u8>() else {
-        return false;
-    };
-    match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
-        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
-        Err(_) => false,
+/// ValidateNetworkPolicyPort: protocol, port (number or name) and endPort.
+fn validate_policy_port(p: &Value, path: &Path, errs: &mut Errors) {
+    errs.check_enum(p, "protocol", path, &["SCTP", "TCP", "UDP"]);
+    let end = p.get("endPort").filter(|v| !v.is_null());
+    let end_n = end.and_then(Value::as_i64);
+    match p.get("port").filter(|v| !v.is_null()) {
+        Some(port @ Value::Number(n)) => {
+            super::pod::validate_port_ref(Some(port), &path.child("port"), errs);
+            let n = n.as_i64().unwrap_or(0);
+            if let Some(e) = end_n {
+                if e < n {
+                    errs.invalid(
+                        &path.child("endPort"),
+                        Bad::Int(n),
+                        "must be greater than or equal to `port`",
+                    );
+                }
+                for msg in names::port_number(e) {
+                    errs.invalid(&path.child("endPort"), Bad::Int(e), msg);
+                }
+            }
+        }
+        Some(port) => {
+            if let Some(e) = end_n {
+                errs.invalid(
+                    &path.child("endPort"),
+                    Bad::Int(e),
+                    "may not be specified when `port` is non-numeric",
+                );
+            }
+            super::pod::validate_port_ref(Some(port), &path.child("port"), errs);
+        }
+        None => {
+            if let Some(e) = end_n {
+                errs.invalid(
+                    &path.child("endPort"),
+                    Bad::Int(e),
+                    "may not be specified when `port` is not specified",
+                );
+            }
+        }
     }
+}
+
+/// ValidateNetworkPolicyPeer: exactly one kind of peer, ipBlock alone.
+fn validate_policy_peer(peer: &Value, path: &Path, errs: &mut Errors) {
+    let mut peers = 0;
+    for sel in ["podSelector", "namespaceSelector"] {
+        if let Some(s) = peer.get(sel).filter(|v| !v.is_null()) {
+            peers += 1;
+            meta::validate_label_selector(s, &path.child(sel), errs);
+        }
+    }
+    let block = peer.get("ipBlock").filter(|v| !v.is_null());
+    if let Some(b) = block {
+        peers += 1;
+        validate_ip_block(b, &path.child("ipBlock"), errs);
+    }
+    if peers == 0 {
+        errs.required(path, "must specify a peer");
+    } else if peers > 1 && block.is_some() {
+        errs.forbidden(path, "may not specify both ipBlock and another peer");
+    }
+}
+
+const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
+
+/// ValidateIPBlock: a CIDR, and exceptions strictly inside it.
+fn validate_ip_block(b: &Value, path: &Path, errs: &mut Errors) {
+    let cidr = json::str_or(b, "cidr");
+    if cidr.is_empty() {
+        errs.required(&path.child("cidr"), "");
+        return;
+    }
+    let Some(outer) = parse_cidr(cidr) else {
+        errs.invalid(&path.child("cidr"), Bad::str(cidr), CIDR_MSG);
+        return;
+    };
+    for (i, ex) in json::items(b, "except").enumerate() {
+        let ep = path.child("except").index(i);
+        let ex = ex.as_str().unwrap_or_default();
+        let Some(inner) = parse_cidr(ex) else {
+            errs.invalid(&ep, Bad::str(ex), CIDR_MSG);
+            continue;
+        };
+        if !outer.contains(&inner.0) || outer.1 >= inner.1 {
+            errs.invalid(&ep, Bad::str(ex), "must be a strict subset of `cidr`");
+        }
+    }
+}
+
+/// A CIDR as Go's ParseCIDRSloppy reads it (IPv4 octets may have leading zeros), masked to its
+/// network address, with its prefix length.
+struct Cidr(std::net::IpAddr, u8);
+
+impl Cidr {
+    fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.0, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.1)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(*ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.1)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(*ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<Cidr> {
+    let (ip, bits) = s.split_once('/')?;
+    if bits.is_empty() || !bits.bytes().all(|b| b.is_ascii_digit()) || bits.len() > 3 {
+        return None;
+    }
+    let bits: u8 = bits.parse().ok()?;
+    let ip = parse_ip_sloppy(ip)?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if bits > max {
+        return None;
+    }
+    let mut c = Cidr(ip, bits);
+    // Mask to the network, as net.ParseCIDR returns it.
+    c.0 = match ip {
+        std::net::IpAddr::V4(v) => std::net::IpAddr::V4(
+            (u32::from(v) & u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0)).into(),
+        ),
+        std::net::IpAddr::V6(v) => std::net::IpAddr::V6(
+            (u128::from(v) & u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0)).into(),
+        ),
+    };
+    Some(c)
+}
+
+fn parse_ip_sloppy(s: &str) -> Option<std::net::IpAddr> {
+    if s.contains(':') {
+        return s.parse::<std::net::Ipv6Addr>().ok().map(Into::into);
+    }
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (o, p) in octets.iter_mut().zip(&parts) {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    Some(std::net::IpAddr::V4(octets.into()))
 }
 
 pub fn default_endpoints(ep: &mut Value) {
@@ -403,5 +524,54 @@ mod tests {
         assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
         assert_eq!(np["spec"]["podSelector"], json!({}));
         assert_eq!(np["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
+    }
+
+    fn policy_errors(spec: Value) -> Vec<String> {
+        let mut errs = Errors::new();
+        validate_network_policy(&json!({ "spec": spec }), &mut errs);
+        errs.0.iter().map(|e| e.message()).collect()
+    }
+
+    #[test]
+    fn network_policy_peers_and_ip_blocks_as_kubernetes_validates_them() {
+        let msgs = policy_errors(json!({"podSelector": {}, "ingress": [{"from": [
+            {"ipBlock": {"cidr": "10.0.0.0/24", "except": ["192.168.0.0/24", "10.0.0.0/24", "10.0.0.128/25", "x"]}},
+            {"ipBlock": {"cidr": "10.0.0.300/24"}},
+            {"ipBlock": {"cidr": ""}},
+            {},
+            {"ipBlock": {"cidr": "010.1.0.0/16"}, "podSelector": {}}
+        ]}]}));
+        assert_eq!(
+            msgs,
+            vec![
+                r#"spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: "192.168.0.0/24": must be a strict subset of `cidr`"#,
+                r#"spec.ingress[0].from[0].ipBlock.except[1]: Invalid value: "10.0.0.0/24": must be a strict subset of `cidr`"#,
+                r#"spec.ingress[0].from[0].ipBlock.except[3]: Invalid value: "x": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#,
+                r#"spec.ingress[0].from[1].ipBlock.cidr: Invalid value: "10.0.0.300/24": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#,
+                "spec.ingress[0].from[2].ipBlock.cidr: Required value",
+                "spec.ingress[0].from[3]: Required value: must specify a peer",
+                "spec.ingress[0].from[4]: Forbidden: may not specify both ipBlock and another peer",
+            ]
+        );
+    }
+
+    #[test]
+    fn network_policy_end_ports() {
+        let msgs = policy_errors(json!({"podSelector": {}, "egress": [{"ports": [
+            {"protocol": "TCP", "port": 90, "endPort": 80},
+            {"protocol": "TCP", "port": "http", "endPort": 80},
+            {"protocol": "TCP", "endPort": 80},
+            {"protocol": "UDP", "port": 80, "endPort": 70000},
+            {"protocol": "UDP", "port": 80, "endPort": 81}
+        ]}]}));
+        assert_eq!(
+            msgs,
+            vec![
+                "spec.egress[0].ports[0].endPort: Invalid value: 90: must be greater than or equal to `port`",
+                "spec.egress[0].ports[1].endPort: Invalid value: 80: may not be specified when `port` is non-numeric",
+                "spec.egress[0].ports[2].endPort: Invalid value: 80: may not be specified when `port` is not specified",
+                "spec.egress[0].ports[3].endPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+            ]
+        );
     }
 }
