@@ -55,6 +55,10 @@ spec:
             type: object
             description: What the widget should be.
             required: [size]
+            x-kubernetes-validations:
+            - rule: "self.size == 'large' || self.replicas <= 5"
+              message: a small widget has at most 5 replicas
+              fieldPath: .replicas
             properties:
               size:
                 type: string
@@ -71,6 +75,9 @@ spec:
                 default: blue
               port:
                 x-kubernetes-int-or-string: true
+                x-kubernetes-validations:
+                - rule: self == oldSelf
+                  message: port is immutable
               extra:
                 type: object
                 x-kubernetes-preserve-unknown-fields: true
@@ -333,6 +340,31 @@ fn bad_objects_and_definitions_are_refused_with_field_errors() {
     ] {
         assert!(t.contains(want), "no {want:?} in {t}");
     }
+    // CEL rules: one on the spec (with its fieldPath), one transition rule.
+    let t = text(&server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &WIDGET.replace("size: small", "size: small\n  replicas: 7"),
+    ));
+    assert!(
+        t.contains(
+            r#"spec.replicas: Invalid value: "object": a small widget has at most 5 replicas"#
+        ),
+        "{t}"
+    );
+    apply(&server, &WIDGET.replace("name: w1", "name: w9"));
+    let t = text(&server.kubectl(&[
+        "patch",
+        "widget",
+        "w9",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"port":8080}}"#,
+    ]));
+    assert!(
+        t.contains(r#"spec.port: Invalid value: "object": port is immutable"#),
+        "{t}"
+    );
+
     let missing = WIDGET.replace("  size: small\n", "");
     let t = text(&server.kubectl_stdin(&["create", "-f", "-"], &missing));
     assert!(t.contains("spec.size: Required value"), "{t}");

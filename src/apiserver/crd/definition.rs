@@ -200,6 +200,7 @@ fn validate_versions(spec: &Value, sp: &Path, errs: &mut Errors) {
                     ),
                 }
                 structural(schema, &root, errs);
+                super::cel::compile_errors(schema, &root, errs);
             }
         }
         for (c, col) in j::items(v, "additionalPrinterColumns").enumerate() {

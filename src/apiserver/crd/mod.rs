@@ -11,9 +11,11 @@
 //!   removes every object of a deleted definition.
 //! - `schema`: a custom resource checked against its version's structural schema: defaults,
 //!   pruning of unknown fields, types, formats and the value constraints.
+//! - `cel`: the schema's `x-kubernetes-validations` rules.
 //! - `printer`: additionalPrinterColumns (JSONPath cells) for Tables.
 //! - `scale`: the `/scale` subresource through specReplicasPath/statusReplicasPath/labelSelectorPath.
 
+pub mod cel;
 pub mod controller;
 pub mod definition;
 pub mod jsonpath;

@@ -165,6 +165,7 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
     meta::validate_object_meta(obj, errs);
     if let Some(schema) = def.custom.and_then(|c| c.schema.as_ref()) {
         super::crd::schema::validate(schema, obj, &field::Path::default(), errs);
+        super::crd::cel::validate(schema, obj, None, false, &field::Path::default(), errs);
     }
     match id(def) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -215,6 +216,9 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
 
 /// What may not change between `old` and `new` (both defaulted).
 pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value, errs: &mut Errors) {
+    if let Some(schema) = def.custom.and_then(|c| c.schema.as_ref()) {
+        super::crd::cel::validate(schema, new, Some(old), true, &field::Path::default(), errs);
+    }
     match id(def) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             super::crd::definition::validate_update(old, new, errs)
