@@ -391,6 +391,13 @@ pub(super) async fn create_object(
     track: bool,
 ) -> Result<Reply, ApiError> {
     let def = req.def();
+    if let Some(custom) = def.custom
+        && super::crd::terminating(req.store, custom)
+    {
+        return Err(ApiError::method_not_allowed(
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     let url_ns = req.target.namespace.clone();
     let meta = object::metadata_mut(&mut obj)?;
     if def.namespaced() {

@@ -166,14 +166,8 @@ fn desired(crds: &mut [(KeyValue, Value)]) {
         if names_ok {
             taken.push((group, accepted.clone()));
         }
-        conditions.push(if names_ok {
-            condition(
-                "Established",
-                true,
-                "InitialNamesAccepted",
-                "the initial names have been accepted",
-            )
-        } else if established_before {
+        // Once established, a definition stays so while a later change's names conflict.
+        conditions.push(if names_ok || established_before {
             condition(
                 "Established",
                 true,

@@ -326,3 +326,14 @@ pub fn check_fields(
         ))),
     }
 }
+
+/// Whether the definition of a custom resource is being deleted: it then takes no new objects.
+pub fn terminating(store: &crate::store::Store, custom: &Custom) -> bool {
+    let key = format!("{}{}", controller::PREFIX, custom.definition);
+    match store.get(&key) {
+        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value)
+            .ok()
+            .is_some_and(|crd| crd.pointer("/metadata/deletionTimestamp").is_some()),
+        _ => false,
+    }
+}
