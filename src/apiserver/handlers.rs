@@ -392,7 +392,7 @@ pub(super) async fn create_object(
 ) -> Result<Reply, ApiError> {
     let def = req.def();
     if let Some(custom) = def.custom
-        && super::crd::terminating(req.store, custom)
+        && super::crd::terminating(custom)
     {
         return Err(ApiError::method_not_allowed(
             "create not allowed while custom resource definition is terminating",

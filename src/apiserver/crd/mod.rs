@@ -276,6 +276,14 @@ pub fn rebuild(definitions: &[Value]) {
         Err(poisoned) => poisoned.into_inner(),
     };
     let cache = built.get_or_insert_with(HashMap::new);
+    let deleting: Vec<String> = definitions
+        .iter()
+        .filter(|c| c.pointer("/metadata/deletionTimestamp").is_some())
+        .map(|c| j::str_or(j::at(c, "metadata"), "name").to_string())
+        .collect();
+    if let Ok(mut t) = TERMINATING.write() {
+        *t = deleting;
+    }
     let mut defs = Vec::new();
     let mut sorted: Vec<&Value> = definitions.iter().collect();
     sorted.sort_by_key(|c| j::str_or(j::at(c, "metadata"), "name").to_string());
@@ -327,13 +335,13 @@ pub fn check_fields(
     }
 }
 
+/// Definitions being deleted (by name), as the last `rebuild` saw them.
+static TERMINATING: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
 /// Whether the definition of a custom resource is being deleted: it then takes no new objects.
-pub fn terminating(store: &crate::store::Store, custom: &Custom) -> bool {
-    let key = format!("{}{}", controller::PREFIX, custom.definition);
-    match store.get(&key) {
-        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value)
-            .ok()
-            .is_some_and(|crd| crd.pointer("/metadata/deletionTimestamp").is_some()),
-        _ => false,
-    }
+pub fn terminating(custom: &Custom) -> bool {
+    TERMINATING
+        .read()
+        .map(|t| t.contains(&custom.definition))
+        .unwrap_or(false)
 }

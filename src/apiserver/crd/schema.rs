@@ -108,6 +108,22 @@ pub fn prune(schema: &Value, value: &mut Value, path: &str, root: bool, out: &mu
     }
 }
 
+/// Patterns are compiled once: every object of a kind checks the same few.
+fn pattern(p: &str) -> Option<regex::Regex> {
+    static CACHE: std::sync::Mutex<
+        Option<std::collections::HashMap<String, Option<regex::Regex>>>,
+    > = std::sync::Mutex::new(None);
+    let mut guard = match CACHE.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    guard
+        .get_or_insert_with(Default::default)
+        .entry(p.to_string())
+        .or_insert_with(|| regex::Regex::new(p).ok())
+        .clone()
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -238,13 +254,10 @@ pub fn validate(schema: &Value, value: &Value, path: &Path, errs: &mut Errors) {
                     format!("{shown} in body should be at least {min} chars long"),
                 );
             }
-            if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-                match regex::Regex::new(p) {
-                    Ok(re) if !re.is_match(s) => {
-                        bad(errs, format!("{shown} in body should match '{p}'"))
-                    }
-                    _ => {}
-                }
+            if let Some(p) = schema.get("pattern").and_then(Value::as_str)
+                && pattern(p).is_some_and(|re| !re.is_match(s))
+            {
+                bad(errs, format!("{shown} in body should match '{p}'"));
             }
             if let Some(f) = schema.get("format").and_then(Value::as_str)
                 && !format_ok(f, s)
