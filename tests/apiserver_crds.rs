@@ -288,6 +288,13 @@ fn a_definition_is_established_and_its_objects_are_served() {
         text(&out)
     );
 
+    // describe prints the object through the same discovery and REST mapping.
+    let described = server.kubectl_ok(&["describe", "widget", "w1"]);
+    assert!(
+        described.contains("Name:         w1") && described.contains("Kind:         Widget"),
+        "{described}"
+    );
+
     // explain reads the published schema.
     let explained = server.kubectl_ok(&["explain", "widget.spec.size"]);
     assert!(explained.contains("How big the widget is."), "{explained}");
@@ -644,9 +651,9 @@ mod typed {
 /// Custom-resource creates/s (a schema with defaults, a pattern and one CEL rule) against
 /// ConfigMap creates/s in the same run, bracketed (ConfigMaps, custom resources, ConfigMaps),
 /// and the time from a definition's create to its first served list.
-/// Run: `cargo test --release --test apiserver_crds -- --ignored --nocapture crd_bench`.
+/// Run: `cargo test --test apiserver_crds -- --ignored --nocapture crd_bench` (BENCHMARKS.md).
 #[test]
-#[ignore = "benchmark: run with --release --ignored --nocapture"]
+#[ignore = "benchmark: run with --ignored --nocapture"]
 fn crd_bench() {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, DynamicObject, PostParams};
