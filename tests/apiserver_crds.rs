@@ -405,6 +405,25 @@ fn bad_objects_and_definitions_are_refused_with_field_errors() {
     }
     assert!(gone(&server.kubectl(&["get", "crd", "gizmos.example.com"])));
 
+    // What this server does not do is said, not ignored.
+    let webhook = STAMP_CRD
+        .replace("  scope: Cluster\n", "  scope: Cluster\n  conversion:\n    strategy: Webhook\n    webhook:\n      conversionReviewVersions: [v1]\n      clientConfig: {url: \"https://127.0.0.1:9443/convert\"}\n")
+        .replace(
+            "spec: {type: object, properties: {color: {type: string}}}",
+            "spec: {type: object, properties: {tags: {type: array, x-kubernetes-list-type: set, items: {type: string}}}}",
+        );
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &webhook);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("Warning: spec.conversion.strategy: Webhook conversion is not supported"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Warning: x-kubernetes-list-type/x-kubernetes-map-type"),
+        "{t}"
+    );
+
     // Names another definition of the group holds are not accepted.
     let clash = CRD
         .replace("widgets", "gadgets")
