@@ -179,6 +179,15 @@ pub async fn delete_one(
         {
             finalizers.push(f.into());
         }
+        // A definition goes only after its objects (`crd::controller` removes them).
+        if (def.group, def.plural) == ("apiextensions.k8s.io", "customresourcedefinitions")
+            && !finalizers
+                .iter()
+                .any(|x| x == super::crd::CLEANUP_FINALIZER)
+            && obj.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            finalizers.push(super::crd::CLEANUP_FINALIZER.into());
+        }
         let already_deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
         let old_grace = obj
             .pointer("/metadata/deletionGracePeriodSeconds")

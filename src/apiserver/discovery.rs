@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::metrics;
-use super::resources::{self, RESOURCES, ResourceDef, VERBS};
+use super::resources::{self, ResourceDef, VERBS};
 
 /// The Kubernetes minor version reported to clients. `/usr/bin/kubectl` on our machines picks its
 /// binary by it, so it must be one that kubectl release exists for.
@@ -97,6 +97,7 @@ fn aggregated_resource(r: &ResourceDef) -> Value {
 /// versions, preferred first.
 pub fn aggregated(core: bool) -> Value {
     let mut items = Vec::new();
+    let all = resources::all();
     for group in resources::groups() {
         if core != group.is_empty() {
             continue;
@@ -104,10 +105,10 @@ pub fn aggregated(core: bool) -> Value {
         let versions: Vec<Value> = resources::versions_of(group)
             .into_iter()
             .map(|version| {
-                let resources: Vec<Value> = RESOURCES
+                let resources: Vec<Value> = all
                     .iter()
                     .filter(|r| r.group == group && r.version == version)
-                    .map(aggregated_resource)
+                    .map(|r| aggregated_resource(r))
                     .collect();
                 json!({"version": version, "resources": resources, "freshness": "Current"})
             })
@@ -213,8 +214,8 @@ pub fn legacy_resource_list(group: &str, version: &str) -> Option<Value> {
     if (group, version) == (metrics::GROUP, metrics::VERSION) {
         return Some(metrics_resource_list());
     }
-    let defs: Vec<&ResourceDef> = RESOURCES
-        .iter()
+    let defs: Vec<&ResourceDef> = resources::all()
+        .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
     if defs.is_empty() {

@@ -14,6 +14,13 @@ use super::status::ApiError;
 use super::table::{self, IncludeObject};
 use crate::store::{KeyValue, Store, StoreError};
 
+/// The patch types a custom resource accepts, in the order Kubernetes lists them.
+pub const CUSTOM_PATCH_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+];
+
 /// Kubernetes refuses request bodies over 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
@@ -384,6 +391,13 @@ pub(super) async fn create_object(
     track: bool,
 ) -> Result<Reply, ApiError> {
     let def = req.def();
+    if let Some(custom) = def.custom
+        && super::crd::terminating(custom)
+    {
+        return Err(ApiError::method_not_allowed(
+            "create not allowed while custom resource definition is terminating",
+        ));
+    }
     let url_ns = req.target.namespace.clone();
     let meta = object::metadata_mut(&mut obj)?;
     if def.namespaced() {
@@ -656,6 +670,10 @@ async fn patch(req: &Request<'_>) -> Result<Reply, ApiError> {
         .trim();
     if media == "application/apply-patch+yaml" {
         return super::apply::apply(req).await;
+    }
+    // Custom resources have no patch strategies: Kubernetes refuses the media type.
+    if req.def().custom.is_some() && media == "application/strategic-merge-patch+json" {
+        return Err(ApiError::unsupported_patch_type(CUSTOM_PATCH_TYPES));
     }
     super::fieldmanager::validate_options(req, false)?;
     let patch_doc = req.decode_body()?;

@@ -4,6 +4,7 @@
 mod admission;
 mod apply;
 mod connect;
+mod crd;
 mod defaults;
 mod delete;
 mod discovery;
@@ -118,7 +119,11 @@ impl ApiServer {
                 Err(e) => return Err(e).context("cannot create the system namespaces"),
             }
         }
-        kinds::bootstrap(&self.store, &self.advertise, &self.service_subnet).await
+        kinds::bootstrap(&self.store, &self.advertise, &self.service_subnet).await?;
+        // Custom resources are served before the first request, then kept current.
+        crd::controller::reconcile(&self.store).await?;
+        tokio::spawn(crd::controller::run(self.store.clone()));
+        Ok(())
     }
 
     /// Serves HTTPS on `listener` until the task is dropped.
@@ -281,11 +286,22 @@ impl ApiServer {
             body,
         })
         .await?;
+        let mut warnings = reply.warnings;
+        if let Some(deprecation) = target.def.custom.and_then(|c| c.deprecation.as_ref()) {
+            warnings.insert(0, deprecation.clone());
+        }
+        if (target.def.group, target.def.plural)
+            == ("apiextensions.k8s.io", "customresourcedefinitions")
+            && matches!(target.verb, Verb::Create | Verb::Update | Verb::Patch)
+            && target.subresource.is_none()
+        {
+            warnings.extend(crd::definition::warnings(&reply.body));
+        }
         let mut response = match reply.encoded {
             Some(bytes) => encoded_json_response(reply.code, bytes),
             None => json_response(reply.code, &reply.body),
         };
-        for warning in reply.warnings {
+        for warning in warnings {
             let text = format!("299 - {:?}", warning);
             if let Ok(value) = header::HeaderValue::from_str(&text) {
                 response.headers_mut().append(header::WARNING, value);

@@ -17,8 +17,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha512};
 
 use super::discovery::git_version;
-use super::resources::{self, RESOURCES, ResourceDef};
+use super::resources::{RESOURCES, ResourceDef};
 use super::schema::{REF_PREFIX, registry};
+use std::sync::{Arc, RwLock};
 
 const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
@@ -53,7 +54,8 @@ struct Doc {
 }
 
 struct Docs {
-    index: Doc,
+    /// The index's entries, which the custom resources' index extends.
+    index_paths: Map<String, Value>,
     /// By the group-version's path: "api/v1", "apis/apps/v1".
     by_path: HashMap<String, Doc>,
 }
@@ -98,7 +100,13 @@ fn doc(value: &Value) -> Doc {
 fn build() -> Docs {
     let mut by_path = HashMap::new();
     let mut index = Map::new();
-    for (group, version) in resources::group_versions() {
+    let mut built_in: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !built_in.contains(&(r.group, r.version)) {
+            built_in.push((r.group, r.version));
+        }
+    }
+    for (group, version) in built_in {
         let defs: Vec<&ResourceDef> = RESOURCES
             .iter()
             .filter(|r| r.group == group && r.version == version)
@@ -112,9 +120,61 @@ fn build() -> Docs {
         by_path.insert(path, document);
     }
     Docs {
-        index: doc(&json!({ "paths": index })),
+        index_paths: index,
         by_path,
     }
+}
+
+/// The documents of the custom resources' group-versions and the index with them, rebuilt
+/// when the served custom resources change (`crd::epoch`).
+struct Overlay {
+    epoch: u64,
+    index: Doc,
+    by_path: HashMap<String, Doc>,
+}
+
+static OVERLAY: RwLock<Option<Arc<Overlay>>> = RwLock::new(None);
+
+fn overlay(base: &Docs) -> Arc<Overlay> {
+    let epoch = super::crd::epoch();
+    if let Ok(g) = OVERLAY.read()
+        && let Some(o) = g.as_ref()
+        && o.epoch == epoch
+    {
+        return o.clone();
+    }
+    let served = super::crd::served();
+    let mut index = base.index_paths.clone();
+    let mut by_path = HashMap::new();
+    let mut gvs: Vec<(&str, &str)> = Vec::new();
+    for r in served.iter() {
+        if !gvs.contains(&(r.group, r.version)) {
+            gvs.push((r.group, r.version));
+        }
+    }
+    for (group, version) in gvs {
+        let defs: Vec<&ResourceDef> = served
+            .iter()
+            .copied()
+            .filter(|r| r.group == group && r.version == version)
+            .collect();
+        let path = gv_path(group, version);
+        let document = doc(&document(&defs));
+        index.insert(
+            path.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", document.hash)}),
+        );
+        by_path.insert(path, document);
+    }
+    let built = Arc::new(Overlay {
+        epoch,
+        index: doc(&json!({ "paths": index })),
+        by_path,
+    });
+    if let Ok(mut g) = OVERLAY.write() {
+        *g = Some(built.clone());
+    }
+    built
 }
 
 /// The response for a GET under /openapi/, or None when the path is not an OpenAPI document.
@@ -129,10 +189,14 @@ pub fn serve(
     }
     let rest = rest.trim_matches('/');
     let docs = docs();
+    let custom = overlay(docs);
     if rest.is_empty() {
-        return Some(respond(&docs.index, headers, false));
+        return Some(respond(&custom.index, headers, false));
     }
-    let doc = docs.by_path.get(rest)?;
+    let doc = docs
+        .by_path
+        .get(rest)
+        .or_else(|| custom.by_path.get(rest))?;
     let requested = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "hash")
         .map(|(_, v)| v.into_owned());
@@ -184,10 +248,20 @@ fn document(defs: &[&ResourceDef]) -> Value {
     let reg = registry();
     let mut paths = Map::new();
     let mut roots: Vec<&str> = vec![STATUS, DELETE_OPTIONS, PATCH, WATCH_EVENT];
+    let mut custom_schemas = Map::new();
     for def in defs {
         let names = Names::of(def);
-        roots.extend(names.kind);
-        roots.extend(names.list);
+        if let Some(custom) = def.custom {
+            let (kind, list) = custom_schemas_of(def, custom);
+            if let (Some(k), Some(l)) = (&names.kind, &names.list) {
+                custom_schemas.insert(k.clone(), kind);
+                custom_schemas.insert(l.clone(), list);
+            }
+            roots.extend([OBJECT_META, LIST_META]);
+        } else {
+            roots.extend(reg.kind_schema_name(def.group, def.version, def.kind));
+            roots.extend(reg.list_schema_name(def.group, def.version, def.kind));
+        }
         if def.has_subresource("scale")
             && let Some(scale) = names.scale
         {
@@ -195,11 +269,12 @@ fn document(defs: &[&ResourceDef]) -> Value {
         }
         resource_paths(&mut paths, def, &names);
     }
-    let schemas: Map<String, Value> = reg
+    let mut schemas: Map<String, Value> = reg
         .closure(roots)
         .into_iter()
         .filter_map(|name| Some((name.to_string(), reg.schemas().get(name)?.clone())))
         .collect();
+    schemas.extend(custom_schemas);
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": git_version()},
@@ -208,22 +283,70 @@ fn document(defs: &[&ResourceDef]) -> Value {
     })
 }
 
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+
 /// The schema names a resource's operations refer to.
 struct Names {
-    kind: Option<&'static str>,
-    list: Option<&'static str>,
+    kind: Option<String>,
+    list: Option<String>,
     scale: Option<&'static str>,
 }
 
 impl Names {
     fn of(def: &ResourceDef) -> Self {
         let reg = registry();
+        let scale = reg.kind_schema_name("autoscaling", "v1", "Scale");
+        if def.custom.is_some() {
+            // Kubernetes names a custom kind's schema by its reversed group: com.example.v1.Widget.
+            let mut group: Vec<&str> = def.group.split('.').collect();
+            group.reverse();
+            let base = format!("{}.{}.{}", group.join("."), def.version, def.kind);
+            return Names {
+                list: Some(format!("{base}List")),
+                kind: Some(base),
+                scale,
+            };
+        }
         Names {
-            kind: reg.kind_schema_name(def.group, def.version, def.kind),
-            list: reg.list_schema_name(def.group, def.version, def.kind),
-            scale: reg.kind_schema_name("autoscaling", "v1", "Scale"),
+            kind: reg
+                .kind_schema_name(def.group, def.version, def.kind)
+                .map(str::to_string),
+            list: reg
+                .list_schema_name(def.group, def.version, def.kind)
+                .map(str::to_string),
+            scale,
         }
     }
+}
+
+/// A custom kind's schema (its definition's, with the metadata every object has) and its list's.
+fn custom_schemas_of(def: &ResourceDef, custom: &super::crd::Custom) -> (Value, Value) {
+    let gvk = |kind: &str| json!([{"group": def.group, "kind": kind, "version": def.version}]);
+    let mut kind = custom
+        .schema
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    let props = super::kinds::json::obj(&mut kind, "properties");
+    props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
+    props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
+    props["metadata"] = json!({"allOf": [{"$ref": format!("{REF_PREFIX}{OBJECT_META}")}],
+        "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
+    kind["x-kubernetes-group-version-kind"] = gvk(def.kind);
+    let names = Names::of(def);
+    let list = json!({
+        "type": "object",
+        "description": format!("{}List is a list of {}", def.kind, def.kind),
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "items": {"type": "array", "items": {"$ref": format!("{REF_PREFIX}{}", names.kind.unwrap_or_default())}},
+            "kind": {"type": "string"},
+            "metadata": {"allOf": [{"$ref": format!("{REF_PREFIX}{LIST_META}")}]},
+        },
+        "x-kubernetes-group-version-kind": gvk(&format!("{}List", def.kind)),
+    });
+    (kind, list)
 }
 
 fn schema_ref(name: Option<&str>) -> Value {
@@ -463,10 +586,10 @@ fn resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, names: &Nam
     let item = format!("{collection}/{{name}}");
     let gvk = json!({"group": def.group, "kind": def.kind, "version": def.version});
     let kind = def.kind;
-    let one = schema_ref(names.kind);
-    let list = schema_ref(names.list);
+    let one = schema_ref(names.kind.as_deref());
+    let list = schema_ref(names.list.as_deref());
     let status = schema_ref(Some(STATUS));
-    let patch_types = if names.kind.is_some() {
+    let patch_types = if names.kind.is_some() && def.custom.is_none() {
         PATCH_TYPES
     } else {
         PATCH_TYPES_WITHOUT_SMP
@@ -673,6 +796,7 @@ fn resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, names: &Nam
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apiserver::resources;
 
     fn get(path: &str, query: Option<&str>, headers: &HeaderMap) -> Response<Bytes> {
         serve(path, query, headers).expect("served")

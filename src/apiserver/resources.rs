@@ -32,6 +32,9 @@ pub struct ResourceDef {
     /// entry serves another version of them. Both share one storage prefix; `kinds::convert`
     /// converts between them.
     pub stored_as: Option<(&'static str, &'static str)>,
+    /// What a CustomResourceDefinition says of this resource (schema, printer columns, scale
+    /// paths); None for the built-in kinds.
+    pub custom: Option<&'static super::crd::Custom>,
 }
 
 /// A subresource as discovery advertises it: the kind its requests and answers carry, and the
@@ -192,6 +195,7 @@ macro_rules! resource {
             printer: Printer::$printer,
             fields: $fields,
             stored_as: resource!(@stored $($stored)?),
+            custom: None,
         }
     };
     (@stored) => { None };
@@ -252,6 +256,7 @@ pub static RESOURCES: &[ResourceDef] = &[
         printer: Printer::Pod,
         fields: POD_FIELDS,
         stored_as: None,
+        custom: None,
     },
     resource!("", "v1", "podtemplates", "podtemplate", "PodTemplate", Namespaced,
         short: [], categories: [], subresources: [], generation: false,
@@ -276,6 +281,10 @@ pub static RESOURCES: &[ResourceDef] = &[
     resource!("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", Cluster,
         short: [], categories: ["api-extensions"], subresources: ["status"], generation: false,
         printer: APIService, fields: NO_FIELDS),
+    // apiextensions.k8s.io/v1: the definitions of custom resources (`crd`).
+    resource!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", Cluster,
+        short: ["crd", "crds"], categories: ["api-extensions"], subresources: ["status"], generation: true,
+        printer: Default, fields: NO_FIELDS),
     // apps/v1
     resource!("apps", "v1", "controllerrevisions", "controllerrevision", "ControllerRevision", Namespaced,
         short: [], categories: [], subresources: [], generation: false,
@@ -371,12 +380,27 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| {
+            super::crd::served()
+                .iter()
+                .copied()
+                .find(|r| r.group == group && r.version == version && r.plural == plural)
+        })
+}
+
+/// Every served resource: the built-in table, then the custom resources of established
+/// CustomResourceDefinitions.
+pub fn all() -> Vec<&'static ResourceDef> {
+    RESOURCES
+        .iter()
+        .chain(super::crd::served().iter().copied())
+        .collect()
 }
 
 /// Versions of `group`, preferred first.
 pub fn versions_of(group: &str) -> Vec<&'static str> {
     let mut out: Vec<&str> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group) {
+    for r in all().into_iter().filter(|r| r.group == group) {
         if !out.contains(&r.version) {
             out.push(r.version);
         }
@@ -387,7 +411,7 @@ pub fn versions_of(group: &str) -> Vec<&'static str> {
 /// Groups in the order discovery lists them (core first).
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&str> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -396,10 +420,9 @@ pub fn groups() -> Vec<&'static str> {
 }
 
 /// Group-versions in the order discovery lists them (core first), for the OpenAPI index.
-#[allow(dead_code)]
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

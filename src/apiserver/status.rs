@@ -123,6 +123,18 @@ impl ApiError {
         )
     }
 
+    /// A patch type the resource does not take (strategic merge on a custom resource).
+    pub fn unsupported_patch_type(accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
+    }
+
     pub fn request_entity_too_large(message: impl Into<String>) -> Self {
         Self::new(413, "RequestEntityTooLarge", message)
     }

@@ -24,11 +24,40 @@ pub async fn dispatch(req: &Request<'_>, sub: &str) -> Result<Reply, ApiError> {
     }
 }
 
-fn scale_of(obj: &Value) -> Value {
-    let selector = obj
-        .pointer("/spec/selector")
-        .and_then(label_selector_to_string)
-        .unwrap_or_default();
+/// The paths a custom resource's definition gives for its scale (None for built-in kinds).
+fn custom_scale(req: &Request<'_>) -> Option<&'static super::crd::ScalePaths> {
+    req.def().custom.and_then(|c| c.scale.as_ref())
+}
+
+fn scale_of(paths: Option<&super::crd::ScalePaths>, obj: &Value) -> Value {
+    use super::crd::jsonpath;
+    let (replicas, current, selector) = match paths {
+        Some(p) => (
+            jsonpath::first(obj, &p.spec_replicas)
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            jsonpath::first(obj, &p.status_replicas)
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            p.label_selector
+                .as_deref()
+                .and_then(|l| jsonpath::first(obj, l))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => (
+            obj.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1),
+            obj.pointer("/status/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            obj.pointer("/spec/selector")
+                .and_then(label_selector_to_string)
+                .unwrap_or_default(),
+        ),
+    };
     let meta = obj.get("metadata").cloned().unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -40,9 +69,9 @@ fn scale_of(obj: &Value) -> Value {
             "resourceVersion": meta.get("resourceVersion"),
             "creationTimestamp": meta.get("creationTimestamp"),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "spec": {"replicas": replicas},
         "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "replicas": current,
             "selector": selector,
         },
     })
@@ -50,7 +79,7 @@ fn scale_of(obj: &Value) -> Value {
 
 async fn scale_get(req: &Request<'_>) -> Result<Reply, ApiError> {
     let obj = object::from_stored(&req.load(req.name()?).await?)?;
-    ok(scale_of(&obj))
+    ok(scale_of(custom_scale(req), &obj))
 }
 
 async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
@@ -65,7 +94,7 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
     for _attempt in 0..8 {
         let current = req.load(&name).await?;
         let old = object::from_stored(&current)?;
-        let mut scale = scale_of(&old);
+        let mut scale = scale_of(custom_scale(req), &old);
         match (req.target.verb, media) {
             (Verb::Update, _) => scale = body.clone(),
             // A Scale has no lists, so a strategic merge patch is a JSON merge patch here.
@@ -114,7 +143,11 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
             ));
         }
         let mut new = old.clone();
-        new["spec"]["replicas"] = replicas.into();
+        match custom_scale(req) {
+            Some(p) => super::crd::jsonpath::set(&mut new, &p.spec_replicas, replicas.into())
+                .map_err(ApiError::internal)?,
+            None => new["spec"]["replicas"] = replicas.into(),
+        }
         if new != old {
             let generation = old
                 .pointer("/metadata/generation")
@@ -125,7 +158,7 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
         }
         super::fieldmanager::on_scale(req, &old, &mut new);
         match write_update(req, &name, &current, new).await {
-            Ok(written) => return ok(scale_of(&written)),
+            Ok(written) => return ok(scale_of(custom_scale(req), &written)),
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
         }

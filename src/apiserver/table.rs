@@ -2,7 +2,7 @@
 //! with the columns a real cluster prints for each kind. The server always fills the `-o wide`
 //! cells too; kubectl shows the priority-1 columns only when asked.
 
-mod cells;
+pub(crate) mod cells;
 
 use serde_json::{Value, json};
 
@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 pub enum Printer {
     /// NAME, CREATED AT: what Kubernetes prints for a kind without printer columns.
     Default,
+    /// A custom resource: NAME and its definition's additionalPrinterColumns (`crd::printer`).
+    Custom(&'static crate::apiserver::crd::Custom),
     APIService,
     ClusterRoleBinding,
     ConfigMap,
@@ -116,6 +118,8 @@ const SELECTOR: Column = wide(
 fn columns(printer: Printer) -> Vec<Column> {
     use Printer::*;
     match printer {
+        // Built per definition in `table`.
+        Custom(_) => vec![NAME],
         APIService => vec![
             NAME,
             s(
@@ -746,7 +750,21 @@ pub fn table(
     with_columns: bool,
 ) -> Value {
     let now = jiff::Timestamp::now();
-    let column_defs: Vec<Value> = if with_columns {
+    let column_defs: Vec<Value> = if with_columns && let Printer::Custom(custom) = printer {
+        std::iter::once(
+            json!({"name": NAME.name, "type": NAME.kind, "format": NAME.format,
+                               "description": NAME.description, "priority": NAME.priority}),
+        )
+        .chain(
+            crate::apiserver::crd::printer::columns(custom)
+                .iter()
+                .map(|c| {
+                    json!({"name": c.name, "type": c.kind, "format": c.format,
+                       "description": c.description, "priority": c.priority})
+                }),
+        )
+        .collect()
+    } else if with_columns {
         columns(printer)
             .iter()
             .map(|c| json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority}))

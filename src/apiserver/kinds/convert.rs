@@ -233,7 +233,16 @@ pub fn event_from_core(ev: Value) -> Value {
 // ---------------------------------------------------------------------------------------------
 
 /// `obj` (of `def`'s kind, at `def`'s version) in its storage version.
-pub fn to_storage(def: &ResourceDef, obj: Value) -> Value {
+pub fn to_storage(def: &ResourceDef, mut obj: Value) -> Value {
+    // Custom resources convert with strategy None: only apiVersion changes.
+    if def.custom.is_some() {
+        if let Some((group, version)) = def.stored_as
+            && obj.is_object()
+        {
+            obj["apiVersion"] = json!(format!("{group}/{version}"));
+        }
+        return obj;
+    }
     match (def.group, def.version, def.plural) {
         ("autoscaling", "v1", "horizontalpodautoscalers") => hpa_v1_to_v2(obj),
         ("events.k8s.io", "v1", "events") => event_to_core(obj),
@@ -242,7 +251,13 @@ pub fn to_storage(def: &ResourceDef, obj: Value) -> Value {
 }
 
 /// A stored object as `def`'s version shows it.
-pub fn from_storage(def: &ResourceDef, obj: Value) -> Value {
+pub fn from_storage(def: &ResourceDef, mut obj: Value) -> Value {
+    if def.custom.is_some() {
+        if obj.is_object() {
+            obj["apiVersion"] = json!(def.api_version());
+        }
+        return obj;
+    }
     match (def.group, def.version, def.plural) {
         ("autoscaling", "v1", "horizontalpodautoscalers") => hpa_v2_to_v1(obj),
         ("events.k8s.io", "v1", "events") => event_from_core(obj),
@@ -353,6 +368,11 @@ async fn patch(
         .trim()
         .to_string();
     let patch_doc: Value = match media.as_str() {
+        "application/strategic-merge-patch+json" if def.custom.is_some() => {
+            return Err(ApiError::unsupported_patch_type(
+                handlers::CUSTOM_PATCH_TYPES,
+            ));
+        }
         "application/merge-patch+json"
         | "application/json-patch+json"
         | "application/strategic-merge-patch+json" => serde_json::from_slice(&req.body)

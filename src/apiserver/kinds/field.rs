@@ -211,7 +211,7 @@ impl Errors {
         self.0.is_empty()
     }
 
-    fn push(&mut self, kind: ErrorType, path: &Path, value: Bad, detail: impl Into<String>) {
+    pub fn push(&mut self, kind: ErrorType, path: &Path, value: Bad, detail: impl Into<String>) {
         self.0.push(FieldError {
             kind,
             field: path.as_str().to_string(),

@@ -34,7 +34,13 @@ fn id(def: &ResourceDef) -> (&'static str, &'static str) {
 /// Kubernetes' defaulting of a decoded object (also applied to every incoming update, so a field
 /// a client dropped comes back as its default).
 pub fn default(def: &ResourceDef, obj: &mut Value) {
+    if let Some(schema) = def.custom.and_then(|c| c.schema.as_ref()) {
+        super::crd::schema::apply_defaults(schema, obj);
+    }
     match id(def) {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            super::crd::definition::default(obj)
+        }
         ("", "namespaces") => {
             let name = obj
                 .pointer("/metadata/name")
@@ -113,7 +119,17 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
     if let Some(status) = status {
         obj["status"] = status;
     }
+    // A custom resource's status is written only through /status when it has one.
+    if def.custom.is_some()
+        && def.has_status()
+        && let Some(map) = obj.as_object_mut()
+    {
+        map.remove("status");
+    }
     match id(def) {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            super::crd::definition::prepare_create(obj)
+        }
         ("", "namespaces") => obj["status"] = j!({"phase": "Active"}),
         ("", "services") => service::prepare_create(obj),
         ("networking.k8s.io", "ingresses") => network::prepare_ingress(obj),
@@ -147,7 +163,14 @@ pub fn name_problems(def: &ResourceDef, name: &str) -> Vec<String> {
 /// Validation of a whole object (create, and every update).
 pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
     meta::validate_object_meta(obj, errs);
+    if let Some(schema) = def.custom.and_then(|c| c.schema.as_ref()) {
+        super::crd::schema::validate(schema, obj, &field::Path::default(), errs);
+        super::crd::cel::validate(schema, obj, None, false, &field::Path::default(), errs);
+    }
     match id(def) {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            super::crd::definition::validate(obj, errs)
+        }
         ("", "namespaces") => core::validate_namespace(obj, errs),
         ("", "nodes") => core::validate_node(obj, errs),
         ("", "pods") => pod::validate_pod(obj, errs),
@@ -193,7 +216,13 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
 
 /// What may not change between `old` and `new` (both defaulted).
 pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value, errs: &mut Errors) {
+    if let Some(schema) = def.custom.and_then(|c| c.schema.as_ref()) {
+        super::crd::cel::validate(schema, new, Some(old), true, &field::Path::default(), errs);
+    }
     match id(def) {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            super::crd::definition::validate_update(old, new, errs)
+        }
         ("", "pods") => pod::validate_pod_update(old, new, errs),
         ("", "services") => service::validate_service_update(old, new, errs),
         ("", "secrets") => core::validate_secret_update(old, new, errs),

@@ -75,6 +75,9 @@ pub fn check_fields(
     obj: &mut Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
+    if let Some(custom) = def.custom {
+        return super::crd::check_fields(custom, obj, mode);
+    }
     let Some(root) = object_schema(def, obj) else {
         return Ok(Vec::new());
     };

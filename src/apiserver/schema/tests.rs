@@ -22,6 +22,7 @@ fn def(group: &'static str, kind: &'static str) -> ResourceDef {
         printer: Printer::Default,
         fields: &[],
         stored_as: None,
+        custom: None,
     }
 }
 

@@ -19,6 +19,9 @@ pub fn cells(printer: Printer, obj: &Value, now: jiff::Timestamp) -> Vec<Value> 
     let status = at(obj, "status");
     use Printer::*;
     match printer {
+        Custom(custom) => std::iter::once(name)
+            .chain(crate::apiserver::crd::printer::cells(custom, obj, now))
+            .collect(),
         Default => vec![
             name,
             obj.pointer("/metadata/creationTimestamp")

@@ -1,0 +1,297 @@
+//! `x-kubernetes-validations`: CEL rules on a custom resource's schema nodes, evaluated with the
+//! `cel` crate (standard library plus its strings, lists and math extensions, which Kubernetes'
+//! environment also has). `self` is the node's value; a rule that mentions `oldSelf` is a
+//! transition rule, evaluated only on updates, against the node's previous value.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cel::{Context, Env, Program};
+use serde_json::Value;
+
+use crate::apiserver::kinds::field::{Bad, ErrorType, Errors, Path};
+
+fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        for (name, ext) in [
+            ("strings", cel::extensions::strings as fn(&mut Env) -> _),
+            ("lists", cel::extensions::lists),
+            ("math", cel::extensions::math),
+        ] {
+            if let Err(e) = env.add_extension(ext) {
+                tracing::warn!(extension = name, error = ?e, "CEL extension unavailable");
+            }
+        }
+        Arc::new(env)
+    })
+    .clone()
+}
+
+type Compiled = Result<Arc<Program>, String>;
+
+/// Rules are compiled once per text: every object of a kind runs the same few.
+pub fn compile(rule: &str) -> Compiled {
+    static CACHE: Mutex<Option<HashMap<String, Compiled>>> = Mutex::new(None);
+    let mut guard = match CACHE.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let cache = guard.get_or_insert_with(HashMap::new);
+    if let Some(c) = cache.get(rule) {
+        return c.clone();
+    }
+    let compiled = env()
+        .compile(rule)
+        .map(Arc::new)
+        .map_err(|e| e.to_string().trim().to_string());
+    cache.insert(rule.to_string(), compiled.clone());
+    compiled
+}
+
+fn is_transition(rule: &str) -> bool {
+    rule.contains("oldSelf")
+}
+
+enum Outcome {
+    Pass,
+    Fail,
+    Error(String),
+}
+
+fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
+    let mut ctx = Context::with_env(env());
+    ctx.add_variable("self", value.clone())
+        .map_err(|e| format!("cannot bind self: {e}"))?;
+    if let Some(old) = old {
+        ctx.add_variable("oldSelf", old.clone())
+            .map_err(|e| format!("cannot bind oldSelf: {e}"))?;
+    }
+    program.execute(&ctx).map_err(|e| e.to_string())
+}
+
+fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Outcome {
+    let program = match compile(rule) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Error(format!("compilation failed: {e}")),
+    };
+    match run(&program, value, old) {
+        Ok(cel::Value::Bool(true)) => Outcome::Pass,
+        Ok(cel::Value::Bool(false)) => Outcome::Fail,
+        Ok(other) => Outcome::Error(format!("rule did not evaluate to a bool: {other:?}")),
+        Err(e) => Outcome::Error(e),
+    }
+}
+
+fn message(rule: &Value, value: &Value, old: Option<&Value>) -> String {
+    let text = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+    if let Some(expr) = rule.get("messageExpression").and_then(Value::as_str)
+        && let Ok(program) = compile(expr)
+        && let Ok(cel::Value::String(s)) = run(&program, value, old)
+        && !s.trim().is_empty()
+    {
+        return s.to_string();
+    }
+    match rule.get("message").and_then(Value::as_str) {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => format!("failed rule: {text}"),
+    }
+}
+
+/// `fieldPath` (`.spec.replicas`, `.a['b']`) under `base`.
+fn with_field_path(base: &Path, field_path: Option<&str>) -> Path {
+    let Some(fp) = field_path.filter(|f| !f.is_empty()) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    for part in super::jsonpath::parse(fp).unwrap_or_default() {
+        out = out.child(&part);
+    }
+    out
+}
+
+/// Checks the rules of every node of `value`. Without `old` (a create, or a node new in an
+/// update) transition rules are skipped; with `transition_only`, only they run (the rest were
+/// checked by the pass without `old`).
+pub fn validate(
+    schema: &Value,
+    value: &Value,
+    old: Option<&Value>,
+    transition_only: bool,
+    path: &Path,
+    errs: &mut Errors,
+) {
+    if value.is_null() {
+        return;
+    }
+    for rule in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+        let transition = is_transition(text);
+        if transition && old.is_none() || transition_only && !transition {
+            continue;
+        }
+        let at = with_field_path(path, rule.get("fieldPath").and_then(Value::as_str));
+        let kind = schema
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("object");
+        match evaluate(text, value, old.filter(|_| transition)) {
+            Outcome::Pass => {}
+            Outcome::Fail => {
+                let msg = message(rule, value, old);
+                match rule.get("reason").and_then(Value::as_str) {
+                    Some("FieldValueRequired") => errs.required(&at, msg),
+                    Some("FieldValueForbidden") => errs.forbidden(&at, msg),
+                    Some("FieldValueDuplicate") => {
+                        errs.push(ErrorType::Duplicate, &at, Bad::None, msg)
+                    }
+                    _ => errs.invalid(&at, Bad::str(kind), msg),
+                }
+            }
+            Outcome::Error(e) => errs.invalid(&at, Bad::str(kind), e),
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, v) in map {
+                let (sub, p) = match (props.and_then(|p| p.get(k)), extra) {
+                    (Some(sub), _) => (sub, path.child(k)),
+                    (None, Some(sub)) => (sub, path.key(k)),
+                    _ => continue,
+                };
+                let o = old.and_then(|o| o.get(k));
+                validate(sub, v, o, transition_only, &p, errs);
+            }
+        }
+        Value::Array(items) => {
+            let Some(sub) = schema.get("items") else {
+                return;
+            };
+            // Kubernetes pairs old and new elements only in map lists, by their keys.
+            let keys: Vec<&str> = schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let is_map =
+                schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
+            for (i, v) in items.iter().enumerate() {
+                let o = if is_map {
+                    old.and_then(Value::as_array).and_then(|olds| {
+                        olds.iter()
+                            .find(|o| keys.iter().all(|k| o.get(*k) == v.get(*k)))
+                    })
+                } else {
+                    None
+                };
+                validate(sub, v, o, transition_only, &path.index(i), errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every rule in a schema that does not compile, with the path of its `rule` field.
+pub fn compile_errors(schema: &Value, path: &Path, errs: &mut Errors) {
+    for (i, rule) in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let rp = path.child("x-kubernetes-validations").index(i);
+        let text = rule.get("rule").and_then(Value::as_str).unwrap_or_default();
+        if text.is_empty() {
+            errs.required(&rp.child("rule"), "");
+        } else if let Err(e) = compile(text) {
+            errs.invalid(
+                &rp.child("rule"),
+                Bad::str(text),
+                format!("compilation failed: {e}"),
+            );
+        }
+        if let Some(expr) = rule.get("messageExpression").and_then(Value::as_str)
+            && let Err(e) = compile(expr)
+        {
+            errs.invalid(
+                &rp.child("messageExpression"),
+                Bad::str(expr),
+                format!("messageExpression compilation failed: {e}"),
+            );
+        }
+        if let Some(reason) = rule.get("reason").and_then(Value::as_str) {
+            let allowed = [
+                "FieldValueInvalid",
+                "FieldValueForbidden",
+                "FieldValueRequired",
+                "FieldValueDuplicate",
+            ];
+            if !allowed.contains(&reason) {
+                errs.not_supported(&rp.child("reason"), reason, &allowed);
+            }
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (k, sub) in props {
+            compile_errors(sub, &path.child("properties").key(k), errs);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        compile_errors(items, &path.child("items"), errs);
+    }
+    if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        compile_errors(extra, &path.child("additionalProperties"), errs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rules_fail_with_their_messages() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.min <= self.max", "message": "min must not exceed max"},
+                {"rule": "self.name.startsWith('w')"},
+                {"rule": "self.max >= oldSelf.max", "message": "max may not shrink", "fieldPath": ".max"}],
+            "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}, "name": {"type": "string"}}}}});
+        let bad = json!({"spec": {"min": 5, "max": 1, "name": "x"}});
+        let mut errs = Errors::new();
+        validate(&schema, &bad, None, false, &Path::default(), &mut errs);
+        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec: Invalid value: \"object\": min must not exceed max",
+                "spec: Invalid value: \"object\": failed rule: self.name.startsWith('w')",
+            ]
+        );
+        let old = json!({"spec": {"min": 0, "max": 9, "name": "w"}});
+        let new = json!({"spec": {"min": 0, "max": 3, "name": "w"}});
+        let mut errs = Errors::new();
+        validate(&schema, &new, Some(&old), true, &Path::default(), &mut errs);
+        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        assert_eq!(
+            msgs,
+            vec!["spec.max: Invalid value: \"object\": max may not shrink"]
+        );
+        let mut errs = Errors::new();
+        compile_errors(
+            &json!({"x-kubernetes-validations": [{"rule": "self.a >"}]}),
+            &Path::root("schema"),
+            &mut errs,
+        );
+        assert_eq!(errs.0.len(), 1);
+    }
+}
