@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub networking: Networking,
     #[serde(default)]
     pub images: Images,
+    /// The built-in Ingress controller and its host ports.
+    #[serde(default)]
+    pub ingress: crate::ingress::IngressConfig,
 }
 
 /// How nodes get images.
@@ -182,6 +185,7 @@ impl Default for ClusterConfig {
             nodes: default_nodes(),
             networking: Networking::default(),
             images: Images::default(),
+            ingress: crate::ingress::IngressConfig::default(),
         }
     }
 }
@@ -240,6 +244,7 @@ impl ClusterConfig {
         self.check_nodes(&mut problems);
         self.check_host_ports(&mut problems);
         self.check_subnets(&mut problems);
+        self.check_ingress(&mut problems);
         match problems.as_slice() {
             [] => Ok(()),
             [one] => bail!("{one}"),
@@ -249,6 +254,22 @@ impl ClusterConfig {
                     let _ = write!(message, "\n  - {problem}");
                 }
                 bail!(message)
+            }
+        }
+    }
+
+    fn check_ingress(&self, problems: &mut Vec<String>) {
+        let i = &self.ingress;
+        if i.enabled {
+            if i.http_port == 0 || i.https_port == 0 {
+                problems.push(
+                    "ingress.httpPort and ingress.httpsPort must be between 1 and 65535".into(),
+                );
+            } else if i.http_port == i.https_port {
+                problems.push(format!(
+                    "ingress.httpPort and ingress.httpsPort are both {}; give them different ports",
+                    i.http_port
+                ));
             }
         }
     }

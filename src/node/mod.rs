@@ -36,6 +36,9 @@ pub struct NodeSettings {
     /// before the setting existed.
     #[serde(default = "pull_fallback_default")]
     pub pull_fallback: bool,
+    /// The built-in Ingress controller (server node only); on for nodes made before it existed.
+    #[serde(default)]
+    pub ingress: crate::ingress::IngressConfig,
 }
 
 fn pull_fallback_default() -> bool {
