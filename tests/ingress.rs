@@ -604,6 +604,121 @@ spec:
         ],
     );
 
+    // More annotations: basic auth, cookie affinity, redirects, app-root, source ranges, CORS.
+    let htpasswd = Command::new("openssl")
+        .args(["passwd", "-apr1", "s3cret"])
+        .output()
+        .expect("openssl passwd");
+    let auth_file = sandbox.path().join("auth");
+    std::fs::write(&auth_file, format!("foo:{}", stdout(&htpasswd).trim())).expect("write");
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "basic-auth",
+        &format!("--from-file=auth={}", auth_file.display()),
+    ]);
+    let annotated = |host: &str, annotations: &str| {
+        format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{{annotations}}}
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: details, port: {{number: 9080}}}}}}}}
+---
+"#,
+            name = host.replace('.', "-")
+        )
+    };
+    let p = "nginx.ingress.kubernetes.io";
+    apply(
+        &cluster,
+        &[
+            annotated(
+                "auth.example",
+                &format!(
+                    "{p}/auth-type: basic, {p}/auth-secret: basic-auth, {p}/auth-realm: kcluster"
+                ),
+            ),
+            annotated(
+                "sticky.example",
+                &format!("{p}/affinity: cookie, {p}/session-cookie-max-age: \"60\""),
+            ),
+            annotated(
+                "moved.example",
+                &format!("{p}/permanent-redirect: \"https://moved.example/new\""),
+            ),
+            annotated("root.example", &format!("{p}/app-root: /details/0")),
+            annotated(
+                "deny.example",
+                &format!("{p}/whitelist-source-range: 10.255.255.255/32"),
+            ),
+            annotated("cors.example", &format!("{p}/enable-cors: \"true\"")),
+        ]
+        .concat(),
+    );
+    let code = |extra: &[&str], host: &str, path: &str| {
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(extra);
+        let h = format!("Host: {host}");
+        let url = format!("http://127.0.0.1:{http}{path}");
+        args.extend(["-H", &h, &url]);
+        stdout(&curl(&args))
+    };
+    wait_output(
+        "basic auth refusing",
+        || code(&[], "auth.example", "/details/0"),
+        &["401"],
+    );
+    assert_eq!(
+        code(&["-u", "foo:s3cret"], "auth.example", "/details/0"),
+        "200"
+    );
+    assert_eq!(
+        code(&["-u", "foo:wrong"], "auth.example", "/details/0"),
+        "401"
+    );
+    let head = |host: &str, path: &str, extra: &[&str]| {
+        let h = format!("Host: {host}");
+        let url = format!("http://127.0.0.1:{http}{path}");
+        let mut args = vec!["-s", "-o", "/dev/null", "-D", "-", "-H", &h];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        stdout(&curl(&args)).to_ascii_lowercase()
+    };
+    let sticky = head("sticky.example", "/details/0", &[]);
+    assert!(
+        sticky.contains("set-cookie: ingresscookie=") && sticky.contains("max-age=60"),
+        "{sticky}"
+    );
+    let moved = head("moved.example", "/x", &[]);
+    assert!(
+        moved.starts_with("http/1.1 301") && moved.contains("location: https://moved.example/new"),
+        "{moved}"
+    );
+    let root = head("root.example", "/", &[]);
+    assert!(
+        root.starts_with("http/1.1 302") && root.contains("/details/0"),
+        "{root}"
+    );
+    assert_eq!(code(&[], "deny.example", "/details/0"), "403");
+    let cors = head(
+        "cors.example",
+        "/details/0",
+        &["-X", "OPTIONS", "-H", "Origin: http://a.example"],
+    );
+    assert!(
+        cors.starts_with("http/1.1 204") && cors.contains("access-control-allow-origin: *"),
+        "{cors}"
+    );
+
     // Canary: half the requests by weight, all of them by header.
     apply(
         &cluster,
@@ -758,4 +873,60 @@ spec:
     );
     let out = download.wait_with_output().expect("curl");
     assert_eq!(stdout(&out), "200 67108864", "{}", text(&out));
+}
+
+/// Host ports taken on this machine: the ingress moves to the next free ones, says so in the
+/// create summary and `kcluster port ls`, and serves there.
+#[test]
+fn taken_ports_move_to_the_next_free_ones() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("ingport");
+    // Two ports held by this test (a listener each), handed to create as the ingress ports.
+    let held: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    let out = sandbox
+        .kcluster_cmd(&[
+            "create",
+            "--name",
+            &name,
+            "--wait",
+            "120s",
+            "--ingress-http-port",
+            &ports[0].to_string(),
+            "--ingress-https-port",
+            &ports[1].to_string(),
+        ])
+        .output()
+        .expect("kcluster create");
+    let cluster = Cluster {
+        name: name.clone(),
+        sandbox: &sandbox,
+    };
+    assert!(out.status.success(), "create: {}", text(&out));
+    let (http, https) = ingress_ports(&cluster);
+    assert!(
+        !ports.contains(&http) && !ports.contains(&https),
+        "{http} {https} vs held {ports:?}"
+    );
+    let summary = text(&out);
+    assert!(
+        summary.contains(&format!("http://127.0.0.1:{http}"))
+            && summary.contains(&format!("https://127.0.0.1:{https}")),
+        "create summary: {summary}"
+    );
+    let ls = stdout(&sandbox.kcluster(&["port", "ls", "--name", &name]));
+    assert!(ls.contains(&format!("127.0.0.1:{https}/TCP")), "{ls}");
+    // The proxy answers there: no Ingress yet, so the default backend's 404.
+    wait_output(
+        "the default backend",
+        || get(http, "any.example", "/"),
+        &["404"],
+    );
+    drop(held);
 }

@@ -265,6 +265,14 @@ impl ClusterConfig {
                 problems.push(
                     "ingress.httpPort and ingress.httpsPort must be between 1 and 65535".into(),
                 );
+            } else if let Some(c) = i
+                .default_certificate
+                .as_deref()
+                .filter(|c| c.split('/').filter(|p| !p.is_empty()).count() != 2)
+            {
+                problems.push(format!(
+                    "ingress.defaultCertificate {c:?} must name a TLS secret as namespace/name"
+                ));
             } else if i.http_port == i.https_port {
                 problems.push(format!(
                     "ingress.httpPort and ingress.httpsPort are both {}; give them different ports",

@@ -48,6 +48,17 @@ const SUPPORTED: &[&str] = &[
     "service-upstream",
     "from-to-www-redirect",
     "server-alias",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
+    "affinity",
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-samesite",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +88,28 @@ pub struct Canary {
     pub cookie: Option<String>,
 }
 
+/// `auth-type: basic`: the users come from a secret, resolved by `translate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// `namespace/name` or just `name` (the Ingress's namespace).
+    pub secret: String,
+    /// `auth-file` (key `auth` holds an htpasswd file) or `auth-map` (user → hash keys).
+    pub map: bool,
+    pub realm: String,
+    /// user → htpasswd hash, filled in from the secret.
+    pub users: std::collections::HashMap<String, String>,
+}
+
+/// `affinity: cookie`: the same client goes to the same endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub cookie: String,
+    pub path: Option<String>,
+    pub max_age: Option<u64>,
+    pub expires: Option<u64>,
+    pub samesite: Option<String>,
+}
+
 /// Everything the annotations of one Ingress ask for.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -103,6 +136,8 @@ pub struct Options {
     pub service_upstream: bool,
     pub from_to_www: bool,
     pub server_alias: Vec<String>,
+    pub auth: Option<BasicAuth>,
+    pub affinity: Option<Affinity>,
 }
 
 impl Default for Options {
@@ -130,6 +165,8 @@ impl Default for Options {
             service_upstream: false,
             from_to_www: false,
             server_alias: Vec::new(),
+            auth: None,
+            affinity: None,
         }
     }
 }
@@ -340,6 +377,54 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> (Options, Findings) {
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
+    }
+    match get("auth-type").map(|v| v.trim().to_ascii_lowercase()) {
+        None => {}
+        Some(t) if t == "basic" => match get("auth-secret") {
+            Some(secret) => {
+                o.auth = Some(BasicAuth {
+                    secret: secret.trim().to_string(),
+                    map: get("auth-secret-type").is_some_and(|t| t.trim() == "auth-map"),
+                    realm: get("auth-realm")
+                        .cloned()
+                        .unwrap_or_else(|| "Authentication Required".into()),
+                    users: Default::default(),
+                })
+            }
+            None => {
+                bad(
+                    "auth-secret",
+                    "required with auth-type basic; every request is refused",
+                );
+                o.auth = Some(BasicAuth {
+                    secret: String::new(),
+                    map: false,
+                    realm: "Authentication Required".into(),
+                    users: Default::default(),
+                });
+            }
+        },
+        Some(other) => f.unsupported.push(format!(
+            "{PREFIX}auth-type: {other} (only basic is implemented; requests are not authenticated)"
+        )),
+    }
+    match get("affinity").map(|v| v.trim().to_ascii_lowercase()) {
+        None => {}
+        Some(t) if t == "cookie" => {
+            let num = |k: &str| get(k).and_then(|v| v.trim().parse::<u64>().ok());
+            o.affinity = Some(Affinity {
+                cookie: get("session-cookie-name")
+                    .cloned()
+                    .unwrap_or_else(|| "INGRESSCOOKIE".into()),
+                path: get("session-cookie-path").cloned(),
+                max_age: num("session-cookie-max-age"),
+                expires: num("session-cookie-expires"),
+                samesite: get("session-cookie-samesite").cloned(),
+            });
+        }
+        Some(other) => f.unsupported.push(format!(
+            "{PREFIX}affinity: {other} (only cookie is implemented)"
+        )),
     }
     (o, f)
 }

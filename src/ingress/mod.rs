@@ -12,6 +12,7 @@
 //! Ingress, and served Ingresses get the Service's host address as their status.
 
 pub mod annotations;
+pub mod auth;
 pub mod proxy;
 pub mod routes;
 pub mod tls;
@@ -50,6 +51,10 @@ pub struct IngressConfig {
     /// Host ports tried first; the next free ones are used when these are taken.
     pub http_port: u16,
     pub https_port: u16,
+    /// A `namespace/name` TLS secret served to hosts without a certificate of their own
+    /// (ingress-nginx's `--default-ssl-certificate`); unset: a self-signed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_certificate: Option<String>,
 }
 
 impl Default for IngressConfig {
@@ -58,6 +63,7 @@ impl Default for IngressConfig {
             enabled: true,
             http_port: 80,
             https_port: 443,
+            default_certificate: None,
         }
     }
 }
@@ -184,7 +190,10 @@ fn published(svc: &Service) -> Option<(String, u16, u16)> {
 /// Runs forever in the server node.
 pub async fn run(client: kube::Client, cfg: IngressConfig, node: String) -> Result<()> {
     let shared = proxy::Shared::new();
-    let resolver = Arc::new(tls::Resolver::new(tls::fake()?));
+    let resolver = Arc::new(tls::Resolver::new(
+        tls::fake()?,
+        cfg.default_certificate.clone(),
+    ));
     let http = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], NODE_HTTP_PORT)))
         .await
         .with_context(|| format!("the ingress proxy cannot listen on port {NODE_HTTP_PORT}"))?;
@@ -239,6 +248,7 @@ pub async fn run(client: kube::Client, cfg: IngressConfig, node: String) -> Resu
             classes: classes.list_all(),
             services: services.list_all(),
             slices: slices.list_all(),
+            secrets: secrets.list_all(),
         };
         let built = translate::build(&snap);
         let tls_problems = resolver.update(&built.tls, |key| {

@@ -342,6 +342,20 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
         );
         return r;
     }
+    if let Some(a) = &options.auth {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !super::auth::allowed(header, &a.users) {
+            let mut r = page(401, "kcluster ingress");
+            let realm = a.realm.replace('"', "'");
+            if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return r;
+        }
+    }
     if let Some(limit) = options.body_limit {
         let declared = req
             .headers()
@@ -353,16 +367,31 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
         }
     }
 
-    let upstream = match route.and_then(|r| r.canary.as_ref()) {
-        Some(c) if use_canary(c, req.headers()) => &c.upstream,
-        _ => upstream,
+    let (upstream, is_canary) = match route.and_then(|r| r.canary.as_ref()) {
+        Some(c) if use_canary(c, req.headers()) => (&c.upstream, true),
+        _ => (upstream, false),
     };
+    let mut set_cookie = None;
     let addr = match upstream.as_ref() {
         Upstream::Fixed { status, reason } => return page(*status, reason),
-        Upstream::Addrs { .. } => match upstream.pick() {
-            Some(a) => a,
-            None => return page(503, "kcluster ingress"),
-        },
+        Upstream::Addrs { addrs, .. } => {
+            let sticky = options.affinity.as_ref().filter(|_| !is_canary);
+            let kept = sticky.and_then(|a| {
+                let value = cookie(req.headers(), &a.cookie)?;
+                addrs.iter().find(|x| affinity_value(x) == value).copied()
+            });
+            match kept.or_else(|| upstream.pick()) {
+                Some(x) => {
+                    if let Some(a) = sticky
+                        && kept.is_none()
+                    {
+                        set_cookie = Some(affinity_cookie(a, &x, route.map(|r| r.path.as_str())));
+                    }
+                    x
+                }
+                None => return page(503, "kcluster ingress"),
+            }
+        }
     };
 
     let mut resp = forward(req, shared, conn, route, options, addr, &raw_host, ext_port).await;
@@ -374,7 +403,54 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
     if let Some(h) = cors {
         resp.headers_mut().extend(h);
     }
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
     resp
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The affinity cookie's value for an endpoint: stable across reloads and restarts.
+fn affinity_value(addr: &SocketAddr) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(addr.to_string().as_bytes())[..16])
+}
+
+fn affinity_cookie(
+    a: &super::annotations::Affinity,
+    addr: &SocketAddr,
+    path: Option<&str>,
+) -> String {
+    let mut c = format!(
+        "{}={}; Path={}; HttpOnly",
+        a.cookie,
+        affinity_value(addr),
+        a.path.as_deref().or(path).unwrap_or("/")
+    );
+    if let Some(m) = a.max_age {
+        c.push_str(&format!("; Max-Age={m}"));
+    }
+    if let Some(e) = a.expires {
+        let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(e as i64);
+        c.push_str(&format!(
+            "; Expires={}",
+            at.strftime("%a, %d %b %Y %H:%M:%S GMT")
+        ));
+    }
+    if let Some(s) = &a.samesite {
+        c.push_str(&format!("; SameSite={s}"));
+    }
+    c
 }
 
 fn use_canary(c: &super::routes::CanaryBackend, headers: &HeaderMap) -> bool {
@@ -396,21 +472,10 @@ fn use_canary(c: &super::routes::CanaryBackend, headers: &HeaderMap) -> bool {
         }
     }
     if let Some(name) = &c.rule.cookie {
-        for cookie in headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-        {
-            if let Some((k, v)) = cookie.trim().split_once('=')
-                && k == name
-            {
-                match v {
-                    "always" => return true,
-                    "never" => return false,
-                    _ => {}
-                }
-            }
+        match cookie(headers, name) {
+            Some("always") => return true,
+            Some("never") => return false,
+            _ => {}
         }
     }
     c.rule.weight > 0 && fastrand::u32(0..c.rule.weight_total) < c.rule.weight

@@ -97,15 +97,18 @@ pub fn fake() -> Result<Arc<CertifiedKey>> {
     Ok(loaded.key)
 }
 
-#[derive(Default)]
 struct Certs {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
 }
 
 /// The server's certificate resolver; `update` swaps its whole map.
 pub struct Resolver {
-    default: Arc<CertifiedKey>,
+    fake: Arc<CertifiedKey>,
+    /// `ingress.defaultCertificate` of the cluster file: a `namespace/name` TLS secret used
+    /// instead of the self-signed certificate once it exists.
+    default_secret: Option<String>,
     certs: RwLock<Arc<Certs>>,
 }
 
@@ -116,10 +119,15 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl Resolver {
-    pub fn new(default: Arc<CertifiedKey>) -> Resolver {
+    pub fn new(fake: Arc<CertifiedKey>, default_secret: Option<String>) -> Resolver {
         Resolver {
-            default,
-            certs: RwLock::new(Arc::new(Certs::default())),
+            certs: RwLock::new(Arc::new(Certs {
+                exact: HashMap::new(),
+                wildcard: HashMap::new(),
+                default: fake.clone(),
+            })),
+            fake,
+            default_secret,
         }
     }
 
@@ -131,7 +139,24 @@ impl Resolver {
         secret: impl Fn(&str) -> Option<Arc<Secret>>,
     ) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut certs = Certs::default();
+        let default = match &self.default_secret {
+            None => self.fake.clone(),
+            Some(name) => match secret(name)
+                .ok_or_else(|| anyhow!("not found"))
+                .and_then(|s| load_secret(&s))
+            {
+                Ok(l) => l.key,
+                Err(e) => {
+                    tracing::warn!(secret = %name, error = format!("{e:#}"), "the default certificate (ingress.defaultCertificate) is not usable; the self-signed one is served");
+                    self.fake.clone()
+                }
+            },
+        };
+        let mut certs = Certs {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default,
+        };
         let mut cache: HashMap<String, Result<Arc<Loaded>, String>> = HashMap::new();
         for e in entries {
             let Some(name) = &e.secret else { continue };
@@ -197,10 +222,10 @@ impl Resolver {
     pub fn lookup(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
         let certs = match self.certs.read() {
             Ok(c) => c.clone(),
-            Err(_) => return self.default.clone(),
+            Err(_) => return self.fake.clone(),
         };
         let Some(host) = sni.map(str::to_ascii_lowercase) else {
-            return self.default.clone();
+            return certs.default.clone();
         };
         if let Some(k) = certs.exact.get(&host) {
             return k.clone();
@@ -210,7 +235,7 @@ impl Resolver {
         {
             return k.clone();
         }
-        self.default.clone()
+        certs.default.clone()
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use regex::Regex;
@@ -45,6 +45,7 @@ pub struct Snapshot {
     pub classes: Vec<Arc<IngressClass>>,
     pub services: Vec<Arc<Service>>,
     pub slices: Vec<Arc<EndpointSlice>>,
+    pub secrets: Vec<Arc<Secret>>,
 }
 
 pub struct Built {
@@ -271,6 +272,16 @@ pub fn build(snap: &Snapshot) -> Built {
                 message: format!("annotation {i}; its default is used"),
             });
         }
+        let mut opts = opts;
+        if let Some(a) = opts.auth.as_mut()
+            && let Err(msg) = fill_users(a, ns, &snap.secrets)
+        {
+            problems.push(Problem {
+                ingress: k.clone(),
+                reason: "AuthSecret",
+                message: format!("{msg}; every request is refused with 401"),
+            });
+        }
         let opts = Arc::new(opts);
         options.insert(k.clone(), opts.clone());
         let Some(spec) = ing.spec.as_ref() else {
@@ -361,10 +372,7 @@ pub fn build(snap: &Snapshot) -> Built {
             }
         };
         let rewrite = match &p.options.rewrite_target {
-            Some(_) => match Regex::new(&format!("(?i){}", p.path)) {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            },
+            Some(_) => Regex::new(&format!("(?i){}", p.path)).ok(),
             None => None,
         };
         let ns = p.ingress.metadata.namespace.as_deref().unwrap_or("default");
@@ -574,6 +582,45 @@ pub fn build(snap: &Snapshot) -> Built {
     }
 }
 
+/// The users of `auth-type: basic` from its secret.
+fn fill_users(
+    a: &mut annotations::BasicAuth,
+    ns: &str,
+    secrets: &[Arc<Secret>],
+) -> Result<(), String> {
+    if a.secret.is_empty() {
+        return Err("auth-type basic without auth-secret".into());
+    }
+    let (sns, sname) = a.secret.split_once('/').unwrap_or((ns, a.secret.as_str()));
+    let secret = secrets
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some(sns)
+                && s.metadata.name.as_deref() == Some(sname)
+        })
+        .ok_or_else(|| format!("auth secret {sns}/{sname} not found"))?;
+    let data = secret.data.clone().unwrap_or_default();
+    a.users = if a.map {
+        data.iter()
+            .filter_map(|(u, h)| {
+                Some((
+                    u.clone(),
+                    String::from_utf8(h.0.clone()).ok()?.trim().to_string(),
+                ))
+            })
+            .collect()
+    } else {
+        let file = data.get("auth").ok_or_else(|| {
+            format!("auth secret {sns}/{sname} has no key \"auth\" (an htpasswd file)")
+        })?;
+        super::auth::parse_file(&String::from_utf8_lossy(&file.0))
+    };
+    if a.users.is_empty() {
+        return Err(format!("auth secret {sns}/{sname} holds no users"));
+    }
+    Ok(())
+}
+
 fn display_host(h: &str) -> &str {
     if h.is_empty() { "*" } else { h }
 }
@@ -618,6 +665,7 @@ mod tests {
                 slice("reviews", "10.244.1.2"),
                 slice("details", "10.244.1.3"),
             ],
+            secrets: vec![],
         }
     }
 
