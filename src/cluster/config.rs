@@ -608,6 +608,26 @@ mod tests {
     }
 
     #[test]
+    fn the_ingress_section_is_checked() -> Result<()> {
+        let c = parse("ingress: {httpPort: 8080, httpsPort: 8443, defaultCertificate: web/tls}\n")?;
+        assert_eq!((c.ingress.http_port, c.ingress.https_port), (8080, 8443));
+        assert!(c.ingress.enabled);
+        assert!(!parse("ingress: {enabled: false}\n")?.ingress.enabled);
+        assert_eq!(parse("ingress: {}\n")?.ingress.http_port, 80);
+        assert_mentions(&error_of("ingress: {httpPort: 0}\n"), &["ingress.httpPort"]);
+        assert_mentions(
+            &error_of("ingress: {httpPort: 8080, httpsPort: 8080}\n"),
+            &["8080"],
+        );
+        assert_mentions(
+            &error_of("ingress: {defaultCertificate: tls}\n"),
+            &["namespace/name"],
+        );
+        assert_mentions(&error_of("ingress: {httpport: 1}\n"), &["httpport"]);
+        Ok(())
+    }
+
+    #[test]
     fn omitted_nested_fields_take_their_defaults() -> Result<()> {
         let config = parse(
             "nodes:\n\
