@@ -183,6 +183,19 @@ fn host_port(cluster: &Cluster, ns: &str, svc: &str) -> Vec<u16> {
         .collect()
 }
 
+/// The nginx master, stopped with SIGTERM when the bench ends, pass or fail (it stops its
+/// workers; SIGKILL would leave them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 #[ignore]
 fn ingress_vs_direct_vs_nginx() {
@@ -222,14 +235,16 @@ fn ingress_vs_direct_vs_nginx() {
         ),
     )
     .expect("nginx.conf");
-    let mut nginx = Command::new("/usr/sbin/nginx")
-        .args(["-p", dir.to_str().expect("path"), "-c"])
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nginx");
+    let nginx = Nginx(
+        Command::new("/usr/sbin/nginx")
+            .args(["-p", dir.to_str().expect("path"), "-c"])
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    );
     wait_for("nginx", Duration::from_secs(10), || {
         request(&mut None, nginx_port, "bench.example", "/small") == Some(200)
     });
@@ -252,8 +267,7 @@ fn ingress_vs_direct_vs_nginx() {
             );
         }
     }
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    drop(nginx);
 
     // From `kubectl apply` of a new Ingress to its first 200 through the ingress.
     let mut times = Vec::new();
