@@ -8,6 +8,7 @@ mod cluster;
 mod conntrack;
 mod controllers;
 mod dns;
+mod ingress;
 mod kubelet;
 mod kubeletapi;
 mod netpol;

@@ -90,6 +90,15 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
     if let Some(address) = args.host_address {
         config.networking.host_address = address;
     }
+    if let Some(p) = args.ingress_http_port {
+        config.ingress.http_port = p;
+    }
+    if let Some(p) = args.ingress_https_port {
+        config.ingress.https_port = p;
+    }
+    if args.no_ingress {
+        config.ingress.enabled = false;
+    }
     config.validate()?;
     check_mounts(&config)?;
 
@@ -173,8 +182,19 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
         }
         return Err(err);
     }
+    let ingress = if plan.config.ingress.enabled && !args.wait.is_zero() {
+        match ingress_ports(&docker, &name, &plan.config.ingress).await {
+            Some((host, http, https)) => {
+                format!("\nIngress (class nginx): http://{host}:{http}  https://{host}:{https}")
+            }
+            None => "\nIngress (class nginx): host ports not published yet; see `kcluster port ls`"
+                .to_string(),
+        }
+    } else {
+        String::new()
+    };
     progress.say(&format!(
-        "\nCluster {name:?} is ready ({:.1}s). Try:\n  kubectl cluster-info --context {ctx}\n  kubectl get nodes -o wide\nDelete it with: kcluster delete --name {name}",
+        "\nCluster {name:?} is ready ({:.1}s).{ingress} Try:\n  kubectl cluster-info --context {ctx}\n  kubectl get nodes -o wide\nDelete it with: kcluster delete --name {name}",
         started.elapsed().as_secs_f64(),
         ctx = context_name(&name)
     ));
@@ -235,6 +255,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             pull_fallback: plan.config.images.pull_fallback,
             reserved,
             eviction_hard: node.resources.eviction_hard.clone(),
+            ingress: plan.config.ingress.clone(),
         };
         let mut files = node_files(&ca, &settings)?;
         let mut labels = HashMap::from([
@@ -387,6 +408,42 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     }
     step.done();
     Ok(())
+}
+
+/// The host address and ports the Ingress controller's Service got (the publisher's proxy
+/// labels), waiting up to 30 s for the publisher to start both.
+async fn ingress_ports(
+    docker: &Docker,
+    cluster: &str,
+    cfg: &crate::ingress::IngressConfig,
+) -> Option<(String, u16, u16)> {
+    let service = format!(
+        "{}/{}",
+        crate::ingress::SERVICE_NAMESPACE,
+        crate::ingress::SERVICE_NAME
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(proxies) = crate::ports::docker::proxies(docker, cluster).await {
+            let mine: Vec<_> = proxies
+                .iter()
+                .filter_map(crate::ports::docker::published)
+                .filter(|p| p.service == service && p.running && p.kind == "LoadBalancer")
+                .collect();
+            let port = |service_port: u16| {
+                mine.iter()
+                    .find(|p| p.service_port == service_port)
+                    .map(|p| (p.host_address.clone(), p.host_port))
+            };
+            if let (Some((host, http)), Some((_, https))) =
+                (port(cfg.http_port), port(cfg.https_port))
+            {
+                return Some((host, http, https));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
 }
 
 /// `kcluster-<name>-ports`: publishes NodePort and LoadBalancer Services on the host while

@@ -121,6 +121,16 @@ pub struct CreateArgs {
     /// Overrides nodes[].resources.memory.
     #[arg(long, value_name = "QUANTITY")]
     node_memory: Option<String>,
+    /// Host port the built-in Ingress controller's HTTP is published on (the next free one
+    /// when taken). Overrides ingress.httpPort.
+    #[arg(long)]
+    ingress_http_port: Option<u16>,
+    /// Host port for the Ingress controller's HTTPS. Overrides ingress.httpsPort.
+    #[arg(long)]
+    ingress_https_port: Option<u16>,
+    /// No built-in Ingress controller (ingress.enabled: false), e.g. to install another one.
+    #[arg(long)]
+    no_ingress: bool,
     /// Keep whatever was created when create fails, for debugging.
     #[arg(long)]
     retain: bool,

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub networking: Networking,
     #[serde(default)]
     pub images: Images,
+    /// The built-in Ingress controller and its host ports.
+    #[serde(default)]
+    pub ingress: crate::ingress::IngressConfig,
 }
 
 /// How nodes get images.
@@ -189,6 +192,7 @@ impl Default for ClusterConfig {
             nodes: default_nodes(),
             networking: Networking::default(),
             images: Images::default(),
+            ingress: crate::ingress::IngressConfig::default(),
         }
     }
 }
@@ -247,6 +251,7 @@ impl ClusterConfig {
         self.check_nodes(&mut problems);
         self.check_host_ports(&mut problems);
         self.check_subnets(&mut problems);
+        self.check_ingress(&mut problems);
         match problems.as_slice() {
             [] => Ok(()),
             [one] => bail!("{one}"),
@@ -256,6 +261,30 @@ impl ClusterConfig {
                     let _ = write!(message, "\n  - {problem}");
                 }
                 bail!(message)
+            }
+        }
+    }
+
+    fn check_ingress(&self, problems: &mut Vec<String>) {
+        let i = &self.ingress;
+        if i.enabled {
+            if i.http_port == 0 || i.https_port == 0 {
+                problems.push(
+                    "ingress.httpPort and ingress.httpsPort must be between 1 and 65535".into(),
+                );
+            } else if let Some(c) = i
+                .default_certificate
+                .as_deref()
+                .filter(|c| c.split('/').filter(|p| !p.is_empty()).count() != 2)
+            {
+                problems.push(format!(
+                    "ingress.defaultCertificate {c:?} must name a TLS secret as namespace/name"
+                ));
+            } else if i.http_port == i.https_port {
+                problems.push(format!(
+                    "ingress.httpPort and ingress.httpsPort are both {}; give them different ports",
+                    i.http_port
+                ));
             }
         }
     }
@@ -587,6 +616,26 @@ mod tests {
             &["pullFallbak"],
         );
         assert_mentions(&error_of("images: {pullFallback: maybe}\n"), &["maybe"]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_ingress_section_is_checked() -> Result<()> {
+        let c = parse("ingress: {httpPort: 8080, httpsPort: 8443, defaultCertificate: web/tls}\n")?;
+        assert_eq!((c.ingress.http_port, c.ingress.https_port), (8080, 8443));
+        assert!(c.ingress.enabled);
+        assert!(!parse("ingress: {enabled: false}\n")?.ingress.enabled);
+        assert_eq!(parse("ingress: {}\n")?.ingress.http_port, 80);
+        assert_mentions(&error_of("ingress: {httpPort: 0}\n"), &["ingress.httpPort"]);
+        assert_mentions(
+            &error_of("ingress: {httpPort: 8080, httpsPort: 8080}\n"),
+            &["8080"],
+        );
+        assert_mentions(
+            &error_of("ingress: {defaultCertificate: tls}\n"),
+            &["namespace/name"],
+        );
+        assert_mentions(&error_of("ingress: {httpport: 1}\n"), &["httpport"]);
         Ok(())
     }
 

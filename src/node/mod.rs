@@ -44,6 +44,9 @@ pub struct NodeSettings {
     /// `KCLUSTER_EVICTION_HARD`, else kind's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eviction_hard: Option<String>,
+    /// The built-in Ingress controller (server node only); on for nodes made before it existed.
+    #[serde(default)]
+    pub ingress: crate::ingress::IngressConfig,
 }
 
 impl NodeSettings {

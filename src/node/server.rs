@@ -85,12 +85,22 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         })?;
     let dns_ip = crate::kubelet::etc::cluster_dns(&settings.service_subnet)
         .with_context(|| format!("bad service subnet {:?}", settings.service_subnet))?;
+    let ingress = settings.ingress.clone();
+    let node_name = settings.node_name.clone();
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
         tokio::spawn(crate::controllers::clusterdns::run(
             client.clone(),
             dns_ip.to_string(),
         ));
+        if ingress.enabled {
+            let client = client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::ingress::run(client, ingress, node_name).await {
+                    tracing::error!(error = format!("{e:#}"), "the ingress controller stopped");
+                }
+            });
+        }
         crate::controllers::run(client, Some(cluster_ca), Some(pod_subnet)).await
     });
     tokio::spawn(crate::volumes::localpath::run_cleaner(

@@ -119,6 +119,18 @@ pub fn build_net_image(sandbox: &Sandbox, tag: &str) -> TestImage {
     build_busybox_image_in(&context, tag, "COPY net-tool /bin/net-tool\n")
 }
 
+/// A busybox image (httpd for the ingress tests' backends) that also has `/bin/ws-echo`
+/// (tests/images/ws_echo.rs): a WebSocket echo server.
+#[allow(dead_code)]
+pub fn build_web_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    compile_test_program("ws_echo", &context, "ws-echo");
+    build_busybox_image_in(&context, tag, "COPY ws-echo /bin/ws-echo\n")
+}
+
 /// The stand-in `python` image of the Python client's e2e suite: FROM scratch with
 /// tests/images/port_echo.rs as /usr/local/bin/python, which serves what the suite's
 /// `port_server.py` serves (a TCP echo on each port given after the script).
