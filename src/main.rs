@@ -16,6 +16,7 @@ mod node;
 mod pki;
 mod ports;
 mod proxy;
+mod registry;
 mod runtime;
 mod scheduler;
 mod store;

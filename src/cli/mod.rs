@@ -10,6 +10,7 @@ mod kubeconfig;
 mod list;
 mod port;
 mod progress;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ enum Command {
     /// The host ports of a cluster's NodePort and LoadBalancer Services.
     #[command(subcommand)]
     Port(PortCommand),
+    /// A local registry clusters pull from: `docker push localhost:5001/app:dev`.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Check what the Docker engine allows, and say what kcluster will do about it.
     Doctor,
     /// Print shell completions: `kcluster completion bash > /etc/bash_completion.d/kcluster`.
@@ -103,6 +107,13 @@ pub struct CreateArgs {
     /// Kubeconfig file to update (default: first path of $KUBECONFIG, else ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Use the local registry kcluster-registry (created on 127.0.0.1:5001 when missing):
+    /// nodes pull localhost:<port>/… from it.
+    #[arg(long)]
+    registry: bool,
+    /// Use the existing registry NAME (see `kcluster registry ls`).
+    #[arg(long, value_name = "NAME", conflicts_with = "registry")]
+    registry_use: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +254,8 @@ enum NodeCommand {
     Ports(crate::ports::controller::ControllerArgs),
     /// Forward one published port to a Service's node port on the nodes (a proxy container).
     PortProxy(crate::ports::proxy::ProxyArgs),
+    /// The local registry (the `kcluster-registry` container).
+    Registry(crate::registry::ServeArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     Apiserver {
         /// Where the store and the CA live.
@@ -407,6 +420,8 @@ pub fn main() -> ExitCode {
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Port(PortCommand::Ls { name }) => port::list(&name).await,
+            Command::Registry(command) => registry::run(command, &progress).await,
+            Command::Node(NodeCommand::Registry(args)) => crate::registry::serve(args).await,
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,

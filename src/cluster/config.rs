@@ -43,6 +43,33 @@ pub struct ClusterConfig {
     pub networking: Networking,
     #[serde(default)]
     pub images: Images,
+    #[serde(default, skip_serializing_if = "Registries::is_empty")]
+    pub registries: Registries,
+}
+
+/// Where nodes pull from (containerd's `hosts.toml`, as one table).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Registries {
+    /// Registry name as image references spell it (`localhost:5001`, `docker.io`) → the
+    /// endpoints tried in order before the registry itself. `kcluster create --registry` adds
+    /// `localhost:<port>` → `http://<registry>:5000`; users add their own mirrors and
+    /// pull-through caches.
+    pub mirrors: BTreeMap<String, Mirror>,
+}
+
+impl Registries {
+    pub fn is_empty(&self) -> bool {
+        self.mirrors.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mirror {
+    /// `http://host:port` (plain HTTP), `https://host[:port]`, or `host:port` (HTTPS, then
+    /// plain HTTP on private addresses).
+    pub endpoints: Vec<String>,
 }
 
 /// How nodes get images.
@@ -182,6 +209,7 @@ impl Default for ClusterConfig {
             nodes: default_nodes(),
             networking: Networking::default(),
             images: Images::default(),
+            registries: Registries::default(),
         }
     }
 }
@@ -240,6 +268,7 @@ impl ClusterConfig {
         self.check_nodes(&mut problems);
         self.check_host_ports(&mut problems);
         self.check_subnets(&mut problems);
+        self.check_registries(&mut problems);
         match problems.as_slice() {
             [] => Ok(()),
             [one] => bail!("{one}"),
@@ -249,6 +278,38 @@ impl ClusterConfig {
                     let _ = write!(message, "\n  - {problem}");
                 }
                 bail!(message)
+            }
+        }
+    }
+
+    fn check_registries(&self, problems: &mut Vec<String>) {
+        for (name, mirror) in &self.registries.mirrors {
+            let field = format!("registries.mirrors[{name:?}]");
+            if name.is_empty() || name.contains('/') || name.contains("://") {
+                problems.push(format!(
+                    "{field}: a registry is named as image references spell it, e.g. \"localhost:5001\" or \"docker.io\""
+                ));
+            }
+            if mirror.endpoints.is_empty() {
+                problems.push(format!(
+                    "{field}.endpoints: empty; list at least one, e.g. \"http://kcluster-registry:5000\""
+                ));
+            }
+            for (i, endpoint) in mirror.endpoints.iter().enumerate() {
+                let host = endpoint
+                    .strip_prefix("http://")
+                    .or_else(|| endpoint.strip_prefix("https://"))
+                    .unwrap_or(endpoint)
+                    .trim_end_matches('/');
+                let valid = !host.is_empty()
+                    && !host.contains('/')
+                    && !host.contains("://")
+                    && format!("http://{host}/").parse::<http::Uri>().is_ok();
+                if !valid {
+                    problems.push(format!(
+                        "{field}.endpoints[{i}]: {endpoint:?} is not an endpoint; write http://host:port or https://host[:port] (no path)"
+                    ));
+                }
             }
         }
     }

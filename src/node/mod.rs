@@ -36,6 +36,9 @@ pub struct NodeSettings {
     /// before the setting existed.
     #[serde(default = "pull_fallback_default")]
     pub pull_fallback: bool,
+    /// `registries.mirrors`: registry name → endpoints.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, Vec<String>>,
 }
 
 fn pull_fallback_default() -> bool {
@@ -58,6 +61,7 @@ pub fn load_settings() -> Result<NodeSettings> {
 
 pub async fn run_server() -> Result<()> {
     let settings = load_settings()?;
+    crate::runtime::images::registry::set_mirrors(settings.mirrors.clone());
     with_signals(server::run(settings)).await
 }
 
@@ -67,6 +71,7 @@ pub async fn run_standalone(options: standalone::Options) -> Result<()> {
 
 pub async fn run_agent() -> Result<()> {
     let settings = load_settings()?;
+    crate::runtime::images::registry::set_mirrors(settings.mirrors.clone());
     let creds = files::node_credentials()?;
     let (host, port) = split_host_port(&settings.server)?;
     tokio::spawn(crate::volumes::localpath::run_cleaner(
