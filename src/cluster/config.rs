@@ -609,6 +609,33 @@ mod tests {
     }
 
     #[test]
+    fn registry_mirrors_parse_and_bad_endpoints_are_named() {
+        let config = parse(
+            "registries:\n  mirrors:\n    \"localhost:5001\": {endpoints: [\"http://kcluster-registry:5000\"]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.registries.mirrors["localhost:5001"].endpoints,
+            vec!["http://kcluster-registry:5000".to_string()]
+        );
+        let message = error_of(
+            "registries:\n  mirrors:\n    \"docker.io\": {endpoints: []}\n    \"x/y\": {endpoints: [\"http://a:1/path\"]}\n",
+        );
+        assert_mentions(
+            &message,
+            &[
+                "registries.mirrors[\"docker.io\"].endpoints: empty",
+                "registries.mirrors[\"x/y\"]: a registry is named as image references spell it",
+                "registries.mirrors[\"x/y\"].endpoints[0]: \"http://a:1/path\" is not an endpoint",
+            ],
+        );
+        assert_mentions(
+            &error_of("registries:\n  mirror: {}\n"),
+            &["unknown field `mirror`"],
+        );
+    }
+
+    #[test]
     fn a_minimal_file_takes_every_default() -> Result<()> {
         let config = parse("")?;
         assert_eq!(config, ClusterConfig::default());

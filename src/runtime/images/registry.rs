@@ -847,6 +847,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mirror_endpoints_name_their_scheme() {
+        assert_eq!(
+            parse_endpoint("http://kcluster-registry:5000/"),
+            (Some(Scheme::Http), "kcluster-registry:5000".to_string())
+        );
+        assert_eq!(
+            parse_endpoint("https://cache.example"),
+            (Some(Scheme::Https), "cache.example".to_string())
+        );
+        assert_eq!(
+            parse_endpoint("10.0.0.1:5000"),
+            (None, "10.0.0.1:5000".to_string())
+        );
+    }
+
+    #[test]
     fn challenges_parse() {
         let (scheme, p) = parse_challenge(
             r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
