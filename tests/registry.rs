@@ -478,6 +478,20 @@ fn push_to_the_registry_then_run_by_the_same_name_in_two_clusters_and_after_a_re
         "{networks}"
     );
 
+    // `image load --to-registry` pushes a host image under the registry's name for it.
+    let loaded = format!("kcluster-e2e/loaded:{}", second.name);
+    let _loaded_image = common::images::build_busybox_image(&sandbox, &loaded, "");
+    let out = sandbox.kcluster(&["image", "load", "--to-registry", &name, &loaded]);
+    assert!(
+        out.status.success(),
+        "image load --to-registry: {}",
+        text(&out)
+    );
+    let pushed_as = format!("{host}/kcluster-e2e/loaded:{}", second.name);
+    assert!(text(&out).contains(&pushed_as), "{}", text(&out));
+    pod_image_pulled(&second, "loaded", &pushed_as);
+    let _ = docker(&["rmi", &pushed_as]);
+
     // Deleting a cluster takes the registry off its network only.
     let first_name = first.name.clone();
     drop(first);

@@ -184,6 +184,10 @@ enum ImageCommand {
         /// Only these nodes (comma-separated node names, as `kcluster get nodes` shows them).
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
+        /// Push them into the local registry instead (default kcluster-registry), as
+        /// localhost:<port>/<repository>:<tag>: every node, present and future, pulls from there.
+        #[arg(long, value_name = "REGISTRY", num_args = 0..=1, default_missing_value = crate::registry::docker::DEFAULT_NAME, conflicts_with = "nodes")]
+        to_registry: Option<String>,
     },
     /// List the images in each node's store.
     #[command(alias = "list")]
@@ -415,8 +419,14 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor::run().await,
             Command::Image(ImageCommand::Load {
                 images,
+                to_registry: Some(registry),
+                ..
+            }) => registry::load_to_registry(&images, &registry, &progress).await,
+            Command::Image(ImageCommand::Load {
+                images,
                 name,
                 nodes,
+                to_registry: None,
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Port(PortCommand::Ls { name }) => port::list(&name).await,

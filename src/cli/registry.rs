@@ -157,3 +157,78 @@ pub async fn prepare(
     }
     Ok(registry)
 }
+
+/// `kcluster image load --to-registry [NAME]`: pushes images from the host's Docker into the
+/// registry as `localhost:<port>/<repository>:<tag>`, so every node (and every node added
+/// later) pulls them from there by that name.
+pub async fn load_to_registry(images: &[String], name: &str, progress: &Progress) -> Result<()> {
+    use futures::StreamExt;
+    registry_docker::validate_name(name)?;
+    let docker = Docker::connect().await?;
+    let registry = registry_docker::find(&docker, name).await?.with_context(|| {
+        format!("there is no registry named {name:?}: create it with `kcluster registry create --name {name}`")
+    })?;
+    // Every name is checked before anything is pushed.
+    let mut targets = Vec::new();
+    for image in images {
+        match docker.api().inspect_image(image).await {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => bail!(
+                "the host's Docker engine has no image {image:?}: build it (docker build -t {image} …) or pull it (docker pull {image}) first"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect the image {image}")),
+        }
+        let reference = crate::runtime::images::reference::Reference::parse(image)
+            .with_context(|| format!("{image:?} is not an image name"))?;
+        let tag = match (&reference.tag, &reference.digest) {
+            (Some(tag), _) => tag.clone(),
+            (None, None) => "latest".to_string(),
+            (None, Some(_)) => {
+                bail!("{image:?} names a digest and no tag; push it with a tag (e.g. {image}:dev)")
+            }
+        };
+        targets.push((
+            image,
+            format!("{}/{}", registry.host(), reference.repository),
+            tag,
+        ));
+    }
+    for (image, repository, tag) in targets {
+        let target = format!("{repository}:{tag}");
+        let step = progress.step(format!("Pushing {image} to {target}"));
+        docker
+            .api()
+            .tag_image(
+                image,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::new()
+                        .repo(&repository)
+                        .tag(&tag)
+                        .build(),
+                ),
+            )
+            .await
+            .with_context(|| format!("cannot tag {image} as {target}"))?;
+        let mut stream = docker.api().push_image(
+            &repository,
+            Some(
+                bollard::query_parameters::PushImageOptionsBuilder::new()
+                    .tag(&tag)
+                    .build(),
+            ),
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            item.with_context(|| {
+                format!(
+                    "cannot push {target} (is the registry {name} running? `kcluster registry ls`)"
+                )
+            })?;
+        }
+        step.done();
+        println!("{image} -> {target}");
+    }
+    Ok(())
+}

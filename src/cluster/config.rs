@@ -631,7 +631,7 @@ mod tests {
         );
         assert_mentions(
             &error_of("registries:\n  mirror: {}\n"),
-            &["unknown field `mirror`"],
+            &["registries: unknown field \"mirror\", expected \"mirrors\""],
         );
     }
 
