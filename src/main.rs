@@ -19,6 +19,7 @@ mod noderesources;
 mod pki;
 mod ports;
 mod proxy;
+mod registry;
 mod runtime;
 mod scheduler;
 mod store;

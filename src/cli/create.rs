@@ -58,6 +58,8 @@ struct Plan {
     image: String,
     build_from: Option<std::path::PathBuf>,
     kubeconfig_path: std::path::PathBuf,
+    /// The local registry the cluster uses (`--registry`, `--registry-use`).
+    registry: Option<crate::registry::docker::RegistryInfo>,
 }
 
 pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
@@ -148,8 +150,27 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
             (image::tag_for(&binary)?, Some(binary))
         }
     };
+    // Last of the checks, first of the changes: the registry is shared and outlives the cluster.
+    let wanted = match (&args.registry_use, args.registry) {
+        (Some(use_name), _) => Some(super::registry::Wanted {
+            name: use_name.clone(),
+            create: false,
+        }),
+        (None, true) => Some(super::registry::Wanted {
+            name: crate::registry::docker::DEFAULT_NAME.to_string(),
+            create: true,
+        }),
+        (None, false) => None,
+    };
+    let registry = match &wanted {
+        Some(wanted) => {
+            Some(super::registry::prepare(&docker, wanted, &mut config, progress).await?)
+        }
+        None => None,
+    };
     let plan = Plan {
         name: name.clone(),
+        registry,
         config,
         api_address,
         api_port,
@@ -223,6 +244,9 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         docker::network_name(&plan.name)
     ));
     docker.create_network(&plan.name).await?;
+    if let Some(registry) = &plan.registry {
+        crate::registry::docker::connect(docker, &registry.name, &plan.name).await?;
+    }
     step.done();
 
     let nodes = node_names(&plan.name, &plan.config);
@@ -256,6 +280,13 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             reserved,
             eviction_hard: node.resources.eviction_hard.clone(),
             ingress: plan.config.ingress.clone(),
+            mirrors: plan
+                .config
+                .registries
+                .mirrors
+                .iter()
+                .map(|(k, m)| (k.clone(), m.endpoints.clone()))
+                .collect(),
         };
         let mut files = node_files(&ca, &settings)?;
         let mut labels = HashMap::from([
@@ -377,14 +408,24 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     kubeconfig::merge(&plan.kubeconfig_path, &entry, !args.no_switch_context)?;
     step.done();
 
-    if args.wait.is_zero() {
-        return Ok(());
-    }
     let creds = Credentials {
         ca_pem: ca.cert_pem(),
         cert_pem: admin.cert_pem,
         key_pem: admin.key_pem,
     };
+    if let Some(registry) = &plan.registry {
+        let step = progress.step(format!(
+            "Writing {}/{} ({})",
+            crate::registry::hosting::NAMESPACE,
+            crate::registry::hosting::NAME,
+            registry.host()
+        ));
+        write_hosting(&server_url_host, plan.api_port, &creds, registry).await?;
+        step.done();
+    }
+    if args.wait.is_zero() {
+        return Ok(());
+    }
     let deadline = Instant::now() + args.wait;
     let mut step = progress.step(format!("Waiting for {} node(s) to be Ready", nodes.len()));
     if let Err(e) = wait_ready(
@@ -444,6 +485,35 @@ async fn ingress_ports(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     None
+}
+
+/// KEP-1755's ConfigMap, once the API server answers (even with --wait 0: tools read it
+/// as soon as the cluster is there).
+async fn write_hosting(
+    host: &str,
+    port: u16,
+    creds: &Credentials,
+    registry: &crate::registry::docker::RegistryInfo,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let client = crate::node::client::connect(host, port, creds).await?;
+    loop {
+        match crate::registry::hosting::write(client.clone(), registry).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(
+                    error = format!("{e:#}"),
+                    "the API server does not take the ConfigMap yet"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(e.context(
+                    "the API server did not take the local-registry-hosting ConfigMap within 120s",
+                ));
+            }
+        }
+    }
 }
 
 /// `kcluster-<name>-ports`: publishes NodePort and LoadBalancer Services on the host while

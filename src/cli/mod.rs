@@ -13,6 +13,7 @@ mod list;
 mod node;
 mod port;
 mod progress;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,9 @@ enum Command {
     /// The host ports of a cluster's NodePort and LoadBalancer Services.
     #[command(subcommand)]
     Port(PortCommand),
+    /// A local registry clusters pull from: `docker push localhost:5001/app:dev`.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Check what the Docker engine allows, and say what kcluster will do about it.
     Doctor,
     /// Print shell completions: `kcluster completion bash > /etc/bash_completion.d/kcluster`.
@@ -140,6 +144,13 @@ pub struct CreateArgs {
     /// Kubeconfig file to update (default: first path of $KUBECONFIG, else ~/.kube/config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Use the local registry kcluster-registry (created on 127.0.0.1:5001 when missing):
+    /// nodes pull localhost:<port>/… from it.
+    #[arg(long)]
+    registry: bool,
+    /// Use the existing registry NAME (see `kcluster registry ls`).
+    #[arg(long, value_name = "NAME", conflicts_with = "registry")]
+    registry_use: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +231,10 @@ enum ImageCommand {
         /// Only these nodes (comma-separated node names, as `kcluster get nodes` shows them).
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
+        /// Push them into the local registry instead (default kcluster-registry), as
+        /// localhost:<port>/<repository>:<tag>: every node, present and future, pulls from there.
+        #[arg(long, value_name = "REGISTRY", num_args = 0..=1, default_missing_value = crate::registry::docker::DEFAULT_NAME, conflicts_with = "nodes")]
+        to_registry: Option<String>,
     },
     /// List the images in each node's store.
     #[command(alias = "list")]
@@ -344,6 +359,8 @@ enum NodeCommand {
     /// Forward one published port to a Service's node port on the nodes (a proxy container).
     #[command(hide = true)]
     PortProxy(crate::ports::proxy::ProxyArgs),
+    /// The local registry (the `kcluster-registry` container).
+    Registry(crate::registry::ServeArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
     #[command(hide = true)]
     Apiserver {
@@ -510,8 +527,14 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor::run().await,
             Command::Image(ImageCommand::Load {
                 images,
+                to_registry: Some(registry),
+                ..
+            }) => registry::load_to_registry(&images, &registry, &progress).await,
+            Command::Image(ImageCommand::Load {
+                images,
                 name,
                 nodes,
+                to_registry: None,
             }) => image::load(&images, &name, &nodes, &progress).await,
             Command::Image(ImageCommand::Ls { name, nodes }) => image::list(&name, &nodes).await,
             Command::Port(PortCommand::Ls { name }) => port::list(&name).await,
@@ -546,6 +569,8 @@ pub fn main() -> ExitCode {
                 node::delete(options, &progress).await
             }
             Command::Node(NodeCommand::Update(args)) => node::update(args, &progress).await,
+            Command::Registry(command) => registry::run(command, &progress).await,
+            Command::Node(NodeCommand::Registry(args)) => crate::registry::serve(args).await,
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,

@@ -46,6 +46,33 @@ pub struct ClusterConfig {
     /// The built-in Ingress controller and its host ports.
     #[serde(default)]
     pub ingress: crate::ingress::IngressConfig,
+    #[serde(default, skip_serializing_if = "Registries::is_empty")]
+    pub registries: Registries,
+}
+
+/// Where nodes pull from (containerd's `hosts.toml`, as one table).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Registries {
+    /// Registry name as image references spell it (`localhost:5001`, `docker.io`) → the
+    /// endpoints tried in order before the registry itself. `kcluster create --registry` adds
+    /// `localhost:<port>` → `http://<registry>:5000`; users add their own mirrors and
+    /// pull-through caches.
+    pub mirrors: BTreeMap<String, Mirror>,
+}
+
+impl Registries {
+    pub fn is_empty(&self) -> bool {
+        self.mirrors.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mirror {
+    /// `http://host:port` (plain HTTP), `https://host[:port]`, or `host:port` (HTTPS, then
+    /// plain HTTP on private addresses).
+    pub endpoints: Vec<String>,
 }
 
 /// How nodes get images.
@@ -193,6 +220,7 @@ impl Default for ClusterConfig {
             networking: Networking::default(),
             images: Images::default(),
             ingress: crate::ingress::IngressConfig::default(),
+            registries: Registries::default(),
         }
     }
 }
@@ -252,6 +280,7 @@ impl ClusterConfig {
         self.check_host_ports(&mut problems);
         self.check_subnets(&mut problems);
         self.check_ingress(&mut problems);
+        self.check_registries(&mut problems);
         match problems.as_slice() {
             [] => Ok(()),
             [one] => bail!("{one}"),
@@ -285,6 +314,38 @@ impl ClusterConfig {
                     "ingress.httpPort and ingress.httpsPort are both {}; give them different ports",
                     i.http_port
                 ));
+            }
+        }
+    }
+
+    fn check_registries(&self, problems: &mut Vec<String>) {
+        for (name, mirror) in &self.registries.mirrors {
+            let field = format!("registries.mirrors[{name:?}]");
+            if name.is_empty() || name.contains('/') || name.contains("://") {
+                problems.push(format!(
+                    "{field}: a registry is named as image references spell it, e.g. \"localhost:5001\" or \"docker.io\""
+                ));
+            }
+            if mirror.endpoints.is_empty() {
+                problems.push(format!(
+                    "{field}.endpoints: empty; list at least one, e.g. \"http://kcluster-registry:5000\""
+                ));
+            }
+            for (i, endpoint) in mirror.endpoints.iter().enumerate() {
+                let host = endpoint
+                    .strip_prefix("http://")
+                    .or_else(|| endpoint.strip_prefix("https://"))
+                    .unwrap_or(endpoint)
+                    .trim_end_matches('/');
+                let valid = !host.is_empty()
+                    && !host.contains('/')
+                    && !host.contains("://")
+                    && format!("http://{host}/").parse::<http::Uri>().is_ok();
+                if !valid {
+                    problems.push(format!(
+                        "{field}.endpoints[{i}]: {endpoint:?} is not an endpoint; write http://host:port or https://host[:port] (no path)"
+                    ));
+                }
             }
         }
     }
@@ -586,6 +647,33 @@ mod tests {
         for part in parts {
             assert!(message.contains(part), "{part:?} missing from: {message}");
         }
+    }
+
+    #[test]
+    fn registry_mirrors_parse_and_bad_endpoints_are_named() {
+        let config = parse(
+            "registries:\n  mirrors:\n    \"localhost:5001\": {endpoints: [\"http://kcluster-registry:5000\"]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.registries.mirrors["localhost:5001"].endpoints,
+            vec!["http://kcluster-registry:5000".to_string()]
+        );
+        let message = error_of(
+            "registries:\n  mirrors:\n    \"docker.io\": {endpoints: []}\n    \"x/y\": {endpoints: [\"http://a:1/path\"]}\n",
+        );
+        assert_mentions(
+            &message,
+            &[
+                "registries.mirrors[\"docker.io\"].endpoints: empty",
+                "registries.mirrors[\"x/y\"]: a registry is named as image references spell it",
+                "registries.mirrors[\"x/y\"].endpoints[0]: \"http://a:1/path\" is not an endpoint",
+            ],
+        );
+        assert_mentions(
+            &error_of("registries:\n  mirror: {}\n"),
+            &["registries: unknown field \"mirror\", expected \"mirrors\""],
+        );
     }
 
     #[test]

@@ -417,6 +417,8 @@ impl Docker {
                 }
             }
         }
+        // A shared registry stays; only its link to this cluster's network goes.
+        crate::registry::docker::disconnect_cluster(self, cluster).await?;
         let networks = self
             .inner
             .list_networks(Some(

@@ -47,6 +47,9 @@ pub struct NodeSettings {
     /// The built-in Ingress controller (server node only); on for nodes made before it existed.
     #[serde(default)]
     pub ingress: crate::ingress::IngressConfig,
+    /// `registries.mirrors`: registry name → endpoints.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, Vec<String>>,
 }
 
 impl NodeSettings {
@@ -84,6 +87,7 @@ pub fn load_settings() -> Result<NodeSettings> {
 pub async fn run_server() -> Result<()> {
     let settings = load_settings()?;
     tokio::spawn(reaper::run());
+    crate::runtime::images::registry::set_mirrors(settings.mirrors.clone());
     with_signals(server::run(settings)).await
 }
 
@@ -93,6 +97,7 @@ pub async fn run_standalone(options: standalone::Options) -> Result<()> {
 
 pub async fn run_agent() -> Result<()> {
     let settings = load_settings()?;
+    crate::runtime::images::registry::set_mirrors(settings.mirrors.clone());
     let creds = files::node_credentials()?;
     let (host, port) = split_host_port(&settings.server)?;
     tokio::spawn(reaper::run());

@@ -107,7 +107,7 @@ pub fn endpoint_host(registry: &str) -> &str {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
+pub enum Scheme {
     Https,
     Http,
 }
@@ -134,6 +134,41 @@ pub struct Registry {
     authorization: Option<String>,
     /// The limit on each step of making a connection (see [`CONNECT_TIMEOUT`]).
     connect_timeout: Duration,
+    /// Mirrors to try before the registry itself (`registries.mirrors`), in order.
+    mirrors: Vec<(Option<Scheme>, String)>,
+}
+
+static MIRRORS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+
+/// Sets the node's mirror table once at start: registry name as references spell it
+/// (`localhost:5001`, `docker.io`) → endpoints (`http://kcluster-registry:5000`). What
+/// containerd's `hosts.toml` does; an endpoint with `http://` is spoken to in plain HTTP
+/// whatever its address, as the cluster's owner asked for it.
+pub fn set_mirrors(mirrors: impl IntoIterator<Item = (String, Vec<String>)>) {
+    let _ = MIRRORS.set(mirrors.into_iter().collect());
+}
+
+fn mirrors_for(registry: &str) -> Vec<(Option<Scheme>, String)> {
+    let Some(table) = MIRRORS.get() else {
+        return Vec::new();
+    };
+    table
+        .get(registry)
+        .map(|endpoints| endpoints.iter().map(|e| parse_endpoint(e)).collect())
+        .unwrap_or_default()
+}
+
+/// `http://host:port` → plain HTTP, `https://…` → HTTPS, a bare `host:port` → probed as for
+/// any registry.
+pub fn parse_endpoint(endpoint: &str) -> (Option<Scheme>, String) {
+    let trimmed = endpoint.trim_end_matches('/');
+    if let Some(rest) = trimmed.strip_prefix("http://") {
+        (Some(Scheme::Http), rest.to_string())
+    } else if let Some(rest) = trimmed.strip_prefix("https://") {
+        (Some(Scheme::Https), rest.to_string())
+    } else {
+        (None, trimmed.to_string())
+    }
 }
 
 /// A response whose status was a success.
@@ -151,6 +186,7 @@ impl Registry {
             credentials,
             authorization: None,
             connect_timeout: CONNECT_TIMEOUT,
+            mirrors: mirrors_for(registry),
         }
     }
 
@@ -234,6 +270,42 @@ impl Registry {
     /// Decides HTTPS or HTTP with a ping of `/v2/`, once per registry while the process runs
     /// (a pull with imagePullPolicy Always then costs no failed HTTPS attempt).
     async fn scheme(&mut self) -> Result<Scheme, PullError> {
+        if self.scheme.is_some() || self.mirrors.is_empty() {
+            return self.upstream_scheme().await;
+        }
+        let mut failures = Vec::new();
+        for (scheme, authority) in std::mem::take(&mut self.mirrors) {
+            let schemes = match scheme {
+                Some(s) => vec![s],
+                None => vec![Scheme::Https, Scheme::Http],
+            };
+            for s in schemes {
+                let url = format!("{}://{authority}/v2/", s.as_str());
+                match send(&url, &[], None, self.connect_timeout, true).await {
+                    Ok(_) => {
+                        debug!(registry = %self.name, mirror = %url, "pulling through a mirror");
+                        self.authority = authority;
+                        self.scheme = Some(s);
+                        return Ok(s);
+                    }
+                    Err(e) => failures.push(format!("mirror {url}: {}", e.message)),
+                }
+            }
+        }
+        // As containerd: when no mirror answers, the registry itself.
+        self.upstream_scheme().await.map_err(|e| {
+            PullError::new(
+                e.kind,
+                format!(
+                    "{} (and every mirror failed: {})",
+                    e.message,
+                    failures.join("; ")
+                ),
+            )
+        })
+    }
+
+    async fn upstream_scheme(&mut self) -> Result<Scheme, PullError> {
         static KNOWN: OnceLock<Mutex<HashMap<String, Scheme>>> = OnceLock::new();
         let known = KNOWN.get_or_init(Default::default);
         if self.scheme.is_none() {
@@ -773,6 +845,22 @@ fn is_local(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_endpoints_name_their_scheme() {
+        assert_eq!(
+            parse_endpoint("http://kcluster-registry:5000/"),
+            (Some(Scheme::Http), "kcluster-registry:5000".to_string())
+        );
+        assert_eq!(
+            parse_endpoint("https://cache.example"),
+            (Some(Scheme::Https), "cache.example".to_string())
+        );
+        assert_eq!(
+            parse_endpoint("10.0.0.1:5000"),
+            (None, "10.0.0.1:5000".to_string())
+        );
+    }
 
     #[test]
     fn challenges_parse() {
