@@ -89,5 +89,9 @@ pub(super) async fn client(entry: &KubeconfigEntry) -> Result<kube::Client> {
     )
     .await
     .context("cannot build a client for the cluster")?;
+    // kube's default retries a 429 for up to 15 tries with backoff: a drain must see the
+    // disruption budget's 429 at once and decide for itself.
+    let mut config = config;
+    config.default_retry = false;
     kube::Client::try_from(config).context("cannot build a client for the cluster")
 }
