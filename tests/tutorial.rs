@@ -161,6 +161,80 @@ fn myblog_pods(cluster: &Cluster) -> Vec<String> {
     .collect()
 }
 
+/// The host ports of the built-in Ingress controller (http, https), from its Service's
+/// `kcluster.dev/host-ports` annotation ("80/TCP=127.0.0.1:80,443/TCP=127.0.0.1:443").
+fn ingress_ports(cluster: &Cluster) -> (u16, u16) {
+    let mut ports = (0, 0);
+    wait_until(
+        "the Ingress controller's host ports",
+        Duration::from_secs(60),
+        || {
+            let annotation = cluster.kubectl_ok(&[
+                "-n",
+                "kube-system",
+                "get",
+                "svc",
+                "ingress-nginx-controller",
+                "-o",
+                "jsonpath={.metadata.annotations.kcluster\\.dev/host-ports}",
+            ]);
+            let port_of = |service_port: &str| {
+                annotation
+                    .split(',')
+                    .find_map(|p| p.strip_prefix(&format!("{service_port}/TCP=")))
+                    .and_then(|addr| addr.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+            };
+            match (port_of("80"), port_of("443")) {
+                (Some(h), Some(s)) => {
+                    ports = (h, s);
+                    Ok(())
+                }
+                _ => Err(annotation.clone()),
+            }
+        },
+    );
+    ports
+}
+
+/// curl of myblog.luffy.com as a browser with a hosts entry would ask for it: "<code> <body>".
+fn curl_myblog(scheme: &str, port: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "-m",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--resolve",
+            &format!("myblog.luffy.com:{port}:127.0.0.1"),
+            &format!("{scheme}://myblog.luffy.com:{port}{path}"),
+        ])
+        .output()
+        .expect("cannot run curl (apt-get install curl; .ci/run installs it)");
+    let t = stdout(&out);
+    match t.rsplit_once('\n') {
+        Some((body, code)) => format!("{code} {}", body.trim()),
+        None => format!("curl failed: {}", text(&out)),
+    }
+}
+
+fn wait_myblog(what: &str, scheme: &str, port: u16, want: &[&str]) -> String {
+    let mut last = String::new();
+    wait_until(what, Duration::from_secs(60), || {
+        last = curl_myblog(scheme, port, "/blog/index/");
+        if want.iter().all(|w| last.contains(w)) {
+            Ok(())
+        } else {
+            Err(last.clone())
+        }
+    });
+    last
+}
+
 #[test]
 fn the_myblog_tutorial_replays_chapter_by_chapter() {
     require_docker_and_kubectl();
@@ -484,4 +558,82 @@ fn the_myblog_tutorial_replays_chapter_by_chapter() {
         text(&ls)
     );
     chapter("chapter 5");
+
+    // 6. Ingress: the built-in controller, on the host ports it was published on.
+    let (http, https) = ingress_ports(&cluster);
+    create_file(&cluster, "06-ingress/myblog.ing.yaml");
+    wait_until(
+        "the Ingress's class and address",
+        Duration::from_secs(60),
+        || {
+            let got = kubectl_ok(
+                &cluster,
+                &[
+                    "get",
+                    "ing",
+                    "myblog",
+                    "-o",
+                    "jsonpath={.spec.ingressClassName} {.status.loadBalancer.ingress[0].ip}",
+                ],
+            );
+            if got == "nginx 127.0.0.1" {
+                Ok(())
+            } else {
+                Err(got)
+            }
+        },
+    );
+    wait_myblog(
+        "the blog through the Ingress",
+        "http",
+        http,
+        &["200 ", "myblog v1"],
+    );
+    let dir = sandbox.path().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, crt) = (dir.join("tls.key"), dir.join("tls.crt"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-nodes", "-days", "2920", "-newkey", "rsa:2048", "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .args(["-subj", "/CN=*.luffy.com/O=ingress-nginx"])
+        .output()
+        .expect("cannot run openssl (.ci/run installs it)");
+    assert!(out.status.success(), "openssl: {}", text(&out));
+    kubectl_ok(
+        &cluster,
+        &[
+            "create",
+            "secret",
+            "tls",
+            "tls-myblog",
+            "--key",
+            key.to_str().unwrap(),
+            "--cert",
+            crt.to_str().unwrap(),
+        ],
+    );
+    cluster.kubectl_ok(&["apply", "-f", &example("06-ingress/myblog-tls.ing.yaml")]);
+    wait_myblog(
+        "the blog over HTTPS",
+        "https",
+        https,
+        &["200 ", "myblog v1"],
+    );
+    wait_myblog("plain HTTP redirected to HTTPS", "http", http, &["308"]);
+    cluster.kubectl_ok(&[
+        "apply",
+        "-f",
+        &example("06-ingress/myblog-annotations.ing.yaml"),
+    ]);
+    wait_myblog(
+        "plain HTTP served again with ssl-redirect false",
+        "http",
+        http,
+        &["200 ", "myblog v1"],
+    );
+    chapter("chapter 6");
 }
