@@ -7,8 +7,45 @@ use anyhow::{Context, Result, bail};
 
 use super::Progress;
 use super::create::{API_PORT_IN_NODE, context_name, home};
+use bollard::models::ContainerSummary;
+
 use crate::cluster::docker::{self, Docker};
 use crate::cluster::kubeconfig::{self, KubeconfigEntry};
+use crate::node::client::Credentials;
+
+/// A file of the cluster's PKI directory on its server node (certificates and keys create left
+/// there), as text.
+pub(super) async fn read_pki(docker: &Docker, server: &str, file: &str) -> Result<String> {
+    let bytes = docker
+        .read_file(server, &format!("{}/{file}", crate::node::PKI_DIR))
+        .await?;
+    String::from_utf8(bytes).with_context(|| format!("{file} on {server} is not text"))
+}
+
+/// Where the host reaches a cluster's API server (address and port from the server node's
+/// labels) and the admin credentials.
+pub(super) async fn api_access(
+    cluster: &str,
+    server: &ContainerSummary,
+) -> Result<(String, u16, Credentials)> {
+    let port: u16 = docker::label(server, docker::LABEL_API_PORT)
+        .and_then(|p| p.parse().ok())
+        .context("the server node has no API port label")?;
+    let host = match docker::label(server, docker::LABEL_API_ADDRESS) {
+        None | Some("0.0.0.0") => "127.0.0.1".to_string(),
+        Some(a) => a.to_string(),
+    };
+    let entry = entry(cluster, false).await?;
+    Ok((
+        host,
+        port,
+        Credentials {
+            ca_pem: entry.ca_pem,
+            cert_pem: entry.client_cert_pem,
+            key_pem: entry.client_key_pem,
+        },
+    ))
+}
 
 pub(super) async fn entry(name: &str, internal: bool) -> Result<KubeconfigEntry> {
     let docker = Docker::connect().await?;
@@ -20,16 +57,7 @@ pub(super) async fn entry(name: &str, internal: bool) -> Result<KubeconfigEntry>
         bail!("no cluster named {name:?} (see `kcluster list`)");
     };
     let server_name = docker::container_name(server);
-    let read = |file: &'static str| {
-        let docker = &docker;
-        let server_name = server_name.clone();
-        async move {
-            let bytes = docker
-                .read_file(&server_name, &format!("{}/{file}", crate::node::PKI_DIR))
-                .await?;
-            String::from_utf8(bytes).with_context(|| format!("{file} on {server_name} is not text"))
-        }
-    };
+    let read = |file| read_pki(&docker, &server_name, file);
     let url = if internal {
         format!("https://{server_name}:{API_PORT_IN_NODE}")
     } else {

@@ -16,7 +16,6 @@ use bollard::query_parameters::StopContainerOptions;
 
 use super::Progress;
 use crate::cluster::docker::{self, Docker};
-use crate::node::client::Credentials;
 
 /// Lower starts first and stops last.
 fn start_rank(c: &ContainerSummary) -> u8 {
@@ -112,19 +111,7 @@ pub async fn start(name: &str, wait: Duration, progress: &Progress) -> Result<()
         .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
         .context("the cluster has no server node")?;
     let server_name = docker::container_name(server);
-    let port: u16 = docker::label(server, docker::LABEL_API_PORT)
-        .and_then(|p| p.parse().ok())
-        .context("the server node has no API port label")?;
-    let host = match docker::label(server, docker::LABEL_API_ADDRESS) {
-        None | Some("0.0.0.0") => "127.0.0.1".to_string(),
-        Some(a) => a.to_string(),
-    };
-    let entry = super::kubeconfig::entry(name, false).await?;
-    let creds = Credentials {
-        ca_pem: entry.ca_pem,
-        cert_pem: entry.client_cert_pem,
-        key_pem: entry.client_key_pem,
-    };
+    let (host, port, creds) = super::kubeconfig::api_access(name, server).await?;
     let deadline = Instant::now() + wait;
     let mut step = progress.step(format!("Waiting for {nodes} node(s) to be Ready"));
     if let Err(e) =

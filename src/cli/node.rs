@@ -26,7 +26,6 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use super::Progress;
 use crate::cluster::docker::{self, Docker, NodeSpec, Security};
 use crate::node::NodeSettings;
-use crate::node::client::Credentials;
 use crate::noderesources::{Size, Sizes, check_against_host, check_minimum, quantity};
 use crate::pki::CertificateAuthority;
 
@@ -248,16 +247,7 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
         .await?;
     let template_settings: NodeSettings = serde_json::from_slice(&settings_json)
         .with_context(|| format!("cannot read {template_name}'s node settings"))?;
-    let read_pki = |file: &'static str| {
-        let docker = &docker;
-        let server_name = server_name.clone();
-        async move {
-            let bytes = docker
-                .read_file(&server_name, &format!("{}/{file}", crate::node::PKI_DIR))
-                .await?;
-            String::from_utf8(bytes).with_context(|| format!("{file} on {server_name} is not text"))
-        }
-    };
+    let read_pki = |file| super::kubeconfig::read_pki(&docker, &server_name, file);
     let ca = CertificateAuthority::from_pem(&read_pki("ca.crt").await?, &read_pki("ca.key").await?)
         .context("cannot load the cluster CA from the server node")?;
 
@@ -305,7 +295,7 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     if options.wait.is_zero() {
         return Ok(());
     }
-    let (host, port, creds) = api_access(cluster, server).await?;
+    let (host, port, creds) = super::kubeconfig::api_access(cluster, server).await?;
     let mut step = progress.step(format!(
         "Waiting for {} new node(s) to be Ready",
         added.len()
@@ -322,29 +312,6 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     .await?;
     step.done();
     Ok(())
-}
-
-async fn api_access(
-    cluster: &str,
-    server: &ContainerSummary,
-) -> Result<(String, u16, Credentials)> {
-    let port: u16 = docker::label(server, docker::LABEL_API_PORT)
-        .and_then(|p| p.parse().ok())
-        .context("the server node has no API port label")?;
-    let host = match docker::label(server, docker::LABEL_API_ADDRESS) {
-        None | Some("0.0.0.0") => "127.0.0.1".to_string(),
-        Some(a) => a.to_string(),
-    };
-    let entry = super::kubeconfig::entry(cluster, false).await?;
-    Ok((
-        host,
-        port,
-        Credentials {
-            ca_pem: entry.ca_pem,
-            cert_pem: entry.client_cert_pem,
-            key_pem: entry.client_key_pem,
-        },
-    ))
 }
 
 pub struct DeleteOptions {
