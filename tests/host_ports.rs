@@ -417,8 +417,22 @@ fn host_ports_come_back_after_every_container_restarts_and_a_taken_one_moves() {
 
     // Every container of the cluster stops; while it is down something else takes the
     // LoadBalancer's host port; then everything starts again.
-    let containers = docker_objects("container", &name);
-    assert_eq!(containers.len(), 4, "{containers:?}");
+    // The node, the publisher, the NodePort's and the LoadBalancer's proxies, and the
+    // Ingress controller's two (HTTP and HTTPS).
+    // The Ingress controller's are started asynchronously after create: wait for all six.
+    let mut containers = Vec::new();
+    wait_until(
+        "the cluster's six containers",
+        Duration::from_secs(60),
+        || {
+            containers = docker_objects("container", &name);
+            if containers.len() == 6 {
+                Ok(())
+            } else {
+                Err(format!("{containers:?}"))
+            }
+        },
+    );
     let mut stop = vec!["stop"];
     stop.extend(containers.iter().map(String::as_str));
     let out = docker(&stop);
