@@ -42,6 +42,25 @@ fn pod_nodes(cluster: &Cluster, app: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until both pods of `extra` are Pending (no node labelled tier=extra takes them).
+fn wait_both_pending(cluster: &Cluster, what: &str) {
+    wait_until(what, Duration::from_secs(60), || {
+        let phases = cluster.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=extra",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ]);
+        if phases == "Pending Pending" {
+            Ok(())
+        } else {
+            Err(phases)
+        }
+    });
+}
+
 #[test]
 fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() {
     require_docker_and_kubectl();
@@ -58,25 +77,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
     // Pods that only a node labelled tier=extra can take wait for one.
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &deployment("extra", &tag, 2));
     assert!(out.status.success(), "apply: {}", text(&out));
-    wait_until(
-        "the pods to wait for a tier=extra node",
-        Duration::from_secs(60),
-        || {
-            let phases = cluster.kubectl_ok(&[
-                "get",
-                "pods",
-                "-l",
-                "app=extra",
-                "-o",
-                "jsonpath={.items[*].status.phase}",
-            ]);
-            if phases == "Pending Pending" {
-                Ok(())
-            } else {
-                Err(phases)
-            }
-        },
-    );
+    wait_both_pending(&cluster, "the pods to wait for a tier=extra node");
 
     at("pending seen");
     // Bad input first: nothing may be created by any of these.
@@ -228,23 +229,5 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
     );
     at("node deleted");
     // Its pods were evicted and wait again for a tier=extra node.
-    wait_until(
-        "the evicted pods to be replaced",
-        Duration::from_secs(60),
-        || {
-            let phases = cluster.kubectl_ok(&[
-                "get",
-                "pods",
-                "-l",
-                "app=extra",
-                "-o",
-                "jsonpath={.items[*].status.phase}",
-            ]);
-            if phases == "Pending Pending" {
-                Ok(())
-            } else {
-                Err(phases)
-            }
-        },
-    );
+    wait_both_pending(&cluster, "the evicted pods to be replaced");
 }
