@@ -215,7 +215,11 @@ fn with_pull_fallback_off_an_unreachable_registry_is_an_error() {
     load_as(&cluster, &tag, &untagged);
 
     apply(&cluster, &pod("strict", &untagged, None));
-    let events = cluster.wait_pod_events("strict", |e| e.contains("Error: ErrImagePull"));
+    // The pull's failure and the kubelet's ErrImagePull are two events, written in either
+    // order: wait for both.
+    let events = cluster.wait_pod_events("strict", |e| {
+        e.contains("Error: ErrImagePull") && e.contains("Failed: Failed to pull image")
+    });
     assert!(
         events.contains(&format!("Failed: Failed to pull image \"{untagged}\": "))
             && events.contains("cannot reach the registry"),
