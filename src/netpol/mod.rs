@@ -16,7 +16,7 @@ pub mod ruleset;
 pub mod sync;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -25,13 +25,16 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::controllers::runtime::Informer;
+use crate::nftables::Family;
+use crate::nftables::resync::{self, AbortOnDrop, Table, TableWriter};
 use ruleset::Desired;
 use sync::Applied;
 
-/// Bursts of changes (a namespace of pods starting) are folded into one sync.
-const COALESCE: Duration = Duration::from_millis(20);
-/// How often the table's presence is checked.
-const DRIFT_CHECK: Duration = Duration::from_secs(30);
+const TABLE: Table = Table {
+    what: "network policy rules",
+    family: Family::Ip,
+    name: ruleset::TABLE,
+};
 
 /// Starts enforcement; the receiver turns true after the first successful sync.
 pub fn start(
@@ -73,12 +76,29 @@ struct Enforcer {
     applied: Option<Applied>,
 }
 
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
+/// The enforcer with the watches of one API client.
+struct EnforcerWriter<'a> {
+    enforcer: &'a mut Enforcer,
+    policies: &'a Informer<NetworkPolicy>,
+    pods: &'a Informer<Pod>,
+    namespaces: &'a Informer<Namespace>,
+}
+
+impl TableWriter for EnforcerWriter<'_> {
+    async fn sync(&mut self) -> Result<bool> {
+        let desired = self
+            .enforcer
+            .desired(self.policies, self.pods, self.namespaces);
+        self.enforcer.sync_once(desired).await?;
+        Ok(self
+            .enforcer
+            .applied
+            .as_ref()
+            .is_some_and(|a| !a.stale.is_empty()))
+    }
+
+    fn forget(&mut self) {
+        self.enforcer.applied = None;
     }
 }
 
@@ -115,55 +135,14 @@ impl Enforcer {
             } => {}
             _ = clients.changed() => return Ok(()),
         }
-        let mut failures = 0u32;
-        let mut drift = tokio::time::interval(DRIFT_CHECK);
-        drift.tick().await;
-        loop {
-            let desired = self.desired(&policies, &pods, &namespaces);
-            let wait = match self.sync_once(desired).await {
-                Ok(()) => {
-                    failures = 0;
-                    synced.send_replace(true);
-                    self.applied
-                        .as_ref()
-                        .filter(|a| !a.stale.is_empty())
-                        .map(|_| sync::STALE_CHAIN_DELAY)
-                }
-                Err(e) => {
-                    failures += 1;
-                    self.applied = None;
-                    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
-                    warn!(
-                        error = format!("{e:#}"),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "cannot program the network policy rules; the next sync rebuilds the table"
-                    );
-                    Some(delay)
-                }
-            };
-            let timer = async {
-                match wait {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = wake.notified() => tokio::time::sleep(COALESCE).await,
-                _ = timer => {}
-                _ = drift.tick() => {
-                    match tokio::task::spawn_blocking(table_exists).await {
-                        Ok(Ok(true)) => continue,
-                        Ok(Ok(false)) => {
-                            warn!("the network policy table is gone; rebuilding it");
-                            self.applied = None;
-                        }
-                        Ok(Err(e)) => warn!(error = format!("{e:#}"), "cannot check the network policy rules"),
-                        Err(_) => {}
-                    }
-                }
-                _ = clients.changed() => return Ok(()),
-            }
-        }
+        let mut writer = EnforcerWriter {
+            enforcer: self,
+            policies: &policies,
+            pods: &pods,
+            namespaces: &namespaces,
+        };
+        resync::run(&TABLE, &mut writer, &wake, clients, synced).await;
+        Ok(())
     }
 
     fn desired(
@@ -241,9 +220,4 @@ impl Enforcer {
         }
         Ok(())
     }
-}
-
-fn table_exists() -> Result<bool> {
-    let mut conn = crate::nftables::Conn::new()?;
-    Ok(conn.table_exists(crate::nftables::Family::Ip, ruleset::TABLE)?)
 }

@@ -3,21 +3,14 @@
 //! changed policies flushed and rewritten. Chains no longer wanted are flushed at once and
 //! deleted a second later, as the service proxy does.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::nftables::{Batch, Element, Family};
 
 use super::ruleset::{self, Desired, TABLE};
 
 const FAMILY: Family = Family::Ip;
-pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub state: Desired,
-    pub stale: BTreeMap<String, Instant>,
-}
+pub type Applied = crate::nftables::resync::Applied<Desired>;
 
 /// What a sync changed, for logs and the benchmark.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,14 +57,7 @@ pub fn incremental(applied: &mut Applied, desired: &Desired, now: Instant) -> (B
     let mut b = Batch::new();
     let mut stats = Stats::default();
     let old = &applied.state;
-    let due: Vec<String> = applied
-        .stale
-        .iter()
-        .filter(|(name, since)| {
-            now.duration_since(**since) >= STALE_CHAIN_DELAY && !desired.chains.contains_key(*name)
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
+    let due = applied.due(now, |name| desired.chains.contains_key(name));
 
     // New sets (with their elements) and chains first: rules refer to them.
     for (name, (kind, elements)) in &desired.sets {

@@ -15,6 +15,7 @@ mod batch;
 mod conn;
 mod expr;
 pub(crate) mod netlink;
+pub mod resync;
 pub mod rule;
 #[cfg(test)]
 pub mod testing;

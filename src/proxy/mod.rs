@@ -18,7 +18,7 @@ pub mod sync;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -29,14 +29,17 @@ use tracing::{debug, info, warn};
 use crate::cluster::cidr::Ipv4Cidr;
 use crate::controllers::runtime::Informer;
 use crate::controllers::runtime::events::{EventSink, Recorder, WARNING};
+use crate::nftables::Family;
+use crate::nftables::resync::{self, AbortOnDrop, Table, TableWriter};
 use model::{Protocol, ServicePort};
 use ruleset::HostPort;
 use sync::Applied;
 
-/// Bursts of changes (a Deployment scaling) are folded into one sync.
-const COALESCE: Duration = Duration::from_millis(20);
-/// How often the proxy checks that its table is still there.
-const DRIFT_CHECK: Duration = Duration::from_secs(30);
+const TABLE: Table = Table {
+    what: "service rules",
+    family: Family::Ip,
+    name: ruleset::TABLE,
+};
 
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -141,54 +144,15 @@ impl Proxy {
             } => {}
             _ = clients.changed() => return Ok(()),
         }
-        let mut failures = 0u32;
-        let mut drift = tokio::time::interval(DRIFT_CHECK);
-        drift.tick().await;
-        loop {
-            let wait = match self.sync_once(&services, &slices, &pods, &recorder).await {
-                Ok(()) => {
-                    failures = 0;
-                    synced.send_replace(true);
-                    self.applied
-                        .as_ref()
-                        .filter(|a| !a.stale.is_empty())
-                        .map(|_| sync::STALE_CHAIN_DELAY)
-                }
-                Err(e) => {
-                    failures += 1;
-                    self.applied = None;
-                    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
-                    warn!(
-                        error = format!("{e:#}"),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "cannot program the service rules; the next sync rebuilds the table"
-                    );
-                    Some(delay)
-                }
-            };
-            let timer = async {
-                match wait {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = wake.notified() => tokio::time::sleep(COALESCE).await,
-                _ = timer => {}
-                _ = drift.tick() => {
-                    match tokio::task::spawn_blocking(table_exists).await {
-                        Ok(Ok(true)) => continue,
-                        Ok(Ok(false)) => {
-                            warn!("the service rules' table is gone; rebuilding it");
-                            self.applied = None;
-                        }
-                        Ok(Err(e)) => warn!(error = format!("{e:#}"), "cannot check the service rules"),
-                        Err(_) => {}
-                    }
-                }
-                _ = clients.changed() => return Ok(()),
-            }
-        }
+        let mut writer = ProxyWriter {
+            proxy: self,
+            services: &services,
+            slices: &slices,
+            pods: &pods,
+            recorder: &recorder,
+        };
+        resync::run(&TABLE, &mut writer, &wake, clients, synced).await;
+        Ok(())
     }
 
     async fn sync_once(
@@ -293,18 +257,30 @@ impl Proxy {
     }
 }
 
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
+/// The proxy with the watches of one API client.
+struct ProxyWriter<'a> {
+    proxy: &'a mut Proxy,
+    services: &'a Informer<Service>,
+    slices: &'a Informer<EndpointSlice>,
+    pods: &'a Informer<Pod>,
+    recorder: &'a Recorder,
 }
 
-fn table_exists() -> Result<bool> {
-    let mut conn = crate::nftables::Conn::new()?;
-    Ok(conn.table_exists(crate::nftables::Family::Ip, ruleset::TABLE)?)
+impl TableWriter for ProxyWriter<'_> {
+    async fn sync(&mut self) -> Result<bool> {
+        self.proxy
+            .sync_once(self.services, self.slices, self.pods, self.recorder)
+            .await?;
+        Ok(self
+            .proxy
+            .applied
+            .as_ref()
+            .is_some_and(|a| !a.stale.is_empty()))
+    }
+
+    fn forget(&mut self) {
+        self.proxy.applied = None;
+    }
 }
 
 fn has_host_ports(pod: &Pod) -> bool {

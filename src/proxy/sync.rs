@@ -4,24 +4,15 @@
 //! kube-proxy does: before Linux 6.2 a verdict-map element that pointed at a chain keeps it
 //! busy for a moment after the element is gone.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::nftables::{Batch, Element, ElementData, Family, Verdict, key, rule};
 
 use super::ruleset::{self, CLUSTER_IPS, Desired, HAIRPIN, Rule, StaticPart, TABLE};
 
 const FAMILY: Family = Family::Ip;
-/// How long a flushed chain waits before it is deleted.
-pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
-
 /// What the proxy knows is in the kernel.
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub state: Desired,
-    /// Flushed chains waiting to be deleted, with when they were flushed.
-    pub stale: BTreeMap<String, Instant>,
-}
+pub type Applied = crate::nftables::resync::Applied<Desired>;
 
 /// The whole table, made anew: the old one (if any) is deleted in the same transaction, so
 /// there is never a moment without rules.
@@ -86,14 +77,7 @@ pub fn incremental(applied: &mut Applied, desired: &Desired, now: Instant) -> Ba
     let old = &applied.state;
 
     // Chains whose deletion is due (and that nobody wants back).
-    let due: Vec<String> = applied
-        .stale
-        .iter()
-        .filter(|(name, since)| {
-            now.duration_since(**since) >= STALE_CHAIN_DELAY && !desired.chains.contains_key(*name)
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
+    let due = applied.due(now, |name| desired.chains.contains_key(name));
 
     // New chains and sets first: rules and map elements refer to them.
     for name in desired.chains.keys() {
