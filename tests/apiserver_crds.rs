@@ -916,3 +916,56 @@ fn custom_resources_are_garbage_collected_and_cluster_scoped_ones_served() {
         text(&out)
     );
 }
+
+/// kubectl keeps discovery in an HTTP cache under ~/.kube/cache and revalidates it with the
+/// document's ETag: an unchanged document is answered 304 (the cache then serves its copy and
+/// marks it `X-From-Cache`), and a new definition changes the ETag, so the next kubectl sees
+/// the new kind at once.
+#[test]
+fn kubectls_discovery_cache_revalidates_and_sees_a_new_definition() {
+    require_docker_and_kubectl();
+    let server = ApiServer::start();
+    // -v=8 logs each response's headers after its request line.
+    let discover = || {
+        let out = server.kubectl(&["api-resources", "-v=8"]);
+        assert!(out.status.success(), "api-resources: {}", text(&out));
+        (
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let from_cache = |log: &str, path: &str| -> bool {
+        let mut current = None;
+        for line in log.lines() {
+            if let Some(i) = line.find("] GET https://") {
+                current = Some(line[i..].contains(path));
+            } else if line.contains("X-From-Cache: 1") && current == Some(true) {
+                return true;
+            }
+        }
+        false
+    };
+    let (first, log) = discover();
+    assert!(!first.contains("widgets"), "no widgets yet:\n{first}");
+    assert!(
+        log.contains("/apis?timeout=") && !from_cache(&log, "/apis?"),
+        "the first discovery is fetched whole:\n{log}"
+    );
+    let (_, log) = discover();
+    assert!(
+        from_cache(&log, "/api?") && from_cache(&log, "/apis?"),
+        "an unchanged discovery document is revalidated (304) and served from the cache:\n{log}"
+    );
+
+    apply(&server, CRD);
+    established(&server, "widgets.example.com");
+    let (after, log) = discover();
+    assert!(
+        !from_cache(&log, "/apis?"),
+        "a new definition changes the ETag, so /apis is fetched anew:\n{log}"
+    );
+    assert!(
+        after.lines().any(|l| l.starts_with("widgets ")),
+        "the cached kubectl sees the new kind at once:\n{after}"
+    );
+}

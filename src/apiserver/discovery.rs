@@ -51,6 +51,15 @@ fn verbs(def: &ResourceDef) -> Vec<&'static str> {
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
+/// The ETag of a discovery document: the hex SHA-512 of its JSON, as kube-apiserver computes it.
+pub fn etag(document: &[u8]) -> String {
+    use sha2::{Digest, Sha512};
+    Sha512::digest(document)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
 /// Whether the client asked for aggregated discovery in its Accept header.
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {

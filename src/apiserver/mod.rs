@@ -225,7 +225,10 @@ impl ApiServer {
             return Err(ApiError::unauthorized());
         }
 
-        if get && let Some(doc) = self.discovery(&path, &accept) {
+        if get
+            && let Some(doc) =
+                self.discovery(&path, &accept, &header_str(&req, header::IF_NONE_MATCH))
+        {
             return Ok(doc);
         }
         if get && path.starts_with("/openapi/") {
@@ -345,13 +348,21 @@ impl ApiServer {
         Ok(json_response(201, &reply))
     }
 
-    fn discovery(&self, path: &str, accept: &str) -> Option<Response<Body>> {
+    fn discovery(&self, path: &str, accept: &str, if_none_match: &str) -> Option<Response<Body>> {
         let path = path.trim_end_matches('/');
         let aggregated = discovery::wants_aggregated(accept);
         let doc = match path {
-            "/api" if aggregated => return Some(aggregated_response(discovery::aggregated(true))),
+            "/api" if aggregated => {
+                return Some(aggregated_response(
+                    discovery::aggregated(true),
+                    if_none_match,
+                ));
+            }
             "/apis" if aggregated => {
-                return Some(aggregated_response(discovery::aggregated(false)));
+                return Some(aggregated_response(
+                    discovery::aggregated(false),
+                    if_none_match,
+                ));
             }
             "/api" => discovery::legacy_api_versions(&self.advertise),
             "/apis" => discovery::legacy_group_list(),
@@ -423,11 +434,35 @@ fn encoded_json_response(code: u16, bytes: Bytes) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
-fn aggregated_response(body: Value) -> Response<Body> {
-    let mut response = json_response(200, &body);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+/// Aggregated discovery carries an ETag (the document's hash) and answers a matching
+/// If-None-Match with 304, as kube-apiserver does: clients' HTTP caches revalidate on every
+/// use, so a new CustomResourceDefinition is seen at once, without a stale cache to wait out.
+fn aggregated_response(body: Value, if_none_match: &str) -> Response<Body> {
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let etag = format!("\"{}\"", discovery::etag(&bytes));
+    let matched = if_none_match == etag;
+    let mut response = if matched {
+        Response::builder()
+            .status(304)
+            .body(full(Bytes::new()))
+            .unwrap_or_else(|_| Response::new(full("")))
+    } else {
+        encoded_json_response(200, bytes.into())
+    };
+    let headers = response.headers_mut();
+    if !matched {
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+        );
+    }
+    if let Ok(value) = header::HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(header::VARY, header::HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public"),
     );
     response
 }
