@@ -553,8 +553,102 @@ async fn patch_upload(
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
     check_upload(registry, id).await?;
+    if let Some(range) = chunk_range(&req)? {
+        let size = registry
+            .storage
+            .upload_size(id)
+            .await
+            .map_err(|e| ApiError::io("cannot read the upload", e))?
+            .ok_or_else(|| upload_unknown(id))?;
+        check_chunk(range, size)?;
+    }
     let size = append(registry, id, req.into_body()).await?;
     upload_accepted(name, id, size)
+}
+
+/// A chunk's claimed place: `Content-Range: <first>-<last>` (inclusive, no unit, as the
+/// distribution spec writes it) with the `Content-Length` it implies. Like the reference
+/// registry, the claim is checked only when both headers are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkRange {
+    first: u64,
+    last: u64,
+    length: u64,
+}
+
+fn chunk_range(req: &Request<Incoming>) -> Result<Option<ChunkRange>> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let (Some(range), Some(length)) = (header("Content-Range"), header("Content-Length")) else {
+        return Ok(None);
+    };
+    parse_chunk_range(range, length).map(Some)
+}
+
+fn parse_chunk_range(range: &str, length: &str) -> Result<ChunkRange> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            format!("Content-Range {range:?} is not <first byte>-<last byte>"),
+        )
+    };
+    let (first, last) = range.split_once('-').ok_or_else(invalid)?;
+    let number = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let (first, last) = match (number(first), number(last)) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return Err(invalid()),
+    };
+    let length = length.parse::<u64>().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SIZE_INVALID",
+            format!("Content-Length {length:?} is not a number"),
+        )
+    })?;
+    Ok(ChunkRange {
+        first,
+        last,
+        length,
+    })
+}
+
+/// Chunks must come in order and be as long as their range says: out of order is 416, as the
+/// spec requires, so the client asks for the upload's state and resumes from there.
+fn check_chunk(range: ChunkRange, size: u64) -> Result<()> {
+    if range.first > range.last || range.first != size {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "RANGE_INVALID",
+            format!(
+                "invalid content range: the chunk starts at byte {}, the upload holds {size} bytes",
+                range.first
+            ),
+        ));
+    }
+    if range.last - range.first + 1 != range.length {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SIZE_INVALID",
+            format!(
+                "provided length did not match content length: the range {}-{} is {} bytes, the body {}",
+                range.first,
+                range.last,
+                range.last - range.first + 1,
+                range.length
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn upload_status(registry: &Registry, name: &str, id: &str) -> Result<Response<Body>> {
@@ -922,5 +1016,34 @@ mod tests {
             ("last".to_string(), "a".to_string()),
         ]);
         assert_eq!(paginate(items, &q), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn chunks_must_come_in_order_and_match_their_length() {
+        let range = |r: &str, l: &str| parse_chunk_range(r, l);
+        let ok = range("10-19", "10").expect("a well-formed range");
+        assert_eq!(
+            ok,
+            ChunkRange {
+                first: 10,
+                last: 19,
+                length: 10
+            }
+        );
+        assert!(check_chunk(ok, 10).is_ok());
+        let code = |r: Result<()>| r.err().map(|e| (e.status.as_u16(), e.code));
+        assert_eq!(code(check_chunk(ok, 0)), Some((416, "RANGE_INVALID")));
+        assert_eq!(code(check_chunk(ok, 20)), Some((416, "RANGE_INVALID")));
+        let backwards = range("19-10", "10").expect("parses");
+        assert_eq!(
+            code(check_chunk(backwards, 19)),
+            Some((416, "RANGE_INVALID"))
+        );
+        let short = range("10-19", "5").expect("parses");
+        assert_eq!(code(check_chunk(short, 10)), Some((400, "SIZE_INVALID")));
+        for bad in ["bytes 0-9", "0-", "-9", "a-b", "0-9/10", "+1-9"] {
+            assert!(range(bad, "10").is_err(), "{bad:?} must be refused");
+        }
+        assert!(range("0-9", "ten").is_err());
     }
 }
