@@ -6,6 +6,7 @@
 mod common;
 
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::images::{TestImage, build_web_image};
@@ -873,6 +874,145 @@ spec:
     );
     let out = download.wait_with_output().expect("curl");
     assert_eq!(stdout(&out), "200 67108864", "{}", text(&out));
+
+    tls_backends(&cluster, http);
+}
+
+/// A TLS server in this process with a self-signed certificate, speaking HTTP/1.1 and HTTP/2
+/// (ALPN); every answer says which protocol the request came in and that it came over TLS.
+/// Returns its port.
+fn start_tls_backend(bind: &str) -> u16 {
+    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["backend.invalid".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key"),
+    )
+    .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind((bind, 0)).expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let body = format!("tls {:?} {}", req.version(), req.uri().path());
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+    });
+    port
+}
+
+/// backend-protocol HTTPS and GRPCS: the ingress speaks TLS to the pod (HTTP/1.1, or HTTP/2 by
+/// ALPN) without verifying its self-signed certificate, as ingress-nginx does; plain HTTP to a
+/// TLS port fails with 502. The backend is this process on the cluster network's gateway,
+/// named by a selector-less Service's Endpoints.
+fn tls_backends(cluster: &Cluster, http: u16) {
+    let gateway = stdout(&docker(&[
+        "network",
+        "inspect",
+        &format!("kcluster-{}", cluster.name),
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]))
+    .trim()
+    .to_string();
+    assert!(!gateway.is_empty(), "the cluster network has no gateway");
+    let port = start_tls_backend(&gateway);
+    let mut manifest = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: secure}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: {port}}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: secure}}
+subsets:
+- addresses: [{{ip: {gateway}}}]
+  ports: [{{name: https, port: {port}}}]
+"#
+    );
+    for (host, protocol) in [
+        ("https.example", Some("HTTPS")),
+        ("grpcs.example", Some("GRPCS")),
+        ("plain.example", None),
+    ] {
+        let annotation = protocol
+            .map(|p| format!("nginx.ingress.kubernetes.io/backend-protocol: {p}"))
+            .unwrap_or_default();
+        let name = host.replace('.', "-");
+        manifest.push_str(&format!(
+            r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{{annotation}}}
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: secure, port: {{number: 443}}}}}}}}
+"#
+        ));
+    }
+    apply(cluster, &manifest);
+    wait_output(
+        "HTTP/1.1 over TLS to the backend",
+        || get(http, "https.example", "/one"),
+        &["200 tls HTTP/1.1 /one"],
+    );
+    wait_output(
+        "HTTP/2 over TLS to the backend",
+        || get(http, "grpcs.example", "/two"),
+        &["200 tls HTTP/2.0 /two"],
+    );
+    wait_output(
+        "plain HTTP to a TLS backend",
+        || get(http, "plain.example", "/three"),
+        &["502 "],
+    );
 }
 
 /// Host ports taken on this machine: the ingress moves to the next free ones, says so in the

@@ -66,6 +66,11 @@ pub enum BackendProtocol {
     Http,
     /// HTTP/2 without TLS to the pod (gRPC's usual plain form).
     Grpc,
+    /// HTTP/1.1 over TLS to the pod; its certificate is not verified, as ingress-nginx does
+    /// unless `proxy-ssl-verify` is on.
+    Https,
+    /// HTTP/2 over TLS (ALPN h2), unverified likewise.
+    Grpcs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,8 +294,10 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> (Options, Findings) {
         match v.trim().to_ascii_uppercase().as_str() {
             "HTTP" | "AUTO_HTTP" => {}
             "GRPC" => o.backend_protocol = BackendProtocol::Grpc,
+            "HTTPS" => o.backend_protocol = BackendProtocol::Https,
+            "GRPCS" => o.backend_protocol = BackendProtocol::Grpcs,
             other => f.unsupported.push(format!(
-                "{PREFIX}backend-protocol: {other} (only HTTP and GRPC are implemented; HTTP is used)"
+                "{PREFIX}backend-protocol: {other} (HTTP, HTTPS, GRPC and GRPCS are implemented; HTTP is used)"
             )),
         }
     }

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod routes;
 pub mod tls;
 pub mod translate;
+mod upstream_tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -189,7 +190,7 @@ fn published(svc: &Service) -> Option<(String, u16, u16)> {
 
 /// Runs forever in the server node.
 pub async fn run(client: kube::Client, cfg: IngressConfig, node: String) -> Result<()> {
-    let shared = proxy::Shared::new();
+    let shared = proxy::Shared::new().context("the ingress proxy's upstream TLS settings")?;
     let resolver = Arc::new(tls::Resolver::new(
         tls::fake()?,
         cfg.default_certificate.clone(),

@@ -15,6 +15,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 use super::annotations::{BackendProtocol, Options};
 use super::routes::{Route, Table, Upstream};
 use super::tls::Resolver;
+use super::upstream_tls;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -45,10 +47,14 @@ pub struct Shared {
     pub https_port: AtomicU16,
     client: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
+    /// backend-protocol HTTPS: HTTP/1.1 over TLS.
+    https: Client<HttpsConnector<HttpConnector>, Body>,
+    /// backend-protocol GRPCS: HTTP/2 over TLS.
+    grpcs: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Shared {
-    pub fn new() -> Arc<Shared> {
+    pub fn new() -> Result<Arc<Shared>, rustls::Error> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
@@ -63,14 +69,41 @@ impl Shared {
             .http2_only(true)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
-        Arc::new(Shared {
+            .build(connector.clone());
+        // The TLS connectors dial the same way, but under an https:// URI.
+        connector.enforce_http(false);
+        let https = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(320)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(
+                HttpsConnectorBuilder::new()
+                    .with_tls_config(upstream_tls::config()?)
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector.clone()),
+            );
+        let grpcs = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(
+                HttpsConnectorBuilder::new()
+                    .with_tls_config(upstream_tls::config()?)
+                    .https_only()
+                    .enable_http2()
+                    .wrap_connector(connector),
+            );
+        Ok(Arc::new(Shared {
             table: RwLock::new(Arc::new(Table::default())),
             http_port: AtomicU16::new(80),
             https_port: AtomicU16::new(443),
             client,
             h2c,
-        })
+            https,
+            grpcs,
+        }))
     }
 
     pub fn set_table(&self, t: Table) {
@@ -597,7 +630,11 @@ async fn forward(
         Some(q) if !path.contains('?') => format!("{path}?{q}"),
         _ => path,
     };
-    let uri: Uri = match format!("http://{addr}{pq}").parse() {
+    let scheme_up = match options.backend_protocol {
+        BackendProtocol::Https | BackendProtocol::Grpcs => "https",
+        BackendProtocol::Http | BackendProtocol::Grpc => "http",
+    };
+    let uri: Uri = match format!("{scheme_up}://{addr}{pq}").parse() {
         Ok(u) => u,
         Err(_) => return page(400, "kcluster ingress"),
     };
@@ -645,19 +682,27 @@ async fn forward(
         Some(limit) => Limited::new(body, limit as usize).boxed(),
         None => body.map_err(|e| Box::new(e) as BoxError).boxed(),
     };
-    let grpc = options.backend_protocol == BackendProtocol::Grpc;
+    let h2 = matches!(
+        options.backend_protocol,
+        BackendProtocol::Grpc | BackendProtocol::Grpcs
+    );
     let mut out = Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
-    *out.version_mut() = if grpc {
+    *out.version_mut() = if h2 {
         Version::HTTP_2
     } else {
         Version::HTTP_11
     };
-    let client = if grpc { &shared.h2c } else { &shared.client };
+    let sent = match options.backend_protocol {
+        BackendProtocol::Http => shared.client.request(out),
+        BackendProtocol::Grpc => shared.h2c.request(out),
+        BackendProtocol::Https => shared.https.request(out),
+        BackendProtocol::Grpcs => shared.grpcs.request(out),
+    };
     let timeout = options.connect_timeout + options.read_timeout;
-    let mut resp = match tokio::time::timeout(timeout, client.request(out)).await {
+    let mut resp = match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             debug!(%addr, error = %e, "upstream request failed");
