@@ -223,19 +223,21 @@ pub fn endpointslice(e: &EndpointSlice) -> (String, Value) {
     let endpoints: Vec<Value> = e
         .endpoints
         .iter()
-        .filter_map(|ep| {
-            let target = ep.target_ref.as_ref()?;
-            if target.kind.as_deref() != Some("Pod") {
-                return None;
-            }
-            let ns = target
-                .namespace
-                .clone()
-                .or_else(|| e.metadata.namespace.clone())?;
-            Some(json!({
-                "pod": format!("{ns}/{}", target.name.as_deref().unwrap_or("")),
+        .map(|ep| {
+            // Endpoints of selector-less Services (the API server, the node's DNS) name no pod.
+            let pod = ep
+                .target_ref
+                .as_ref()
+                .filter(|t| t.kind.as_deref() == Some("Pod"))
+                .map(|t| {
+                    let ns = t.namespace.as_deref().or(e.metadata.namespace.as_deref());
+                    format!("{}/{}", ns.unwrap_or(""), t.name.as_deref().unwrap_or(""))
+                });
+            json!({
+                "address": ep.addresses.first(),
+                "pod": pod,
                 "ready": ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
-            }))
+            })
         })
         .collect();
     (

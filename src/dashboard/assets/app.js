@@ -211,7 +211,7 @@ function edgePods(s, card) {
   }
   const v = s.objects.services.get(key);
   if (!v) return [];
-  return [...s.objects.endpointslices.values()].filter((e) => e.namespace === v.namespace && e.service === v.name).flatMap((e) => e.endpoints.map((x) => x.pod));
+  return [...s.objects.endpointslices.values()].filter((e) => e.namespace === v.namespace && e.service === v.name).flatMap((e) => e.endpoints.map((x) => x.pod).filter(Boolean));
 }
 
 let hovered = null;
