@@ -497,16 +497,12 @@ fn dashboard_bench() {
         "document.getElementById('conn').dataset.state === 'live'",
         DOM_WAIT,
     );
-    let mut nodes = String::new();
-    for n in 0..10 {
-        nodes.push_str(&format!(
-            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "bench-{n}"}}, "status": {{"allocatable": {{"cpu": "4", "memory": "8Gi"}}, "capacity": {{"cpu": "4", "memory": "8Gi"}}}}}},"#
-        ));
-    }
-    let list = format!(
-        r#"{{"apiVersion": "v1", "kind": "List", "items": [{}]}}"#,
-        nodes.trim_end_matches(',')
-    );
+    let nodes: Vec<String> = (0..10)
+        .map(|n| format!(
+            r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "bench-{n}"}}, "status": {{"allocatable": {{"cpu": "4", "memory": "8Gi"}}, "capacity": {{"cpu": "4", "memory": "8Gi"}}}}}}"#
+        ))
+        .collect();
+    let list = nodes.join("\n");
     let out = api.kubectl_stdin(&["create", "-f", "-"], &list);
     assert!(out.status.success(), "{}", text(&out));
     browser.wait_true(
@@ -519,17 +515,13 @@ fn dashboard_bench() {
     let (watch_empty, dom_empty) = latency_samples(&api, &mut browser, "a", 25);
     let render_empty = render_times(&api, &mut browser, 20);
 
-    let mut pods = String::new();
-    for i in 0..500 {
-        pods.push_str(&format!(
-            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "load-{i}", "labels": {{"app": "load"}}}}, "spec": {{"nodeName": "bench-{}", "containers": [{{"name": "c", "image": "none", "resources": {{"requests": {{"cpu": "50m", "memory": "64Mi"}}}}}}]}}}},"#,
+    let pods: Vec<String> = (0..500)
+        .map(|i| format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "load-{i}", "labels": {{"app": "load"}}}}, "spec": {{"nodeName": "bench-{}", "containers": [{{"name": "c", "image": "none", "resources": {{"requests": {{"cpu": "50m", "memory": "64Mi"}}}}}}]}}}}"#,
             i % 10
-        ));
-    }
-    let list = format!(
-        r#"{{"apiVersion": "v1", "kind": "List", "items": [{}]}}"#,
-        pods.trim_end_matches(',')
-    );
+        ))
+        .collect();
+    let list = pods.join("\n");
     let out = api.kubectl_stdin(&["create", "-f", "-"], &list);
     assert!(out.status.success(), "{}", text(&out));
     browser.wait_true(
@@ -540,7 +532,6 @@ fn dashboard_bench() {
     let rss_loaded = rss_kib(dashboard.child.id());
     let (watch_loaded, dom_loaded) = latency_samples(&api, &mut browser, "b", 25);
     let render_loaded = render_times(&api, &mut browser, 20);
-    let heap = browser.eval("performance.memory ? performance.memory.usedJSHeapSize : 0");
 
     let summary = |what: &str, samples: &[f64]| {
         println!(
@@ -552,14 +543,25 @@ fn dashboard_bench() {
         );
     };
     println!("--- 10 nodes, no pods");
-    summary("kubectl create → kubectl get --watch prints it", &watch_empty);
+    summary(
+        "kubectl create → kubectl get --watch prints it",
+        &watch_empty,
+    );
     summary("kubectl create → page draws it", &dom_empty);
-    summary("page render (full redraw after a node label)", &render_empty);
+    summary(
+        "page render (full redraw after a node label)",
+        &render_empty,
+    );
     println!("dashboard RSS: {:.1} MiB", rss_empty as f64 / 1024.0);
     println!("--- 10 nodes, 500 pods");
-    summary("kubectl create → kubectl get --watch prints it", &watch_loaded);
+    summary(
+        "kubectl create → kubectl get --watch prints it",
+        &watch_loaded,
+    );
     summary("kubectl create → page draws it", &dom_loaded);
-    summary("page render (full redraw after a node label)", &render_loaded);
+    summary(
+        "page render (full redraw after a node label)",
+        &render_loaded,
+    );
     println!("dashboard RSS: {:.1} MiB", rss_loaded as f64 / 1024.0);
-    println!("page JS heap: {heap} bytes");
 }

@@ -96,7 +96,7 @@ fn respond(hub: &Arc<Hub>, request: &Request<Incoming>, loopback_only: bool) -> 
             "the dashboard answers only to localhost and 127.0.0.1 (serve it with --address to reach it otherwise)\n",
         );
     }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
+    if request.method() != Method::GET {
         let mut response = full(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
@@ -104,7 +104,7 @@ fn respond(hub: &Arc<Hub>, request: &Request<Incoming>, loopback_only: bool) -> 
         );
         response
             .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
         return response;
     }
     match request.uri().path() {
