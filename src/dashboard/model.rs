@@ -68,7 +68,7 @@ pub enum Access {
 }
 
 impl Access {
-    fn to_json(&self) -> Value {
+    fn to_json(&self, limited: Option<&str>) -> Value {
         let (state, message) = match self {
             Access::Loading => ("loading", ""),
             Access::Ok => ("ok", ""),
@@ -76,7 +76,7 @@ impl Access {
             Access::Unreachable(m) => ("unreachable", m.as_str()),
             Access::Error(m) => ("error", m.as_str()),
         };
-        json!({"state": state, "message": message})
+        json!({"state": state, "message": message, "limited": limited})
     }
 }
 
@@ -93,6 +93,9 @@ pub enum Input {
     Applied(Kind, String, Value),
     Deleted(Kind, String),
     Failed(Kind, Access),
+    /// Listing every namespace was forbidden (the reason given): the watch now covers only the
+    /// namespace of the user's context.
+    Narrowed(Kind, String),
 }
 
 /// Events kept for the ticker and the replay; the oldest go first.
@@ -103,6 +106,7 @@ struct KindState {
     objects: BTreeMap<String, Value>,
     listing: Option<BTreeMap<String, Value>>,
     access: Option<Access>,
+    limited: Option<String>,
 }
 
 pub struct Model {
@@ -142,19 +146,28 @@ impl Model {
             | Input::Synced(k)
             | Input::Applied(k, ..)
             | Input::Deleted(k, _)
-            | Input::Failed(k, _) => *k,
+            | Input::Failed(k, _)
+            | Input::Narrowed(k, _) => *k,
         };
         let state = self.kinds.entry(kind).or_default();
         let mut out = Vec::new();
         // Anything but a failure means the kind is readable again.
         let access = match &input {
             Input::Failed(_, a) => a.clone(),
-            Input::Relist(_) | Input::Listed(..) => state.access.clone().unwrap_or(Access::Loading),
+            Input::Relist(_) | Input::Listed(..) | Input::Narrowed(..) => {
+                state.access.clone().unwrap_or(Access::Loading)
+            }
             _ => Access::Ok,
         };
-        if state.access.as_ref() != Some(&access) {
-            out.push(json!({"t": "status", "kind": kind.name(), "status": access.to_json()}));
+        let limited = match &input {
+            Input::Narrowed(_, why) => Some(why.clone()),
+            _ => state.limited.clone(),
+        };
+        if state.access.as_ref() != Some(&access) || state.limited != limited {
+            let status = access.to_json(limited.as_deref());
+            out.push(json!({"t": "status", "kind": kind.name(), "status": status}));
             state.access = Some(access);
+            state.limited = limited;
         }
         match input {
             Input::Relist(_) => state.listing = Some(BTreeMap::new()),
@@ -186,7 +199,7 @@ impl Model {
                     out.push(delete(kind, &key));
                 }
             }
-            Input::Failed(..) => {}
+            Input::Failed(..) | Input::Narrowed(..) => {}
         }
         if kind == Kind::Events && state.objects.len() > MAX_EVENTS {
             out.extend(trim_events(&mut state.objects));
@@ -200,7 +213,11 @@ impl Model {
             .kinds
             .iter()
             .map(|(kind, state)| {
-                let status = state.access.clone().unwrap_or(Access::Loading).to_json();
+                let status = state
+                    .access
+                    .clone()
+                    .unwrap_or(Access::Loading)
+                    .to_json(state.limited.as_deref());
                 let objects: serde_json::Map<String, Value> = state
                     .objects
                     .iter()

@@ -143,7 +143,7 @@ fn a_relist_after_a_lost_watch_sends_only_what_changed() {
     assert_eq!(
         failed,
         vec![json!({"t": "status", "kind": "pods",
-        "status": {"state": "unreachable", "message": "connection refused"}})]
+        "status": {"state": "unreachable", "message": "connection refused", "limited": null}})]
     );
     // While it was away, b was deleted, c changed and d was created.
     assert!(model.apply(Input::Relist(Kind::Pods)).is_empty());
@@ -170,7 +170,7 @@ fn a_relist_after_a_lost_watch_sends_only_what_changed() {
     assert_eq!(
         deltas,
         vec![
-            json!({"t": "status", "kind": "pods", "status": {"state": "ok", "message": ""}}),
+            json!({"t": "status", "kind": "pods", "status": {"state": "ok", "message": "", "limited": null}}),
             json!({"t": "delete", "kind": "pods", "key": "ns/b"}),
             json!({"t": "upsert", "kind": "pods", "key": "ns/c", "obj": pod("c", "Failed")}),
             json!({"t": "upsert", "kind": "pods", "key": "ns/d", "obj": pod("d", "Pending")}),
@@ -220,6 +220,23 @@ fn a_forbidden_kind_gets_a_note_and_the_others_keep_working() {
     assert_eq!(snapshot["kinds"]["pods"]["status"]["state"], "ok");
     assert_eq!(snapshot["kinds"]["pods"]["objects"]["s1/p"]["name"], "p");
     assert_eq!(snapshot["kinds"]["events"]["status"]["state"], "loading");
+
+    // Pods in every namespace are forbidden, those of the user's namespace are not: the note
+    // stays while that namespace's pods show.
+    let why = "pods is forbidden: User \"student\" cannot list resource \"pods\" in API group \"\" at the cluster scope";
+    let narrowed = model.apply(Input::Narrowed(Kind::Pods, why.into()));
+    assert_eq!(narrowed[0]["status"]["limited"], why);
+    model.apply(Input::Relist(Kind::Pods));
+    model.apply(Input::Listed(
+        Kind::Pods,
+        "s1/p".into(),
+        json!({"name": "p"}),
+    ));
+    let synced = model.apply(Input::Synced(Kind::Pods));
+    assert!(synced.is_empty(), "nothing changed: {synced:?}");
+    let snapshot = model.snapshot();
+    assert_eq!(snapshot["kinds"]["pods"]["status"]["state"], "ok");
+    assert_eq!(snapshot["kinds"]["pods"]["status"]["limited"], why);
 }
 
 #[test]

@@ -26,93 +26,135 @@ use super::summary;
 const METRICS_PERIOD: Duration = Duration::from_secs(10);
 
 pub fn spawn_all(hub: Arc<Hub>, client: Client) {
+    // A user who may not list a kind in every namespace may still list it in the namespace of
+    // their kubeconfig context (a student's namespace).
+    let ns = client.default_namespace().to_string();
+    let c = &client;
     spawn(
         &hub,
-        Api::<Node>::all(client.clone()),
+        Api::<Node>::all(c.clone()),
+        None,
         Kind::Nodes,
         summary::node,
     );
     spawn(
         &hub,
-        Api::<Pod>::all(client.clone()),
+        Api::<Pod>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::Pods,
         summary::pod,
     );
     spawn(
         &hub,
-        Api::<Deployment>::all(client.clone()),
+        Api::<Deployment>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::Deployments,
         summary::deployment,
     );
     spawn(
         &hub,
-        Api::<ReplicaSet>::all(client.clone()),
+        Api::<ReplicaSet>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::ReplicaSets,
         summary::replicaset,
     );
     spawn(
         &hub,
-        Api::<Service>::all(client.clone()),
+        Api::<Service>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::Services,
         summary::service,
     );
     spawn(
         &hub,
-        Api::<EndpointSlice>::all(client.clone()),
+        Api::<EndpointSlice>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::EndpointSlices,
         summary::endpointslice,
     );
     spawn(
         &hub,
-        Api::<HorizontalPodAutoscaler>::all(client.clone()),
+        Api::<HorizontalPodAutoscaler>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::Hpas,
         summary::hpa,
     );
     spawn(
         &hub,
-        Api::<Event>::all(client.clone()),
+        Api::<Event>::all(c.clone()),
+        Some(Api::namespaced(c.clone(), &ns)),
         Kind::Events,
         summary::event,
     );
-    for (kind, path) in [
-        (Kind::NodeMetrics, "/apis/metrics.k8s.io/v1beta1/nodes"),
-        (Kind::PodMetrics, "/apis/metrics.k8s.io/v1beta1/pods"),
+    for (kind, all, one) in [
+        (
+            Kind::NodeMetrics,
+            "/apis/metrics.k8s.io/v1beta1/nodes".to_string(),
+            None,
+        ),
+        (
+            Kind::PodMetrics,
+            "/apis/metrics.k8s.io/v1beta1/pods".to_string(),
+            Some(format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods")),
+        ),
     ] {
-        tokio::spawn(poll_metrics(hub.clone(), client.clone(), kind, path));
+        tokio::spawn(poll_metrics(hub.clone(), client.clone(), kind, all, one));
     }
 }
 
-fn spawn<K>(hub: &Arc<Hub>, api: Api<K>, kind: Kind, summarise: fn(&K) -> (String, Value))
-where
+/// Watches `all` (every namespace); once that is forbidden, `namespaced` instead, if given.
+fn spawn<K>(
+    hub: &Arc<Hub>,
+    all: Api<K>,
+    namespaced: Option<Api<K>>,
+    kind: Kind,
+    summarise: fn(&K) -> (String, Value),
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let hub = hub.clone();
     tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = stream.next().await {
-            let input = match event {
-                Ok(watcher::Event::Init) => Input::Relist(kind),
-                Ok(watcher::Event::InitApply(o)) => {
-                    let (key, value) = summarise(&o);
-                    Input::Listed(kind, key, value)
-                }
-                Ok(watcher::Event::InitDone) => Input::Synced(kind),
-                Ok(watcher::Event::Apply(o)) => {
-                    let (key, value) = summarise(&o);
-                    Input::Applied(kind, key, value)
-                }
-                Ok(watcher::Event::Delete(o)) => Input::Deleted(kind, summary::key(o.meta())),
-                Err(e) => match classify_watch(&e) {
-                    Some(access) => {
-                        tracing::debug!("watch of {}: {e}", kind.name());
-                        Input::Failed(kind, access)
+        let mut api = all;
+        let mut fallback = namespaced;
+        loop {
+            let mut stream = watcher(api.clone(), watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            let mut narrowed = false;
+            while let Some(event) = stream.next().await {
+                let input = match event {
+                    Ok(watcher::Event::Init) => Input::Relist(kind),
+                    Ok(watcher::Event::InitApply(o)) => {
+                        let (key, value) = summarise(&o);
+                        Input::Listed(kind, key, value)
                     }
-                    None => continue,
-                },
-            };
-            hub.feed(input);
+                    Ok(watcher::Event::InitDone) => Input::Synced(kind),
+                    Ok(watcher::Event::Apply(o)) => {
+                        let (key, value) = summarise(&o);
+                        Input::Applied(kind, key, value)
+                    }
+                    Ok(watcher::Event::Delete(o)) => Input::Deleted(kind, summary::key(o.meta())),
+                    Err(e) => match classify_watch(&e) {
+                        Some(Access::Forbidden(why)) if fallback.is_some() => {
+                            if let Some(one) = fallback.take() {
+                                api = one;
+                            }
+                            hub.feed(Input::Narrowed(kind, why));
+                            narrowed = true;
+                            break;
+                        }
+                        Some(access) => {
+                            tracing::debug!("watch of {}: {e}", kind.name());
+                            Input::Failed(kind, access)
+                        }
+                        None => continue,
+                    },
+                };
+                hub.feed(input);
+            }
+            if !narrowed {
+                return;
+            }
         }
     });
 }
@@ -145,12 +187,19 @@ fn from_status(code: u16, message: &str) -> Access {
     }
 }
 
-async fn poll_metrics(hub: Arc<Hub>, client: Client, kind: Kind, path: &'static str) {
+async fn poll_metrics(
+    hub: Arc<Hub>,
+    client: Client,
+    kind: Kind,
+    all: String,
+    mut namespaced: Option<String>,
+) {
+    let mut path = all;
     let mut tick = tokio::time::interval(METRICS_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let request = match http::Request::get(path).body(Vec::new()) {
+        let request = match http::Request::get(&path).body(Vec::new()) {
             Ok(r) => r,
             Err(e) => {
                 hub.feed(Input::Failed(kind, Access::Error(e.to_string())));
@@ -167,7 +216,16 @@ async fn poll_metrics(hub: Arc<Hub>, client: Client, kind: Kind, path: &'static 
                 }
                 hub.feed(Input::Synced(kind));
             }
-            Err(e) => hub.feed(Input::Failed(kind, classify(&e))),
+            Err(e) => match classify(&e) {
+                Access::Forbidden(why) if namespaced.is_some() => {
+                    if let Some(one) = namespaced.take() {
+                        path = one;
+                    }
+                    hub.feed(Input::Narrowed(kind, why));
+                    tick.reset_immediately();
+                }
+                access => hub.feed(Input::Failed(kind, access)),
+            },
         }
     }
 }

@@ -242,6 +242,7 @@ function notesHtml(s) {
   if (down) notes.push(`<div class="down" id="down">The cluster is down or unreachable: ${esc(s.status.nodes.message)} — retrying…</div>`);
   for (const k of KINDS) {
     const st = s.status[k];
+    if (st.limited && st.state !== "forbidden") notes.push(`<div class="limited" data-kind="${k}">Only ${k} of your namespace are shown: ${esc(st.limited)}</div>`);
     if (st.state === "forbidden") notes.push(`<div class="forbidden" data-kind="${k}">You may not list ${k}: ${esc(st.message)}. The rest of the view still works.</div>`);
     else if (st.state === "error" && !k.endsWith("metrics")) notes.push(`<div class="error" data-kind="${k}">Cannot read ${k}: ${esc(st.message)}</div>`);
     else if (st.state === "unreachable" && !down) notes.push(`<div class="error" data-kind="${k}">Lost the watch of ${k}: ${esc(st.message)} — retrying…</div>`);
