@@ -153,6 +153,25 @@ spec:
   containers:
   - {name: sleep, image: IMAGE, command: ["sleep", "3600"]}
 ---
+apiVersion: v1
+kind: Pod
+metadata: {name: crashy}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {name: fail, image: IMAGE, command: ["sh", "-c", "exit 1"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unready}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: sleep
+    image: IMAGE
+    command: ["sleep", "3600"]
+    readinessProbe: {exec: {command: ["false"]}, periodSeconds: 1}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -215,6 +234,8 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
         );
     }
 
+    // The page's clock before anything was created: the replay goes back there.
+    let before_apply = browser.eval("Date.now()");
     let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifests(&tag, &worker));
     assert!(out.status.success(), "apply failed: {}", text(&out));
 
@@ -285,6 +306,47 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
         "[...document.querySelectorAll('#ticker .event')].some(e => e.textContent.includes('Scheduled') && e.textContent.includes('Pod/solo'))",
         DOM_WAIT,
     );
+
+    // Badges: a container that keeps exiting, a readiness probe that keeps failing.
+    browser.wait_true(
+        "a restart badge on crashy",
+        "!!document.querySelector('.pod[data-key=\"default/crashy\"] .badge[title=\"restarts\"]')",
+        DOM_WAIT,
+    );
+    let restarts = cluster.kubectl_ok(&[
+        "get",
+        "pod",
+        "crashy",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].restartCount}",
+    ]);
+    assert_ne!(restarts, "0", "the page shows restarts kubectl does not");
+    browser.wait_true(
+        "a probe badge on unready",
+        "!!document.querySelector('.pod.Running.notready[data-key=\"default/unready\"] .badge[title=\"a probe is failing\"]')",
+        DOM_WAIT,
+    );
+
+    // Pause and scrub back to before the apply: none of its pods, nor their events; live again:
+    // all of them.
+    browser.eval("document.getElementById('pause').click()");
+    browser.eval(&format!(
+        "(() => {{ const t = document.getElementById('timeline'); t.value = {before_apply}; t.dispatchEvent(new Event('input')); }})()"
+    ));
+    browser.wait_true(
+        "the view as it was before the apply",
+        &format!(
+            "document.body.classList.contains('paused') && !document.querySelector('.pod[data-key=\"default/solo\"]') && !document.querySelector('.pod[data-owner^=\"ReplicaSet/web-\"]') && !!document.querySelector('.lane[data-node=\"{worker}\"]') && !document.getElementById('ticker').textContent.includes('Pod/solo')"
+        ),
+        DOM_WAIT,
+    );
+    browser.eval("document.getElementById('pause').click()");
+    browser.wait_true(
+        "the live view again",
+        "!document.body.classList.contains('paused') && !!document.querySelector('.pod[data-key=\"default/solo\"]')",
+        DOM_WAIT,
+    );
+    wait_same_pods(&mut browser, &cluster, "web", 3);
 
     // A namespace filter shows only that namespace's pods.
     cluster.kubectl_ok(&["create", "namespace", "student1"]);
