@@ -450,6 +450,54 @@ fn a_cluster_that_is_down_shows_as_down_and_comes_back() {
     );
 }
 
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let api = ApiServer::start();
+    // A cluster with no entry in the kubeconfig.
+    let out = api
+        .sandbox
+        .kcluster(&["dashboard", "--name", "nosuch", "--port", "0"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains("no context \"kcluster-nosuch\"")
+            && err.contains("kcluster export kubeconfig --name nosuch"),
+        "{err}"
+    );
+    // A port that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = api
+        .sandbox
+        .kcluster(&["dashboard", "--context", api.context(), "--port", &port]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        text(&out)
+    );
+    // Served beyond loopback: a warning, and any Host is answered.
+    let dashboard = Dashboard::start(
+        &api.sandbox,
+        &[
+            "--context",
+            api.context(),
+            "--address",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+    );
+    let log = std::fs::read_to_string(api.sandbox.path().join("dashboard.log")).unwrap();
+    assert!(
+        log.contains("warning: the dashboard is served on 0.0.0.0 without a login"),
+        "{log}"
+    );
+    let (status, body) = http(dashboard.port, "GET", "/snapshot", "classroom.example:8088");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("\"t\":\"snapshot\""), "{body}");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
