@@ -37,87 +37,133 @@ fn feed(model: &mut Model, inputs: Vec<Input>) -> Vec<Vec<Value>> {
     inputs.into_iter().map(|i| model.apply(i)).collect()
 }
 
-const POD_STREAM: &str = include_str!("testdata/pod-lifecycle.watch.jsonl");
-const NODE_STREAM: &str = include_str!("testdata/node-heartbeats.watch.jsonl");
+// Recorded from a real cluster (1 server + 1 worker) with `kubectl get --raw` watches of
+// `/api/v1/namespaces/default/pods?watch=true&labelSelector=app%3Drec` and
+// `/api/v1/nodes?watch=true&fieldSelector=metadata.name%3D<worker>` while: a Deployment `rec` of
+// one pod (250m/32Mi requested, 32Mi limit, a readiness probe, nodeSelector tier=extra) was
+// applied; the worker was labelled tier=extra; the container allocated past its limit and was
+// OOM-killed once; the worker was cordoned; the pod was deleted (its replacement stays Pending);
+// the worker's container was stopped until its Ready condition went Unknown.
+const POD_STREAM: &str = include_str!("testdata/pods.watch.jsonl");
+const NODE_STREAM: &str = include_str!("testdata/nodes.watch.jsonl");
+const FIRST: &str = "default/rec-5c4b76484f-mvpvt";
+const REPLACEMENT: &str = "default/rec-5c4b76484f-x4kqz";
+const WORKER: &str = "dashboard-rec-worker-0";
+
+/// The summaries a page was sent for `key`, in order.
+fn states_of<'a>(deltas: &'a [Vec<Value>], key: &str) -> Vec<&'a Value> {
+    deltas
+        .iter()
+        .flatten()
+        .filter(|d| d["t"] == "upsert" && d["key"] == key)
+        .map(|d| &d["obj"])
+        .collect()
+}
+
+/// The index of the first state from `from` on that `check` accepts.
+fn find(states: &[&Value], from: usize, what: &str, check: impl Fn(&Value) -> bool) -> usize {
+    states
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, s)| check(s))
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("no state from #{from} on where {what}: {states:#?}"))
+}
 
 #[test]
-fn a_pod_goes_from_unschedulable_to_running_to_oomkilled_to_gone() {
+fn a_recorded_pod_is_scheduled_runs_is_oomkilled_and_replaced() {
     let mut model = Model::new();
     let out = feed(
         &mut model,
         replay(Kind::Pods, POD_STREAM, summary::pod as fn(&Pod) -> _),
     );
-    // First event: the kind becomes readable, and the pod appears, Pending with the
-    // scheduler's reason.
     assert_eq!(out[0][0]["t"], "status");
     assert_eq!(out[0][0]["status"]["state"], "ok");
-    let first = &out[0][1];
-    assert_eq!(first["t"], "upsert");
-    assert_eq!(first["key"], "default/web-7d9f-abcde");
-    assert_eq!(first["obj"]["phase"], "Pending");
-    assert_eq!(first["obj"]["node"], Value::Null);
-    assert_eq!(first["obj"]["unschedulable"]["reason"], "Unschedulable");
-    assert!(
-        first["obj"]["unschedulable"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("didn't match Pod's node affinity/selector")
-    );
-    assert_eq!(
-        first["obj"]["owner"],
-        json!({"kind": "ReplicaSet", "name": "web-7d9f"})
-    );
-    assert_eq!(first["obj"]["cpu"], 250);
-    assert_eq!(first["obj"]["memory"], 64 * 1024 * 1024);
+    let states = states_of(&out, FIRST);
 
-    // Bound to a node.
-    let bound = &out[1][0];
-    assert_eq!(bound["obj"]["node"], "dev-worker-0");
-    assert_eq!(bound["obj"]["unschedulable"], Value::Null);
-    // Running and ready.
-    assert_eq!(out[2][0]["obj"]["phase"], "Running");
-    assert_eq!(out[2][0]["obj"]["ready"], true);
-    // The same pod written again with only its resourceVersion changed: nothing to send.
-    assert!(out[3].is_empty(), "{:?}", out[3]);
-    // OOM-killed and restarted, readiness probe not passing yet.
-    let oom = &out[4][0]["obj"];
-    assert_eq!(oom["restarts"], 1);
-    assert_eq!(oom["oomKilled"], true);
-    assert_eq!(oom["probeFailing"], true);
-    assert_eq!(oom["ready"], false);
-    // Graceful deletion, then gone.
-    assert_eq!(out[5][0]["obj"]["deleting"], true);
+    let first = states[0];
+    assert_eq!(first["phase"], "Pending");
+    assert_eq!(first["node"], Value::Null);
     assert_eq!(
-        out[6],
-        vec![json!({"t": "delete", "kind": "pods", "key": "default/web-7d9f-abcde"})]
+        first["owner"],
+        json!({"kind": "ReplicaSet", "name": "rec-5c4b76484f"})
     );
-    assert_eq!(model.objects(Kind::Pods), 0);
+    assert_eq!(first["cpu"], 250);
+    assert_eq!(first["memory"], 32 * 1024 * 1024);
+
+    let waiting = find(&states, 0, "the scheduler says why", |s| {
+        s["unschedulable"]["reason"] == "Unschedulable"
+            && s["unschedulable"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("2 node(s) didn't match Pod's node affinity/selector"))
+    });
+    let bound = find(&states, waiting, "it is bound", |s| s["node"] == WORKER);
+    assert_eq!(states[bound]["unschedulable"], Value::Null);
+    let running = find(&states, bound, "it runs and is ready", |s| {
+        s["phase"] == "Running" && s["ready"] == true && s["restarts"] == 0
+    });
+    let oom = find(&states, running, "it was OOM-killed", |s| {
+        s["oomKilled"] == true && s["restarts"] == 1
+    });
+    // Restarted, its readiness probe has not passed yet.
+    assert_eq!(states[oom]["ready"], false);
+    assert_eq!(states[oom]["probeFailing"], true);
+    find(&states, oom, "it is ready again", |s| s["ready"] == true);
+    let deleting = find(&states, oom, "it is being deleted", |s| {
+        s["deleting"] == true
+    });
+    assert_eq!(states[deleting]["oomKilled"], true, "the badge stays");
+    assert_eq!(
+        out.last().unwrap(),
+        &vec![json!({"t": "delete", "kind": "pods", "key": FIRST})]
+    );
+
+    // The replacement waits: the only node with the label is cordoned.
+    let snapshot = model.snapshot();
+    let pods = snapshot["kinds"]["pods"]["objects"].as_object().unwrap();
+    assert_eq!(pods.keys().collect::<Vec<_>>(), [REPLACEMENT]);
+    let message = pods[REPLACEMENT]["unschedulable"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("1 node(s) were unschedulable"),
+        "{message}"
+    );
 }
 
 #[test]
-fn node_heartbeats_send_nothing_but_a_cordon_and_not_ready_do() {
+fn recorded_node_heartbeats_send_nothing_but_labels_cordons_and_not_ready_do() {
     let mut model = Model::new();
     let out = feed(
         &mut model,
         replay(Kind::Nodes, NODE_STREAM, summary::node as fn(&Node) -> _),
     );
     let node = &out[0][1]["obj"];
-    assert_eq!(node["name"], "dev-worker-0");
+    assert_eq!(node["name"], WORKER);
     assert_eq!(node["ready"], "True");
     assert_eq!(node["cpu"], 2000);
-    assert_eq!(node["memory"], 3 * 1024 * 1024 * 1024u64);
-    assert_eq!(node["roles"], json!([]));
-    assert_eq!(node["labels"]["tier"], "extra");
-    // A heartbeat (new lastHeartbeatTime, resourceVersion): no delta.
-    assert!(out[1].is_empty(), "{:?}", out[1]);
-    // Cordoned and tainted.
-    assert_eq!(out[2][0]["obj"]["unschedulable"], true);
+    assert_eq!(node["memory"], 24_629_000u64 * 1024);
+    assert_eq!(node["unschedulable"], false);
+    // The second event is the label; the next two only renew the heartbeat.
+    assert_eq!(out[1][0]["obj"]["labels"]["tier"], "extra");
+    assert!(out[2].is_empty() && out[3].is_empty(), "{out:?}");
+    let states = states_of(&out, WORKER);
+    let cordoned = find(&states, 0, "it is cordoned", |s| s["unschedulable"] == true);
+    let tainted = find(&states, cordoned, "the cordon's taint shows", |s| {
+        s["taints"] == json!(["node.kubernetes.io/unschedulable:NoSchedule"])
+    });
+    find(&states, tainted, "its agent stopped reporting", |s| {
+        s["ready"] == "Unknown"
+    });
     assert_eq!(
-        out[2][0]["obj"]["taints"],
-        json!(["node.kubernetes.io/unschedulable:NoSchedule"])
+        states.last().unwrap()["taints"],
+        json!([
+            "node.kubernetes.io/unschedulable:NoSchedule",
+            "node.kubernetes.io/unreachable:NoSchedule",
+            "node.kubernetes.io/unreachable:NoExecute"
+        ])
     );
-    // Its agent stopped reporting.
-    assert_eq!(out[3][0]["obj"]["ready"], "Unknown");
 }
 
 #[test]
