@@ -284,6 +284,39 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
         DOM_WAIT,
     );
 
+    // An autoscaler beside its Deployment, with the numbers of its status.
+    cluster.kubectl_ok(&[
+        "autoscale",
+        "deployment/web",
+        "--min=3",
+        "--max=5",
+        "--cpu-percent=50",
+    ]);
+    let deadline = std::time::Instant::now() + DOM_WAIT;
+    loop {
+        let status = cluster.kubectl_ok(&[
+            "get",
+            "hpa",
+            "web",
+            "-o",
+            "jsonpath=current {.status.currentReplicas}, desired {.status.desiredReplicas}",
+        ]);
+        let drawn = browser.eval(
+            "(document.querySelector('.card[data-key=\"default/web\"] .hpa') || {}).textContent || ''",
+        );
+        let drawn = drawn.as_str().unwrap_or("");
+        // Without CPU requests there is no utilisation to act on: desired stays what the
+        // controller wrote (0 for a new autoscaler, as in Kubernetes); the page shows the same.
+        if status.starts_with("current 3, desired ") && drawn.contains(&status) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HPA is {status:?}, the page shows {drawn:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A deleted pod leaves the page and its replacement arrives.
     let before = listed_pods(&cluster, "app=web");
     let victim = before[0].strip_prefix("default/").unwrap().to_string();
@@ -384,6 +417,18 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
     browser.screenshot(&shot);
     println!("dashboard screenshot: {}", shot.display());
     assert!(std::fs::metadata(&shot).expect("the screenshot").len() > 10_000);
+
+    // Projector mode: larger type everywhere, kept in the address to share.
+    browser.eval("document.getElementById('projector').click()");
+    browser.wait_true(
+        "projector mode",
+        "getComputedStyle(document.querySelector('.pod')).fontSize === '19.2px' && location.hash.includes('projector=1')",
+        DOM_WAIT,
+    );
+    let shot =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-projector.png"));
+    browser.screenshot(&shot);
+    println!("dashboard screenshot (projector): {}", shot.display());
 
     // The dashboard goes away: the page says so; a pod created meanwhile shows once it is back.
     let port = dashboard.port;

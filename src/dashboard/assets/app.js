@@ -309,20 +309,20 @@ function updateTimeline() {
 function fromHash() {
   const params = new URLSearchParams(location.hash.slice(1));
   namespace = params.get("ns") || "";
-  document.body.classList.toggle("projector", params.get("projector") === "1");
+  document.documentElement.classList.toggle("projector", params.get("projector") === "1");
   dirty = true;
 }
 function toHash() {
   const params = new URLSearchParams();
   if (namespace) params.set("ns", namespace);
-  if (document.body.classList.contains("projector")) params.set("projector", "1");
+  if (document.documentElement.classList.contains("projector")) params.set("projector", "1");
   history.replaceState(null, "", `#${params}`);
 }
 
 $("namespace").onchange = (e) => { namespace = e.target.value; toHash(); dirty = true; };
-$("projector").onclick = () => { document.body.classList.toggle("projector"); toHash(); dirty = true; };
+$("projector").onclick = () => { document.documentElement.classList.toggle("projector"); toHash(); dirty = true; };
 let scale = 1;
-const resize = (f) => { scale = Math.max(0.6, Math.min(3, scale * f)); document.documentElement.style.fontSize = `${scale * 100}%`; dirty = true; };
+const resize = (f) => { scale = Math.max(0.6, Math.min(3, scale * f)); document.documentElement.style.setProperty("--scale", scale); dirty = true; };
 $("smaller").onclick = () => resize(1 / 1.15);
 $("larger").onclick = () => resize(1.15);
 $("pause").onclick = () => {
