@@ -413,6 +413,20 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
         DOM_WAIT,
     );
 
+    // Live usage from metrics.k8s.io, once the agents have sampled: a bar and a figure per
+    // node, for nodes `kubectl top` knows too.
+    for node in [&server, &worker] {
+        browser.wait_true(
+            &format!("usage on {node}'s lane"),
+            &format!(
+                "(() => {{ const l = document.querySelector('.lane[data-node=\"{node}\"]'); return !!l && !!l.querySelector('.bar .use') && l.textContent.includes('using'); }})()"
+            ),
+            DOM_WAIT,
+        );
+    }
+    let top = cluster.kubectl_ok(&["top", "nodes", "--no-headers"]);
+    assert!(top.contains(&server) && top.contains(&worker), "{top}");
+
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
     browser.screenshot(&shot);
     println!("dashboard screenshot: {}", shot.display());
