@@ -284,6 +284,27 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
         DOM_WAIT,
     );
 
+    // Pointing at a card draws its edges to its pods: the Deployment's through its ReplicaSet,
+    // the Service's through its EndpointSlice.
+    for card in ["deployment", "service"] {
+        browser.eval(&format!(
+            "document.querySelector('.card[data-edges=\"{card}\"][data-key=\"default/web\"] h4').dispatchEvent(new MouseEvent('mouseover', {{bubbles: true}}))"
+        ));
+        browser.wait_true(
+            &format!("edges from the {card} card to the three web pods"),
+            "document.querySelectorAll('#edges line').length === 3 && [...document.querySelectorAll('.pod.lit')].every(p => p.dataset.owner.startsWith('ReplicaSet/web-')) && document.querySelectorAll('.pod.lit').length === 3",
+            DOM_WAIT,
+        );
+        browser.eval(
+            "document.getElementById('workloads').dispatchEvent(new MouseEvent('mouseleave'))",
+        );
+        browser.wait_true(
+            "no edges once the pointer leaves",
+            "document.querySelectorAll('#edges line').length === 0 && !document.querySelector('.pod.lit')",
+            DOM_WAIT,
+        );
+    }
+
     // An autoscaler beside its Deployment, with the numbers of its status.
     cluster.kubectl_ok(&[
         "autoscale",
