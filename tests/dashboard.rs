@@ -217,8 +217,14 @@ fn the_page_follows_pods_deployments_and_events_of_a_real_cluster() {
     // Read-only, and only for pages of this machine's own names.
     let (status, _) = http(dashboard.port, "POST", "/snapshot", "127.0.0.1");
     assert!(status.contains("405"), "a POST got {status}");
-    let (status, _) = http(dashboard.port, "GET", "/snapshot", "evil.example:80");
-    assert!(status.contains("403"), "a foreign Host got {status}");
+    for host in ["evil.example:80", "127.0.0.1.nip.io"] {
+        let (status, _) = http(dashboard.port, "GET", "/snapshot", host);
+        assert!(status.contains("403"), "Host {host} got {status}");
+    }
+    for host in ["localhost", "[::1]:8088", "127.0.0.1:8088"] {
+        let (status, _) = http(dashboard.port, "GET", "/snapshot", host);
+        assert!(status.contains("200"), "Host {host} got {status}");
+    }
 
     let mut browser = Browser::open(&dashboard.url, 1400, 1000);
     browser.wait_true(

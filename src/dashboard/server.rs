@@ -85,7 +85,11 @@ fn loopback_host(request: &Request<Incoming>) -> bool {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,
     };
-    matches!(name, "localhost" | "[::1]") || name.starts_with("127.")
+    let literal = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || literal
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn respond(hub: &Arc<Hub>, request: &Request<Incoming>, loopback_only: bool) -> Response<Body> {
