@@ -745,7 +745,7 @@ fn dashboard_bench() {
     );
     summary("kubectl create → page draws it", &dom_empty);
     summary(
-        "page render (full redraw after a node label)",
+        "page update (redraw, style and layout after a node label)",
         &render_empty,
     );
     println!("dashboard RSS: {:.1} MiB", rss_empty as f64 / 1024.0);
@@ -756,7 +756,7 @@ fn dashboard_bench() {
     );
     summary("kubectl create → page draws it", &dom_loaded);
     summary(
-        "page render (full redraw after a node label)",
+        "page update (redraw, style and layout after a node label)",
         &render_loaded,
     );
     println!("dashboard RSS: {:.1} MiB", rss_loaded as f64 / 1024.0);
