@@ -25,7 +25,7 @@ const STYLE: &str = include_str!("assets/app.css");
 /// notice a page that went away.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -73,12 +73,8 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 
 /// Whether the Host header names a loopback address: a page of another site whose name was
 /// made to resolve to 127.0.0.1 (DNS rebinding) must not read the cluster through us.
-fn loopback_host(request: &Request<Incoming>) -> bool {
-    let Some(host) = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
+pub(super) fn loopback_host(headers: &http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
     let name = match host.rsplit_once(':') {
@@ -93,7 +89,7 @@ fn loopback_host(request: &Request<Incoming>) -> bool {
 }
 
 fn respond(hub: &Arc<Hub>, request: &Request<Incoming>, loopback_only: bool) -> Response<Body> {
-    if loopback_only && !loopback_host(request) {
+    if loopback_only && !loopback_host(request.headers()) {
         return full(
             StatusCode::FORBIDDEN,
             "text/plain; charset=utf-8",
@@ -130,7 +126,7 @@ fn message(data: &str) -> Bytes {
 }
 
 /// The page's stream: `retry` (reconnect after a second), the snapshot, then every change.
-fn events(hub: &Arc<Hub>) -> Response<Body> {
+pub(super) fn events(hub: &Arc<Hub>) -> Response<Body> {
     let (snapshot, receiver) = hub.subscribe();
     let first = Bytes::from(format!("retry: 1000\ndata: {snapshot}\n\n"));
     let hub = hub.clone();

@@ -380,3 +380,79 @@ async fn a_page_gets_the_snapshot_then_every_change_in_order() {
     );
     assert!(changes.try_recv().is_err());
 }
+
+#[test]
+fn only_loopback_names_pass_the_host_check() {
+    let check = |host: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, host.parse().unwrap());
+        super::server::loopback_host(&headers)
+    };
+    for good in [
+        "localhost:8088",
+        "127.0.0.1:8088",
+        "127.0.0.2",
+        "[::1]:8088",
+        "[::1]",
+    ] {
+        assert!(check(good), "{good}");
+    }
+    for bad in [
+        "127.0.0.1.nip.io:8088",
+        "evil.example",
+        "10.0.0.1:8088",
+        "localhost.evil.example",
+    ] {
+        assert!(!check(bad), "{bad}");
+    }
+    assert!(!super::server::loopback_host(&http::HeaderMap::new()));
+}
+
+/// The next data chunk of a page's event stream, as text.
+async fn next_chunk(body: &mut super::server::Body) -> String {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = body
+            .frame()
+            .await
+            .expect("the stream goes on")
+            .expect("no error");
+        if let Ok(data) = frame.into_data() {
+            return String::from_utf8(data.to_vec()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_page_too_far_behind_gets_a_fresh_snapshot() {
+    let hub = std::sync::Arc::new(Hub::new("dev"));
+    let mut body = super::server::events(&hub).into_body();
+    let first = next_chunk(&mut body).await;
+    assert!(first.starts_with("retry: 1000\ndata: {"), "{first}");
+    assert!(first.contains("\"t\":\"snapshot\""), "{first}");
+    // More changes than the channel keeps, while the page reads nothing.
+    for i in 0..super::BACKLOG + 10 {
+        hub.feed(Input::Applied(
+            Kind::Pods,
+            format!("ns/p{i}"),
+            json!({"name": format!("p{i}")}),
+        ));
+    }
+    let next = next_chunk(&mut body).await;
+    let data: Value = serde_json::from_str(
+        next.strip_prefix("data: ")
+            .and_then(|d| d.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("not one SSE message: {next}")),
+    )
+    .unwrap();
+    assert_eq!(data["t"], "snapshot");
+    assert_eq!(
+        data["kinds"]["pods"]["objects"].as_object().unwrap().len(),
+        super::BACKLOG + 10
+    );
+    // Then deltas again.
+    hub.feed(Input::Deleted(Kind::Pods, "ns/p0".into()));
+    let after = next_chunk(&mut body).await;
+    assert!(after.contains("\"t\":\"deltas\""), "{after}");
+    assert!(after.contains("ns/p0"), "{after}");
+}
