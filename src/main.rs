@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod conntrack;
 mod controllers;
+mod dashboard;
 mod dns;
 mod ingress;
 mod kubelet;

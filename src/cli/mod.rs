@@ -82,6 +82,9 @@ enum Command {
     Registry(registry::RegistryCommand),
     /// Check what the Docker engine allows, and say what kcluster will do about it.
     Doctor,
+    /// Serve a live, read-only view of a cluster for a room to watch (nodes as lanes, pods,
+    /// events, replay) on http://127.0.0.1:8088.
+    Dashboard(DashboardArgs),
     /// Print shell completions: `kcluster completion bash > /etc/bash_completion.d/kcluster`.
     Completion {
         #[arg(value_enum)]
@@ -151,6 +154,29 @@ pub struct CreateArgs {
     /// Use the existing registry NAME (see `kcluster registry ls`).
     #[arg(long, value_name = "NAME", conflicts_with = "registry")]
     registry_use: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DashboardArgs {
+    /// Cluster name: the view uses your kubeconfig's context kcluster-<name>.
+    #[arg(long, default_value = "kcluster")]
+    name: String,
+    /// Port to serve on (0 picks a free one).
+    #[arg(long, default_value_t = 8088)]
+    port: u16,
+    /// Address to serve on. Anything but a loopback address lets others see the cluster
+    /// without a login.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: std::net::IpAddr,
+    /// Open the page in the desktop's browser.
+    #[arg(long)]
+    open: bool,
+    /// Kubeconfig context to use instead of kcluster-<name> (e.g. a student's limited user).
+    #[arg(long)]
+    context: Option<String>,
+    /// Kubeconfig file to read (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -525,6 +551,17 @@ pub fn main() -> ExitCode {
                 export_logs::run(&name, dir, &progress).await
             }
             Command::Doctor => doctor::run().await,
+            Command::Dashboard(args) => {
+                crate::dashboard::run(crate::dashboard::Options {
+                    cluster: args.name,
+                    context: args.context,
+                    kubeconfig: args.kubeconfig,
+                    address: args.address,
+                    port: args.port,
+                    open: args.open,
+                })
+                .await
+            }
             Command::Image(ImageCommand::Load {
                 images,
                 to_registry: Some(registry),

@@ -2,6 +2,7 @@
 //! the real kubectl. Nothing here skips: a missing Docker or kubectl fails the test loudly.
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod images;
 pub mod registry;
 
@@ -482,8 +483,17 @@ impl ApiServer {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        use std::io::BufRead;
         let sandbox = Sandbox::new();
+        let (child, url) = Self::spawn(&sandbox, extra);
+        ApiServer {
+            sandbox,
+            child,
+            url,
+        }
+    }
+
+    fn spawn(sandbox: &Sandbox, extra: &[&str]) -> (std::process::Child, String) {
+        use std::io::BufRead;
         let data = sandbox.path().join("data");
         let mut child = Command::new(kcluster_bin())
             .args(["node", "apiserver", "--data-dir"])
@@ -505,11 +515,31 @@ impl ApiServer {
             .strip_prefix("ready ")
             .unwrap_or_else(|| panic!("unexpected first line from the API server: {line:?}"))
             .to_string();
-        ApiServer {
-            sandbox,
-            child,
-            url,
-        }
+        (child, url)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
+    }
+
+    /// Stops the server; its store, CA and kubeconfig stay for `restart`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on the same port, with the same store and CA.
+    pub fn restart(&mut self) {
+        let port = self.port().to_string();
+        let (child, url) = Self::spawn(&self.sandbox, &["--port", &port]);
+        self.child = child;
+        assert_eq!(url, self.url, "the API server came back elsewhere");
     }
 
     pub fn context(&self) -> &'static str {
