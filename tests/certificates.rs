@@ -105,8 +105,9 @@ fn csr_row(cluster: &Cluster, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// kubectl against the cluster's server with no credentials at all.
-fn anonymous(cluster: &Cluster, args: &[&str]) -> Output {
+/// A GET with no credentials at all (curl: kubectl without credentials would prompt for a
+/// password): the status code and the body.
+fn anonymous(cluster: &Cluster, path: &str) -> (String, String) {
     let server = cluster.kubectl_ok(&[
         "config",
         "view",
@@ -114,16 +115,15 @@ fn anonymous(cluster: &Cluster, args: &[&str]) -> Output {
         "-o",
         "jsonpath={.clusters[0].cluster.server}",
     ]);
-    let empty = cluster.sandbox.path().join("anonymous-kubeconfig");
-    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").expect("write a kubeconfig");
-    Command::new("kubectl")
-        .args(["--server", server.trim(), "--insecure-skip-tls-verify"])
-        .args(args)
-        .env("KUBECONFIG", &empty)
-        .env("HOME", cluster.sandbox.path())
+    let out = Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}"])
+        .arg(format!("{}{path}", server.trim()))
         .stdin(Stdio::null())
         .output()
-        .expect("cannot run kubectl")
+        .expect("cannot run curl");
+    let body = stdout(&out);
+    let (body, code) = body.rsplit_once('\n').unwrap_or_default();
+    (code.to_string(), body.to_string())
 }
 
 #[test]
@@ -135,16 +135,14 @@ fn a_user_from_a_signing_request() {
 
     // Anonymous clients see only the public-info paths.
     for path in ["/version", "/healthz", "/livez", "/readyz"] {
-        let out = anonymous(&cluster, &["get", "--raw", path]);
-        assert!(out.status.success(), "anonymous {path}: {}", text(&out));
+        let (code, body) = anonymous(&cluster, path);
+        assert_eq!(code, "200", "anonymous {path}: {body}");
     }
     for path in ["/api", "/apis", "/api/v1/namespaces"] {
-        let out = anonymous(&cluster, &["get", "--raw", path]);
-        assert!(
-            !out.status.success() && text(&out).contains("Unauthorized"),
-            "anonymous {path} must be refused: {}",
-            text(&out)
-        );
+        let (code, body) = anonymous(&cluster, path);
+        assert_eq!(code, "401", "anonymous {path}: {body}");
+        let status: Value = serde_json::from_str(&body).expect("a Status");
+        assert_eq!(status["reason"], "Unauthorized", "{body}");
     }
 
     // The admin is in system:masters and, like every authenticated user, system:authenticated.
@@ -233,7 +231,30 @@ fn a_user_from_a_signing_request() {
     assert_eq!(csr_row(&cluster, "bob")[5], "Denied");
 
     // An approved request cannot be denied any more.
+    // kubectl refuses by itself.
     let out = cluster.kubectl(&["certificate", "deny", "jane"]);
+    assert!(
+        !out.status.success() && text(&out).contains("is already Approved"),
+        "{}",
+        text(&out)
+    );
+    // The server refuses too: the same update through /approval as kubectl would send it.
+    let mut denied = csr_json(&cluster, "jane");
+    denied["status"]["conditions"]
+        .as_array_mut()
+        .expect("jane's conditions")
+        .push(
+            serde_json::json!({"type": "Denied", "status": "True", "reason": "KubectlDeny",
+            "message": "This CSR was denied by kubectl certificate deny."}),
+        );
+    std::fs::write(dir.join("deny.json"), denied.to_string()).expect("write the update");
+    let out = cluster.kubectl(&[
+        "replace",
+        "--raw",
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests/jane/approval",
+        "-f",
+        &dir.join("deny.json").to_string_lossy(),
+    ]);
     assert!(!out.status.success(), "deny after approve must fail");
     assert!(
         text(&out).contains(
@@ -349,7 +370,7 @@ fn a_user_from_a_signing_request() {
     assert!(!out.status.success(), "a malformed CSR must be refused");
     let message = text(&out);
     assert!(
-        message.contains("CertificateSigningRequest.certificates.k8s.io \"broken\" is invalid")
+        message.contains("The CertificateSigningRequest \"broken\" is invalid")
             && message.contains("spec.request: Invalid value: []byte{0x6e, 0x6f, 0x74")
             && message.contains("PEM block type must be CERTIFICATE REQUEST")
             && message.contains(
