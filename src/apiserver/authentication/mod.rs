@@ -16,6 +16,16 @@ use crate::pki::ClientIdentity;
 use crate::store::Store;
 
 pub const GROUP: &str = "authentication.k8s.io";
+pub const VERSION: &str = "v1";
+/// The group's resources for discovery: (plural, singular, kind). Both take only create.
+pub const REVIEWS: &[(&str, &str, &str)] = &[
+    (
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+    ),
+    ("tokenreviews", "tokenreview", "TokenReview"),
+];
 /// Every authenticated user is in this group, whatever proved who they are.
 pub const AUTHENTICATED: &str = "system:authenticated";
 
@@ -134,6 +144,43 @@ fn add_token_claims(user: &mut UserInfo, claims: &Value) {
         .and_then(Value::as_str)
         .map(|j| format!("JTI={j}"));
     extra("credential-id", jti.as_deref());
+}
+
+/// The group as aggregated discovery lists it.
+pub fn aggregated_discovery() -> Value {
+    let resources: Vec<Value> = REVIEWS
+        .iter()
+        .map(|(plural, singular, kind)| {
+            json!({
+                "resource": plural,
+                "responseKind": {"group": GROUP, "version": VERSION, "kind": kind},
+                "scope": "Cluster",
+                "singularResource": singular,
+                "verbs": ["create"],
+            })
+        })
+        .collect();
+    json!({
+        "metadata": {"name": GROUP, "creationTimestamp": null},
+        "versions": [{"version": VERSION, "resources": resources, "freshness": "Current"}],
+    })
+}
+
+/// `/apis/authentication.k8s.io/v1`.
+pub fn resource_list() -> Value {
+    let resources: Vec<Value> = REVIEWS
+        .iter()
+        .map(|(plural, singular, kind)| {
+            json!({"name": plural, "singularName": singular, "namespaced": false,
+                   "kind": kind, "verbs": ["create"]})
+        })
+        .collect();
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{GROUP}/{VERSION}"),
+        "resources": resources,
+    })
 }
 
 /// Whether `path` is one of this group's review endpoints.
