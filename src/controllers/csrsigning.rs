@@ -86,7 +86,8 @@ pub fn check_request(
             let with_rsa = ["client auth", "digital signature", "key encipherment"];
             let without_rsa = ["client auth", "digital signature"];
             if set != with_rsa && set != without_rsa {
-                return Err(format!("usages did not match {with_rsa:?}"));
+                // Go prints the list with %v: no quotes, spaces between.
+                return Err(format!("usages did not match [{}]", with_rsa.join(" ")));
             }
             Ok(())
         }
@@ -212,5 +213,82 @@ mod tests {
         assert_eq!(lifetime(Some(3600)), Duration::from_secs(3600));
         assert_eq!(lifetime(Some(60)), MIN_DURATION);
         assert_eq!(lifetime(Some(i32::MAX)), MAX_DURATION);
+    }
+
+    fn request(subject: &str, org: Option<&str>) -> CertificateRequest {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(rcgen::DnType::CommonName, subject);
+        if let Some(org) = org {
+            name.push(rcgen::DnType::OrganizationName, org);
+        }
+        params.distinguished_name = name;
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        crate::pki::parse_request(pem.as_bytes()).unwrap()
+    }
+
+    fn usages(list: &[&str]) -> Vec<String> {
+        list.iter().map(|u| u.to_string()).collect()
+    }
+
+    #[test]
+    fn client_signer_takes_only_client_usages() {
+        let jane = request("jane", Some("system:masters"));
+        // Kubernetes' signer does not look at the groups: approving is the decision.
+        assert_eq!(
+            check_request(KUBE_APISERVER_CLIENT, &jane, &usages(&["client auth"])),
+            Ok(())
+        );
+        assert_eq!(
+            check_request(
+                KUBE_APISERVER_CLIENT,
+                &jane,
+                &usages(&["digital signature", "server auth"])
+            ),
+            Err("invalid usage for client certificate: server auth".into())
+        );
+        assert_eq!(
+            check_request(
+                KUBE_APISERVER_CLIENT,
+                &jane,
+                &usages(&["digital signature"])
+            ),
+            Err("missing required usage for client certificate: client auth".into())
+        );
+    }
+
+    #[test]
+    fn kubelet_signer_takes_only_node_identities() {
+        let node_usages = usages(&["digital signature", "client auth"]);
+        let node = request("system:node:w1", Some("system:nodes"));
+        assert_eq!(
+            check_request(KUBE_APISERVER_CLIENT_KUBELET, &node, &node_usages),
+            Ok(())
+        );
+        assert_eq!(
+            check_request(
+                KUBE_APISERVER_CLIENT_KUBELET,
+                &request("jane", Some("system:nodes")),
+                &node_usages
+            ),
+            Err("subject common name does not begin with system:node:".into())
+        );
+        assert_eq!(
+            check_request(
+                KUBE_APISERVER_CLIENT_KUBELET,
+                &request("system:node:w1", None),
+                &node_usages
+            ),
+            Err("subject organization is not system:nodes".into())
+        );
+        assert_eq!(
+            check_request(
+                KUBE_APISERVER_CLIENT_KUBELET,
+                &node,
+                &usages(&["client auth"])
+            ),
+            Err("usages did not match [client auth digital signature key encipherment]".into())
+        );
     }
 }
