@@ -433,6 +433,49 @@ fn a_user_from_a_signing_request() {
         good["status"]["audiences"],
         serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
     );
+    // The service account itself asks who it is: its uid comes from the token.
+    let server = cluster.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let ca = cluster.kubectl_ok(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+    ]);
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(ca.trim())
+        .expect("the cluster CA");
+    std::fs::write(dir.join("ca.crt"), ca).expect("write ca.crt");
+    std::fs::write(dir.join("empty-config"), "apiVersion: v1\nkind: Config\n").expect("write");
+    let whoami = run_ok(
+        "kubectl",
+        &[
+            "--kubeconfig",
+            "empty-config",
+            "--server",
+            server.trim(),
+            "--certificate-authority",
+            "ca.crt",
+            "--token",
+            token.trim(),
+            "auth",
+            "whoami",
+        ],
+        dir,
+    );
+    let uid = good["status"]["user"]["uid"].as_str().unwrap_or_default();
+    assert!(
+        whoami.contains("system:serviceaccount:default:default") && whoami.contains(uid),
+        "{whoami}"
+    );
+
     let bad = review("garbage");
     assert!(bad["status"].get("authenticated").is_none(), "{bad}");
     assert_eq!(bad["status"]["user"], serde_json::json!({}));

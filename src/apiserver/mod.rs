@@ -192,11 +192,14 @@ impl ApiServer {
         // Kubernetes puts every authenticated user in system:authenticated.
         let identity = identity.map(authentication::authenticated);
         let identity = identity.as_ref();
-        let user = identity.map(|i| {
-            let token = bearer_token(&req).filter(|_| i.user.starts_with("system:serviceaccount:"));
-            authentication::user_of(i, token, self.service_account_signer.get().map(|s| &**s))
+        let credentials = identity.map(|i| authentication::Credentials {
+            identity: i.clone(),
+            token: bearer_token(&req)
+                .filter(|_| i.user.starts_with("system:serviceaccount:"))
+                .map(str::to_string),
+            signer: self.service_account_signer.get().cloned(),
         });
-        let routed = authentication::serve_as(user, self.route(req, identity)).await;
+        let routed = authentication::serve_as(credentials, self.route(req, identity)).await;
         let response = match routed {
             Ok(r) => r,
             Err(e) => encoded_json_response(e.code, e.encode_status().into()),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
@@ -63,8 +64,17 @@ impl UserInfo {
     }
 }
 
+/// What a request proved: its identity and, for a service account, the token, whose claims
+/// (uid, pod) are read only when something asks for the full user — most requests never do.
+#[derive(Clone)]
+pub struct Credentials {
+    pub identity: ClientIdentity,
+    pub token: Option<String>,
+    pub signer: Option<Arc<serviceaccount::Signer>>,
+}
+
 tokio::task_local! {
-    static REQUESTER: UserInfo;
+    static REQUESTER: Credentials;
 }
 
 /// `identity` with the group every authenticated user has, as Kubernetes' authenticators add it.
@@ -77,16 +87,18 @@ pub fn authenticated(identity: &ClientIdentity) -> ClientIdentity {
 }
 
 /// Runs a request's handling with its user known to whatever needs it (a CSR's create strategy).
-pub async fn serve_as<F: Future>(user: Option<UserInfo>, handling: F) -> F::Output {
-    match user {
-        Some(user) => REQUESTER.scope(user, handling).await,
+pub async fn serve_as<F: Future>(credentials: Option<Credentials>, handling: F) -> F::Output {
+    match credentials {
+        Some(credentials) => REQUESTER.scope(credentials, handling).await,
         None => handling.await,
     }
 }
 
 /// The user of the request being handled, if any.
 pub fn requester() -> Option<UserInfo> {
-    REQUESTER.try_with(UserInfo::clone).ok()
+    REQUESTER
+        .try_with(|c| user_of(&c.identity, c.token.as_deref(), c.signer.as_deref()))
+        .ok()
 }
 
 /// The full user of a request: a client certificate's CN and O, or a service-account token's

@@ -13,13 +13,24 @@ fn certificate_users_join_system_authenticated_once() {
 
 #[tokio::test]
 async fn the_requester_is_known_only_inside_its_request() {
-    let user = UserInfo {
-        username: "jane".into(),
-        ..Default::default()
+    let credentials = Credentials {
+        identity: ClientIdentity {
+            user: "jane".into(),
+            groups: vec!["devs".into()],
+        },
+        token: None,
+        signer: None,
     };
     assert!(requester().is_none());
-    let seen = serve_as(Some(user.clone()), async { requester() }).await;
-    assert_eq!(seen, Some(user));
+    let seen = serve_as(Some(credentials), async { requester() }).await;
+    assert_eq!(
+        seen,
+        Some(UserInfo {
+            username: "jane".into(),
+            groups: vec!["devs".into()],
+            ..Default::default()
+        })
+    );
 }
 
 #[test]
