@@ -31,6 +31,11 @@ fn check_decodable(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
     {
         return Err(decode_error(def, &msg));
     }
+    if (def.group, def.plural) == (super::certificates::GROUP, super::certificates::PLURAL)
+        && let Some(msg) = super::certificates::decode_error(obj)
+    {
+        return Err(decode_error(def, &msg));
+    }
     Ok(())
 }
 

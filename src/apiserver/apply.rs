@@ -87,7 +87,7 @@ pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
         // A status write keeps nothing of the object but its status; the managed fields the
         // apply computed go with it.
         let managed = applied.pointer("/metadata/managedFields").cloned();
-        let mut merged = prepare_update(req.def(), &old, applied, subresource.is_some())?;
+        let mut merged = prepare_update(req.def(), &old, applied, subresource)?;
         if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
             match managed {
                 Some(m) => meta.insert("managedFields".into(), m),

@@ -184,8 +184,10 @@ pub fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
+    // A CSR's /approval is written like /status, with its own strategy.
     if let Some(sub) = req.target.subresource.as_deref()
         && sub != "status"
+        && sub != "approval"
     {
         return super::subresources::dispatch(&req, sub).await;
     }
@@ -510,15 +512,18 @@ pub(super) fn prepare_update(
     def: &ResourceDef,
     old: &Value,
     mut new: Value,
-    status_only: bool,
+    subresource: Option<&str>,
 ) -> Result<Value, ApiError> {
-    if status_only {
+    if let Some(subresource) = subresource {
         let mut merged = old.clone();
         merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
         if merged["status"].is_null()
             && let Some(map) = merged.as_object_mut()
         {
             map.remove("status");
+        }
+        if (def.group, def.plural) == (super::certificates::GROUP, super::certificates::PLURAL) {
+            super::certificates::prepare_subresource(subresource, old, &mut merged);
         }
         return Ok(merged);
     }
@@ -646,7 +651,7 @@ async fn update(req: &Request<'_>) -> Result<Reply, ApiError> {
     let current = req.load(&name).await?;
     check_precondition(req, &name, &new, &current)?;
     let old = object::from_stored(&current)?;
-    let mut merged = prepare_update(req.def(), &old, new, req.target.subresource.is_some())?;
+    let mut merged = prepare_update(req.def(), &old, new, req.target.subresource.as_deref())?;
     super::fieldmanager::on_update(req, &old, &mut merged);
     super::admission::on_update(req.store, req.def(), &old, &mut merged).await?;
     let body = write_update(req, &name, &current, merged).await?;
@@ -709,7 +714,7 @@ async fn patch(req: &Request<'_>) -> Result<Reply, ApiError> {
         let warnings = req.check_fields(&mut patched)?;
         check_precondition(req, &name, &patched, &current)?;
         let mut merged =
-            prepare_update(req.def(), &old, patched, req.target.subresource.is_some())?;
+            prepare_update(req.def(), &old, patched, req.target.subresource.as_deref())?;
         super::fieldmanager::on_update(req, &old, &mut merged);
         super::admission::on_update(req.store, req.def(), &old, &mut merged).await?;
         match write_update(req, &name, &current, merged).await {

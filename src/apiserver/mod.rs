@@ -3,6 +3,8 @@
 
 mod admission;
 mod apply;
+mod authentication;
+mod certificates;
 mod connect;
 mod crd;
 mod defaults;
@@ -187,7 +189,18 @@ impl ApiServer {
             },
             (None, None) => None,
         };
-        let response = match self.route(req, identity).await {
+        // Kubernetes puts every authenticated user in system:authenticated.
+        let identity = identity.map(authentication::authenticated);
+        let identity = identity.as_ref();
+        let credentials = identity.map(|i| authentication::Credentials {
+            identity: i.clone(),
+            token: bearer_token(&req)
+                .filter(|_| i.user.starts_with("system:serviceaccount:"))
+                .map(str::to_string),
+            signer: self.service_account_signer.get().cloned(),
+        });
+        let routed = authentication::serve_as(credentials, self.route(req, identity)).await;
+        let response = match routed {
             Ok(r) => r,
             Err(e) => encoded_json_response(e.code, e.encode_status().into()),
         };
@@ -223,6 +236,9 @@ impl ApiServer {
         }
         if identity.is_none() {
             return Err(ApiError::unauthorized());
+        }
+        if let Some(kind) = authentication::owns(&path) {
+            return self.review(kind, req).await;
         }
 
         if get
@@ -311,6 +327,22 @@ impl ApiServer {
             }
         }
         Ok(response)
+    }
+
+    /// SelfSubjectReview and TokenReview: answered at once, never stored.
+    async fn review(&self, kind: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        authentication::check_method(kind, req.method())?;
+        let content_type = header_str(&req, header::CONTENT_TYPE);
+        let body = read_body(req).await?;
+        let review = if kind == "TokenReview" {
+            let signer = self.service_account_signer.get().map(|s| &**s);
+            authentication::token_review(&self.store, signer, &content_type, &body)?
+        } else {
+            let user = authentication::requester()
+                .ok_or_else(|| ApiError::internal("the request has no user"))?;
+            authentication::self_subject_review(&user, &content_type, &body)?
+        };
+        Ok(json_response(201, &review))
     }
 
     fn authenticate_token(&self, token: &str) -> Result<ClientIdentity, String> {

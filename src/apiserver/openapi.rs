@@ -119,6 +119,19 @@ fn build() -> Docs {
         );
         by_path.insert(path, document);
     }
+    // authentication.k8s.io/v1 has no stored kinds, only reviews answered on create.
+    let (group, version) = (super::authentication::GROUP, super::authentication::VERSION);
+    let path = gv_path(group, version);
+    let document = doc(&create_only_document(
+        group,
+        version,
+        super::authentication::REVIEWS,
+    ));
+    index.insert(
+        path.clone(),
+        json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", document.hash)}),
+    );
+    by_path.insert(path, document);
     Docs {
         index_paths: index,
         by_path,
@@ -275,6 +288,60 @@ fn document(defs: &[&ResourceDef]) -> Value {
         .filter_map(|name| Some((name.to_string(), reg.schemas().get(name)?.clone())))
         .collect();
     schemas.extend(custom_schemas);
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": git_version()},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// The document of a group-version whose resources only take create (reviews): one POST path
+/// per (plural, kind), answering with the same kind.
+fn create_only_document(group: &str, version: &str, kinds: &[(&str, &str, &str)]) -> Value {
+    let reg = registry();
+    let camel: String = group
+        .trim_end_matches(".k8s.io")
+        .split('.')
+        .map(capitalize)
+        .collect();
+    let naming = OpNaming {
+        prefix: format!("{camel}{}", capitalize(version)),
+        tag: format!(
+            "{}_{version}",
+            group.trim_end_matches(".k8s.io").replace('.', "")
+        ),
+    };
+    let mut paths = Map::new();
+    let mut roots: Vec<&str> = vec![STATUS];
+    for (plural, _, kind) in kinds {
+        let schema_name = reg.kind_schema_name(group, version, kind);
+        roots.extend(schema_name);
+        let one = schema_ref(schema_name);
+        let gvk = json!({"group": group, "kind": kind, "version": version});
+        let post = operation(
+            &naming,
+            naming.id("create", false, kind, ""),
+            "post",
+            format!("create a {kind}"),
+            &gvk,
+            write_params(false),
+            Some(json!({"content": content(&["*/*"], &one), "required": true})),
+            responses(
+                &[("200", "OK"), ("201", "Created"), ("202", "Accepted")],
+                &one,
+            ),
+        );
+        paths.insert(
+            format!("/{}/{plural}", gv_path(group, version)),
+            json!({"post": post}),
+        );
+    }
+    let schemas: Map<String, Value> = reg
+        .closure(roots)
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), reg.schemas().get(name)?.clone())))
+        .collect();
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": git_version()},

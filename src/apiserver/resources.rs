@@ -315,6 +315,11 @@ pub static RESOURCES: &[ResourceDef] = &[
     resource!("batch", "v1", "jobs", "job", "Job", Namespaced,
         short: [], categories: ["all"], subresources: ["status"], generation: true,
         printer: Job, fields: &[("status.successful", &["status", "succeeded"])]),
+    // certificates.k8s.io/v1: requests for certificates, approved through /approval and
+    // signed through /status (`certificates`, `controllers::csrsigning`).
+    resource!("certificates.k8s.io", "v1", "certificatesigningrequests", "certificatesigningrequest", "CertificateSigningRequest", Cluster,
+        short: ["csr"], categories: [], subresources: ["status", "approval"], generation: false,
+        printer: CertificateSigningRequest, fields: &[("spec.signerName", &["spec", "signerName"])]),
     // coordination.k8s.io/v1
     resource!("coordination.k8s.io", "v1", "leases", "lease", "Lease", Namespaced,
         short: [], categories: [], subresources: [], generation: false,

@@ -19,6 +19,7 @@ pub enum Printer {
     CronJob,
     CSIDriver,
     CSINode,
+    CertificateSigningRequest,
     CSIStorageCapacity,
     DaemonSet,
     Deployment,
@@ -650,6 +651,26 @@ fn columns(printer: Printer) -> Vec<Column> {
                 "endpoints is a list of unique endpoints in this slice.",
             ),
             AGE,
+        ],
+        CertificateSigningRequest => vec![
+            NAME,
+            AGE,
+            s(
+                "SignerName",
+                "signerName indicates the requested signer, and is a qualified name.",
+            ),
+            s(
+                "Requestor",
+                "username contains the name of the user that created the CertificateSigningRequest. Populated by the API server on creation and immutable.",
+            ),
+            s(
+                "RequestedDuration",
+                "expirationSeconds is the requested duration of validity of the issued certificate.",
+            ),
+            s(
+                "Condition",
+                "conditions applied to the request. Known conditions are \"Approved\", \"Denied\", and \"Failed\".",
+            ),
         ],
         CSINode => vec![
             NAME,

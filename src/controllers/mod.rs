@@ -5,6 +5,7 @@
 pub mod clusterdns;
 mod cron;
 mod cronjob;
+pub mod csrsigning;
 mod daemonset;
 mod deployment;
 mod disruption;

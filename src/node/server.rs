@@ -89,6 +89,13 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let node_name = settings.node_name.clone();
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
+        // The CSR signer is the one controller that needs the CA key, which only this process has.
+        let signer_client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::controllers::csrsigning::run(signer_client, ca).await {
+                tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
+            }
+        });
         tokio::spawn(crate::controllers::clusterdns::run(
             client.clone(),
             dns_ip.to_string(),

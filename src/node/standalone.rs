@@ -74,15 +74,22 @@ pub async fn run(options: Options) -> Result<()> {
     // A line on stdout tells a waiting test (or person) the server is up and where.
     println!("ready https://127.0.0.1:{port}");
     if options.controllers {
+        let ca_pem = ca.cert_pem();
         let creds = super::client::Credentials {
             ca_pem: ca.cert_pem(),
             cert_pem: admin.cert_pem,
             key_pem: admin.key_pem,
         };
         let client = super::client::connect("127.0.0.1", port, &creds).await?;
+        let signer_client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::controllers::csrsigning::run(signer_client, ca).await {
+                tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
+            }
+        });
         tokio::spawn(crate::controllers::run(
             client,
-            Some(ca.cert_pem()),
+            Some(ca_pem),
             options.pod_subnet,
         ));
     }

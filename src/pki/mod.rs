@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod der;
+mod request;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,6 +20,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use x509_parser::prelude::{X509Certificate, parse_x509_certificate};
+
+pub use request::{CertificateRequest, parse_request};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// Same lifetimes as kubeadm (and so kind): a cluster outlives no CA, and a year of leaf

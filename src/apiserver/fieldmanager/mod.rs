@@ -65,8 +65,9 @@ impl Context {
         Context::new(req.def(), req.target.subresource.as_deref())
     }
 
+    /// A CSR's `/approval` writes status conditions, as `/status` does.
     fn on_status(&self) -> bool {
-        self.subresource == "status"
+        matches!(self.subresource.as_str(), "status" | "approval")
     }
 
     /// `obj` as the comparison sees it (see the module comment).

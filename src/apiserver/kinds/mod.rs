@@ -22,6 +22,7 @@ pub mod storage;
 use anyhow::{Context, Result};
 use serde_json::{Value, json as j};
 
+use super::certificates;
 use super::object;
 use super::resources::{self, ResourceDef};
 use crate::store::{Store, StoreError};
@@ -136,14 +137,17 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
         ("autoscaling", "horizontalpodautoscalers") => cluster::prepare_hpa(obj),
         ("policy", "poddisruptionbudgets") => cluster::prepare_pdb(obj),
         ("batch", "jobs") => batch::generate_selector(obj),
+        (certificates::GROUP, certificates::PLURAL) => certificates::prepare_create(obj),
         _ => {}
     }
 }
 
 /// The update strategy: what an incoming update inherits from the stored object.
 pub fn prepare_update(def: &ResourceDef, old: &Value, new: &mut Value) {
-    if let ("", "services") = id(def) {
-        service::prepare_update(old, new)
+    match id(def) {
+        ("", "services") => service::prepare_update(old, new),
+        (certificates::GROUP, certificates::PLURAL) => certificates::prepare_update(old, new),
+        _ => {}
     }
 }
 
@@ -155,7 +159,8 @@ pub fn name_problems(def: &ResourceDef, name: &str) -> Vec<String> {
         ("", "services") => names::dns1035_label(name),
         ("rbac.authorization.k8s.io", _)
         | ("autoscaling", "horizontalpodautoscalers")
-        | ("", "persistentvolumes" | "persistentvolumeclaims") => names::path_segment_name(name),
+        | ("", "persistentvolumes" | "persistentvolumeclaims")
+        | (certificates::GROUP, certificates::PLURAL) => names::path_segment_name(name),
         _ => names::dns1123_subdomain(name),
     }
 }
@@ -210,6 +215,7 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
         ("storage.k8s.io", "volumeattachments") => storage::validate_volume_attachment(obj, errs),
         ("scheduling.k8s.io", "priorityclasses") => cluster::validate_priority_class(obj, errs),
         ("apiregistration.k8s.io", "apiservices") => cluster::validate_api_service(obj, errs),
+        (certificates::GROUP, certificates::PLURAL) => certificates::validate(obj, errs),
         _ => {}
     }
 }
@@ -252,6 +258,9 @@ pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value, errs: &mut E
         }
         ("scheduling.k8s.io", "priorityclasses") => {
             cluster::validate_priority_class_update(old, new, errs)
+        }
+        (certificates::GROUP, certificates::PLURAL) => {
+            certificates::validate_update(old, new, errs)
         }
         _ => {}
     }
@@ -383,6 +392,7 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
 /// service. metrics.k8s.io is served by this server too, so it is local here.
 fn local_api_services() -> Vec<Value> {
     let mut versions = resources::group_versions();
+    versions.push((super::authentication::GROUP, super::authentication::VERSION));
     versions.push((super::metrics::GROUP, super::metrics::VERSION));
     versions
         .into_iter()

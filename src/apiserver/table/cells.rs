@@ -424,6 +424,7 @@ pub fn cells(printer: Printer, obj: &Value, now: jiff::Timestamp) -> Vec<Value> 
                 age,
             ]
         }
+        CertificateSigningRequest => crate::apiserver::certificates::cells(obj, name, age),
         CSINode => vec![name, json!(len_of(spec, "drivers")), age],
         CSIDriver => {
             let modes: Vec<&str> = items(spec, "volumeLifecycleModes")
