@@ -876,6 +876,103 @@ spec:
     assert_eq!(stdout(&out), "200 67108864", "{}", text(&out));
 
     tls_backends(&cluster, http);
+    send_timeout(&cluster, &sandbox, http);
+}
+
+/// The cluster network's gateway: this machine as the cluster's containers reach it.
+fn gateway(cluster: &Cluster) -> String {
+    let gateway = stdout(&docker(&[
+        "network",
+        "inspect",
+        &format!("kcluster-{}", cluster.name),
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]))
+    .trim()
+    .to_string();
+    assert!(!gateway.is_empty(), "the cluster network has no gateway");
+    gateway
+}
+
+/// A selector-less Service `name` (port 80) whose one endpoint is `ip:port`.
+fn external_service(name: &str, ip: &str, port: u16) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  ports: [{{name: web, port: 80, targetPort: {port}}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: {name}}}
+subsets:
+- addresses: [{{ip: {ip}}}]
+  ports: [{{name: web, port: {port}}}]
+"#
+    )
+}
+
+/// An Ingress for `host` to Service `service` port 80, with `annotations` (a YAML flow map body).
+fn simple_ingress(name: &str, host: &str, service: &str, annotations: &str) -> String {
+    format!(
+        r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  annotations: {{{annotations}}}
+spec:
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}
+"#
+    )
+}
+
+/// proxy-send-timeout: an upstream that accepts the connection and never reads the request
+/// is given up on after the send timeout (504), long before the read timeout would end it.
+fn send_timeout(cluster: &Cluster, sandbox: &Sandbox, http: u16) {
+    let listener = std::net::TcpListener::bind((gateway(cluster).as_str(), 0)).expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for tcp in listener.incoming().flatten() {
+            held.push(tcp);
+        }
+    });
+    let mut manifest = external_service("stalled", &gateway(cluster), port);
+    manifest.push_str(&simple_ingress(
+        "stalled",
+        "stalled.example",
+        "stalled",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout: \"2\", nginx.ingress.kubernetes.io/proxy-read-timeout: \"600\", nginx.ingress.kubernetes.io/proxy-body-size: \"0\"",
+    ));
+    apply(cluster, &manifest);
+    // More than every buffer between the proxy and a process that does not read can hold.
+    let upload = sandbox.path().join("upload");
+    std::fs::write(&upload, vec![b'x'; 64 << 20]).expect("write the upload");
+    wait_output(
+        "a stalled upload given up on after proxy-send-timeout",
+        || {
+            let out = curl(&[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: stalled.example",
+                "--data-binary",
+                &format!("@{}", upload.display()),
+                &format!("http://127.0.0.1:{http}/"),
+            ]);
+            stdout(&out)
+        },
+        &["504"],
+    );
 }
 
 /// A TLS server in this process with a self-signed certificate, speaking HTTP/1.1 and HTTP/2
@@ -945,33 +1042,9 @@ fn start_tls_backend(bind: &str) -> u16 {
 /// TLS port fails with 502. The backend is this process on the cluster network's gateway,
 /// named by a selector-less Service's Endpoints.
 fn tls_backends(cluster: &Cluster, http: u16) {
-    let gateway = stdout(&docker(&[
-        "network",
-        "inspect",
-        &format!("kcluster-{}", cluster.name),
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]))
-    .trim()
-    .to_string();
-    assert!(!gateway.is_empty(), "the cluster network has no gateway");
+    let gateway = gateway(cluster);
     let port = start_tls_backend(&gateway);
-    let mut manifest = format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: secure}}
-spec:
-  ports: [{{name: https, port: 443, targetPort: {port}}}]
----
-apiVersion: v1
-kind: Endpoints
-metadata: {{name: secure}}
-subsets:
-- addresses: [{{ip: {gateway}}}]
-  ports: [{{name: https, port: {port}}}]
-"#
-    );
+    let mut manifest = external_service("secure", &gateway, port);
     for (host, protocol) in [
         ("https.example", Some("HTTPS")),
         ("grpcs.example", Some("GRPCS")),
@@ -980,21 +1053,11 @@ subsets:
         let annotation = protocol
             .map(|p| format!("nginx.ingress.kubernetes.io/backend-protocol: {p}"))
             .unwrap_or_default();
-        let name = host.replace('.', "-");
-        manifest.push_str(&format!(
-            r#"---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  annotations: {{{annotation}}}
-spec:
-  rules:
-  - host: {host}
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: secure, port: {{number: 443}}}}}}}}
-"#
+        manifest.push_str(&simple_ingress(
+            &host.replace('.', "-"),
+            host,
+            "secure",
+            &annotation,
         ));
     }
     apply(cluster, &manifest);

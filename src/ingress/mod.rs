@@ -15,6 +15,7 @@ pub mod annotations;
 pub mod auth;
 pub mod proxy;
 pub mod routes;
+mod send_timeout;
 pub mod tls;
 pub mod translate;
 mod upstream_tls;

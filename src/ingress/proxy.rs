@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::annotations::{BackendProtocol, Options};
 use super::routes::{Route, Table, Upstream};
+use super::send_timeout;
 use super::tls::Resolver;
 use super::upstream_tls;
 
@@ -686,7 +687,8 @@ async fn forward(
         options.backend_protocol,
         BackendProtocol::Grpc | BackendProtocol::Grpcs
     );
-    let mut out = Request::new(body);
+    let (body, handed) = send_timeout::Watched::new(body);
+    let mut out = Request::new(body.boxed());
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
@@ -702,7 +704,14 @@ async fn forward(
         BackendProtocol::Grpcs => shared.grpcs.request(out),
     };
     let timeout = options.connect_timeout + options.read_timeout;
-    let mut resp = match tokio::time::timeout(timeout, sent).await {
+    let answered = tokio::select! {
+        answered = tokio::time::timeout(timeout, sent) => answered,
+        _ = handed.stalled(options.send_timeout) => {
+            debug!(%addr, "the upstream stopped reading the request (proxy-send-timeout)");
+            return page(504, "kcluster ingress");
+        }
+    };
+    let mut resp = match answered {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             debug!(%addr, error = %e, "upstream request failed");
