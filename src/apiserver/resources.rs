@@ -281,6 +281,13 @@ pub static RESOURCES: &[ResourceDef] = &[
     resource!("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", Cluster,
         short: [], categories: ["api-extensions"], subresources: ["status"], generation: false,
         printer: APIService, fields: NO_FIELDS),
+    // admissionregistration.k8s.io/v1: the admission webhooks and policies (`webhooks`).
+    resource!("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", "MutatingWebhookConfiguration", Cluster,
+        short: [], categories: ["api-extensions"], subresources: [], generation: true,
+        printer: Default, fields: NO_FIELDS),
+    resource!("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "validatingwebhookconfiguration", "ValidatingWebhookConfiguration", Cluster,
+        short: [], categories: ["api-extensions"], subresources: [], generation: true,
+        printer: Default, fields: NO_FIELDS),
     // apiextensions.k8s.io/v1: the definitions of custom resources (`crd`).
     resource!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition", "CustomResourceDefinition", Cluster,
         short: ["crd", "crds"], categories: ["api-extensions"], subresources: ["status"], generation: true,

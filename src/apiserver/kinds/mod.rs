@@ -41,6 +41,12 @@ pub fn default(def: &ResourceDef, obj: &mut Value) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             super::crd::definition::default(obj)
         }
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            super::webhooks::config::default(obj, true)
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            super::webhooks::config::default(obj, false)
+        }
         ("", "namespaces") => {
             let name = obj
                 .pointer("/metadata/name")
@@ -170,6 +176,12 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
     match id(def) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             super::crd::definition::validate(obj, errs)
+        }
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            super::webhooks::config::validate(obj, true, errs)
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            super::webhooks::config::validate(obj, false, errs)
         }
         ("", "namespaces") => core::validate_namespace(obj, errs),
         ("", "nodes") => core::validate_node(obj, errs),

@@ -1,0 +1,602 @@
+//! Dynamic admission: Mutating- and ValidatingWebhookConfigurations, called as kube-apiserver
+//! calls them. `config` validates and defaults the configurations; `Registry` keeps the
+//! current webhooks, rebuilt from a store watch on every change; `matching` decides which
+//! webhooks a request goes to; `review` builds the AdmissionReview and checks the answer;
+//! `client` makes the HTTPS call.
+//!
+//! Admission (`admission.rs`) calls `mutate` after the built-in mutating plugins and before
+//! validation, and `validate` after validation and before quota, as kube-apiserver orders its
+//! plugins. Who is asking, what was asked (the URL's version, subresource, dry run) and the
+//! warnings to send back are request-wide, so they ride in a task-local `Request` that the
+//! server sets around each resource request, rather than through every handler's arguments.
+
+pub mod client;
+pub mod config;
+pub mod matching;
+pub mod review;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+use super::kinds::convert;
+use super::object::meta_str;
+use super::resources::{self, ResourceDef};
+use super::status::ApiError;
+use crate::pki::ClientIdentity;
+use crate::store::Store;
+
+const PREFIX: &str = "/registry/admissionregistration.k8s.io/";
+const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
+/// How long a failed watch waits before listing again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// One webhook of a configuration, with what calling it needs prepared.
+struct Hook {
+    name: String,
+    spec: Value,
+    tls: Result<Arc<rustls::ClientConfig>, String>,
+}
+
+#[derive(Default)]
+struct Hooks {
+    mutating: Vec<Arc<Hook>>,
+    validating: Vec<Arc<Hook>>,
+}
+
+/// The webhooks in force, in kube-apiserver's order: configurations by name, then each
+/// configuration's webhooks in order.
+#[derive(Default)]
+pub struct Registry {
+    hooks: RwLock<Arc<Hooks>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Registry::default())
+    }
+
+    fn current(&self) -> Arc<Hooks> {
+        match self.hooks.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn load(&self, store: &Store) -> Result<(), String> {
+        let mut hooks = Hooks::default();
+        for (plural, mutating) in [
+            ("mutatingwebhookconfigurations", true),
+            ("validatingwebhookconfigurations", false),
+        ] {
+            let def = resources::find("admissionregistration.k8s.io", "v1", plural)
+                .ok_or_else(|| format!("{plural} are not served"))?;
+            // Keys end in the configuration's name, so the list comes sorted by name.
+            let (kvs, _) = store.list(&def.key_prefix()).map_err(|e| e.to_string())?;
+            for kv in kvs {
+                let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+                    continue;
+                };
+                for spec in super::kinds::json::items(&obj, "webhooks") {
+                    let ca = spec
+                        .pointer("/clientConfig/caBundle")
+                        .and_then(Value::as_str);
+                    let hook = Arc::new(Hook {
+                        name: super::kinds::json::str_or(spec, "name").to_string(),
+                        spec: spec.clone(),
+                        tls: client::tls_config(ca),
+                    });
+                    if mutating {
+                        hooks.mutating.push(hook);
+                    } else {
+                        hooks.validating.push(hook);
+                    }
+                }
+            }
+        }
+        let hooks = Arc::new(hooks);
+        match self.hooks.write() {
+            Ok(mut h) => *h = hooks,
+            Err(poisoned) => *poisoned.into_inner() = hooks,
+        }
+        Ok(())
+    }
+
+    /// Loads the configurations, then again on every change of them, until the store goes.
+    pub async fn run(self: Arc<Self>, store: Store) {
+        loop {
+            let after = store.current_revision();
+            if let Err(e) = self.load(&store) {
+                warn!(error = %e, "admission webhooks: cannot load the configurations");
+            }
+            let mut watch = match store.watch(PREFIX, after) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(error = %e, "admission webhooks: cannot watch the configurations");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            loop {
+                match watch.next_event().await {
+                    Some(Ok(_)) => {
+                        if let Err(e) = self.load(&store) {
+                            warn!(error = %e, "admission webhooks: cannot load the configurations");
+                        }
+                    }
+                    Some(Err(_)) => break,
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// What the server knows of the request being served that admission needs.
+pub struct Request {
+    pub registry: Arc<Registry>,
+    pub user: Option<ClientIdentity>,
+    /// The resource as the URL named it (before any conversion to the stored version).
+    pub requested: &'static ResourceDef,
+    pub subresource: Option<String>,
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Request {
+    pub fn new(
+        registry: Arc<Registry>,
+        user: Option<ClientIdentity>,
+        requested: &'static ResourceDef,
+        subresource: Option<String>,
+        dry_run: bool,
+        field_manager: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new(Request {
+            registry,
+            user,
+            requested,
+            subresource,
+            dry_run,
+            field_manager,
+            warnings: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The webhooks' warnings, for the response's Warning headers.
+    pub fn take_warnings(&self) -> Vec<String> {
+        match self.warnings.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn warn(&self, more: Vec<String>) {
+        match self.warnings.lock() {
+            Ok(mut w) => w.extend(more),
+            Err(poisoned) => poisoned.into_inner().extend(more),
+        }
+    }
+}
+
+tokio::task_local! {
+    static REQUEST: Arc<Request>;
+}
+
+/// Runs `serve` with `request` as the request admission sees.
+pub async fn scope<F: Future>(request: Arc<Request>, serve: F) -> F::Output {
+    REQUEST.scope(request, serve).await
+}
+
+fn current() -> Option<Arc<Request>> {
+    REQUEST.try_with(Arc::clone).ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
+
+    fn options_kind(self) -> &'static str {
+        match self {
+            Operation::Create => "CreateOptions",
+            Operation::Update => "UpdateOptions",
+            Operation::Delete => "DeleteOptions",
+        }
+    }
+}
+
+/// Reasons are `&'static str` in `ApiError`; a webhook's own reason is kept once per text.
+fn intern(reason: &str) -> &'static str {
+    static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    const MAX: usize = 256;
+    let mut guard = match SEEN.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let seen = guard.get_or_insert_with(HashSet::new);
+    if let Some(r) = seen.get(reason) {
+        return r;
+    }
+    if seen.len() >= MAX {
+        // A webhook inventing endless reasons must not grow the server: the code still says it.
+        return "";
+    }
+    let leaked: &'static str = Box::leak(reason.to_string().into_boxed_str());
+    seen.insert(leaked);
+    leaked
+}
+
+/// One admission call: the object (in stored form), what it was, and where it lives.
+struct Call<'a> {
+    store: &'a Store,
+    def: &'a ResourceDef,
+    operation: Operation,
+    request: &'a Request,
+    name: String,
+    namespace: String,
+}
+
+impl Call<'_> {
+    fn target<'t>(&'t self, group: &'t str, version: &'t str) -> matching::Target<'t> {
+        matching::Target {
+            operation: self.operation.as_str(),
+            group,
+            version,
+            resource: self.request.requested.plural,
+            subresource: self.request.subresource.as_deref().unwrap_or_default(),
+            namespaced: self.def.namespaced(),
+        }
+    }
+
+    /// The labels namespaceSelector reads: the Namespace itself, or the object's namespace.
+    fn namespace_labels(&self, obj: Option<&Value>, old: Option<&Value>) -> Option<Value> {
+        if (self.def.group, self.def.plural) == ("", "namespaces") {
+            let o = obj.or(old)?;
+            return Some(o.pointer("/metadata/labels").cloned().unwrap_or(json!({})));
+        }
+        if !self.def.namespaced() {
+            return None;
+        }
+        let ns_def = resources::find("", "v1", "namespaces")?;
+        let labels = self
+            .store
+            .get(&ns_def.key(None, &self.namespace))
+            .ok()
+            .flatten()
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .and_then(|ns| ns.pointer("/metadata/labels").cloned());
+        Some(labels.unwrap_or(json!({})))
+    }
+
+    fn review_request(
+        &self,
+        uid: &str,
+        matched: &'static ResourceDef,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Value {
+        let requested = self.request.requested;
+        let mut req = json!({
+            "uid": uid,
+            "kind": {"group": matched.group, "version": matched.version, "kind": matched.kind},
+            "resource": {"group": matched.group, "version": matched.version, "resource": matched.plural},
+            "requestKind": {"group": requested.group, "version": requested.version, "kind": requested.kind},
+            "requestResource": {"group": requested.group, "version": requested.version, "resource": requested.plural},
+            "name": self.name,
+            "operation": self.operation.as_str(),
+            "userInfo": match &self.request.user {
+                Some(u) => json!({"username": u.user, "groups": u.groups}),
+                None => json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
+            },
+            "object": obj.map(|o| convert::from_storage(matched, o.clone())).unwrap_or(Value::Null),
+            "oldObject": old.map(|o| convert::from_storage(matched, o.clone())).unwrap_or(Value::Null),
+            "dryRun": self.request.dry_run,
+        });
+        if let Some(sub) = &self.request.subresource {
+            req["subResource"] = json!(sub);
+            req["requestSubResource"] = json!(sub);
+        }
+        if self.def.namespaced() {
+            req["namespace"] = json!(self.namespace);
+        }
+        let mut options =
+            json!({"kind": self.operation.options_kind(), "apiVersion": "meta.k8s.io/v1"});
+        if self.request.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        if let Some(m) = &self.request.field_manager
+            && self.operation != Operation::Delete
+        {
+            options["fieldManager"] = json!(m);
+        }
+        req["options"] = options;
+        req
+    }
+
+    /// Whether `hook` takes this request, and the version of the objects it wants.
+    fn matches(
+        &self,
+        hook: &Hook,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Option<&'static ResourceDef> {
+        let requested = self.request.requested;
+        let equivalent = matching::equivalents(requested);
+        let (group, version) = matching::rules_match(
+            &hook.spec,
+            &self.target(requested.group, requested.version),
+            &equivalent,
+        )?;
+        if !matching::namespace_selector_matches(
+            &hook.spec,
+            self.namespace_labels(obj, old).as_ref(),
+        ) || !matching::object_selector_matches(&hook.spec, obj, old)
+        {
+            return None;
+        }
+        resources::all()
+            .into_iter()
+            .find(|d| d.group == group && d.version == version && d.plural == requested.plural)
+    }
+
+    fn forbidden(&self, why: String) -> ApiError {
+        let what = if self.def.group.is_empty() {
+            self.def.plural.to_string()
+        } else {
+            format!("{}.{}", self.def.plural, self.def.group)
+        };
+        ApiError::forbidden(format!("{what} {:?} is forbidden: {why}", self.name))
+    }
+
+    /// Calls one webhook that matched. `Ok(None)` is a webhook skipped by its matchConditions
+    /// or ignored after failing under failurePolicy Ignore.
+    async fn call(
+        &self,
+        hook: &Hook,
+        mutating: bool,
+        matched: &'static ResourceDef,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<Option<review::Answer>, ApiError> {
+        let uid = uuid::Uuid::new_v4().to_string();
+        let request = self.review_request(&uid, matched, obj, old);
+        let ignore = hook.spec.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
+        let null = Value::Null;
+        match matching::conditions_match(
+            &hook.spec,
+            request.get("object").unwrap_or(&null),
+            request.get("oldObject").unwrap_or(&null),
+            &request,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(_) if ignore => return Ok(None),
+            Err(e) => {
+                return Err(self.forbidden(format!("failed calling webhook {:?}: {e}", hook.name)));
+            }
+        }
+        let failed = |why: String| -> Result<Option<review::Answer>, ApiError> {
+            let why = format!("failed calling webhook {:?}: {why}", hook.name);
+            if ignore {
+                warn!(webhook = %hook.name, error = %why, "admission webhook failed; ignored by its failurePolicy");
+                Ok(None)
+            } else {
+                Err(ApiError::internal(why))
+            }
+        };
+        let timeout = hook
+            .spec
+            .get("timeoutSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+        let endpoint = match client::endpoint(self.store, &hook.spec["clientConfig"], timeout) {
+            Ok(e) => e,
+            Err(e) => return failed(format!("failed to call webhook: {e}")),
+        };
+        let tls = match &hook.tls {
+            Ok(t) => t.clone(),
+            Err(e) => {
+                return failed(format!(
+                    "failed to call webhook: Post {:?}: {e}",
+                    endpoint.url
+                ));
+            }
+        };
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": request,
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(timeout),
+            client::post(tls, &endpoint, body),
+        )
+        .await;
+        debug!(webhook = %hook.name, elapsed_ms = started.elapsed().as_millis() as u64, "admission webhook called");
+        let bytes = match answer {
+            Err(_) => {
+                return failed(format!(
+                    "failed to call webhook: Post {:?}: context deadline exceeded",
+                    endpoint.url
+                ));
+            }
+            Ok(Err(e)) => return failed(format!("failed to call webhook: {e}")),
+            Ok(Ok(b)) => b,
+        };
+        match review::parse_answer(&bytes, &uid, mutating) {
+            Ok(a) => Ok(Some(a)),
+            Err(e) => failed(e),
+        }
+    }
+
+    fn denied(&self, hook: &Hook, answer: &review::Answer) -> ApiError {
+        let (code, reason, message, details) = review::denial(&hook.name, answer.status.as_ref());
+        ApiError {
+            code,
+            reason: intern(&reason),
+            message,
+            details,
+        }
+    }
+}
+
+fn call_for<'a>(
+    store: &'a Store,
+    def: &'a ResourceDef,
+    operation: Operation,
+    request: &'a Request,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Call<'a> {
+    let of = |key| {
+        obj.or(old)
+            .and_then(|o| meta_str(o, key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    Call {
+        store,
+        def,
+        operation,
+        request,
+        name: of("name"),
+        namespace: of("namespace"),
+    }
+}
+
+/// The mutating webhooks, in order, on a create or update of `obj` (stored form). A webhook
+/// with reinvocationPolicy IfNeeded is called once more if a later one changed the object.
+pub async fn mutate(
+    store: &Store,
+    def: &ResourceDef,
+    operation: Operation,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(request) = current() else {
+        return Ok(());
+    };
+    let hooks = request.registry.current();
+    if hooks.mutating.is_empty() {
+        return Ok(());
+    }
+    let call = call_for(store, def, operation, &request, Some(obj), old);
+    let mut last_change: Option<usize> = None;
+    for (i, hook) in hooks.mutating.iter().enumerate() {
+        if mutate_once(&call, hook, obj, old).await? {
+            last_change = Some(i);
+        }
+    }
+    if let Some(changed_at) = last_change {
+        for hook in hooks.mutating.iter().take(changed_at) {
+            if hook.spec.get("reinvocationPolicy").and_then(Value::as_str) == Some("IfNeeded") {
+                mutate_once(&call, hook, obj, old).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Calls one mutating webhook if it matches; whether it changed the object.
+async fn mutate_once(
+    call: &Call<'_>,
+    hook: &Hook,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<bool, ApiError> {
+    let Some(matched) = call.matches(hook, Some(obj), old) else {
+        return Ok(false);
+    };
+    let Some(answer) = call.call(hook, true, matched, Some(obj), old).await? else {
+        return Ok(false);
+    };
+    call.request.warn(answer.warnings.clone());
+    if !answer.allowed {
+        return Err(call.denied(hook, &answer));
+    }
+    let Some(patch) = &answer.patch else {
+        return Ok(false);
+    };
+    let mut versioned = convert::from_storage(matched, obj.clone());
+    json_patch::patch(&mut versioned, patch).map_err(|e| {
+        ApiError::internal(format!(
+            "failed calling webhook {:?}: the JSON patch could not be applied: {e}",
+            hook.name
+        ))
+    })?;
+    let patched = convert::to_storage(matched, versioned);
+    if patched == *obj {
+        return Ok(false);
+    }
+    *obj = patched;
+    Ok(true)
+}
+
+/// The validating webhooks on a create, update or delete, all of them concurrently as
+/// kube-apiserver calls them; the first denial or failure (in webhook order) is the answer.
+pub async fn validate(
+    store: &Store,
+    def: &ResourceDef,
+    operation: Operation,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(request) = current() else {
+        return Ok(());
+    };
+    let hooks = request.registry.current();
+    // A delete reaches mutating webhooks too; they may deny it but have nothing to change.
+    let delete_mutating: &[Arc<Hook>] = if operation == Operation::Delete {
+        &hooks.mutating
+    } else {
+        &[]
+    };
+    if hooks.validating.is_empty() && delete_mutating.is_empty() {
+        return Ok(());
+    }
+    let call = call_for(store, def, operation, &request, obj, old);
+    for hook in delete_mutating {
+        if let Some(matched) = call.matches(hook, obj, old)
+            && let Some(answer) = call.call(hook, true, matched, obj, old).await?
+        {
+            request.warn(answer.warnings.clone());
+            if !answer.allowed {
+                return Err(call.denied(hook, &answer));
+            }
+        }
+    }
+    let calls = hooks.validating.iter().filter_map(|hook| {
+        let matched = call.matches(hook, obj, old)?;
+        let call = &call;
+        Some(async move { (hook, call.call(hook, false, matched, obj, old).await) })
+    });
+    let results = futures::future::join_all(calls).await;
+    for (hook, result) in results {
+        if let Some(answer) = result? {
+            request.warn(answer.warnings.clone());
+            if !answer.allowed {
+                return Err(call.denied(hook, &answer));
+            }
+        }
+    }
+    Ok(())
+}

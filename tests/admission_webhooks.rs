@@ -1,0 +1,724 @@
+//! Admission webhooks with the real kubectl: Mutating- and ValidatingWebhookConfigurations
+//! whose webhooks are a real HTTPS server (in this test process, TLS with a serving certificate
+//! from a CA the test makes and hands over as caBundle) that mutates, denies, warns, sleeps,
+//! answers garbage, or is not there at all.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+/// The webhook server: answers by path, records every AdmissionReview request it gets.
+struct Webhooks {
+    port: u16,
+    ca_bundle: String,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Webhooks {
+    fn start() -> Self {
+        Self::start_for(vec!["127.0.0.1".to_string()], "127.0.0.1")
+    }
+
+    fn start_for(names: Vec<String>, bind: &str) -> Self {
+        use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "admission-webhooks-test-ca");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind((bind, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let config = config.clone();
+                let recorder = recorder.clone();
+                std::thread::spawn(move || serve(config, tcp, recorder));
+            }
+        });
+        Webhooks {
+            port,
+            ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+            seen,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The requests `path` got, oldest first.
+    fn requests(&self, path: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+fn serve(
+    config: Arc<rustls::ServerConfig>,
+    tcp: std::net::TcpStream,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+) {
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    loop {
+        let mut reader = BufReader::new(&mut tls);
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+        let path = target.split('?').next().unwrap_or_default().to_string();
+        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let request = review["request"].clone();
+        seen.lock().unwrap().push((path.clone(), request.clone()));
+        let answer = answer(&path, &request);
+        let _ = write!(
+            tls,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        let _ = tls.flush();
+    }
+}
+
+fn review(response: Value) -> String {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+        .to_string()
+}
+
+fn patch(ops: Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ops.to_string())
+}
+
+/// What each path does.
+fn answer(path: &str, request: &Value) -> String {
+    let uid = request["uid"].clone();
+    let name = request["name"].as_str().unwrap_or_default();
+    match path {
+        "/add-label" => {
+            let has_labels = request["object"]["metadata"]["labels"].is_object();
+            let ops = if has_labels {
+                json!([{"op": "add", "path": "/metadata/labels/webhook-added", "value": "yes"}])
+            } else {
+                json!([{"op": "add", "path": "/metadata/labels", "value": {"webhook-added": "yes"}}])
+            };
+            review(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops),
+                          "warnings": ["labelled by the test webhook"]}),
+            )
+        }
+        "/bad-label" => {
+            let ops = json!([{"op": "add", "path": "/metadata/labels", "value": {"bad": "not a valid value!"}}]);
+            review(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops)}),
+            )
+        }
+        "/deny-reserved" => {
+            if name.starts_with("reserved-") {
+                review(json!({"uid": uid, "allowed": false, "status": {
+                    "code": 403, "reason": "Forbidden",
+                    "message": format!("the name {name} is reserved")}}))
+            } else {
+                review(
+                    json!({"uid": uid, "allowed": true, "warnings": [format!("{name} checked by the test webhook")]}),
+                )
+            }
+        }
+        "/allow" => review(json!({"uid": uid, "allowed": true})),
+        "/slow" => {
+            std::thread::sleep(Duration::from_secs(5));
+            review(json!({"uid": uid, "allowed": true}))
+        }
+        "/garbage" => "this is not an AdmissionReview".to_string(),
+        "/wrong-uid" => review(json!({"uid": "not-the-request", "allowed": true})),
+        _ => review(json!({"uid": uid, "allowed": false, "status": {"message": "unknown path"}})),
+    }
+}
+
+/// A webhook configuration of `kind` with one webhook named `name` calling `url`.
+fn configuration(kind: &str, name: &str, client: Value, ca: &str, extra: Value) -> String {
+    let mut client = client;
+    client["caBundle"] = json!(ca);
+    let mut hook = json!({
+        "name": name,
+        "clientConfig": client,
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        hook[k] = v;
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name.replace('.', "-")},
+        "webhooks": [hook],
+    })
+    .to_string()
+}
+
+fn install(server: &ApiServer, config: &str) {
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], config);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+}
+
+/// Waits until a server-side dry run of `probe` (a configmap name) is refused with `needle`:
+/// the configuration is in force.
+fn wait_in_force(server: &ApiServer, probe: &str, needle: &str) {
+    wait_until(
+        "the webhook configuration to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", probe, "--dry-run=server"]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(needle) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+}
+
+#[test]
+fn a_validating_webhook_denies_with_its_message_and_passes_warnings() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-probe is reserved";
+    wait_in_force(&server, "reserved-probe", denial);
+
+    let out = server.kubectl(&["create", "configmap", "reserved-one"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("admission webhook \"deny.example.com\" denied the request: the name reserved-one is reserved"),
+        "{}",
+        text(&out)
+    );
+    let got = server.kubectl(&["get", "configmap", "reserved-one"]);
+    assert!(
+        gone(&got),
+        "a denied create stored the object: {}",
+        text(&got)
+    );
+    // The webhook's own code and reason reach the client.
+    let out = server.kubectl(&["create", "configmap", "reserved-two", "-v=6"]);
+    assert!(text(&out).contains("403 Forbidden"), "{}", text(&out));
+
+    let out = server.kubectl(&["create", "configmap", "fine"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: fine checked by the test webhook"),
+        "kubectl did not show the webhook's warning: {}",
+        text(&out)
+    );
+
+    let reviews = hooks.requests("/deny-reserved");
+    let fine = reviews
+        .iter()
+        .find(|r| r["name"] == "fine")
+        .expect("the webhook never saw the create of fine");
+    assert_eq!(fine["operation"], "CREATE");
+    assert_eq!(
+        fine["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(
+        fine["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
+    );
+    assert_eq!(fine["requestKind"], fine["kind"]);
+    assert_eq!(fine["namespace"], "default");
+    assert_eq!(fine["dryRun"], false);
+    assert_eq!(fine["object"]["metadata"]["name"], "fine");
+    assert!(fine["oldObject"].is_null());
+    assert_eq!(fine["options"]["kind"], "CreateOptions");
+    assert!(
+        fine["userInfo"]["username"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()),
+        "no user in {fine}"
+    );
+    let probe = reviews
+        .iter()
+        .find(|r| r["name"] == "reserved-probe")
+        .expect("the webhook never saw the dry run");
+    assert_eq!(probe["dryRun"], true);
+
+    // Updates carry the old object.
+    server.kubectl_ok(&["label", "configmap", "fine", "step=two"]);
+    let reviews = hooks.requests("/deny-reserved");
+    let update = reviews
+        .iter()
+        .find(|r| r["operation"] == "UPDATE")
+        .expect("the webhook never saw the update");
+    assert_eq!(update["object"]["metadata"]["labels"]["step"], "two");
+    assert!(update["oldObject"]["metadata"]["labels"]["step"].is_null());
+    assert_eq!(update["options"]["kind"], "UpdateOptions");
+}
+
+#[test]
+fn a_mutating_webhook_adds_a_label_before_validation_and_validating_webhooks() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "label.example.com",
+            json!({"url": hooks.url("/add-label")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    wait_in_force(&server, "reserved-probe", "denied the request");
+    let out = server.kubectl(&["create", "configmap", "plain"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: labelled by the test webhook"),
+        "{}",
+        text(&out)
+    );
+    let label = server.kubectl_ok(&[
+        "get",
+        "configmap",
+        "plain",
+        "-o",
+        "jsonpath={.metadata.labels.webhook-added}",
+    ]);
+    assert_eq!(label.trim(), "yes");
+    // The validating webhook saw the mutated object.
+    let validated = hooks.requests("/deny-reserved");
+    let plain = validated
+        .iter()
+        .find(|r| r["name"] == "plain")
+        .expect("the validating webhook never saw plain");
+    assert_eq!(
+        plain["object"]["metadata"]["labels"]["webhook-added"],
+        "yes"
+    );
+
+    // A mutation runs before schema validation: a bad label it adds is refused as invalid.
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "bad-label.example.com",
+            json!({"url": hooks.url("/bad-label")}),
+            &hooks.ca_bundle,
+            json!({"objectSelector": {"matchLabels": {"want": "bad"}}}),
+        ),
+    );
+    wait_until(
+        "the bad-label webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"bad","labels":{"want":"bad"}}}"#,
+        );
+            let t = text(&out);
+            if t.contains("is invalid") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"bad","labels":{"want":"bad"}}}"#,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "ConfigMap \"bad\" is invalid: metadata.labels: Invalid value: \"not a valid value!\""
+        ),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn failure_policy_decides_for_a_webhook_that_is_down() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    // A port nobody listens on.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("https://127.0.0.1:{closed}/validate");
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "down.example.com",
+            json!({"url": url}),
+            &hooks.ca_bundle,
+            json!({"failurePolicy": "Fail"}),
+        ),
+    );
+    let want = format!(
+        "Internal error occurred: failed calling webhook \"down.example.com\": failed to call webhook: Post \"https://127.0.0.1:{closed}/validate?timeout=10s\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+    );
+    wait_in_force(&server, "probe", &want);
+    let out = server.kubectl(&["create", "configmap", "refused"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains(&want), "{}", text(&out));
+    assert!(gone(&server.kubectl(&["get", "configmap", "refused"])));
+
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "down.example.com",
+            json!({"url": url}),
+            &hooks.ca_bundle,
+            json!({"failurePolicy": "Ignore"}),
+        ),
+    );
+    wait_until(
+        "failurePolicy Ignore to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", "probe", "--dry-run=server"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let out = server.kubectl(&["create", "configmap", "admitted"]);
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&["get", "configmap", "admitted"]);
+}
+
+#[test]
+fn a_slow_webhook_times_out_and_garbage_answers_fail() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "slow.example.com",
+            json!({"url": hooks.url("/slow")}),
+            &hooks.ca_bundle,
+            json!({"timeoutSeconds": 1, "objectSelector": {"matchLabels": {"hook": "slow"}}}),
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "garbage.example.com",
+            json!({"url": hooks.url("/garbage")}),
+            &hooks.ca_bundle,
+            json!({"objectSelector": {"matchLabels": {"hook": "garbage"}}}),
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "uid.example.com",
+            json!({"url": hooks.url("/wrong-uid")}),
+            &hooks.ca_bundle,
+            json!({"objectSelector": {"matchLabels": {"hook": "uid"}}}),
+        ),
+    );
+    let create = |name: &str, hook: &str| {
+        server.kubectl_stdin(
+            &["create", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "labels": {"hook": hook}}})
+            .to_string(),
+        )
+    };
+    let slow_error = format!(
+        "Internal error occurred: failed calling webhook \"slow.example.com\": failed to call webhook: Post \"https://127.0.0.1:{}/slow?timeout=1s\": context deadline exceeded",
+        hooks.port
+    );
+    wait_until(
+        "the slow webhook to take effect",
+        Duration::from_secs(20),
+        || {
+            let t = text(&create("slow", "slow"));
+            if t.contains(&slow_error) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    assert!(gone(&server.kubectl(&["get", "configmap", "slow"])));
+
+    let garbage_error = "Internal error occurred: failed calling webhook \"garbage.example.com\": failed to call webhook: couldn't get version/kind; json parse error";
+    wait_until(
+        "the garbage webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let t = text(&create("garbage", "garbage"));
+            if t.contains(garbage_error) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let uid_error = "Internal error occurred: failed calling webhook \"uid.example.com\": received invalid webhook response: expected response.uid=";
+    wait_until(
+        "the wrong-uid webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let t = text(&create("uid", "uid"));
+            if t.contains(uid_error) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    // Objects no webhook selects are untouched by the failing ones.
+    let out = create("other", "none");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn namespace_and_object_selectors_and_match_conditions_pick_requests() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    server.kubectl_ok(&["create", "namespace", "exempt"]);
+    server.kubectl_ok(&["label", "namespace", "exempt", "webhooks=skip"]);
+    server.kubectl_ok(&["create", "namespace", "checked"]);
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({
+                "namespaceSelector": {"matchExpressions": [{"key": "webhooks", "operator": "NotIn", "values": ["skip"]}]},
+                "objectSelector": {"matchExpressions": [{"key": "unchecked", "operator": "DoesNotExist"}]},
+                "matchConditions": [{"name": "not-dry", "expression": "!has(object.data) || !('pass' in object.data)"}],
+            }),
+        ),
+    );
+    wait_in_force(&server, "reserved-probe", "denied the request");
+    let create = |ns: &str, name: &str, labels: Value, data: Value| {
+        server.kubectl_stdin(
+            &["create", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "data": data})
+            .to_string(),
+        )
+    };
+    let out = create("checked", "reserved-a", json!({}), json!({}));
+    assert!(
+        !out.status.success() && text(&out).contains("denied the request"),
+        "{}",
+        text(&out)
+    );
+    let out = create("exempt", "reserved-a", json!({}), json!({}));
+    assert!(
+        out.status.success(),
+        "the namespace selector did not exempt: {}",
+        text(&out)
+    );
+    let out = create(
+        "checked",
+        "reserved-b",
+        json!({"unchecked": "yes"}),
+        json!({}),
+    );
+    assert!(
+        out.status.success(),
+        "the object selector did not exempt: {}",
+        text(&out)
+    );
+    let out = create("checked", "reserved-c", json!({}), json!({"pass": "1"}));
+    assert!(
+        out.status.success(),
+        "the match condition did not exempt: {}",
+        text(&out)
+    );
+    assert!(
+        hooks
+            .requests("/deny-reserved")
+            .iter()
+            .all(|r| r["namespace"] != "exempt"
+                && r["name"] != "reserved-b"
+                && r["name"] != "reserved-c"),
+        "an exempt request reached the webhook"
+    );
+    // Deletes go to webhooks whose rules name DELETE, with the old object.
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deletes.example.com",
+            json!({"url": hooks.url("/allow")}),
+            &hooks.ca_bundle,
+            json!({"rules": [{"operations": ["DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}]}),
+        ),
+    );
+    wait_until(
+        "the delete webhook to see a delete",
+        Duration::from_secs(10),
+        || {
+            let name = unique_name("gone");
+            server.kubectl_ok(&["create", "configmap", &name, "-n", "exempt"]);
+            server.kubectl_ok(&["delete", "configmap", &name, "-n", "exempt"]);
+            let seen = hooks.requests("/allow");
+            match seen.iter().find(|r| r["name"] == name.as_str()) {
+                Some(r)
+                    if r["operation"] == "DELETE"
+                        && r["oldObject"]["metadata"]["name"] == name.as_str()
+                        && r["object"].is_null() =>
+                {
+                    Ok(())
+                }
+                Some(r) => Err(format!("unexpected review {r}")),
+                None => Err("not seen yet".into()),
+            }
+        },
+    );
+}
+
+#[test]
+fn bad_webhook_configurations_are_refused_in_kubernetes_words() {
+    let server = ApiServer::start();
+    let bad = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bad"},
+        "webhooks": [{
+            "name": "short.name",
+            "clientConfig": {"url": "http://127.0.0.1/x"},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "sideEffects": "Some",
+            "timeoutSeconds": 60,
+            "admissionReviewVersions": ["v1"],
+        }],
+    });
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(!out.status.success());
+    let t = text(&out);
+    for want in [
+        "The ValidatingWebhookConfiguration \"bad\" is invalid",
+        "webhooks[0].name: Invalid value: \"short.name\": should be a domain with at least three segments separated by dots",
+        "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\"",
+        "webhooks[0].timeoutSeconds: Invalid value: 60: the timeout value must be between 1 and 30 seconds",
+        "webhooks[0].clientConfig.url: Invalid value: \"http\": 'https' is the only allowed URL scheme",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in {t}");
+    }
+    assert!(gone(&server.kubectl(&[
+        "get",
+        "validatingwebhookconfiguration",
+        "bad"
+    ])));
+    // Defaults are filled in as Kubernetes fills them.
+    let good = configuration(
+        "MutatingWebhookConfiguration",
+        "good.example.com",
+        json!({"service": {"name": "hooks", "namespace": "default"}}),
+        "",
+        json!({}),
+    );
+    let good = good
+        .replace(",\"caBundle\":\"\"", "")
+        .replace("\"caBundle\":\"\",", "");
+    install(&server, &good);
+    let stored: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "good-example-com",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let hook = &stored["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["matchPolicy"], "Equivalent");
+    assert_eq!(hook["timeoutSeconds"], 10);
+    assert_eq!(hook["reinvocationPolicy"], "Never");
+    assert_eq!(hook["clientConfig"]["service"]["port"], 443);
+    assert_eq!(hook["rules"][0]["scope"], "*");
+    assert_eq!(hook["namespaceSelector"], json!({}));
+}
