@@ -722,3 +722,94 @@ fn bad_webhook_configurations_are_refused_in_kubernetes_words() {
     assert_eq!(hook["rules"][0]["scope"], "*");
     assert_eq!(hook["namespaceSelector"], json!({}));
 }
+
+/// A webhook behind a Service in a real cluster: the API server in the server node reaches it
+/// at the Service's ClusterIP (through the node's service proxy) and verifies it as
+/// `<service>.<namespace>.svc`. The webhook server is this test process, on the cluster
+/// network's gateway address, named by a selector-less Service's Endpoints.
+#[test]
+fn webhooks_behind_a_service_in_a_cluster() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::create(&sandbox, &unique_name("webhooks-svc"), &[]);
+    let network = format!("kcluster-{}", cluster.name);
+    let gateway = stdout(&docker(&[
+        "network",
+        "inspect",
+        &network,
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]))
+    .trim()
+    .to_string();
+    assert!(!gateway.is_empty(), "the cluster network has no gateway");
+    let hooks = Webhooks::start_for(vec!["hooks.webhook-test.svc".to_string()], &gateway);
+    cluster.kubectl_ok(&["create", "namespace", "webhook-test"]);
+    let backend = [
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "hooks", "namespace": "webhook-test"},
+               "spec": {"ports": [{"port": 443, "targetPort": hooks.port, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "Endpoints",
+               "metadata": {"name": "hooks", "namespace": "webhook-test"},
+               "subsets": [{"addresses": [{"ip": gateway}],
+                            "ports": [{"port": hooks.port, "protocol": "TCP"}]}]}),
+    ];
+    for object in backend {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &object.to_string());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let service = |path: &str| json!({"service": {"name": "hooks", "namespace": "webhook-test", "path": path}});
+    for config in [
+        configuration(
+            "MutatingWebhookConfiguration",
+            "label.example.com",
+            service("/add-label"),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            service("/deny-reserved"),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    ] {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &config);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-x is reserved";
+    wait_until(
+        "the webhook behind the Service to deny",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.kubectl(&["create", "configmap", "reserved-x"]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(denial) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let out = cluster.kubectl(&["create", "configmap", "through-service"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: labelled by the test webhook"),
+        "{}",
+        text(&out)
+    );
+    let label = cluster.kubectl_ok(&[
+        "get",
+        "configmap",
+        "through-service",
+        "-o",
+        "jsonpath={.metadata.labels.webhook-added}",
+    ]);
+    assert_eq!(label.trim(), "yes");
+    let seen = hooks.requests("/add-label");
+    assert!(
+        seen.iter().any(|r| r["name"] == "through-service"),
+        "the mutating webhook never saw the create"
+    );
+}
