@@ -1,7 +1,8 @@
 //! Calls one webhook: an AdmissionReview POSTed over HTTPS (HTTP/1.1) to its URL or Service,
 //! trusting its caBundle, with errors in the words Go's HTTP client gives kube-apiserver.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -140,60 +141,127 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-/// POSTs `body` and returns the answer of a 2xx. The caller bounds the whole call with the
-/// webhook's timeout.
-pub async fn post(
-    tls: Arc<rustls::ClientConfig>,
-    ep: &Endpoint,
-    body: Vec<u8>,
-) -> Result<Bytes, String> {
-    let post_err = |why: String| format!("Post {:?}: {why}", ep.url);
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Most connections kept open to one webhook address between calls.
+const MAX_IDLE: usize = 16;
+
+/// Open connections to a webhook, kept between calls as Go's transport keeps them: a TLS
+/// handshake per admission would cost more than most webhooks take to answer.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Sender>>>,
+}
+
+impl Pool {
+    fn take(&self, key: &str) -> Option<Sender> {
+        let mut idle = match self.idle.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let senders = idle.get_mut(key)?;
+        while let Some(s) = senders.pop() {
+            if !s.is_closed() && s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: String, sender: Sender) {
+        let mut idle = match self.idle.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let senders = idle.entry(key).or_default();
+        if senders.len() < MAX_IDLE {
+            senders.push(sender);
+        }
+    }
+}
+
+async fn dial(tls: Arc<rustls::ClientConfig>, ep: &Endpoint) -> Result<Sender, String> {
     let ip = crate::node::client::resolve(&ep.host)
         .await
-        .map_err(|e| post_err(format!("dial tcp: lookup {}: {e:#}", ep.host)))?;
+        .map_err(|e| format!("dial tcp: lookup {}: {e:#}", ep.host))?;
     let addr = std::net::SocketAddr::new(ip, ep.port);
     let tcp = TcpStream::connect(addr)
         .await
-        .map_err(|e| post_err(format!("dial tcp {addr}: {}", io_text(&e))))?;
+        .map_err(|e| format!("dial tcp {addr}: {}", io_text(&e)))?;
     let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(ep.server_name.clone())
-        .map_err(|e| post_err(format!("bad server name {:?}: {e}", ep.server_name)))?;
+        .map_err(|e| format!("bad server name {:?}: {e}", ep.server_name))?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)
         .await
-        .map_err(|e| post_err(format!("tls: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .map_err(|e| format!("tls: {e}"))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| post_err(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             debug!(error = %e, "webhook connection ended");
         }
     });
+    Ok(sender)
+}
+
+/// POSTs `body` and returns the answer of a 2xx. The caller bounds the whole call with the
+/// webhook's timeout.
+pub async fn post(
+    pool: &Pool,
+    tls: Arc<rustls::ClientConfig>,
+    ep: &Endpoint,
+    body: Vec<u8>,
+) -> Result<Bytes, String> {
+    let post_err = |why: String| format!("Post {:?}: {why}", ep.url);
+    let key = format!("{}:{}/{}", ep.host, ep.port, ep.server_name);
     let authority = if ep.port == 443 {
         ep.server_name.clone()
     } else {
         format!("{}:{}", ep.server_name, ep.port)
     };
-    let request = Request::post(ep.path_and_query.as_str())
-        .header(header::HOST, authority)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json, */*")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| post_err(e.to_string()))?;
-    let response = sender.send_request(request).await.map_err(|e| {
+    let body = Bytes::from(body);
+    let request = || {
+        Request::post(ep.path_and_query.as_str())
+            .header(header::HOST, authority.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, */*")
+            .body(Full::new(body.clone()))
+            .map_err(|e| post_err(e.to_string()))
+    };
+    let send_err = |e: hyper::Error| {
         post_err(if e.is_incomplete_message() {
             "EOF".into()
         } else {
             e.to_string()
         })
-    })?;
+    };
+    // A kept connection the webhook closed meanwhile fails before anything is sent; the call
+    // then goes over a new one.
+    let pooled = match pool.take(&key) {
+        Some(mut sender) => match sender.send_request(request()?).await {
+            Ok(response) => Some((sender, response)),
+            Err(e) if e.is_canceled() || e.is_closed() => None,
+            Err(e) => return Err(send_err(e)),
+        },
+        None => None,
+    };
+    let (sender, response) = match pooled {
+        Some(pair) => pair,
+        None => {
+            let mut sender = dial(tls, ep).await.map_err(post_err)?;
+            let response = sender.send_request(request()?).await.map_err(send_err)?;
+            (sender, response)
+        }
+    };
     let code = response.status();
     let answer = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
         .map_err(|e| post_err(format!("reading the answer: {e}")))?
         .to_bytes();
+    pool.put(key, sender);
     if code.is_success() {
         return Ok(answer);
     }

@@ -40,6 +40,7 @@ struct Hook {
     name: String,
     spec: Value,
     tls: Result<Arc<rustls::ClientConfig>, String>,
+    pool: client::Pool,
 }
 
 #[derive(Default)]
@@ -89,6 +90,7 @@ impl Registry {
                         name: super::kinds::json::str_or(spec, "name").to_string(),
                         spec: spec.clone(),
                         tls: client::tls_config(ca),
+                        pool: client::Pool::default(),
                     });
                     if mutating {
                         hooks.mutating.push(hook);
@@ -428,7 +430,7 @@ impl Call<'_> {
         let started = std::time::Instant::now();
         let answer = tokio::time::timeout(
             Duration::from_secs(timeout),
-            client::post(tls, &endpoint, body),
+            client::post(&hook.pool, tls, &endpoint, body),
         )
         .await;
         debug!(webhook = %hook.name, elapsed_ms = started.elapsed().as_millis() as u64, "admission webhook called");
