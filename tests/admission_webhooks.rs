@@ -179,6 +179,23 @@ fn answer(path: &str, request: &Value) -> String {
                 )
             }
         }
+        "/add-second" => {
+            let ops = json!([{"op": "add", "path": "/metadata/labels/second", "value": "yes"}]);
+            review(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops)}),
+            )
+        }
+        "/copy-second" => {
+            if request["object"]["metadata"]["labels"]["second"].is_string() {
+                let ops =
+                    json!([{"op": "add", "path": "/metadata/labels/seen-second", "value": "yes"}]);
+                review(
+                    json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops)}),
+                )
+            } else {
+                review(json!({"uid": uid, "allowed": true}))
+            }
+        }
         "/allow" => review(json!({"uid": uid, "allowed": true})),
         "/slow" => {
             std::thread::sleep(Duration::from_secs(5));
@@ -412,6 +429,82 @@ fn a_mutating_webhook_adds_a_label_before_validation_and_validating_webhooks() {
         "{}",
         text(&out)
     );
+}
+
+/// Mutating webhooks run in the configurations' name order; one with reinvocationPolicy
+/// IfNeeded runs again when a later one changed the object, and sees that change.
+#[test]
+fn a_webhook_with_if_needed_is_called_again_after_a_later_change() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let selector = json!({"objectSelector": {"matchLabels": {"chain": "yes"}}});
+    let mut first = selector.clone();
+    first["reinvocationPolicy"] = json!("IfNeeded");
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "a-first.example.com",
+            json!({"url": hooks.url("/copy-second")}),
+            &hooks.ca_bundle,
+            first,
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "b-second.example.com",
+            json!({"url": hooks.url("/add-second")}),
+            &hooks.ca_bundle,
+            selector,
+        ),
+    );
+    let object = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "labels": {"chain": "yes"}}})
+        .to_string()
+    };
+    wait_until(
+        "both mutating webhooks to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl_stdin(
+                &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                &object("probe"),
+            );
+            let t = stdout(&out);
+            if t.contains("\"seen-second\": \"yes\"") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &object("chained"));
+    assert!(out.status.success(), "{}", text(&out));
+    let labels: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "configmap",
+        "chained",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]))
+    .unwrap();
+    assert_eq!(labels["second"], "yes");
+    assert_eq!(labels["seen-second"], "yes");
+    let calls: Vec<Value> = hooks
+        .requests("/copy-second")
+        .into_iter()
+        .filter(|r| r["name"] == "chained")
+        .collect();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the IfNeeded webhook must run twice: {calls:?}"
+    );
+    assert!(calls[0]["object"]["metadata"]["labels"]["second"].is_null());
+    assert_eq!(calls[1]["object"]["metadata"]["labels"]["second"], "yes");
 }
 
 #[test]
