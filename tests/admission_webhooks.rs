@@ -986,3 +986,143 @@ fn webhook_latency_bench() {
         with_webhook - baseline
     );
 }
+
+/// ValidatingAdmissionPolicy: CEL validations in the API server, put in force by bindings
+/// that deny (in kubectl's rendering of the 422) or warn.
+#[test]
+fn validating_admission_policies_deny_and_warn() {
+    let server = ApiServer::start();
+    let policy = |name: &str, validation: Value| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+               "metadata": {"name": name},
+               "spec": {"matchConstraints": {"resourceRules": [{"operations": ["CREATE", "UPDATE"],
+                           "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}]},
+                        "validations": [validation]}})
+        .to_string()
+    };
+    let binding = |name: &str, policy: &str, action: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": name},
+               "spec": {"policyName": policy, "validationActions": [action],
+                        "matchResources": {"namespaceSelector": {"matchExpressions": [
+                            {"key": "policies", "operator": "NotIn", "values": ["off"]}]}}}})
+        .to_string()
+    };
+    install(
+        &server,
+        &policy(
+            "max-keys",
+            json!({"expression": "!has(object.data) || size(object.data) <= 2", "message": "at most 2 keys"}),
+        ),
+    );
+    install(&server, &binding("max-keys-binding", "max-keys", "Deny"));
+    install(
+        &server,
+        &policy(
+            "named-keys",
+            json!({"expression": "!has(object.data) || object.data.all(k, k.startsWith('app-'))",
+                   "messageExpression": "'keys of ' + object.metadata.name + ' should start with app-'"}),
+        ),
+    );
+    install(
+        &server,
+        &binding("named-keys-binding", "named-keys", "Warn"),
+    );
+    let denial = "ValidatingAdmissionPolicy 'max-keys' with binding 'max-keys-binding' denied request: at most 2 keys";
+    wait_until("the policy to take effect", Duration::from_secs(10), || {
+        let out = server.kubectl(&[
+            "create",
+            "configmap",
+            "probe",
+            "--dry-run=server",
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+            "--from-literal=c=3",
+        ]);
+        let t = text(&out);
+        if !out.status.success() && t.contains(denial) {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "big",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+        "--from-literal=c=3",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("configmaps \"big\" is forbidden: {denial}")),
+        "{}",
+        text(&out)
+    );
+    assert!(gone(&server.kubectl(&["get", "configmap", "big"])));
+    // A 422 with the message as its cause, which kubectl renders as Kubernetes' own.
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                "data": {"a": "1", "b": "2", "c": "3"}})
+        .to_string(),
+    );
+    assert!(
+        text(&out).contains(&format!("The configmaps \"big\" is invalid: : {denial}")),
+        "{}",
+        text(&out)
+    );
+
+    let out = server.kubectl(&["create", "configmap", "small", "--from-literal=x=1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: Validation failed for ValidatingAdmissionPolicy 'named-keys' with binding 'named-keys-binding': keys of small should start with app-"),
+        "{}",
+        text(&out)
+    );
+    // The binding's own matchResources exempt a namespace.
+    server.kubectl_ok(&["create", "namespace", "relaxed"]);
+    server.kubectl_ok(&["label", "namespace", "relaxed", "policies=off"]);
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "big",
+        "-n",
+        "relaxed",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+        "--from-literal=c=3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Updates are checked too.
+    let out = server.kubectl(&[
+        "patch",
+        "configmap",
+        "small",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"y":"2","z":"3"}}"#,
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains(denial),
+        "{}",
+        text(&out)
+    );
+
+    // Bad policies are refused and change nothing.
+    let bad = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                     "metadata": {"name": "bad"}, "spec": {"validations": [{"expression": "object.("}]}});
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("spec.matchConstraints: Required value"),
+        "{}",
+        text(&out)
+    );
+    assert!(gone(&server.kubectl(&[
+        "get",
+        "validatingadmissionpolicy",
+        "bad"
+    ])));
+}

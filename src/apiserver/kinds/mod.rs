@@ -47,6 +47,12 @@ pub fn default(def: &ResourceDef, obj: &mut Value) {
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
             super::webhooks::config::default(obj, false)
         }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            super::webhooks::policy::default_policy(obj)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            super::webhooks::policy::default_binding(obj)
+        }
         ("", "namespaces") => {
             let name = obj
                 .pointer("/metadata/name")
@@ -182,6 +188,12 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
         }
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
             super::webhooks::config::validate(obj, false, errs)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            super::webhooks::policy::validate_policy(obj, errs)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            super::webhooks::policy::validate_binding(obj, errs)
         }
         ("", "namespaces") => core::validate_namespace(obj, errs),
         ("", "nodes") => core::validate_node(obj, errs),

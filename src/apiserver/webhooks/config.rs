@@ -79,7 +79,7 @@ fn validate_hook(hook: &Value, mutating: bool, path: &Path, errs: &mut Errors) {
     let name = j::str_or(hook, "name");
     fully_qualified(name, &path.child("name"), errs);
     for (i, rule) in j::items(hook, "rules").enumerate() {
-        validate_rule(rule, &path.child("rules").index(i), errs);
+        validate_rule_at(rule, &path.child("rules").index(i), errs);
     }
     let check = |errs: &mut Errors, key: &str, allowed: &[&str]| {
         if let Some(v) = hook.get(key).and_then(Value::as_str)
@@ -153,7 +153,8 @@ fn fully_qualified(name: &str, path: &Path, errs: &mut Errors) {
     }
 }
 
-fn validate_rule(rule: &Value, path: &Path, errs: &mut Errors) {
+/// One RuleWithOperations (also a policy's NamedRuleWithOperations).
+pub fn validate_rule_at(rule: &Value, path: &Path, errs: &mut Errors) {
     let ops = strings(rule, "operations");
     if ops.is_empty() {
         errs.required(&path.child("operations"), "");

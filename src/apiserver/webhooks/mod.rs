@@ -13,6 +13,7 @@
 pub mod client;
 pub mod config;
 pub mod matching;
+pub mod policy;
 pub mod review;
 
 use std::collections::HashSet;
@@ -47,6 +48,9 @@ struct Hook {
 struct Hooks {
     mutating: Vec<Arc<Hook>>,
     validating: Vec<Arc<Hook>>,
+    /// ValidatingAdmissionPolicies by name, and their bindings in name order.
+    policies: std::collections::HashMap<String, Value>,
+    bindings: Vec<Value>,
 }
 
 /// The webhooks in force, in kube-apiserver's order: configurations by name, then each
@@ -97,6 +101,25 @@ impl Registry {
                     } else {
                         hooks.validating.push(hook);
                     }
+                }
+            }
+        }
+        for (plural, is_policy) in [
+            ("validatingadmissionpolicies", true),
+            ("validatingadmissionpolicybindings", false),
+        ] {
+            let def = resources::find("admissionregistration.k8s.io", "v1", plural)
+                .ok_or_else(|| format!("{plural} are not served"))?;
+            let (kvs, _) = store.list(&def.key_prefix()).map_err(|e| e.to_string())?;
+            for kv in kvs {
+                let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+                    continue;
+                };
+                if is_policy {
+                    let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+                    hooks.policies.insert(name, obj);
+                } else {
+                    hooks.bindings.push(obj);
                 }
             }
         }
@@ -276,15 +299,111 @@ impl Call<'_> {
         if !self.def.namespaced() {
             return None;
         }
-        let ns_def = resources::find("", "v1", "namespaces")?;
         let labels = self
-            .store
+            .namespace_object()
+            .and_then(|ns| ns.pointer("/metadata/labels").cloned());
+        Some(labels.unwrap_or(json!({})))
+    }
+
+    /// The object's Namespace as stored (policies see it as `namespaceObject`).
+    fn namespace_object(&self) -> Option<Value> {
+        if !self.def.namespaced() {
+            return None;
+        }
+        let ns_def = resources::find("", "v1", "namespaces")?;
+        self.store
             .get(&ns_def.key(None, &self.namespace))
             .ok()
             .flatten()
             .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-            .and_then(|ns| ns.pointer("/metadata/labels").cloned());
-        Some(labels.unwrap_or(json!({})))
+    }
+
+    /// The ValidatingAdmissionPolicies bound to this request: denials as errors (the first
+    /// one wins), warnings to the client.
+    fn run_policies(
+        &self,
+        hooks: &Hooks,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if hooks.bindings.is_empty() {
+            return Ok(());
+        }
+        let requested = self.request.requested;
+        let target = self.target(requested.group, requested.version);
+        let equivalent = matching::equivalents(requested);
+        let ns_labels = self.namespace_labels(obj, old);
+        let mut prepared: Option<[Value; 4]> = None;
+        for binding in &hooks.bindings {
+            let policy_name = binding
+                .pointer("/spec/policyName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let Some(policy) = hooks.policies.get(policy_name) else {
+                continue;
+            };
+            if policy.pointer("/spec/paramKind").is_some() {
+                debug!(
+                    policy = policy_name,
+                    "policies with parameters are not evaluated"
+                );
+                continue;
+            }
+            let selects = |mr: Option<&Value>| {
+                policy::resources_match(
+                    mr,
+                    &target,
+                    &equivalent,
+                    &self.name,
+                    obj,
+                    old,
+                    ns_labels.as_ref(),
+                )
+            };
+            if !selects(policy.pointer("/spec/matchConstraints"))
+                || !selects(binding.pointer("/spec/matchResources"))
+            {
+                continue;
+            }
+            let [object, old_object, request, namespace] = prepared.get_or_insert_with(|| {
+                [
+                    obj.cloned().unwrap_or(Value::Null),
+                    old.cloned().unwrap_or(Value::Null),
+                    self.review_request("", requested, obj, old),
+                    self.namespace_object().unwrap_or(Value::Null),
+                ]
+            });
+            let vars = [
+                ("object", &*object),
+                ("oldObject", &*old_object),
+                ("request", &*request),
+                ("namespaceObject", &*namespace),
+            ];
+            for decision in policy::evaluate(policy, binding, &vars) {
+                match decision {
+                    policy::Decision::Warn(w) => self.request.warn(vec![w]),
+                    policy::Decision::Deny {
+                        code,
+                        reason,
+                        message,
+                    } => {
+                        let forbidden = self.forbidden(message.clone());
+                        return Err(ApiError {
+                            code,
+                            reason: intern(&reason),
+                            message: forbidden.message,
+                            details: Some(json!({
+                                "name": self.name,
+                                "group": self.def.group,
+                                "kind": self.def.plural,
+                                "causes": [{"message": message}],
+                            })),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn review_request(
@@ -572,10 +691,12 @@ pub async fn validate(
     } else {
         &[]
     };
-    if hooks.validating.is_empty() && delete_mutating.is_empty() {
+    if hooks.validating.is_empty() && delete_mutating.is_empty() && hooks.bindings.is_empty() {
         return Ok(());
     }
     let call = call_for(store, def, operation, &request, obj, old);
+    // kube-apiserver's order: ValidatingAdmissionPolicy, then the validating webhooks.
+    call.run_policies(&hooks, obj, old)?;
     for hook in delete_mutating {
         if let Some(matched) = call.matches(hook, obj, old)
             && let Some(answer) = call.call(hook, true, matched, obj, old).await?
