@@ -561,6 +561,42 @@ fn failure_policy_decides_for_a_webhook_that_is_down() {
     let out = server.kubectl(&["create", "configmap", "admitted"]);
     assert!(out.status.success(), "{}", text(&out));
     server.kubectl_ok(&["get", "configmap", "admitted"]);
+
+    // A webhook that is down and catches everything cannot lock its own configuration in:
+    // admission configuration is never sent to webhooks.
+    let everything = json!({
+        "failurePolicy": "Fail",
+        "rules": [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"]}],
+    });
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "down.example.com",
+            json!({"url": url}),
+            &hooks.ca_bundle,
+            everything,
+        ),
+    );
+    wait_in_force(&server, "probe", "connection refused");
+    let out = server.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "down-example-com",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(
+        "the removed webhook to stop refusing",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", "probe", "--dry-run=server"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
 }
 
 #[test]
