@@ -854,6 +854,13 @@ fn bad_webhook_configurations_are_refused_in_kubernetes_words() {
     assert_eq!(hook["clientConfig"]["service"]["port"], 443);
     assert_eq!(hook["rules"][0]["scope"], "*");
     assert_eq!(hook["namespaceSelector"], json!({}));
+    let table = server.kubectl_ok(&["get", "mutatingwebhookconfigurations"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], vec!["NAME", "WEBHOOKS", "AGE"], "{table}");
+    assert_eq!(rows[1][..2], ["good-example-com", "1"], "{table}");
 }
 
 /// A webhook behind a Service in a real cluster: the API server in the server node reaches it
@@ -1144,6 +1151,37 @@ fn validating_admission_policies_deny_and_warn() {
         !out.status.success() && text(&out).contains(denial),
         "{}",
         text(&out)
+    );
+
+    let table = server.kubectl_ok(&["get", "validatingadmissionpolicy", "max-keys"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        vec!["NAME", "VALIDATIONS", "PARAMKIND", "AGE"],
+        "{table}"
+    );
+    assert_eq!(rows[1][..3], ["max-keys", "1", "<unset>"], "{table}");
+    let table = server.kubectl_ok(&[
+        "get",
+        "validatingadmissionpolicybinding",
+        "max-keys-binding",
+    ]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        vec!["NAME", "POLICYNAME", "PARAMREF", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1][..3],
+        ["max-keys-binding", "max-keys", "<unset>"],
+        "{table}"
     );
 
     // Bad policies are refused and change nothing.
