@@ -1200,3 +1200,102 @@ fn validating_admission_policies_deny_and_warn() {
         "bad"
     ])));
 }
+
+/// matchPolicy Equivalent: a webhook registered for autoscaling/v1 HorizontalPodAutoscalers
+/// gets a create made through autoscaling/v2, converted to v1, with the request's own kind
+/// beside it; under Exact it is not called.
+#[test]
+fn equivalent_match_policy_converts_to_the_registered_version() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let hpa_rule = json!({"rules": [{"operations": ["CREATE"], "apiGroups": ["autoscaling"],
+                                     "apiVersions": ["v1"], "resources": ["horizontalpodautoscalers"]}]});
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "v1-hpas.example.com",
+            json!({"url": hooks.url("/allow")}),
+            &hooks.ca_bundle,
+            hpa_rule.clone(),
+        ),
+    );
+    let mut exact = hpa_rule;
+    exact["matchPolicy"] = json!("Exact");
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "exact-hpas.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            exact,
+        ),
+    );
+    let hpa = |name: &str| {
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": name},
+               "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                        "minReplicas": 1, "maxReplicas": 3,
+                        "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                     "target": {"type": "Utilization", "averageUtilization": 60}}}]}})
+        .to_string()
+    };
+    // Both in force: a v1 create named reserved-* is refused by the Exact one.
+    let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": "reserved-v1"},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                             "maxReplicas": 3}})
+    .to_string();
+    wait_until(
+        "the Exact webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &v1);
+            let t = text(&out);
+            if t.contains("admission webhook \"exact-hpas.example.com\" denied the request") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    wait_until(
+        "the v1 webhook to see a v2 create",
+        Duration::from_secs(10),
+        || {
+            let name = unique_name("hpa");
+            let out = server.kubectl_stdin(&["create", "-f", "-"], &hpa(&name));
+            if !out.status.success() {
+                return Err(text(&out));
+            }
+            match hooks
+                .requests("/allow")
+                .into_iter()
+                .find(|r| r["name"] == name.as_str())
+            {
+                Some(r) => {
+                    assert_eq!(
+                        r["kind"],
+                        json!({"group": "autoscaling", "version": "v1", "kind": "HorizontalPodAutoscaler"})
+                    );
+                    assert_eq!(
+                        r["requestKind"],
+                        json!({"group": "autoscaling", "version": "v2", "kind": "HorizontalPodAutoscaler"})
+                    );
+                    assert_eq!(r["object"]["apiVersion"], "autoscaling/v1");
+                    assert_eq!(r["object"]["spec"]["targetCPUUtilizationPercentage"], 60);
+                    Ok(())
+                }
+                None => Err("not seen yet".into()),
+            }
+        },
+    );
+    assert!(
+        hooks
+            .requests("/deny-reserved")
+            .iter()
+            .all(|r| r["requestKind"]["version"] == "v1"),
+        "the Exact webhook was called for a v2 request"
+    );
+}
