@@ -1299,3 +1299,49 @@ fn equivalent_match_policy_converts_to_the_registered_version() {
         "the Exact webhook was called for a v2 request"
     );
 }
+
+/// `kubectl exec` is a CONNECT to pods/exec: a webhook whose rules name it gets the
+/// PodExecOptions and can refuse it before anything reaches a node.
+#[test]
+fn exec_is_admitted_as_connect() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reserved-pod"},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &pod.to_string());
+    assert!(out.status.success(), "{}", text(&out));
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "exec.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({"rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods/exec"]}]}),
+        ),
+    );
+    let denial = "admission webhook \"exec.example.com\" denied the request: the name reserved-pod is reserved";
+    wait_until(
+        "the exec webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["exec", "reserved-pod", "-c", "c", "--", "ls", "-l"]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(denial) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let seen = hooks.requests("/deny-reserved");
+    let review = seen.last().expect("the webhook saw the exec");
+    assert_eq!(review["operation"], "CONNECT");
+    assert_eq!(review["subResource"], "exec");
+    assert_eq!(review["resource"]["resource"], "pods");
+    assert_eq!(review["kind"]["kind"], "PodExecOptions");
+    assert_eq!(review["namespace"], "default");
+    assert_eq!(review["object"]["command"], json!(["ls", "-l"]));
+    assert_eq!(review["object"]["container"], "c");
+}

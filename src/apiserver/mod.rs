@@ -257,6 +257,18 @@ impl ApiServer {
             target.subresource.as_deref(),
             Some("log" | "exec" | "attach" | "portforward" | "proxy")
         ) {
+            if target.subresource.as_deref() != Some("log") {
+                let proxy_path = path.split_once("/proxy").map(|(_, rest)| rest.to_string());
+                webhooks::admit_connect(
+                    &self.store,
+                    self.webhooks.clone(),
+                    identity.cloned(),
+                    &target,
+                    req.uri().query(),
+                    proxy_path.as_deref(),
+                )
+                .await?;
+            }
             return connect::handle(&self.store, self.kubelet_tls.get(), &target, &path, req).await;
         }
         let content_type = header_str(&req, header::CONTENT_TYPE);

@@ -170,6 +170,8 @@ pub struct Request {
     pub subresource: Option<String>,
     pub dry_run: bool,
     pub field_manager: Option<String>,
+    /// The namespace and name a connect is to (its options object has no metadata).
+    connect_target: Option<(String, String)>,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -189,6 +191,7 @@ impl Request {
             subresource,
             dry_run,
             field_manager,
+            connect_target: None,
             warnings: Mutex::new(Vec::new()),
         })
     }
@@ -209,6 +212,90 @@ impl Request {
     }
 }
 
+/// The options object of a connect request (`pods/exec`, `attach`, `portforward`, `proxy` of
+/// pods, services and nodes), read from its query as kube-apiserver decodes it.
+fn connect_options(kind_of: &str, sub: &str, query: Option<&str>) -> Option<Value> {
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let first = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let all = |k: &str| -> Vec<String> {
+        params
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let flag = |k: &str| crate::apiserver::params::bool_param(first(k).as_deref());
+    let mut options = match (kind_of, sub) {
+        ("Pod", "exec") => json!({"kind": "PodExecOptions", "stdin": flag("stdin"),
+            "stdout": flag("stdout"), "stderr": flag("stderr"), "tty": flag("tty"),
+            "command": all("command")}),
+        ("Pod", "attach") => json!({"kind": "PodAttachOptions", "stdin": flag("stdin"),
+            "stdout": flag("stdout"), "stderr": flag("stderr"), "tty": flag("tty")}),
+        ("Pod", "portforward") => {
+            let ports: Vec<Value> = all("ports")
+                .iter()
+                .flat_map(|p| {
+                    p.split(',')
+                        .map(|x| x.trim().to_string())
+                        .collect::<Vec<_>>()
+                })
+                .filter_map(|p| p.parse::<i64>().ok())
+                .map(Value::from)
+                .collect();
+            json!({"kind": "PodPortForwardOptions", "ports": ports})
+        }
+        ("Pod", "proxy") => json!({"kind": "PodProxyOptions"}),
+        ("Service", "proxy") => json!({"kind": "ServiceProxyOptions"}),
+        ("Node", "proxy") => json!({"kind": "NodeProxyOptions"}),
+        _ => return None,
+    };
+    options["apiVersion"] = json!("v1");
+    if let Some(c) = first("container") {
+        options["container"] = json!(c);
+    }
+    Some(options)
+}
+
+/// Admission of a connect request (exec, attach, port-forward, proxy): CONNECT to the webhooks
+/// and policies whose rules name it, with the request's options as the object.
+pub async fn admit_connect(
+    store: &Store,
+    registry: Arc<Registry>,
+    user: Option<ClientIdentity>,
+    target: &super::request::ResourceRequest,
+    query: Option<&str>,
+    proxy_path: Option<&str>,
+) -> Result<(), ApiError> {
+    let subresource = target.subresource.as_deref().unwrap_or_default();
+    let Some(mut options) = connect_options(target.def.kind, subresource, query) else {
+        return Ok(());
+    };
+    if let Some(path) = proxy_path.filter(|p| subresource == "proxy" && !p.is_empty()) {
+        options["path"] = json!(path);
+    }
+    let request = Arc::new(Request {
+        registry,
+        user,
+        requested: target.def,
+        subresource: Some(subresource.to_string()),
+        dry_run: false,
+        field_manager: None,
+        connect_target: Some((
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        )),
+        warnings: Mutex::new(Vec::new()),
+    });
+    scope(
+        request,
+        validate(store, target.def, Operation::Connect, Some(&options), None),
+    )
+    .await
+}
+
 tokio::task_local! {
     static REQUEST: Arc<Request>;
 }
@@ -227,6 +314,7 @@ pub enum Operation {
     Create,
     Update,
     Delete,
+    Connect,
 }
 
 impl Operation {
@@ -235,14 +323,17 @@ impl Operation {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
             Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
         }
     }
 
-    fn options_kind(self) -> &'static str {
+    /// The options a review carries; a connect's options are its object instead.
+    fn options_kind(self) -> Option<&'static str> {
         match self {
-            Operation::Create => "CreateOptions",
-            Operation::Update => "UpdateOptions",
-            Operation::Delete => "DeleteOptions",
+            Operation::Create => Some("CreateOptions"),
+            Operation::Update => Some("UpdateOptions"),
+            Operation::Delete => Some("DeleteOptions"),
+            Operation::Connect => None,
         }
     }
 }
@@ -437,8 +528,18 @@ impl Call<'_> {
         if self.def.namespaced() {
             req["namespace"] = json!(self.namespace);
         }
-        let mut options =
-            json!({"kind": self.operation.options_kind(), "apiVersion": "meta.k8s.io/v1"});
+        let Some(options_kind) = self.operation.options_kind() else {
+            // A connect's object is its options (PodExecOptions, …), of the core group.
+            let kind = obj
+                .and_then(|o| o.get("kind"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            req["kind"] = json!({"group": "", "version": "v1", "kind": kind});
+            req["requestKind"] = req["kind"].clone();
+            req["object"] = obj.cloned().unwrap_or(Value::Null);
+            return req;
+        };
+        let mut options = json!({"kind": options_kind, "apiVersion": "meta.k8s.io/v1"});
         if self.request.dry_run {
             options["dryRun"] = json!(["All"]);
         }
@@ -695,16 +796,22 @@ pub async fn validate(
         return Ok(());
     }
     let hooks = request.registry.current();
-    // A delete reaches mutating webhooks too; they may deny it but have nothing to change.
-    let delete_mutating: &[Arc<Hook>] = if operation == Operation::Delete {
-        &hooks.mutating
-    } else {
-        &[]
-    };
+    // A delete or connect reaches mutating webhooks too; they may deny it but have nothing to
+    // change.
+    let delete_mutating: &[Arc<Hook>] =
+        if matches!(operation, Operation::Delete | Operation::Connect) {
+            &hooks.mutating
+        } else {
+            &[]
+        };
     if hooks.validating.is_empty() && delete_mutating.is_empty() && hooks.bindings.is_empty() {
         return Ok(());
     }
-    let call = call_for(store, def, operation, &request, obj, old);
+    let mut call = call_for(store, def, operation, &request, obj, old);
+    if let Some((namespace, name)) = request.connect_target.clone() {
+        call.namespace = namespace;
+        call.name = name;
+    }
     // kube-apiserver's order: ValidatingAdmissionPolicy, then the validating webhooks.
     call.run_policies(&hooks, obj, old)?;
     for hook in delete_mutating {
