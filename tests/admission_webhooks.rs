@@ -1345,3 +1345,87 @@ fn exec_is_admitted_as_connect() {
     assert_eq!(review["object"]["command"], json!(["ls", "-l"]));
     assert_eq!(review["object"]["container"], "c");
 }
+
+/// A policy with a paramKind reads its limit from the object its binding's paramRef names;
+/// until that object exists, parameterNotFoundAction Deny refuses.
+#[test]
+fn a_policy_reads_its_params_from_the_bound_object() {
+    let server = ApiServer::start();
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "secret-keys"},
+        "spec": {"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                 "matchConstraints": {"resourceRules": [{"operations": ["CREATE"], "apiGroups": [""],
+                                      "apiVersions": ["v1"], "resources": ["secrets"]}]},
+                 "validations": [{"expression": "size(object.data) <= int(params.data.maxKeys)",
+                                  "messageExpression": "'at most ' + params.data.maxKeys + ' keys'"}]}});
+    let binding = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "secret-keys-binding"},
+        "spec": {"policyName": "secret-keys", "validationActions": ["Deny"],
+                 "paramRef": {"name": "secret-limits", "namespace": "default",
+                              "parameterNotFoundAction": "Deny"}}});
+    install(&server, &policy.to_string());
+    install(&server, &binding.to_string());
+    let missing = "ValidatingAdmissionPolicy 'secret-keys' with binding 'secret-keys-binding' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction";
+    wait_until(
+        "the policy to refuse without its params",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                "probe",
+                "--from-literal=a=1",
+                "--dry-run=server",
+            ]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(missing) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "secret-limits",
+        "--from-literal=maxKeys=1",
+    ]);
+    let too_many = "ValidatingAdmissionPolicy 'secret-keys' with binding 'secret-keys-binding' denied request: at most 1 keys";
+    wait_until(
+        "the policy to use its params",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                "two",
+                "--from-literal=a=1",
+                "--from-literal=b=2",
+            ]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(too_many) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let out = server.kubectl(&["create", "secret", "generic", "one", "--from-literal=a=1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A binding with both a name and a selector is refused.
+    let mut bad = binding.clone();
+    bad["metadata"]["name"] = json!("bad-binding");
+    bad["spec"]["paramRef"]["selector"] = json!({});
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(
+        !out.status.success()
+            && text(&out).contains(
+                "spec.paramRef.name: Forbidden: one of name or selector must be specified"
+            ),
+        "{}",
+        text(&out)
+    );
+}

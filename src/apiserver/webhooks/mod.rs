@@ -409,6 +409,68 @@ impl Call<'_> {
             .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
     }
 
+    /// The parameter objects a binding's paramRef names for a policy's paramKind (stored form
+    /// converted to the kind's version); empty when none is found.
+    fn params(&self, kind: &Value, binding: &Value) -> Result<Vec<Value>, String> {
+        let api_version = kind
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind_name = kind.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let def = resources::all()
+            .into_iter()
+            .find(|d| d.group == group && d.version == version && d.kind == kind_name)
+            .ok_or_else(|| format!("failed to find resource referenced by paramKind: '{api_version}, Kind={kind_name}'"))?;
+        let param_ref = binding
+            .pointer("/spec/paramRef")
+            .filter(|r| r.is_object())
+            .ok_or("paramRef is required when the policy has a paramKind")?;
+        let namespace = match param_ref.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() => Some(ns.to_string()),
+            _ if def.namespaced() && !self.namespace.is_empty() => Some(self.namespace.clone()),
+            _ if def.namespaced() => {
+                return Err(
+                    "cannot use a namespaced paramRef in a policy binding that matches a cluster-scoped resource"
+                        .into(),
+                );
+            }
+            _ => None,
+        };
+        let read = |bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .map(|o| convert::from_storage(def, o))
+                .map_err(|e| format!("unreadable param: {e}"))
+        };
+        if let Some(name) = param_ref
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return match self
+                .store
+                .get(&def.key(namespace.as_deref(), name))
+                .map_err(|e| e.to_string())?
+            {
+                Some(kv) => Ok(vec![read(&kv.value)?]),
+                None => Ok(Vec::new()),
+            };
+        }
+        let selector = param_ref.get("selector").cloned().unwrap_or(json!({}));
+        let (kvs, _) = self
+            .store
+            .list(&def.list_prefix(namespace.as_deref()))
+            .map_err(|e| e.to_string())?;
+        let mut params = Vec::new();
+        for kv in kvs {
+            let obj = read(&kv.value)?;
+            if super::kinds::meta::selector_matches(&selector, obj.pointer("/metadata/labels")) {
+                params.push(obj);
+            }
+        }
+        Ok(params)
+    }
+
     /// The ValidatingAdmissionPolicies bound to this request: denials as errors (the first
     /// one wins), warnings to the client.
     fn run_policies(
@@ -433,13 +495,6 @@ impl Call<'_> {
             let Some(policy) = hooks.policies.get(policy_name) else {
                 continue;
             };
-            if policy.pointer("/spec/paramKind").is_some() {
-                debug!(
-                    policy = policy_name,
-                    "policies with parameters are not evaluated"
-                );
-                continue;
-            }
             let selects = |mr: Option<&Value>| {
                 policy::resources_match(
                     mr,
@@ -464,13 +519,48 @@ impl Call<'_> {
                     self.namespace_object().unwrap_or(Value::Null),
                 ]
             });
-            let vars = [
-                ("object", &*object),
-                ("oldObject", &*old_object),
-                ("request", &*request),
-                ("namespaceObject", &*namespace),
-            ];
-            for decision in policy::evaluate(policy, binding, &vars) {
+            let params = match policy.pointer("/spec/paramKind") {
+                None => Ok(vec![Value::Null]),
+                Some(kind) => self.params(kind, binding),
+            };
+            let mut decisions = Vec::new();
+            match params {
+                Ok(params) if params.is_empty() => {
+                    let deny = binding
+                        .pointer("/spec/paramRef/parameterNotFoundAction")
+                        .and_then(Value::as_str)
+                        == Some("Deny");
+                    if deny {
+                        decisions.extend(policy::configuration_failure(
+                            policy,
+                            binding,
+                            "no params found for policy binding with `Deny` parameterNotFoundAction",
+                        ));
+                    }
+                }
+                Ok(params) => {
+                    for param in &params {
+                        let vars = [
+                            ("object", &*object),
+                            ("oldObject", &*old_object),
+                            ("request", &*request),
+                            ("namespaceObject", &*namespace),
+                            ("params", param),
+                        ];
+                        decisions.extend(policy::evaluate(policy, binding, &vars));
+                    }
+                }
+                Err(why) => {
+                    if policy
+                        .pointer("/spec/failurePolicy")
+                        .and_then(Value::as_str)
+                        != Some("Ignore")
+                    {
+                        decisions.extend(policy::configuration_failure(policy, binding, &why));
+                    }
+                }
+            }
+            for decision in decisions {
                 match decision {
                     policy::Decision::Warn(w) => self.request.warn(vec![w]),
                     policy::Decision::Deny {

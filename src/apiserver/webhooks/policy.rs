@@ -2,12 +2,13 @@
 //! CEL validations evaluated in the API server, between the mutating and the validating
 //! webhooks as kube-apiserver orders its plugins. A binding puts a policy in force for what both
 //! select, with its validationActions (Deny, Warn; Audit is accepted and has no audit log to
-//! go to). Policies with a paramKind are not evaluated here: parameters are not supported yet.
+//! go to). A policy with a paramKind is evaluated once per parameter object its binding's
+//! paramRef names (by name, or by selector), bound as `params`.
 
 use serde_json::{Value, json};
 
 use super::matching::{self, Target};
-use crate::apiserver::kinds::field::{Bad, Errors, Path};
+use crate::apiserver::kinds::field::{Bad, ErrorType, Errors, Path};
 use crate::apiserver::kinds::{json as j, meta, names};
 
 const ACTIONS: &[&str] = &["Audit", "Deny", "Warn"];
@@ -187,6 +188,26 @@ pub fn validate_binding(obj: &Value, errs: &mut Errors) {
     if let Some(mr) = spec.get("matchResources").filter(|m| m.is_object()) {
         validate_match_resources(mr, &sp.child("matchResources"), errs);
     }
+    if let Some(pr) = spec.get("paramRef").filter(|p| p.is_object()) {
+        let pp = sp.child("paramRef");
+        let has_name = !j::str_or(pr, "name").is_empty();
+        let has_selector = pr.get("selector").is_some_and(Value::is_object);
+        if has_name == has_selector {
+            errs.push(
+                ErrorType::Forbidden,
+                &pp.child("name"),
+                Bad::None,
+                "one of name or selector must be specified",
+            );
+        }
+        match pr.get("parameterNotFoundAction").and_then(Value::as_str) {
+            None => errs.required(&pp.child("parameterNotFoundAction"), ""),
+            Some(a) if !["Allow", "Deny"].contains(&a) => {
+                errs.not_supported(&pp.child("parameterNotFoundAction"), a, &["Allow", "Deny"])
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 fn validate_match_resources(mr: &Value, path: &Path, errs: &mut Errors) {
@@ -324,6 +345,33 @@ pub fn evaluate(policy: &Value, binding: &Value, vars: &[(&str, &Value)]) -> Vec
                 "Validation failed for ValidatingAdmissionPolicy '{pname}' with binding '{bname}': {why}"
             )));
         }
+    }
+    out
+}
+
+/// A binding that cannot be applied (its parameters missing or unusable), decided as a
+/// failed validation under the binding's actions.
+pub fn configuration_failure(policy: &Value, binding: &Value, why: &str) -> Vec<Decision> {
+    let pname = meta_name(policy);
+    let bname = meta_name(binding);
+    let why = format!("failed to configure binding: {why}");
+    let actions: Vec<&str> = j::items(j::at(binding, "spec"), "validationActions")
+        .filter_map(Value::as_str)
+        .collect();
+    let mut out = Vec::new();
+    if actions.contains(&"Deny") {
+        out.push(Decision::Deny {
+            code: 422,
+            reason: "Invalid".into(),
+            message: format!(
+                "ValidatingAdmissionPolicy '{pname}' with binding '{bname}' denied request: {why}"
+            ),
+        });
+    }
+    if actions.contains(&"Warn") {
+        out.push(Decision::Warn(format!(
+            "Validation failed for ValidatingAdmissionPolicy '{pname}' with binding '{bname}': {why}"
+        )));
     }
     out
 }
