@@ -327,6 +327,21 @@ fn a_validating_webhook_denies_with_its_message_and_passes_warnings() {
         .expect("the webhook never saw the dry run");
     assert_eq!(probe["dryRun"], true);
 
+    // A create into a missing namespace fails before any webhook hears of it.
+    let out = server.kubectl(&["create", "configmap", "reserved-nowhere", "-n", "nowhere"]);
+    assert!(
+        text(&out).contains("namespaces \"nowhere\" not found"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        hooks
+            .requests("/deny-reserved")
+            .iter()
+            .all(|r| r["name"] != "reserved-nowhere"),
+        "the webhook was called for a create into a missing namespace"
+    );
+
     // Updates carry the old object.
     server.kubectl_ok(&["label", "configmap", "fine", "step=two"]);
     let reviews = hooks.requests("/deny-reserved");
