@@ -9,6 +9,7 @@ use super::kinds::{self, cluster, field::Errors, limitrange, pod, quantity, quot
 use super::object::{self, meta_str};
 use super::resources::{self, ResourceDef};
 use super::status::ApiError;
+use super::webhooks::{self, Operation};
 use crate::store::Store;
 
 fn name_of(obj: &Value) -> String {
@@ -303,9 +304,13 @@ pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Res
         super::serviceaccount::mount_api_access(store, obj)?;
     }
     default_class_name(store, def, obj)?;
+    webhooks::mutate(store, def, Operation::Create, obj, None).await?;
+    // What a webhook wrote is decoded with defaults, as kube-apiserver decodes its patch.
+    kinds::default(def, obj);
     let mut errs = Errors::new();
     kinds::validate(def, obj, &mut errs);
     finish(def, obj, errs)?;
+    webhooks::validate(store, def, Operation::Create, Some(obj), None).await?;
     admit_limits_and_quota(store, def, obj, &ranges)?;
     if (def.group, def.plural) == ("", "services") {
         let name = name_of(obj);
@@ -347,6 +352,8 @@ pub async fn on_update(
     check_decodable(def, new)?;
     defaults::on_update(def, new);
     kinds::prepare_update(def, old, new);
+    webhooks::mutate(store, def, Operation::Update, new, Some(old)).await?;
+    kinds::default(def, new);
     settle_generation(def, old, new);
     // Objects stored before a default existed are compared as if they had it.
     let mut old = old.clone();
@@ -356,6 +363,7 @@ pub async fn on_update(
     kinds::validate_update(def, &old, new, &mut errs);
     kinds::validate(def, new, &mut errs);
     finish(def, new, errs)?;
+    webhooks::validate(store, def, Operation::Update, Some(new), Some(&old)).await?;
     if quota::checked_on_update(def.group, def.plural) {
         admit_quota(store, def, new, Some(&old))?;
     }

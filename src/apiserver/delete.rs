@@ -164,6 +164,14 @@ pub async fn delete_one(
                 "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
             )));
         }
+        super::webhooks::validate(
+            req.store,
+            def,
+            super::webhooks::Operation::Delete,
+            None,
+            Some(&obj),
+        )
+        .await?;
         let grace = if is_pod {
             pod_grace(&obj, options.grace_period_seconds)
         } else {

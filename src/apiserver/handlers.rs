@@ -474,8 +474,10 @@ pub(super) async fn create_object(
     if track {
         super::fieldmanager::on_create(req, &mut obj);
     }
-    super::admission::on_create(req.store, def, &mut obj).await?;
+    // Namespace lifecycle is the first admission step in kube-apiserver: nothing else, not
+    // even a webhook, hears of a create into a missing or terminating namespace.
     ensure_namespace_open(req).await?;
+    super::admission::on_create(req.store, def, &mut obj).await?;
     if req.query.dry_run() {
         if req
             .store

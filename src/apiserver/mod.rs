@@ -29,6 +29,7 @@ mod subresources;
 mod table;
 pub mod tls;
 mod watch;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct ApiServer {
     kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// Signs and verifies service account tokens; without it no token is issued or accepted.
     service_account_signer: std::sync::OnceLock<Arc<serviceaccount::Signer>>,
+    /// The admission webhooks in force, kept current from the store once serving starts.
+    webhooks: Arc<webhooks::Registry>,
 }
 
 impl ApiServer {
@@ -80,6 +83,7 @@ impl ApiServer {
             service_subnet: service_subnet.to_string(),
             kubelet_tls: std::sync::OnceLock::new(),
             service_account_signer: std::sync::OnceLock::new(),
+            webhooks: webhooks::Registry::new(),
         })
     }
 
@@ -136,6 +140,7 @@ impl ApiServer {
     ) -> Result<()> {
         // For servers that skip `bootstrap`; a no-op when it already started the warm-up.
         openapi::warm_in_background();
+        tokio::spawn(self.webhooks.clone().run(self.store.clone()));
         info!(addr = %listener.local_addr()?, "API server listening");
         tls::accept_loop(listener, tls, move |conn: tls::Accepted| {
             let server = self.clone();
@@ -271,6 +276,18 @@ impl ApiServer {
             target.subresource.as_deref(),
             Some("log" | "exec" | "attach" | "portforward" | "proxy")
         ) {
+            if target.subresource.as_deref() != Some("log") {
+                let proxy_path = path.split_once("/proxy").map(|(_, rest)| rest.to_string());
+                webhooks::admit_connect(
+                    &self.store,
+                    self.webhooks.clone(),
+                    identity.cloned(),
+                    &target,
+                    req.uri().query(),
+                    proxy_path.as_deref(),
+                )
+                .await?;
+            }
             return connect::handle(&self.store, self.kubelet_tls.get(), &target, &path, req).await;
         }
         let content_type = header_str(&req, header::CONTENT_TYPE);
@@ -295,17 +312,37 @@ impl ApiServer {
         {
             return self.token_request(&target, &content_type, &body);
         }
-        let reply = kinds::convert::dispatch(handlers::Request {
-            store: &self.store,
-            target: &target,
-            query: &query,
-            accept: &accept,
-            content_type: &content_type,
-            user_agent: &user_agent,
-            body,
-        })
-        .await?;
-        let mut warnings = reply.warnings;
+        let admission = webhooks::Request::new(
+            self.webhooks.clone(),
+            identity.cloned(),
+            target.def,
+            target.subresource.clone(),
+            query.dry_run(),
+            query.get("fieldManager").map(str::to_string),
+        );
+        let served = webhooks::scope(
+            admission.clone(),
+            kinds::convert::dispatch(handlers::Request {
+                store: &self.store,
+                target: &target,
+                query: &query,
+                accept: &accept,
+                content_type: &content_type,
+                user_agent: &user_agent,
+                body,
+            }),
+        )
+        .await;
+        let reply = match served {
+            Ok(reply) => reply,
+            Err(e) => {
+                let mut response = encoded_json_response(e.code, e.encode_status().into());
+                add_warnings(&mut response, admission.take_warnings());
+                return Ok(response);
+            }
+        };
+        let mut warnings = admission.take_warnings();
+        warnings.extend(reply.warnings);
         if let Some(deprecation) = target.def.custom.and_then(|c| c.deprecation.as_ref()) {
             warnings.insert(0, deprecation.clone());
         }
@@ -320,12 +357,7 @@ impl ApiServer {
             Some(bytes) => encoded_json_response(reply.code, bytes),
             None => json_response(reply.code, &reply.body),
         };
-        for warning in warnings {
-            let text = format!("299 - {:?}", warning);
-            if let Ok(value) = header::HeaderValue::from_str(&text) {
-                response.headers_mut().append(header::WARNING, value);
-            }
-        }
+        add_warnings(&mut response, warnings);
         Ok(response)
     }
 
@@ -409,6 +441,16 @@ impl ApiServer {
             }
         };
         Some(json_response(200, &doc))
+    }
+}
+
+/// `Warning: 299 - "…"` headers, which kubectl prints.
+fn add_warnings(response: &mut Response<Body>, warnings: Vec<String>) {
+    for warning in warnings {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
     }
 }
 

@@ -49,7 +49,11 @@ pub enum Printer {
     ServiceAccount,
     StatefulSet,
     StorageClass,
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
     VolumeAttachment,
+    /// Mutating- and ValidatingWebhookConfigurations.
+    WebhookConfiguration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -609,6 +613,38 @@ fn columns(printer: Printer) -> Vec<Column> {
                 "PreemptionPolicy",
                 "preemptionPolicy is the Policy for preempting pods with lower priority.",
             ),
+        ],
+        ValidatingAdmissionPolicy => vec![
+            NAME,
+            int(
+                "Validations",
+                "Validations indicates the number of validation rules defined in this configuration",
+            ),
+            s(
+                "ParamKind",
+                "ParamKind specifies the kind of resources used to parameterize this policy",
+            ),
+            AGE,
+        ],
+        ValidatingAdmissionPolicyBinding => vec![
+            NAME,
+            s(
+                "PolicyName",
+                "PolicyName indicates the policy definition which the policy binding binded to",
+            ),
+            s(
+                "ParamRef",
+                "ParamRef indicates the param resource which sets the configration param",
+            ),
+            AGE,
+        ],
+        WebhookConfiguration => vec![
+            NAME,
+            int(
+                "Webhooks",
+                "Webhooks indicates the number of webhooks in the configuration",
+            ),
+            AGE,
         ],
         VolumeAttachment => vec![
             NAME,

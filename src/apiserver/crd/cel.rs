@@ -71,6 +71,17 @@ fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Val
     program.execute(&ctx).map_err(|e| e.to_string())
 }
 
+/// Runs `program` with the named variables bound: the admission webhooks' match conditions
+/// use the same environment as the schemas' rules.
+pub fn run_with(program: &Program, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
+    let mut ctx = Context::with_env(env());
+    for (name, value) in vars {
+        ctx.add_variable(*name, (*value).clone())
+            .map_err(|e| format!("cannot bind {name}: {e}"))?;
+    }
+    program.execute(&ctx).map_err(|e| e.to_string())
+}
+
 fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Outcome {
     let program = match compile(rule) {
         Ok(p) => p,

@@ -42,6 +42,18 @@ pub fn default(def: &ResourceDef, obj: &mut Value) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             super::crd::definition::default(obj)
         }
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            super::webhooks::config::default(obj, true)
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            super::webhooks::config::default(obj, false)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            super::webhooks::policy::default_policy(obj)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            super::webhooks::policy::default_binding(obj)
+        }
         ("", "namespaces") => {
             let name = obj
                 .pointer("/metadata/name")
@@ -175,6 +187,18 @@ pub fn validate(def: &ResourceDef, obj: &Value, errs: &mut Errors) {
     match id(def) {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             super::crd::definition::validate(obj, errs)
+        }
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations") => {
+            super::webhooks::config::validate(obj, true, errs)
+        }
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+            super::webhooks::config::validate(obj, false, errs)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+            super::webhooks::policy::validate_policy(obj, errs)
+        }
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings") => {
+            super::webhooks::policy::validate_binding(obj, errs)
         }
         ("", "namespaces") => core::validate_namespace(obj, errs),
         ("", "nodes") => core::validate_node(obj, errs),

@@ -383,6 +383,36 @@ pub fn cells(printer: Printer, obj: &Value, now: jiff::Timestamp) -> Vec<Value> 
             age,
             str_or(obj, "preemptionPolicy").into(),
         ],
+        WebhookConfiguration => vec![name, json!(items(obj, "webhooks").count()), age],
+        ValidatingAdmissionPolicy => {
+            let param_kind = match spec.get("paramKind").filter(|p| p.is_object()) {
+                Some(p) => format!("{}/{}", str_or(p, "apiVersion"), str_or(p, "kind")),
+                None => "<unset>".into(),
+            };
+            vec![
+                name,
+                json!(items(spec, "validations").count()),
+                param_kind.into(),
+                age,
+            ]
+        }
+        ValidatingAdmissionPolicyBinding => {
+            let param_ref = match spec.get("paramRef").filter(|p| p.is_object()) {
+                Some(p) => match (str_or(p, "namespace"), str_or(p, "name")) {
+                    ("", "") => "*".to_string(),
+                    ("", name) => format!("*/{name}"),
+                    (ns, "") => format!("{ns}/*"),
+                    (ns, name) => format!("{ns}/{name}"),
+                },
+                None => "<unset>".into(),
+            };
+            vec![
+                name,
+                str_or(spec, "policyName").into(),
+                param_ref.into(),
+                age,
+            ]
+        }
         VolumeAttachment => vec![
             name,
             str_or(spec, "attacher").into(),

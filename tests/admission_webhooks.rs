@@ -1,0 +1,1446 @@
+//! Admission webhooks with the real kubectl: Mutating- and ValidatingWebhookConfigurations
+//! whose webhooks are a real HTTPS server (in this test process, TLS with a serving certificate
+//! from a CA the test makes and hands over as caBundle) that mutates, denies, warns, sleeps,
+//! answers garbage, or is not there at all.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+/// The webhook server: answers by path, records every AdmissionReview request it gets.
+struct Webhooks {
+    port: u16,
+    ca_bundle: String,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl Webhooks {
+    fn start() -> Self {
+        Self::start_for(vec!["127.0.0.1".to_string()], "127.0.0.1")
+    }
+
+    fn start_for(names: Vec<String>, bind: &str) -> Self {
+        use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "admission-webhooks-test-ca");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind((bind, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let config = config.clone();
+                let recorder = recorder.clone();
+                std::thread::spawn(move || serve(config, tcp, recorder));
+            }
+        });
+        Webhooks {
+            port,
+            ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+            seen,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The requests `path` got, oldest first.
+    fn requests(&self, path: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+fn serve(
+    config: Arc<rustls::ServerConfig>,
+    tcp: std::net::TcpStream,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+) {
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    // Answers go out at once, as Go's servers send them (no Nagle delay on small writes).
+    let _ = tcp.set_nodelay(true);
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    loop {
+        let mut reader = BufReader::new(&mut tls);
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+        let path = target.split('?').next().unwrap_or_default().to_string();
+        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let request = review["request"].clone();
+        seen.lock().unwrap().push((path.clone(), request.clone()));
+        let answer = answer(&path, &request);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if tls.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        let _ = tls.flush();
+    }
+}
+
+fn review(response: Value) -> String {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+        .to_string()
+}
+
+fn patch(ops: Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ops.to_string())
+}
+
+/// What each path does.
+fn answer(path: &str, request: &Value) -> String {
+    let uid = request["uid"].clone();
+    let name = request["name"].as_str().unwrap_or_default();
+    match path {
+        "/add-label" => {
+            let has_labels = request["object"]["metadata"]["labels"].is_object();
+            let ops = if has_labels {
+                json!([{"op": "add", "path": "/metadata/labels/webhook-added", "value": "yes"}])
+            } else {
+                json!([{"op": "add", "path": "/metadata/labels", "value": {"webhook-added": "yes"}}])
+            };
+            review(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops),
+                          "warnings": ["labelled by the test webhook"]}),
+            )
+        }
+        "/bad-label" => {
+            let ops = json!([{"op": "add", "path": "/metadata/labels", "value": {"bad": "not a valid value!"}}]);
+            review(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops)}),
+            )
+        }
+        "/deny-reserved" => {
+            if name.starts_with("reserved-") {
+                review(json!({"uid": uid, "allowed": false, "status": {
+                    "code": 403, "reason": "Forbidden",
+                    "message": format!("the name {name} is reserved")}}))
+            } else {
+                review(
+                    json!({"uid": uid, "allowed": true, "warnings": [format!("{name} checked by the test webhook")]}),
+                )
+            }
+        }
+        "/add-second" => {
+            let ops = json!([{"op": "add", "path": "/metadata/labels/second", "value": "yes"}]);
+            review(
+                json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops)}),
+            )
+        }
+        "/copy-second" => {
+            if request["object"]["metadata"]["labels"]["second"].is_string() {
+                let ops =
+                    json!([{"op": "add", "path": "/metadata/labels/seen-second", "value": "yes"}]);
+                review(
+                    json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch(ops)}),
+                )
+            } else {
+                review(json!({"uid": uid, "allowed": true}))
+            }
+        }
+        "/allow" => review(json!({"uid": uid, "allowed": true})),
+        "/slow" => {
+            std::thread::sleep(Duration::from_secs(5));
+            review(json!({"uid": uid, "allowed": true}))
+        }
+        "/garbage" => "this is not an AdmissionReview".to_string(),
+        "/wrong-uid" => review(json!({"uid": "not-the-request", "allowed": true})),
+        _ => review(json!({"uid": uid, "allowed": false, "status": {"message": "unknown path"}})),
+    }
+}
+
+/// A webhook configuration of `kind` with one webhook named `name` calling `url`.
+fn configuration(kind: &str, name: &str, client: Value, ca: &str, extra: Value) -> String {
+    let mut client = client;
+    client["caBundle"] = json!(ca);
+    let mut hook = json!({
+        "name": name,
+        "clientConfig": client,
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+    });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        hook[k] = v;
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name.replace('.', "-")},
+        "webhooks": [hook],
+    })
+    .to_string()
+}
+
+fn install(server: &ApiServer, config: &str) {
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], config);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+}
+
+/// Waits until a server-side dry run of `probe` (a configmap name) is refused with `needle`:
+/// the configuration is in force.
+fn wait_in_force(server: &ApiServer, probe: &str, needle: &str) {
+    wait_until(
+        "the webhook configuration to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", probe, "--dry-run=server"]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(needle) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+}
+
+#[test]
+fn a_validating_webhook_denies_with_its_message_and_passes_warnings() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-probe is reserved";
+    wait_in_force(&server, "reserved-probe", denial);
+
+    let out = server.kubectl(&["create", "configmap", "reserved-one"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("admission webhook \"deny.example.com\" denied the request: the name reserved-one is reserved"),
+        "{}",
+        text(&out)
+    );
+    let got = server.kubectl(&["get", "configmap", "reserved-one"]);
+    assert!(
+        gone(&got),
+        "a denied create stored the object: {}",
+        text(&got)
+    );
+    // The webhook's own code and reason reach the client.
+    let out = server.kubectl(&["create", "configmap", "reserved-two", "-v=6"]);
+    assert!(text(&out).contains("403 Forbidden"), "{}", text(&out));
+
+    let out = server.kubectl(&["create", "configmap", "fine"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: fine checked by the test webhook"),
+        "kubectl did not show the webhook's warning: {}",
+        text(&out)
+    );
+
+    let reviews = hooks.requests("/deny-reserved");
+    let fine = reviews
+        .iter()
+        .find(|r| r["name"] == "fine")
+        .expect("the webhook never saw the create of fine");
+    assert_eq!(fine["operation"], "CREATE");
+    assert_eq!(
+        fine["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(
+        fine["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
+    );
+    assert_eq!(fine["requestKind"], fine["kind"]);
+    assert_eq!(fine["namespace"], "default");
+    assert_eq!(fine["dryRun"], false);
+    assert_eq!(fine["object"]["metadata"]["name"], "fine");
+    assert!(fine["oldObject"].is_null());
+    assert_eq!(fine["options"]["kind"], "CreateOptions");
+    assert!(
+        fine["userInfo"]["username"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()),
+        "no user in {fine}"
+    );
+    let probe = reviews
+        .iter()
+        .find(|r| r["name"] == "reserved-probe")
+        .expect("the webhook never saw the dry run");
+    assert_eq!(probe["dryRun"], true);
+
+    // A create into a missing namespace fails before any webhook hears of it.
+    let out = server.kubectl(&["create", "configmap", "reserved-nowhere", "-n", "nowhere"]);
+    assert!(
+        text(&out).contains("namespaces \"nowhere\" not found"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        hooks
+            .requests("/deny-reserved")
+            .iter()
+            .all(|r| r["name"] != "reserved-nowhere"),
+        "the webhook was called for a create into a missing namespace"
+    );
+
+    // Updates carry the old object.
+    server.kubectl_ok(&["label", "configmap", "fine", "step=two"]);
+    let reviews = hooks.requests("/deny-reserved");
+    let update = reviews
+        .iter()
+        .find(|r| r["operation"] == "UPDATE")
+        .expect("the webhook never saw the update");
+    assert_eq!(update["object"]["metadata"]["labels"]["step"], "two");
+    assert!(update["oldObject"]["metadata"]["labels"]["step"].is_null());
+    assert_eq!(update["options"]["kind"], "UpdateOptions");
+}
+
+#[test]
+fn a_mutating_webhook_adds_a_label_before_validation_and_validating_webhooks() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "label.example.com",
+            json!({"url": hooks.url("/add-label")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    wait_in_force(&server, "reserved-probe", "denied the request");
+    let out = server.kubectl(&["create", "configmap", "plain"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: labelled by the test webhook"),
+        "{}",
+        text(&out)
+    );
+    let label = server.kubectl_ok(&[
+        "get",
+        "configmap",
+        "plain",
+        "-o",
+        "jsonpath={.metadata.labels.webhook-added}",
+    ]);
+    assert_eq!(label.trim(), "yes");
+    // The validating webhook saw the mutated object.
+    let validated = hooks.requests("/deny-reserved");
+    let plain = validated
+        .iter()
+        .find(|r| r["name"] == "plain")
+        .expect("the validating webhook never saw plain");
+    assert_eq!(
+        plain["object"]["metadata"]["labels"]["webhook-added"],
+        "yes"
+    );
+
+    // A mutation runs before schema validation: a bad label it adds is refused as invalid.
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "bad-label.example.com",
+            json!({"url": hooks.url("/bad-label")}),
+            &hooks.ca_bundle,
+            json!({"objectSelector": {"matchLabels": {"want": "bad"}}}),
+        ),
+    );
+    wait_until(
+        "the bad-label webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"bad","labels":{"want":"bad"}}}"#,
+        );
+            let t = text(&out);
+            if t.contains("is invalid") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"bad","labels":{"want":"bad"}}}"#,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "ConfigMap \"bad\" is invalid: metadata.labels: Invalid value: \"not a valid value!\""
+        ),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Mutating webhooks run in the configurations' name order; one with reinvocationPolicy
+/// IfNeeded runs again when a later one changed the object, and sees that change.
+#[test]
+fn a_webhook_with_if_needed_is_called_again_after_a_later_change() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let selector = json!({"objectSelector": {"matchLabels": {"chain": "yes"}}});
+    let mut first = selector.clone();
+    first["reinvocationPolicy"] = json!("IfNeeded");
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "a-first.example.com",
+            json!({"url": hooks.url("/copy-second")}),
+            &hooks.ca_bundle,
+            first,
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "MutatingWebhookConfiguration",
+            "b-second.example.com",
+            json!({"url": hooks.url("/add-second")}),
+            &hooks.ca_bundle,
+            selector,
+        ),
+    );
+    let object = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "labels": {"chain": "yes"}}})
+        .to_string()
+    };
+    wait_until(
+        "both mutating webhooks to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl_stdin(
+                &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                &object("probe"),
+            );
+            let t = stdout(&out);
+            if t.contains("\"seen-second\": \"yes\"") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &object("chained"));
+    assert!(out.status.success(), "{}", text(&out));
+    let labels: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "configmap",
+        "chained",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]))
+    .unwrap();
+    assert_eq!(labels["second"], "yes");
+    assert_eq!(labels["seen-second"], "yes");
+    let calls: Vec<Value> = hooks
+        .requests("/copy-second")
+        .into_iter()
+        .filter(|r| r["name"] == "chained")
+        .collect();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the IfNeeded webhook must run twice: {calls:?}"
+    );
+    assert!(calls[0]["object"]["metadata"]["labels"]["second"].is_null());
+    assert_eq!(calls[1]["object"]["metadata"]["labels"]["second"], "yes");
+}
+
+#[test]
+fn failure_policy_decides_for_a_webhook_that_is_down() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    // A port nobody listens on.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("https://127.0.0.1:{closed}/validate");
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "down.example.com",
+            json!({"url": url}),
+            &hooks.ca_bundle,
+            json!({"failurePolicy": "Fail"}),
+        ),
+    );
+    let want = format!(
+        "Internal error occurred: failed calling webhook \"down.example.com\": failed to call webhook: Post \"https://127.0.0.1:{closed}/validate?timeout=10s\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+    );
+    wait_in_force(&server, "probe", &want);
+    let out = server.kubectl(&["create", "configmap", "refused"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains(&want), "{}", text(&out));
+    assert!(gone(&server.kubectl(&["get", "configmap", "refused"])));
+
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "down.example.com",
+            json!({"url": url}),
+            &hooks.ca_bundle,
+            json!({"failurePolicy": "Ignore"}),
+        ),
+    );
+    wait_until(
+        "failurePolicy Ignore to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", "probe", "--dry-run=server"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let out = server.kubectl(&["create", "configmap", "admitted"]);
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&["get", "configmap", "admitted"]);
+
+    // A webhook that is down and catches everything cannot lock its own configuration in:
+    // admission configuration is never sent to webhooks.
+    let everything = json!({
+        "failurePolicy": "Fail",
+        "rules": [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"]}],
+    });
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "down.example.com",
+            json!({"url": url}),
+            &hooks.ca_bundle,
+            everything,
+        ),
+    );
+    wait_in_force(&server, "probe", "connection refused");
+    let out = server.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "down-example-com",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(
+        "the removed webhook to stop refusing",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", "probe", "--dry-run=server"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+}
+
+#[test]
+fn a_slow_webhook_times_out_and_garbage_answers_fail() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "slow.example.com",
+            json!({"url": hooks.url("/slow")}),
+            &hooks.ca_bundle,
+            json!({"timeoutSeconds": 1, "objectSelector": {"matchLabels": {"hook": "slow"}}}),
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "garbage.example.com",
+            json!({"url": hooks.url("/garbage")}),
+            &hooks.ca_bundle,
+            json!({"objectSelector": {"matchLabels": {"hook": "garbage"}}}),
+        ),
+    );
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "uid.example.com",
+            json!({"url": hooks.url("/wrong-uid")}),
+            &hooks.ca_bundle,
+            json!({"objectSelector": {"matchLabels": {"hook": "uid"}}}),
+        ),
+    );
+    let create = |name: &str, hook: &str| {
+        server.kubectl_stdin(
+            &["create", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "labels": {"hook": hook}}})
+            .to_string(),
+        )
+    };
+    let slow_error = format!(
+        "Internal error occurred: failed calling webhook \"slow.example.com\": failed to call webhook: Post \"https://127.0.0.1:{}/slow?timeout=1s\": context deadline exceeded",
+        hooks.port
+    );
+    wait_until(
+        "the slow webhook to take effect",
+        Duration::from_secs(20),
+        || {
+            let t = text(&create("slow", "slow"));
+            if t.contains(&slow_error) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    assert!(gone(&server.kubectl(&["get", "configmap", "slow"])));
+
+    let garbage_error = "Internal error occurred: failed calling webhook \"garbage.example.com\": failed to call webhook: couldn't get version/kind; json parse error";
+    wait_until(
+        "the garbage webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let t = text(&create("garbage", "garbage"));
+            if t.contains(garbage_error) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let uid_error = "Internal error occurred: failed calling webhook \"uid.example.com\": received invalid webhook response: expected response.uid=";
+    wait_until(
+        "the wrong-uid webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let t = text(&create("uid", "uid"));
+            if t.contains(uid_error) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    // Objects no webhook selects are untouched by the failing ones.
+    let out = create("other", "none");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn namespace_and_object_selectors_and_match_conditions_pick_requests() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    server.kubectl_ok(&["create", "namespace", "exempt"]);
+    server.kubectl_ok(&["label", "namespace", "exempt", "webhooks=skip"]);
+    server.kubectl_ok(&["create", "namespace", "checked"]);
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({
+                "namespaceSelector": {"matchExpressions": [{"key": "webhooks", "operator": "NotIn", "values": ["skip"]}]},
+                "objectSelector": {"matchExpressions": [{"key": "unchecked", "operator": "DoesNotExist"}]},
+                "matchConditions": [{"name": "not-dry", "expression": "!has(object.data) || !('pass' in object.data)"}],
+            }),
+        ),
+    );
+    wait_in_force(&server, "reserved-probe", "denied the request");
+    let create = |ns: &str, name: &str, labels: Value, data: Value| {
+        server.kubectl_stdin(
+            &["create", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "data": data})
+            .to_string(),
+        )
+    };
+    let out = create("checked", "reserved-a", json!({}), json!({}));
+    assert!(
+        !out.status.success() && text(&out).contains("denied the request"),
+        "{}",
+        text(&out)
+    );
+    let out = create("exempt", "reserved-a", json!({}), json!({}));
+    assert!(
+        out.status.success(),
+        "the namespace selector did not exempt: {}",
+        text(&out)
+    );
+    let out = create(
+        "checked",
+        "reserved-b",
+        json!({"unchecked": "yes"}),
+        json!({}),
+    );
+    assert!(
+        out.status.success(),
+        "the object selector did not exempt: {}",
+        text(&out)
+    );
+    let out = create("checked", "reserved-c", json!({}), json!({"pass": "1"}));
+    assert!(
+        out.status.success(),
+        "the match condition did not exempt: {}",
+        text(&out)
+    );
+    assert!(
+        hooks
+            .requests("/deny-reserved")
+            .iter()
+            .all(|r| r["namespace"] != "exempt"
+                && r["name"] != "reserved-b"
+                && r["name"] != "reserved-c"),
+        "an exempt request reached the webhook"
+    );
+    // Deletes go to webhooks whose rules name DELETE, with the old object.
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "deletes.example.com",
+            json!({"url": hooks.url("/allow")}),
+            &hooks.ca_bundle,
+            json!({"rules": [{"operations": ["DELETE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}]}),
+        ),
+    );
+    wait_until(
+        "the delete webhook to see a delete",
+        Duration::from_secs(10),
+        || {
+            let name = unique_name("gone");
+            server.kubectl_ok(&["create", "configmap", &name, "-n", "exempt"]);
+            server.kubectl_ok(&["delete", "configmap", &name, "-n", "exempt"]);
+            let seen = hooks.requests("/allow");
+            match seen.iter().find(|r| r["name"] == name.as_str()) {
+                Some(r)
+                    if r["operation"] == "DELETE"
+                        && r["oldObject"]["metadata"]["name"] == name.as_str()
+                        && r["object"].is_null() =>
+                {
+                    Ok(())
+                }
+                Some(r) => Err(format!("unexpected review {r}")),
+                None => Err("not seen yet".into()),
+            }
+        },
+    );
+}
+
+#[test]
+fn bad_webhook_configurations_are_refused_in_kubernetes_words() {
+    let server = ApiServer::start();
+    let bad = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "bad"},
+        "webhooks": [{
+            "name": "short.name",
+            "clientConfig": {"url": "http://127.0.0.1/x"},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "sideEffects": "Some",
+            "timeoutSeconds": 60,
+            "admissionReviewVersions": ["v1"],
+        }],
+    });
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(!out.status.success());
+    let t = text(&out);
+    for want in [
+        "The ValidatingWebhookConfiguration \"bad\" is invalid",
+        "webhooks[0].name: Invalid value: \"short.name\": should be a domain with at least three segments separated by dots",
+        "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\"",
+        "webhooks[0].timeoutSeconds: Invalid value: 60: the timeout value must be between 1 and 30 seconds",
+        "webhooks[0].clientConfig.url: Invalid value: \"http\": 'https' is the only allowed URL scheme",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in {t}");
+    }
+    assert!(gone(&server.kubectl(&[
+        "get",
+        "validatingwebhookconfiguration",
+        "bad"
+    ])));
+    // Defaults are filled in as Kubernetes fills them.
+    let good = configuration(
+        "MutatingWebhookConfiguration",
+        "good.example.com",
+        json!({"service": {"name": "hooks", "namespace": "default"}}),
+        "",
+        json!({}),
+    );
+    let good = good
+        .replace(",\"caBundle\":\"\"", "")
+        .replace("\"caBundle\":\"\",", "");
+    install(&server, &good);
+    let stored: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "good-example-com",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let hook = &stored["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["matchPolicy"], "Equivalent");
+    assert_eq!(hook["timeoutSeconds"], 10);
+    assert_eq!(hook["reinvocationPolicy"], "Never");
+    assert_eq!(hook["clientConfig"]["service"]["port"], 443);
+    assert_eq!(hook["rules"][0]["scope"], "*");
+    assert_eq!(hook["namespaceSelector"], json!({}));
+    let table = server.kubectl_ok(&["get", "mutatingwebhookconfigurations"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], vec!["NAME", "WEBHOOKS", "AGE"], "{table}");
+    assert_eq!(rows[1][..2], ["good-example-com", "1"], "{table}");
+}
+
+/// A webhook behind a Service in a real cluster: the API server in the server node reaches it
+/// at the Service's ClusterIP (through the node's service proxy) and verifies it as
+/// `<service>.<namespace>.svc`. The webhook server is this test process, on the cluster
+/// network's gateway address, named by a selector-less Service's Endpoints.
+#[test]
+fn webhooks_behind_a_service_in_a_cluster() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let cluster = Cluster::create(&sandbox, &unique_name("webhooks-svc"), &[]);
+    let network = format!("kcluster-{}", cluster.name);
+    let gateway = stdout(&docker(&[
+        "network",
+        "inspect",
+        &network,
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]))
+    .trim()
+    .to_string();
+    assert!(!gateway.is_empty(), "the cluster network has no gateway");
+    let hooks = Webhooks::start_for(vec!["hooks.webhook-test.svc".to_string()], &gateway);
+    cluster.kubectl_ok(&["create", "namespace", "webhook-test"]);
+    let backend = [
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "hooks", "namespace": "webhook-test"},
+               "spec": {"ports": [{"port": 443, "targetPort": hooks.port, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "Endpoints",
+               "metadata": {"name": "hooks", "namespace": "webhook-test"},
+               "subsets": [{"addresses": [{"ip": gateway}],
+                            "ports": [{"port": hooks.port, "protocol": "TCP"}]}]}),
+    ];
+    for object in backend {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &object.to_string());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let service = |path: &str| json!({"service": {"name": "hooks", "namespace": "webhook-test", "path": path}});
+    for config in [
+        configuration(
+            "MutatingWebhookConfiguration",
+            "label.example.com",
+            service("/add-label"),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "deny.example.com",
+            service("/deny-reserved"),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    ] {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &config);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-x is reserved";
+    wait_until(
+        "the webhook behind the Service to deny",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.kubectl(&["create", "configmap", "reserved-x"]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(denial) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let out = cluster.kubectl(&["create", "configmap", "through-service"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: labelled by the test webhook"),
+        "{}",
+        text(&out)
+    );
+    let label = cluster.kubectl_ok(&[
+        "get",
+        "configmap",
+        "through-service",
+        "-o",
+        "jsonpath={.metadata.labels.webhook-added}",
+    ]);
+    assert_eq!(label.trim(), "yes");
+    let seen = hooks.requests("/add-label");
+    assert!(
+        seen.iter().any(|r| r["name"] == "through-service"),
+        "the mutating webhook never saw the create"
+    );
+}
+
+/// p50 of `samples` ConfigMap creates through a kube-rs client, in milliseconds.
+fn create_p50(server: &ApiServer, prefix: &str, samples: usize) -> f64 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let client = kube_client(&server.sandbox, server.context()).await;
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "default");
+        let mut times = Vec::with_capacity(samples);
+        for i in 0..samples + 20 {
+            let cm: ConfigMap = serde_json::from_value(json!({
+                "metadata": {"name": format!("{prefix}-{i}")},
+                "data": {"k": "v"},
+            }))
+            .unwrap();
+            let started = std::time::Instant::now();
+            api.create(&kube::api::PostParams::default(), &cm)
+                .await
+                .expect("create");
+            // The first creates warm connections and caches up.
+            if i >= 20 {
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        times[times.len() / 2]
+    })
+}
+
+/// The latency a no-op validating webhook adds to a create: p50 with the webhook against p50
+/// without it, in the same run on the same server. Not a test: run by hand (BENCHMARKS.md).
+#[test]
+#[ignore]
+fn webhook_latency_bench() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let samples = 300;
+    let baseline = create_p50(&server, "base", samples);
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "noop.example.com",
+            json!({"url": hooks.url("/allow")}),
+            &hooks.ca_bundle,
+            json!({}),
+        ),
+    );
+    wait_until(
+        "the no-op webhook to be called",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["create", "configmap", "probe", "--dry-run=server"]);
+            if hooks.requests("/allow").is_empty() {
+                Err(text(&out))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let with_webhook = create_p50(&server, "hooked", samples);
+    let calls = hooks
+        .requests("/allow")
+        .iter()
+        .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with("hooked-")))
+        .count();
+    assert_eq!(
+        calls,
+        samples + 20,
+        "every create must have reached the webhook"
+    );
+    println!(
+        "create p50 over {samples}: without webhook {baseline:.2} ms, with a no-op validating webhook {with_webhook:.2} ms, added {:.2} ms",
+        with_webhook - baseline
+    );
+}
+
+/// ValidatingAdmissionPolicy: CEL validations in the API server, put in force by bindings
+/// that deny (in kubectl's rendering of the 422) or warn.
+#[test]
+fn validating_admission_policies_deny_and_warn() {
+    let server = ApiServer::start();
+    let policy = |name: &str, validation: Value| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+               "metadata": {"name": name},
+               "spec": {"matchConstraints": {"resourceRules": [{"operations": ["CREATE", "UPDATE"],
+                           "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}]},
+                        "validations": [validation]}})
+        .to_string()
+    };
+    let binding = |name: &str, policy: &str, action: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": name},
+               "spec": {"policyName": policy, "validationActions": [action],
+                        "matchResources": {"namespaceSelector": {"matchExpressions": [
+                            {"key": "policies", "operator": "NotIn", "values": ["off"]}]}}}})
+        .to_string()
+    };
+    install(
+        &server,
+        &policy(
+            "max-keys",
+            json!({"expression": "!has(object.data) || size(object.data) <= 2", "message": "at most 2 keys"}),
+        ),
+    );
+    install(&server, &binding("max-keys-binding", "max-keys", "Deny"));
+    install(
+        &server,
+        &policy(
+            "named-keys",
+            json!({"expression": "!has(object.data) || object.data.all(k, k.startsWith('app-'))",
+                   "messageExpression": "'keys of ' + object.metadata.name + ' should start with app-'"}),
+        ),
+    );
+    install(
+        &server,
+        &binding("named-keys-binding", "named-keys", "Warn"),
+    );
+    let denial = "ValidatingAdmissionPolicy 'max-keys' with binding 'max-keys-binding' denied request: at most 2 keys";
+    wait_until("the policy to take effect", Duration::from_secs(10), || {
+        let out = server.kubectl(&[
+            "create",
+            "configmap",
+            "probe",
+            "--dry-run=server",
+            "--from-literal=a=1",
+            "--from-literal=b=2",
+            "--from-literal=c=3",
+        ]);
+        let t = text(&out);
+        if !out.status.success() && t.contains(denial) {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "big",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+        "--from-literal=c=3",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("configmaps \"big\" is forbidden: {denial}")),
+        "{}",
+        text(&out)
+    );
+    assert!(gone(&server.kubectl(&["get", "configmap", "big"])));
+    // A 422 with the message as its cause, which kubectl renders as Kubernetes' own.
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+                "data": {"a": "1", "b": "2", "c": "3"}})
+        .to_string(),
+    );
+    assert!(
+        text(&out).contains(&format!("The configmaps \"big\" is invalid: : {denial}")),
+        "{}",
+        text(&out)
+    );
+
+    let out = server.kubectl(&["create", "configmap", "small", "--from-literal=x=1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: Validation failed for ValidatingAdmissionPolicy 'named-keys' with binding 'named-keys-binding': keys of small should start with app-"),
+        "{}",
+        text(&out)
+    );
+    // The binding's own matchResources exempt a namespace.
+    server.kubectl_ok(&["create", "namespace", "relaxed"]);
+    server.kubectl_ok(&["label", "namespace", "relaxed", "policies=off"]);
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "big",
+        "-n",
+        "relaxed",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+        "--from-literal=c=3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Updates are checked too.
+    let out = server.kubectl(&[
+        "patch",
+        "configmap",
+        "small",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"y":"2","z":"3"}}"#,
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains(denial),
+        "{}",
+        text(&out)
+    );
+
+    let table = server.kubectl_ok(&["get", "validatingadmissionpolicy", "max-keys"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        vec!["NAME", "VALIDATIONS", "PARAMKIND", "AGE"],
+        "{table}"
+    );
+    assert_eq!(rows[1][..3], ["max-keys", "1", "<unset>"], "{table}");
+    let table = server.kubectl_ok(&[
+        "get",
+        "validatingadmissionpolicybinding",
+        "max-keys-binding",
+    ]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        vec!["NAME", "POLICYNAME", "PARAMREF", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1][..3],
+        ["max-keys-binding", "max-keys", "<unset>"],
+        "{table}"
+    );
+
+    // Bad policies are refused and change nothing.
+    let bad = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                     "metadata": {"name": "bad"}, "spec": {"validations": [{"expression": "object.("}]}});
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("spec.matchConstraints: Required value"),
+        "{}",
+        text(&out)
+    );
+    assert!(gone(&server.kubectl(&[
+        "get",
+        "validatingadmissionpolicy",
+        "bad"
+    ])));
+}
+
+/// matchPolicy Equivalent: a webhook registered for autoscaling/v1 HorizontalPodAutoscalers
+/// gets a create made through autoscaling/v2, converted to v1, with the request's own kind
+/// beside it; under Exact it is not called.
+#[test]
+fn equivalent_match_policy_converts_to_the_registered_version() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let hpa_rule = json!({"rules": [{"operations": ["CREATE"], "apiGroups": ["autoscaling"],
+                                     "apiVersions": ["v1"], "resources": ["horizontalpodautoscalers"]}]});
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "v1-hpas.example.com",
+            json!({"url": hooks.url("/allow")}),
+            &hooks.ca_bundle,
+            hpa_rule.clone(),
+        ),
+    );
+    let mut exact = hpa_rule;
+    exact["matchPolicy"] = json!("Exact");
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "exact-hpas.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            exact,
+        ),
+    );
+    let hpa = |name: &str| {
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": name},
+               "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                        "minReplicas": 1, "maxReplicas": 3,
+                        "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                     "target": {"type": "Utilization", "averageUtilization": 60}}}]}})
+        .to_string()
+    };
+    // Both in force: a v1 create named reserved-* is refused by the Exact one.
+    let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": "reserved-v1"},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                             "maxReplicas": 3}})
+    .to_string();
+    wait_until(
+        "the Exact webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &v1);
+            let t = text(&out);
+            if t.contains("admission webhook \"exact-hpas.example.com\" denied the request") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    wait_until(
+        "the v1 webhook to see a v2 create",
+        Duration::from_secs(10),
+        || {
+            let name = unique_name("hpa");
+            let out = server.kubectl_stdin(&["create", "-f", "-"], &hpa(&name));
+            if !out.status.success() {
+                return Err(text(&out));
+            }
+            match hooks
+                .requests("/allow")
+                .into_iter()
+                .find(|r| r["name"] == name.as_str())
+            {
+                Some(r) => {
+                    assert_eq!(
+                        r["kind"],
+                        json!({"group": "autoscaling", "version": "v1", "kind": "HorizontalPodAutoscaler"})
+                    );
+                    assert_eq!(
+                        r["requestKind"],
+                        json!({"group": "autoscaling", "version": "v2", "kind": "HorizontalPodAutoscaler"})
+                    );
+                    assert_eq!(r["object"]["apiVersion"], "autoscaling/v1");
+                    assert_eq!(r["object"]["spec"]["targetCPUUtilizationPercentage"], 60);
+                    Ok(())
+                }
+                None => Err("not seen yet".into()),
+            }
+        },
+    );
+    assert!(
+        hooks
+            .requests("/deny-reserved")
+            .iter()
+            .all(|r| r["requestKind"]["version"] == "v1"),
+        "the Exact webhook was called for a v2 request"
+    );
+}
+
+/// `kubectl exec` is a CONNECT to pods/exec: a webhook whose rules name it gets the
+/// PodExecOptions and can refuse it before anything reaches a node.
+#[test]
+fn exec_is_admitted_as_connect() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reserved-pod"},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &pod.to_string());
+    assert!(out.status.success(), "{}", text(&out));
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "exec.example.com",
+            json!({"url": hooks.url("/deny-reserved")}),
+            &hooks.ca_bundle,
+            json!({"rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods/exec"]}]}),
+        ),
+    );
+    let denial = "admission webhook \"exec.example.com\" denied the request: the name reserved-pod is reserved";
+    wait_until(
+        "the exec webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["exec", "reserved-pod", "-c", "c", "--", "ls", "-l"]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(denial) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let seen = hooks.requests("/deny-reserved");
+    let review = seen.last().expect("the webhook saw the exec");
+    assert_eq!(review["operation"], "CONNECT");
+    assert_eq!(review["subResource"], "exec");
+    assert_eq!(review["resource"]["resource"], "pods");
+    assert_eq!(review["kind"]["kind"], "PodExecOptions");
+    assert_eq!(review["namespace"], "default");
+    assert_eq!(review["object"]["command"], json!(["ls", "-l"]));
+    assert_eq!(review["object"]["container"], "c");
+}
+
+/// A policy with a paramKind reads its limit from the object its binding's paramRef names;
+/// until that object exists, parameterNotFoundAction Deny refuses.
+#[test]
+fn a_policy_reads_its_params_from_the_bound_object() {
+    let server = ApiServer::start();
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "secret-keys"},
+        "spec": {"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                 "matchConstraints": {"resourceRules": [{"operations": ["CREATE"], "apiGroups": [""],
+                                      "apiVersions": ["v1"], "resources": ["secrets"]}]},
+                 "validations": [{"expression": "size(object.data) <= int(params.data.maxKeys)",
+                                  "messageExpression": "'at most ' + params.data.maxKeys + ' keys'"}]}});
+    let binding = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "secret-keys-binding"},
+        "spec": {"policyName": "secret-keys", "validationActions": ["Deny"],
+                 "paramRef": {"name": "secret-limits", "namespace": "default",
+                              "parameterNotFoundAction": "Deny"}}});
+    install(&server, &policy.to_string());
+    install(&server, &binding.to_string());
+    let missing = "ValidatingAdmissionPolicy 'secret-keys' with binding 'secret-keys-binding' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction";
+    wait_until(
+        "the policy to refuse without its params",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                "probe",
+                "--from-literal=a=1",
+                "--dry-run=server",
+            ]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(missing) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    server.kubectl_ok(&[
+        "create",
+        "configmap",
+        "secret-limits",
+        "--from-literal=maxKeys=1",
+    ]);
+    let too_many = "ValidatingAdmissionPolicy 'secret-keys' with binding 'secret-keys-binding' denied request: at most 1 keys";
+    wait_until(
+        "the policy to use its params",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&[
+                "create",
+                "secret",
+                "generic",
+                "two",
+                "--from-literal=a=1",
+                "--from-literal=b=2",
+            ]);
+            let t = text(&out);
+            if !out.status.success() && t.contains(too_many) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let out = server.kubectl(&["create", "secret", "generic", "one", "--from-literal=a=1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A binding with both a name and a selector is refused.
+    let mut bad = binding.clone();
+    bad["metadata"]["name"] = json!("bad-binding");
+    bad["spec"]["paramRef"]["selector"] = json!({});
+    let out = server.kubectl_stdin(&["create", "-f", "-"], &bad.to_string());
+    assert!(
+        !out.status.success()
+            && text(&out).contains(
+                "spec.paramRef.name: Forbidden: one of name or selector must be specified"
+            ),
+        "{}",
+        text(&out)
+    );
+}
