@@ -286,6 +286,7 @@ fn admit_limits(
 /// causes), limits and quota (403), then allocations.
 pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
     check_decodable(def, obj)?;
+    super::authz::escalation::check(store, def, None, obj)?;
     defaults::on_create(def, obj);
     let mut ranges = Vec::new();
     if (def.group, def.plural) == ("", "pods") {
@@ -340,6 +341,7 @@ pub async fn on_update(
     new: &mut Value,
 ) -> Result<(), ApiError> {
     check_decodable(def, new)?;
+    super::authz::escalation::check(store, def, Some(old), new)?;
     defaults::on_update(def, new);
     kinds::prepare_update(def, old, new);
     settle_generation(def, old, new);
