@@ -626,3 +626,125 @@ fn the_default_roles_exist() {
         "true"
     );
 }
+
+/// A pod of a real cluster reaching the API server through `kubernetes.default` with its
+/// projected service-account token (this build's binary as the in-cluster client, as
+/// client-go's InClusterConfig would): `path` answered, or the client's failure.
+fn in_pod_get(
+    cluster: &Cluster,
+    pod: &str,
+    account: &str,
+    image: &str,
+    path: &str,
+) -> (String, String) {
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  serviceAccountName: {account}
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {image}
+    imagePullPolicy: Never
+    command: ["/kcluster-client", "node", "incluster-get", "{path}", "--by-name"]
+    volumeMounts: [{{name: bin, mountPath: /kcluster-client}}]
+  volumes:
+  - {{name: bin, hostPath: {{path: /kcluster, type: File}}}}
+"#
+    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(out.status.success(), "{}", text(&out));
+    let phase = cluster.wait_for(
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(90),
+        |s| s == "Succeeded" || s == "Failed",
+    );
+    (phase, cluster.kubectl_ok(&["logs", pod]))
+}
+
+#[test]
+fn a_pods_token_reaches_only_what_its_role_grants() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let image = "kcluster-e2e/rbac:1";
+    let _image = images::build_busybox_image(&sandbox, image, "");
+    let name = unique_name("rbac");
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image(image);
+    cluster.kubectl_ok(&["create", "serviceaccount", "reader"]);
+    cluster.kubectl_ok(&["create", "configmap", "settings", "--from-literal=k=v"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "role",
+        "cm-reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "reader-cm",
+        "--role=cm-reader",
+        "--serviceaccount=default:reader",
+    ]);
+
+    let (phase, logs) = in_pod_get(
+        &cluster,
+        "reads-cm",
+        "reader",
+        image,
+        "/api/v1/namespaces/default/configmaps/settings",
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains(r#""k":"v""#), "{logs}");
+
+    let (phase, logs) = in_pod_get(
+        &cluster,
+        "reads-secrets",
+        "reader",
+        image,
+        "/api/v1/namespaces/default/secrets",
+    );
+    assert_eq!(phase, "Failed", "{logs}");
+    assert!(
+        logs.contains(r#"secrets is forbidden: User \"system:serviceaccount:default:reader\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""#)
+            || logs.contains(r#"secrets is forbidden: User "system:serviceaccount:default:reader" cannot list resource "secrets" in API group "" in the namespace "default""#),
+        "{logs}"
+    );
+
+    // The default account holds nothing but discovery.
+    let (phase, logs) = in_pod_get(
+        &cluster,
+        "default-cm",
+        "default",
+        image,
+        "/api/v1/namespaces/default/configmaps",
+    );
+    assert_eq!(phase, "Failed", "{logs}");
+    assert!(logs.contains(r#"cannot list resource"#), "{logs}");
+    let (phase, logs) = in_pod_get(&cluster, "default-api", "default", image, "/api");
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("APIVersions"), "{logs}");
+
+    // The cluster's own components keep working under enforcement: nodes Ready, and the
+    // server's log shows no request of theirs refused.
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(
+        nodes
+            .lines()
+            .all(|l| l.split_whitespace().nth(1) == Some("Ready")),
+        "{nodes}"
+    );
+    for container in docker_objects("container", &name) {
+        let logs = text(&docker(&["logs", &container]));
+        let refused: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("request forbidden") && l.contains("system:"))
+            .filter(|l| !l.contains("system:serviceaccount:"))
+            .collect();
+        assert!(refused.is_empty(), "{container} was refused: {refused:#?}");
+    }
+}

@@ -832,12 +832,44 @@ pub async fn reconcile(store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// The rules a bootstrap ClusterRole is created with, for tests.
 #[cfg(test)]
-pub fn rules_of(name: &str) -> Vec<Rule> {
-    cluster_roles()
-        .into_iter()
-        .find(|r| r.name == name)
-        .map(|r| r.rules)
-        .unwrap_or_default()
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciling_adds_what_is_missing_and_keeps_the_rest() {
+        let role = cluster_roles()
+            .into_iter()
+            .find(|r| r.name == "system:basic-user")
+            .expect("a bootstrap role");
+        let want = cluster_role_object(&role);
+        assert_eq!(reconciled(&want, &want, "rules"), None);
+        // A user's extra rule and label stay; the missing bootstrap rule comes back.
+        let mut current = want.clone();
+        current["rules"] = json!([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]},
+                                  want["rules"][0].clone()]);
+        current["metadata"]["labels"]["team"] = json!("a");
+        let next = reconciled(&current, &want, "rules").expect("a missing rule");
+        assert_eq!(next["rules"].as_array().map(Vec::len), Some(3));
+        assert_eq!(next["rules"][0]["resources"], json!(["pods"]));
+        assert_eq!(next["metadata"]["labels"]["team"], "a");
+    }
+
+    #[test]
+    fn aggregated_roles_start_empty_with_their_selectors() {
+        let view = cluster_roles()
+            .into_iter()
+            .find(|r| r.name == "view")
+            .expect("view");
+        let obj = cluster_role_object(&view);
+        assert_eq!(obj["rules"], json!([]));
+        assert_eq!(
+            obj["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+            "true"
+        );
+        assert_eq!(
+            obj["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
+            "true"
+        );
+    }
 }

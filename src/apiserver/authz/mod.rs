@@ -107,13 +107,11 @@ impl Attributes {
         }
         .to_string();
         let mut rest = rest;
-        if rest[0] == "namespaces" {
-            if rest.len() > 1 {
-                a.namespace = rest[1].to_string();
-                // namespaces/<ns>/status and /finalize address the namespace itself.
-                if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                    rest = &rest[2..];
-                }
+        if rest[0] == "namespaces" && rest.len() > 1 {
+            a.namespace = rest[1].to_string();
+            // namespaces/<ns>/status and /finalize address the namespace itself.
+            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+                rest = &rest[2..];
             }
         }
         a.resource = rest[0].to_string();
