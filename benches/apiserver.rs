@@ -43,6 +43,7 @@ struct Sizes {
     watchers: usize,
     fanout_writes: usize,
     fanout_rate: usize,
+    bindings: usize,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -52,6 +53,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
+    /// The CA alone, for clients that authenticate with a bearer token.
+    token_tls: Arc<rustls::ClientConfig>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,12 +85,13 @@ impl Server {
             .strip_prefix("ready https://")
             .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
         let addr: SocketAddr = url.parse().expect("server address");
-        let tls = client_tls(&kubeconfig);
+        let (tls, token_tls) = client_tls(&kubeconfig);
         (
             Server {
                 child,
                 addr,
                 tls,
+                token_tls,
                 _dir: dir,
             },
             ready,
@@ -121,6 +125,13 @@ impl Server {
     async fn connect(&self) -> Client {
         Client::connect(self.addr, self.tls.clone()).await
     }
+
+    /// A client that authenticates with a bearer token instead of the admin certificate.
+    async fn connect_as(&self, token: &str) -> Client {
+        let mut c = Client::connect(self.addr, self.token_tls.clone()).await;
+        c.bearer = Some(format!("Bearer {token}"));
+        c
+    }
 }
 
 impl Drop for Server {
@@ -141,8 +152,8 @@ fn cpu_of(stat: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// The CA and admin client certificate of the context the server wrote.
-fn client_tls(kubeconfig: &Path) -> Arc<rustls::ClientConfig> {
+/// The CA and admin client certificate of the context the server wrote; and the CA alone.
+fn client_tls(kubeconfig: &Path) -> (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>) {
     let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
     let config: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
     let context = "kcluster-standalone";
@@ -176,16 +187,21 @@ fn client_tls(kubeconfig: &Path) -> Arc<rustls::ClientConfig> {
         .collect::<Result<_, _>>()
         .expect("client certificate PEM");
     let key = PrivateKeyDer::from_pem_slice(&key).expect("client key PEM");
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(certs, key)
-    .expect("client certificate and key");
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots.clone())
+    };
+    let mut config = builder()
+        .with_client_auth_cert(certs, key)
+        .expect("client certificate and key");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    let mut token_only = builder().with_no_client_auth();
+    token_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (Arc::new(config), Arc::new(token_only))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -194,6 +210,8 @@ fn client_tls(kubeconfig: &Path) -> Arc<rustls::ClientConfig> {
 struct Client {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    /// `Authorization` header value, for token clients.
+    bearer: Option<String>,
 }
 
 impl Client {
@@ -214,6 +232,7 @@ impl Client {
         Client {
             sender,
             host: addr.to_string(),
+            bearer: None,
         }
     }
 
@@ -229,6 +248,9 @@ impl Client {
             .uri(path)
             .header(header::HOST, &self.host)
             .header(header::ACCEPT, "application/json");
+        if let Some(bearer) = &self.bearer {
+            req = req.header(header::AUTHORIZATION, bearer);
+        }
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
@@ -334,9 +356,23 @@ async fn create_namespace(server: &Server, name: &str) {
 
 /// `count` ConfigMap creates in `namespace` from `clients` connections at once.
 async fn create_many(server: &Server, namespace: &str, count: usize, clients: usize) -> WriteRun {
+    create_many_as(server, None, namespace, count, clients).await
+}
+
+/// `create_many` as the admin (`token` None, system:masters) or with a bearer token.
+async fn create_many_as(
+    server: &Server,
+    token: Option<&str>,
+    namespace: &str,
+    count: usize,
+    clients: usize,
+) -> WriteRun {
     let mut conns = Vec::new();
     for _ in 0..clients {
-        conns.push(server.connect().await);
+        conns.push(match token {
+            Some(t) => server.connect_as(t).await,
+            None => server.connect().await,
+        });
     }
     let path = format!("/api/v1/namespaces/{namespace}/configmaps");
     let (server_cpu, client_cpu) = (server.cpu(), cpu_of("/proc/self/stat"));
@@ -576,6 +612,7 @@ fn main() {
         watchers: env_usize("BENCH_WATCHERS", 1_000),
         fanout_writes: env_usize("BENCH_FANOUT_WRITES", 200),
         fanout_rate: env_usize("BENCH_FANOUT_RATE", 50),
+        bindings: env_usize("BENCH_BINDINGS", 200),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -744,6 +781,109 @@ async fn run(sizes: &Sizes) -> String {
         "| same creates again after the watches closed | {} | |",
         after.row()
     ));
+
+    // RBAC: a service account's token, authorized by RBAC among many bindings, against the
+    // admin certificate (system:masters, decided before RBAC is consulted).
+    let token = rbac_setup(&server, sizes.bindings).await;
+    // Writes slow down as the store grows, so the runs go admin, account, account, admin
+    // (ABBA): a steady trend then weighs on both sides alike.
+    let quarter = (sizes.objects / 4).max(1);
+    let admin_1 = create_many(&server, "rbac-admin", quarter, sizes.clients).await;
+    let sa_1 = create_many_as(&server, Some(&token), "rbac-sa", quarter, sizes.clients).await;
+    let sa_2 = create_many_as(&server, Some(&token), "rbac-sa2", quarter, sizes.clients).await;
+    let admin_2 = create_many(&server, "rbac-admin2", quarter, sizes.clients).await;
+    line(format!(
+        "| RBAC: 4 × {quarter} creates, admin / service account / service account / admin ({} bindings in the cluster) | admin {}; account {}; account {}; admin {}; ratio account/admin {:.2} | ≥ 0.9 |",
+        sizes.bindings + 1,
+        admin_1.row(),
+        sa_1.row(),
+        sa_2.row(),
+        admin_2.row(),
+        (sa_1.rate + sa_2.rate) / (admin_1.rate + admin_2.rate)
+    ));
     drop(server);
     out
+}
+
+/// Namespaces for the RBAC comparison, `bindings` RoleBindings and ClusterRoleBindings of other
+/// subjects, and a service account `writer` that may create ConfigMaps in `rbac-sa` through a
+/// Role; returns a token of that account.
+async fn rbac_setup(server: &Server, bindings: usize) -> String {
+    for ns in ["rbac-admin", "rbac-admin2", "rbac-sa", "rbac-sa2"] {
+        create_namespace(server, ns).await;
+    }
+    let mut c = server.connect().await;
+    let post = |path: &'static str, body: serde_json::Value| (path, Bytes::from(body.to_string()));
+    let mut calls = vec![post(
+        "/api/v1/namespaces/rbac-sa/serviceaccounts",
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                               "metadata": {"name": "writer"}}),
+    )];
+    for (roles, bindings) in [
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac-sa/roles",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac-sa/rolebindings",
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac-sa2/roles",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac-sa2/rolebindings",
+        ),
+    ] {
+        calls.push(post(
+            roles,
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "cm-writer"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]}),
+        ));
+        calls.push(post(
+            bindings,
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "writer"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-writer"},
+                "subjects": [{"kind": "ServiceAccount", "name": "writer", "namespace": "rbac-sa"}]}),
+        ));
+    }
+    for i in 0..bindings {
+        // Half in the account's own namespace (looked at by its requests), half cluster-wide.
+        let (path, kind) = if i % 2 == 0 {
+            (
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/rbac-sa/rolebindings",
+                "RoleBinding",
+            )
+        } else {
+            (
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                "ClusterRoleBinding",
+            )
+        };
+        calls.push(post(
+            path,
+            serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                "metadata": {"name": format!("other-{i}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "User", "name": format!("user-{i}")},
+                             {"kind": "Group", "name": format!("group-{i}")}]}),
+        ));
+    }
+    for (path, body) in calls {
+        c.call(Method::POST, path, Some(body), StatusCode::CREATED)
+            .await;
+    }
+    let answer = c
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/rbac-sa/serviceaccounts/writer/token",
+            Some(Bytes::from(
+                serde_json::json!({"apiVersion": "authentication.k8s.io/v1",
+                                   "kind": "TokenRequest", "spec": {}})
+                .to_string(),
+            )),
+            StatusCode::CREATED,
+        )
+        .await;
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("TokenRequest JSON");
+    answer["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string()
 }

@@ -53,6 +53,22 @@ fn created_tokens_authenticate_and_bogus_ones_do_not() {
         },
     );
     let token = create_token(&server, &["default"]);
+    // Authenticated is not authorized: the account holds nothing until a binding grants it.
+    let out = kubectl_with_token(&server, &token, &["get", "pods"]);
+    assert!(
+        text(&out).contains(
+            "pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        ),
+        "get pods with an unbound token: {}",
+        text(&out)
+    );
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
     let out = kubectl_with_token(&server, &token, &["get", "pods"]);
     assert!(
         out.status.success(),

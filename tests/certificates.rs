@@ -356,6 +356,114 @@ fn a_user_from_a_signing_request() {
     assert_eq!(line("Username"), "jane", "{whoami}");
     assert_eq!(line("Groups"), "[devs system:authenticated]", "{whoami}");
 
+    // The rest of the workshop: jane may do nothing until a binding lets her read.
+    let out = jane(&["get", "pods", "-n", "default"]);
+    assert!(
+        !out.status.success()
+            && text(&out).contains(
+                r#"pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#
+            ),
+        "jane may not list pods yet: {}",
+        text(&out)
+    );
+    assert_eq!(
+        stdout(&jane(&["auth", "can-i", "list", "pods"])).trim(),
+        "no"
+    );
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--group=devs",
+        "-n",
+        "default",
+    ]);
+    wait_for("jane allowed to list pods", Duration::from_secs(10), || {
+        jane(&["get", "pods", "-n", "default"]).status.success()
+    });
+    assert_eq!(
+        stdout(&jane(&["auth", "can-i", "list", "pods"])).trim(),
+        "yes"
+    );
+    assert_eq!(
+        stdout(&jane(&["auth", "can-i", "create", "pods"])).trim(),
+        "no",
+        "view grants no writes"
+    );
+    // Reading is not approving: approval needs `approve` on the signer.
+    let carol = openssl_request(dir, "carol", "/CN=carol/O=devs");
+    let out = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &csr_yaml("carol", &carol, "[client auth]", ""),
+    );
+    assert!(out.status.success(), "create carol's CSR: {}", text(&out));
+    cluster.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "csr-updater",
+        "--verb=get,list,update",
+        "--resource=certificatesigningrequests,certificatesigningrequests/approval",
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "jane-csr-updater",
+        "--clusterrole=csr-updater",
+        "--user=jane",
+    ]);
+    let refused = wait_output(
+        "jane's approval refused for want of the signer",
+        || text(&jane(&["certificate", "approve", "carol"])),
+        &["is forbidden"],
+    );
+    assert!(
+        refused.contains(&format!(
+            r#"certificatesigningrequests.certificates.k8s.io "carol" is forbidden: user not permitted to approve requests with signerName "{SIGNER}""#
+        )),
+        "{refused}"
+    );
+    assert_eq!(csr_row(&cluster, "carol")[5], "Pending", "nothing changed");
+    // `signers` is no served resource, so the role is written out (as Kubernetes' docs do).
+    let out = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: client-approver}}\n\
+             rules:\n- apiGroups: [certificates.k8s.io]\n  resources: [signers]\n  resourceNames: [{SIGNER}]\n  verbs: [approve]\n"
+        ),
+    );
+    assert!(out.status.success(), "the approver role: {}", text(&out));
+    cluster.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "jane-client-approver",
+        "--clusterrole=client-approver",
+        "--user=jane",
+    ]);
+    wait_output(
+        "jane approving with the signer's approve verb",
+        || text(&jane(&["certificate", "approve", "carol"])),
+        &["approved"],
+    );
+    wait_for("carol's certificate", Duration::from_secs(30), || {
+        csr_row(&cluster, "carol")[5] == "Approved,Issued"
+    });
+
+    // No signer hands out system:masters, whoever asks and whoever would approve.
+    let masters = openssl_request(dir, "root", "/CN=root/O=system:masters");
+    let out = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &csr_yaml("root", &masters, "[client auth]", ""),
+    );
+    assert!(
+        !out.status.success()
+            && text(&out).contains(&format!(
+                r#"certificatesigningrequests.certificates.k8s.io "root" is forbidden: use of {SIGNER} signer with system:masters group is not allowed"#
+            )),
+        "{}",
+        text(&out)
+    );
+
     // A malformed request changes nothing and is refused in Kubernetes' words.
     let garbage = base64::engine::general_purpose::STANDARD.encode("not a request");
     let out = cluster.kubectl_stdin(

@@ -292,6 +292,8 @@ fn admit_limits(
 /// causes), limits and quota (403), then allocations.
 pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
     check_decodable(def, obj)?;
+    super::authz::escalation::check(store, def, None, obj)?;
+    super::authz::signers::check(store, def, None, obj)?;
     defaults::on_create(def, obj);
     let mut ranges = Vec::new();
     if (def.group, def.plural) == ("", "pods") {
@@ -350,6 +352,8 @@ pub async fn on_update(
     new: &mut Value,
 ) -> Result<(), ApiError> {
     check_decodable(def, new)?;
+    super::authz::escalation::check(store, def, Some(old), new)?;
+    super::authz::signers::check(store, def, Some(old), new)?;
     defaults::on_update(def, new);
     kinds::prepare_update(def, old, new);
     webhooks::mutate(store, def, Operation::Update, new, Some(old)).await?;

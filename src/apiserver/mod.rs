@@ -4,6 +4,7 @@
 mod admission;
 mod apply;
 mod authentication;
+mod authz;
 mod certificates;
 mod connect;
 mod crd;
@@ -69,6 +70,8 @@ pub struct ApiServer {
     service_account_signer: std::sync::OnceLock<Arc<serviceaccount::Signer>>,
     /// The admission webhooks in force, kept current from the store once serving starts.
     webhooks: Arc<webhooks::Registry>,
+    /// RBAC over the stored roles and bindings, consulted on every authenticated request.
+    authz: Arc<authz::Authorizer>,
 }
 
 impl ApiServer {
@@ -78,6 +81,7 @@ impl ApiServer {
 
     pub fn with_service_subnet(store: Store, advertise: String, service_subnet: &str) -> Arc<Self> {
         Arc::new(ApiServer {
+            authz: authz::Authorizer::new(store.clone()),
             store,
             advertise,
             service_subnet: service_subnet.to_string(),
@@ -129,6 +133,10 @@ impl ApiServer {
         // Custom resources are served before the first request, then kept current.
         crd::controller::reconcile(&self.store).await?;
         tokio::spawn(crd::controller::run(self.store.clone()));
+        // The default roles exist, with their aggregated rules, before the first request.
+        authz::bootstrap::reconcile(&self.store).await?;
+        authz::aggregation::reconcile(&self.store).await?;
+        tokio::spawn(authz::aggregation::run(self.store.clone()));
         Ok(())
     }
 
@@ -141,6 +149,7 @@ impl ApiServer {
         // For servers that skip `bootstrap`; a no-op when it already started the warm-up.
         openapi::warm_in_background();
         tokio::spawn(self.webhooks.clone().run(self.store.clone()));
+        tokio::spawn(self.authz.clone().watch());
         info!(addr = %listener.local_addr()?, "API server listening");
         tls::accept_loop(listener, tls, move |conn: tls::Accepted| {
             let server = self.clone();
@@ -239,8 +248,32 @@ impl ApiServer {
             }
             _ => {}
         }
-        if identity.is_none() {
+        let Some(identity) = identity else {
             return Err(ApiError::unauthorized());
+        };
+        let user = authz::impersonation::impersonate(
+            &self.authz,
+            req.headers(),
+            authz::User::authenticated(identity),
+        )?;
+        self.authz.check(&authz::Attributes::of_request(
+            &user,
+            req.method(),
+            &path,
+            req.uri().query().unwrap_or_default(),
+        ))?;
+        if let Some((plural, namespace)) = authz::reviews::target(&path) {
+            if req.method() != Method::POST {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({} {path})",
+                    req.method()
+                )));
+            }
+            let content_type = header_str(&req, header::CONTENT_TYPE);
+            let body = handlers::decode(&content_type, &read_body(req).await?)?;
+            let answer =
+                authz::reviews::answer(&self.authz, plural, namespace.as_deref(), &user, body)?;
+            return Ok(json_response(201, &answer));
         }
         if let Some(kind) = authentication::owns(&path) {
             return self.review(kind, req).await;
@@ -281,7 +314,7 @@ impl ApiServer {
                 webhooks::admit_connect(
                     &self.store,
                     self.webhooks.clone(),
-                    identity.cloned(),
+                    Some(user.identity()),
                     &target,
                     req.uri().query(),
                     proxy_path.as_deref(),
@@ -312,27 +345,37 @@ impl ApiServer {
         {
             return self.token_request(&target, &content_type, &body);
         }
+        let writes_rbac = target.def.group == authz::rbac::GROUP
+            && !matches!(target.verb, Verb::Get | Verb::List | Verb::Watch);
         let admission = webhooks::Request::new(
             self.webhooks.clone(),
-            identity.cloned(),
+            Some(user.identity()),
             target.def,
             target.subresource.clone(),
             query.dry_run(),
             query.get("fieldManager").map(str::to_string),
         );
-        let served = webhooks::scope(
-            admission.clone(),
-            kinds::convert::dispatch(handlers::Request {
-                store: &self.store,
-                target: &target,
-                query: &query,
-                accept: &accept,
-                content_type: &content_type,
-                user_agent: &user_agent,
-                body,
-            }),
-        )
-        .await;
+        let served = authz::REQUESTER
+            .scope(
+                user,
+                webhooks::scope(
+                    admission.clone(),
+                    kinds::convert::dispatch(handlers::Request {
+                        store: &self.store,
+                        target: &target,
+                        query: &query,
+                        accept: &accept,
+                        content_type: &content_type,
+                        user_agent: &user_agent,
+                        body,
+                    }),
+                ),
+            )
+            .await;
+        if writes_rbac {
+            // The next request must see the change, not wait for the watch.
+            self.authz.invalidate();
+        }
         let reply = match served {
             Ok(reply) => reply,
             Err(e) => {

@@ -524,7 +524,7 @@ async fn start_ports(
     ca: &CertificateAuthority,
     server_name: &str,
 ) -> Result<()> {
-    let cert = ca.issue_client("system:kcluster-ports", &["system:masters"])?;
+    let cert = ca.issue_client("system:kcluster-ports", &[])?;
     let dir = crate::ports::PKI_DIR;
     let files = vec![
         (format!("{dir}/ca.crt"), ca.cert_pem().into_bytes(), 0o644),

@@ -1,0 +1,750 @@
+//! RBAC enforced, through the real kubectl against the API server: `--as` users forbidden in
+//! Kubernetes' words until a binding grants them, `auth can-i` and `can-i --list`, bindings to
+//! missing roles, ClusterRole aggregation with a custom resource's role, the escalation and bind
+//! checks, impersonation checked by the `impersonate` verb, and service-account tokens limited
+//! to what their Role grants.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// kubectl with nothing but the server, its CA and a bearer token: no client certificate.
+fn kubectl_with_token(server: &ApiServer, token: &str, args: &[&str]) -> Output {
+    let empty = server.sandbox.path().join("empty-kubeconfig");
+    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").expect("write a kubeconfig");
+    let ca = server.sandbox.path().join("data/pki/ca.crt");
+    Command::new("kubectl")
+        .arg("--server")
+        .arg(&server.url)
+        .arg("--certificate-authority")
+        .arg(&ca)
+        .arg("--token")
+        .arg(token)
+        .args(args)
+        .env("KUBECONFIG", &empty)
+        .env("HOME", server.sandbox.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run kubectl")
+}
+
+fn refused_with(out: &Output, message: &str) {
+    assert!(!out.status.success(), "must be refused: {}", text(out));
+    assert!(
+        text(out).contains(message),
+        "want {message:?} in: {}",
+        text(out)
+    );
+}
+
+#[test]
+fn users_are_forbidden_until_a_binding_grants_them() {
+    let server = ApiServer::start();
+    refused_with(
+        &server.kubectl(&["get", "pods", "--as=jane"]),
+        r#"Error from server (Forbidden): pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#,
+    );
+    refused_with(
+        &server.kubectl(&["get", "nodes", "--as=jane"]),
+        r#"nodes is forbidden: User "jane" cannot list resource "nodes" in API group "" at the cluster scope"#,
+    );
+    refused_with(
+        &server.kubectl(&["get", "deployments.apps", "web", "--as=jane"]),
+        r#"deployments.apps "web" is forbidden: User "jane" cannot get resource "deployments" in API group "apps" in the namespace "default""#,
+    );
+    refused_with(
+        &server.kubectl(&["get", "--raw", "/metrics", "--as=jane"]),
+        r#"forbidden: User "jane" cannot get path "/metrics""#,
+    );
+    // Discovery is everyone's (system:discovery is bound to system:authenticated).
+    let apis = server.kubectl_ok(&["get", "--raw", "/apis", "--as=jane"]);
+    assert!(apis.contains("APIGroupList"), "{apis}");
+    assert_eq!(
+        stdout(&server.kubectl(&["auth", "can-i", "list", "pods", "--as=jane"])).trim(),
+        "no"
+    );
+
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    let out = server.kubectl(&["get", "pods", "--as=jane"]);
+    assert!(
+        out.status.success(),
+        "view lets jane list pods: {}",
+        text(&out)
+    );
+    assert_eq!(
+        server
+            .kubectl_ok(&["auth", "can-i", "list", "pods", "--as=jane"])
+            .trim(),
+        "yes"
+    );
+    // Only in the binding's namespace, and reading only.
+    refused_with(
+        &server.kubectl(&["get", "pods", "-n", "kube-system", "--as=jane"]),
+        r#"pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "kube-system""#,
+    );
+    refused_with(
+        &server.kubectl(&["delete", "pod", "p", "--as=jane"]),
+        r#"pods "p" is forbidden: User "jane" cannot delete resource "pods" in API group "" in the namespace "default""#,
+    );
+    refused_with(
+        &server.kubectl(&["get", "secrets", "--as=jane"]),
+        r#"secrets is forbidden: User "jane" cannot list resource "secrets" in API group "" in the namespace "default""#,
+    );
+    let no = server.kubectl(&["auth", "can-i", "create", "deployments", "--as=jane"]);
+    assert_eq!(stdout(&no).trim(), "no", "{}", text(&no));
+    assert_eq!(
+        server
+            .kubectl_ok(&[
+                "auth",
+                "can-i",
+                "get",
+                "pods",
+                "--subresource=log",
+                "--as=jane"
+            ])
+            .trim(),
+        "yes"
+    );
+
+    // A group gets what its binding grants, through --as-group.
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "devs-nodes",
+        "--clusterrole=system:node-proxier",
+        "--group=devs",
+    ]);
+    refused_with(
+        &server.kubectl(&["get", "nodes", "--as=bob"]),
+        r#"nodes is forbidden: User "bob" cannot list resource "nodes" in API group "" at the cluster scope"#,
+    );
+    let out = server.kubectl(&["get", "nodes", "--as=bob", "--as-group=devs"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The admin credentials are system:masters: everything.
+    assert_eq!(
+        server.kubectl_ok(&["auth", "can-i", "*", "*"]).trim(),
+        "yes"
+    );
+}
+
+#[test]
+fn can_i_list_shows_the_rules_held() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&["create", "namespace", "team"]);
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "cm-reader",
+        "-n",
+        "team",
+        "--verb=get,list",
+        "--resource=configmaps",
+        "--resource-name=settings",
+    ]);
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-cm",
+        "-n",
+        "team",
+        "--role=cm-reader",
+        "--user=jane",
+    ]);
+    let list = server.kubectl_ok(&["auth", "can-i", "--list", "-n", "team", "--as=jane"]);
+    let line = |needle: &str| {
+        list.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} line in:\n{list}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("configmaps "), "configmaps [] [settings] [get list]");
+    assert_eq!(
+        line("selfsubjectaccessreviews.authorization.k8s.io"),
+        "selfsubjectaccessreviews.authorization.k8s.io [] [] [create]"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["[/api/*]", "[]", "[get]"]),
+        "{list}"
+    );
+    // Another namespace holds nothing of the role.
+    let elsewhere = server.kubectl_ok(&["auth", "can-i", "--list", "-n", "default", "--as=jane"]);
+    assert!(!elsewhere.contains("configmaps"), "{elsewhere}");
+    let yes = |args: &[&str]| stdout(&server.kubectl(args)).trim().to_string();
+    assert_eq!(
+        yes(&[
+            "auth",
+            "can-i",
+            "get",
+            "configmap/settings",
+            "-n",
+            "team",
+            "--as=jane"
+        ]),
+        "yes"
+    );
+    assert_eq!(
+        yes(&[
+            "auth",
+            "can-i",
+            "get",
+            "configmap/other",
+            "-n",
+            "team",
+            "--as=jane"
+        ]),
+        "no"
+    );
+}
+
+#[test]
+fn a_binding_to_a_missing_role_grants_nothing_and_is_no_error() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "ghost",
+        "--role=nothere",
+        "--user=jane",
+    ]);
+    refused_with(
+        &server.kubectl(&["get", "secrets", "--as=jane"]),
+        r#"secrets is forbidden: User "jane" cannot list resource "secrets" in API group "" in the namespace "default": RBAC: role.rbac.authorization.k8s.io "nothere" not found"#,
+    );
+    let out = server.kubectl(&["auth", "can-i", "get", "secrets", "--as=jane"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        r#"no - RBAC: role.rbac.authorization.k8s.io "nothere" not found"#
+    );
+    // The role arriving later is enough.
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "nothere",
+        "--verb=list",
+        "--resource=secrets",
+    ]);
+    let out = server.kubectl(&["get", "secrets", "--as=jane"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+const CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+
+const GADGET_VIEWER: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: gadgets-view
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+rules:
+- apiGroups: [example.com]
+  resources: [gadgets]
+  verbs: [get, list, watch]
+"#;
+
+#[test]
+fn view_aggregates_a_custom_resource_role() {
+    let server = ApiServer::start();
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], CRD);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the CRD to be served", Duration::from_secs(30), || {
+        server.kubectl(&["get", "gadgets"]).status.success()
+    });
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    refused_with(
+        &server.kubectl(&["get", "gadgets", "--as=jane"]),
+        r#"gadgets.example.com is forbidden: User "jane" cannot list resource "gadgets" in API group "example.com" in the namespace "default""#,
+    );
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], GADGET_VIEWER);
+    assert!(out.status.success(), "{}", text(&out));
+    let rules_of = |role: &str| -> Value {
+        serde_json::from_str::<Value>(&server.kubectl_ok(&[
+            "get",
+            "clusterrole",
+            role,
+            "-o",
+            "json",
+        ]))
+        .expect("kubectl printed JSON")["rules"]
+            .clone()
+    };
+    let has_gadgets = |rules: &Value| {
+        rules.as_array().is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r["resources"] == serde_json::json!(["gadgets"]))
+        })
+    };
+    // view, and through the chain edit and admin, pick the role up.
+    for role in ["view", "edit", "admin"] {
+        wait_for(
+            &format!("{role} to aggregate gadgets-view"),
+            Duration::from_secs(30),
+            || has_gadgets(&rules_of(role)),
+        );
+    }
+    let out = server.kubectl(&["get", "gadgets", "--as=jane"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Removing the label takes the rules away again.
+    server.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "gadgets-view",
+        "rbac.authorization.k8s.io/aggregate-to-view-",
+    ]);
+    wait_for("view to drop gadgets-view", Duration::from_secs(30), || {
+        !has_gadgets(&rules_of("view"))
+    });
+    refused_with(
+        &server.kubectl(&["get", "gadgets", "--as=jane"]),
+        r#"cannot list resource "gadgets" in API group "example.com""#,
+    );
+}
+
+#[test]
+fn nobody_grants_what_they_do_not_hold() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&["create", "namespace", "team"]);
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-admin",
+        "-n",
+        "team",
+        "--clusterrole=admin",
+        "--user=jane",
+    ]);
+    // What admin holds, jane may hand on.
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "-n",
+        "team",
+        "--verb=get,list",
+        "--resource=pods",
+        "--as=jane",
+    ]);
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "bob-reads",
+        "-n",
+        "team",
+        "--role=pod-reader",
+        "--user=bob",
+        "--as=jane",
+    ]);
+    refused_with(
+        &server.kubectl(&[
+            "create",
+            "role",
+            "node-reader",
+            "-n",
+            "team",
+            "--verb=get",
+            "--resource=nodes",
+            "--as=jane",
+        ]),
+        "roles.rbac.authorization.k8s.io \"node-reader\" is forbidden: user \"jane\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"nodes\"], Verbs:[\"get\"]}",
+    );
+    refused_with(
+        &server.kubectl(&[
+            "create",
+            "rolebinding",
+            "jane-root",
+            "-n",
+            "team",
+            "--clusterrole=cluster-admin",
+            "--user=jane",
+            "--as=jane",
+        ]),
+        "rolebindings.rbac.authorization.k8s.io \"jane-root\" is forbidden: user \"jane\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}\n{NonResourceURLs:[\"*\"], Verbs:[\"*\"]}",
+    );
+    // Neither refused write changed anything.
+    assert!(gone(&server.kubectl(&[
+        "get",
+        "role",
+        "node-reader",
+        "-n",
+        "team"
+    ])));
+    assert!(gone(&server.kubectl(&[
+        "get",
+        "rolebinding",
+        "jane-root",
+        "-n",
+        "team"
+    ])));
+    // Nor may a role be widened by an update.
+    let out = server.kubectl(&[
+        "patch",
+        "role",
+        "pod-reader",
+        "-n",
+        "team",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":[""],"resources":["nodes"],"verbs":["list"]}}]"#,
+        "--as=jane",
+    ]);
+    refused_with(
+        &out,
+        r#"{APIGroups:[""], Resources:["nodes"], Verbs:["list"]}"#,
+    );
+
+    // The escalate and bind verbs lift the checks.
+    server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: role-granter}\nrules:\n- apiGroups: [rbac.authorization.k8s.io]\n  resources: [roles]\n  verbs: [escalate]\n- apiGroups: [rbac.authorization.k8s.io]\n  resources: [clusterroles]\n  verbs: [bind]\n  resourceNames: [view]\n",
+    );
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-granter",
+        "-n",
+        "team",
+        "--clusterrole=role-granter",
+        "--user=jane",
+    ]);
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "node-reader",
+        "-n",
+        "team",
+        "--verb=get",
+        "--resource=nodes",
+        "--as=jane",
+    ]);
+    refused_with(
+        &server.kubectl(&[
+            "create",
+            "rolebinding",
+            "bob-edit",
+            "-n",
+            "team",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "--as=jane",
+        ]),
+        "is attempting to grant RBAC permissions not currently held",
+    );
+}
+
+#[test]
+fn impersonation_needs_the_impersonate_verb() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&["create", "serviceaccount", "robot"]);
+    let token = server
+        .kubectl_ok(&["create", "token", "robot"])
+        .trim()
+        .to_string();
+    // Raw requests: kubectl's discovery reports a refusal as "unknown", as it does against
+    // kube-apiserver, so the answer is read where kubectl prints it.
+    let pods = "/api/v1/namespaces/default/pods";
+    refused_with(
+        &kubectl_with_token(&server, &token, &["get", "--raw", pods, "--as=jane"]),
+        r#"users "jane" is forbidden: User "system:serviceaccount:default:robot" cannot impersonate resource "users" in API group "" at the cluster scope"#,
+    );
+    server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: jane-impersonator}\nrules:\n- apiGroups: [\"\"]\n  resources: [users]\n  verbs: [impersonate]\n  resourceNames: [jane]\n",
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "robot-impersonates",
+        "--clusterrole=jane-impersonator",
+        "--serviceaccount=default:robot",
+    ]);
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    let out = kubectl_with_token(&server, &token, &["get", "pods", "--as=jane"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let who = kubectl_with_token(
+        &server,
+        &token,
+        &["auth", "can-i", "list", "pods", "--as=jane"],
+    );
+    assert_eq!(stdout(&who).trim(), "yes", "{}", text(&who));
+    // Only jane, and no groups.
+    refused_with(
+        &kubectl_with_token(&server, &token, &["get", "--raw", pods, "--as=bob"]),
+        r#"users "bob" is forbidden"#,
+    );
+    refused_with(
+        &kubectl_with_token(
+            &server,
+            &token,
+            &[
+                "get",
+                "--raw",
+                pods,
+                "--as=jane",
+                "--as-group=system:masters",
+            ],
+        ),
+        r#"groups "system:masters" is forbidden: User "system:serviceaccount:default:robot" cannot impersonate resource "groups" in API group "" at the cluster scope"#,
+    );
+}
+
+#[test]
+fn service_account_tokens_get_only_their_role() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&["create", "serviceaccount", "app"]);
+    let token = server
+        .kubectl_ok(&["create", "token", "app"])
+        .trim()
+        .to_string();
+    refused_with(
+        &kubectl_with_token(&server, &token, &["get", "configmaps"]),
+        r#"configmaps is forbidden: User "system:serviceaccount:default:app" cannot list resource "configmaps" in API group "" in the namespace "default""#,
+    );
+    server.kubectl_ok(&[
+        "create",
+        "role",
+        "cm-reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+    ]);
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "app-cm",
+        "--role=cm-reader",
+        "--serviceaccount=default:app",
+    ]);
+    let out = kubectl_with_token(&server, &token, &["get", "configmaps"]);
+    assert!(out.status.success(), "{}", text(&out));
+    refused_with(
+        &kubectl_with_token(&server, &token, &["get", "secrets"]),
+        r#"User "system:serviceaccount:default:app" cannot list resource "secrets""#,
+    );
+    refused_with(
+        &kubectl_with_token(&server, &token, &["create", "configmap", "x"]),
+        r#"User "system:serviceaccount:default:app" cannot create resource "configmaps""#,
+    );
+    let out = kubectl_with_token(&server, &token, &["auth", "can-i", "--list"]);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["configmaps", "[]", "[]", "[get", "list]"]),
+        "{}",
+        text(&out)
+    );
+    // The whole account group may be bound too.
+    server.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "all-accounts-view",
+        "--clusterrole=view",
+        "--group=system:serviceaccounts",
+    ]);
+    let out = kubectl_with_token(&server, &token, &["get", "pods"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn the_default_roles_exist() {
+    let server = ApiServer::start();
+    let names = server.kubectl_ok(&["get", "clusterroles", "-o", "name"]);
+    for role in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:discovery",
+        "system:basic-user",
+        "system:public-info-viewer",
+        "system:node",
+        "system:node-proxier",
+        "system:kube-scheduler",
+        "system:kube-controller-manager",
+    ] {
+        assert!(
+            names
+                .lines()
+                .any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{role}")),
+            "{role} missing from:\n{names}"
+        );
+    }
+    let admin: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "clusterrolebinding",
+        "cluster-admin",
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    assert_eq!(admin["roleRef"]["name"], "cluster-admin");
+    assert_eq!(admin["subjects"][0]["name"], "system:masters");
+    assert_eq!(
+        admin["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"],
+        "true"
+    );
+}
+
+/// A pod of a real cluster reaching the API server through `kubernetes.default` with its
+/// projected service-account token (this build's binary as the in-cluster client, as
+/// client-go's InClusterConfig would): `path` answered, or the client's failure.
+fn in_pod_get(
+    cluster: &Cluster,
+    pod: &str,
+    account: &str,
+    image: &str,
+    path: &str,
+) -> (String, String) {
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  serviceAccountName: {account}
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: {image}
+    imagePullPolicy: Never
+    command: ["/kcluster-client", "node", "incluster-get", "{path}", "--by-name"]
+    volumeMounts: [{{name: bin, mountPath: /kcluster-client}}]
+  volumes:
+  - {{name: bin, hostPath: {{path: /kcluster, type: File}}}}
+"#
+    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(out.status.success(), "{}", text(&out));
+    let phase = cluster.wait_for(
+        &["get", "pod", pod, "-o", "jsonpath={.status.phase}"],
+        Duration::from_secs(90),
+        |s| s == "Succeeded" || s == "Failed",
+    );
+    (phase, cluster.kubectl_ok(&["logs", pod]))
+}
+
+#[test]
+fn a_pods_token_reaches_only_what_its_role_grants() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let image = "kcluster-e2e/rbac:1";
+    let _image = images::build_busybox_image(&sandbox, image, "");
+    let name = unique_name("rbac");
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image(image);
+    cluster.kubectl_ok(&["create", "serviceaccount", "reader"]);
+    cluster.kubectl_ok(&["create", "configmap", "settings", "--from-literal=k=v"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "role",
+        "cm-reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "reader-cm",
+        "--role=cm-reader",
+        "--serviceaccount=default:reader",
+    ]);
+
+    let (phase, logs) = in_pod_get(
+        &cluster,
+        "reads-cm",
+        "reader",
+        image,
+        "/api/v1/namespaces/default/configmaps/settings",
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains(r#""k":"v""#), "{logs}");
+
+    let (phase, logs) = in_pod_get(
+        &cluster,
+        "reads-secrets",
+        "reader",
+        image,
+        "/api/v1/namespaces/default/secrets",
+    );
+    assert_eq!(phase, "Failed", "{logs}");
+    assert!(
+        logs.contains(r#"secrets is forbidden: User \"system:serviceaccount:default:reader\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""#)
+            || logs.contains(r#"secrets is forbidden: User "system:serviceaccount:default:reader" cannot list resource "secrets" in API group "" in the namespace "default""#),
+        "{logs}"
+    );
+
+    // The default account holds nothing but discovery.
+    let (phase, logs) = in_pod_get(
+        &cluster,
+        "default-cm",
+        "default",
+        image,
+        "/api/v1/namespaces/default/configmaps",
+    );
+    assert_eq!(phase, "Failed", "{logs}");
+    assert!(logs.contains(r#"cannot list resource"#), "{logs}");
+    let (phase, logs) = in_pod_get(&cluster, "default-api", "default", image, "/api");
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("APIVersions"), "{logs}");
+
+    // The cluster's own components keep working under enforcement: nodes Ready, and the
+    // server's log shows no request of theirs refused.
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(
+        nodes
+            .lines()
+            .all(|l| l.split_whitespace().nth(1) == Some("Ready")),
+        "{nodes}"
+    );
+    for container in docker_objects("container", &name) {
+        let logs = text(&docker(&["logs", &container]));
+        let refused: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("request forbidden") && l.contains("system:"))
+            .filter(|l| !l.contains("system:serviceaccount:"))
+            .collect();
+        assert!(refused.is_empty(), "{container} was refused: {refused:#?}");
+    }
+}
