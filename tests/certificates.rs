@@ -152,6 +152,15 @@ fn a_user_from_a_signing_request() {
             && whoami.contains("[system:masters system:authenticated]"),
         "{whoami}"
     );
+    // Impersonating, whoami answers as the impersonated user, as Kubernetes does.
+    let whoami = cluster.kubectl_ok(&["auth", "whoami", "--as=jane", "--as-group=devs"]);
+    assert!(
+        whoami
+            .lines()
+            .any(|l| l.starts_with("Username") && l.ends_with(" jane"))
+            && whoami.contains("[devs system:authenticated]"),
+        "{whoami}"
+    );
 
     // Jane asks for a certificate; the requester recorded is whoever created the object, not
     // what the object claims.
@@ -517,6 +526,15 @@ fn a_user_from_a_signing_request() {
         resources.contains("selfsubjectreviews") && resources.contains("tokenreviews"),
         "{resources}"
     );
+    let resources = cluster.kubectl_ok(&["api-resources", "--api-group", "authorization.k8s.io"]);
+    for review in [
+        "localsubjectaccessreviews",
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+        "subjectaccessreviews",
+    ] {
+        assert!(resources.contains(review), "{review} listed:\n{resources}");
+    }
     let good = review(token.trim());
     assert_eq!(good["status"]["authenticated"], true, "{good}");
     assert_eq!(

@@ -747,4 +747,155 @@ fn a_pods_token_reaches_only_what_its_role_grants() {
             .collect();
         assert!(refused.is_empty(), "{container} was refused: {refused:#?}");
     }
+
+    node_credentials_reach_only_their_pods_objects(&cluster, &sandbox, &name, image);
+}
+
+/// The Node authorizer and NodeRestriction with a node's own credentials (copied out of the
+/// node container): a Secret a pod on the node refers to is readable, another is not; its own
+/// Node is, other nodes and leases are not for writing; it creates no pods.
+fn node_credentials_reach_only_their_pods_objects(
+    cluster: &Cluster,
+    sandbox: &Sandbox,
+    name: &str,
+    image: &str,
+) {
+    let node = format!("{name}-server-0");
+    let dir = sandbox.path().join("node-pki");
+    std::fs::create_dir_all(&dir).expect("pki dir");
+    for file in ["ca.crt", "node.crt", "node.key"] {
+        let out = docker(&[
+            "cp",
+            &format!("{node}:/etc/kcluster/pki/{file}"),
+            &dir.join(file).display().to_string(),
+        ]);
+        assert!(out.status.success(), "docker cp {file}: {}", text(&out));
+    }
+    let server = cluster.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let as_node = |args: &[&str]| -> Output {
+        Command::new("kubectl")
+            .arg(format!("--server={}", server.trim()))
+            .arg(format!(
+                "--certificate-authority={}",
+                dir.join("ca.crt").display()
+            ))
+            .arg(format!(
+                "--client-certificate={}",
+                dir.join("node.crt").display()
+            ))
+            .arg(format!("--client-key={}", dir.join("node.key").display()))
+            .arg("--kubeconfig=/dev/null")
+            .args(args)
+            .env("HOME", sandbox.path())
+            .output()
+            .expect("kubectl")
+    };
+    cluster.kubectl_ok(&["create", "secret", "generic", "used", "--from-literal=k=v"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "unused",
+        "--from-literal=k=v",
+    ]);
+    let pod = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "uses-secret"}},
+            "spec": {{"containers": [{{"name": "c", "image": "{image}", "imagePullPolicy": "Never",
+              "command": ["sleep", "3600"],
+              "env": [{{"name": "K", "valueFrom": {{"secretKeyRef": {{"name": "used", "key": "k"}}}}}}]}}]}}}}"#
+    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &pod);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the pod bound to the node", Duration::from_secs(60), || {
+        stdout(&cluster.kubectl(&[
+            "get",
+            "pod",
+            "uses-secret",
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ])) == node
+    });
+
+    let out = as_node(&["get", "secret", "used", "-o", "jsonpath={.data.k}"]);
+    assert!(out.status.success(), "its pod's secret: {}", text(&out));
+    let out = as_node(&["get", "secret", "unused"]);
+    let user = format!("system:node:{node}");
+    assert!(
+        !out.status.success()
+            && text(&out).contains(&format!(
+                r#"secrets "unused" is forbidden: User "{user}" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node '{node}' and this object"#
+            )),
+        "{}",
+        text(&out)
+    );
+    let out = as_node(&["get", "secrets"]);
+    assert!(
+        !out.status.success()
+            && text(&out).contains("can only read individual resources of this type"),
+        "{}",
+        text(&out)
+    );
+    let out = as_node(&["get", "node", &node]);
+    assert!(out.status.success(), "its own Node: {}", text(&out));
+    let out = as_node(&["label", "node", &node, "by-node=yes"]);
+    assert!(out.status.success(), "its own Node: {}", text(&out));
+    let other_node = r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "impostor"}}"#;
+    let mut child = Command::new("kubectl")
+        .arg(format!("--server={}", server.trim()))
+        .arg(format!(
+            "--certificate-authority={}",
+            dir.join("ca.crt").display()
+        ))
+        .arg(format!(
+            "--client-certificate={}",
+            dir.join("node.crt").display()
+        ))
+        .arg(format!("--client-key={}", dir.join("node.key").display()))
+        .arg("--kubeconfig=/dev/null")
+        .args(["create", "-f", "-"])
+        .env("HOME", sandbox.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(other_node.as_bytes())
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("kubectl");
+    assert!(
+        !out.status.success()
+            && text(&out).contains(&format!(
+                r#"nodes "impostor" is forbidden: node "{node}" is not allowed to modify node "impostor""#
+            )),
+        "{}",
+        text(&out)
+    );
+    let out = as_node(&[
+        "-n",
+        "kube-node-lease",
+        "annotate",
+        "lease",
+        &node,
+        "touched=yes",
+    ]);
+    assert!(out.status.success(), "its own Lease: {}", text(&out));
+    let out = as_node(&["run", "sneaky", &format!("--image={image}")]);
+    assert!(
+        !out.status.success() && text(&out).contains("can only create mirror pods"),
+        "{}",
+        text(&out)
+    );
 }

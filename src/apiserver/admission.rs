@@ -288,12 +288,21 @@ fn admit_limits(
     Ok(())
 }
 
+/// NodeRestriction for the requester, if it is a node.
+fn node_restriction(def: &ResourceDef, obj: &Value, creating: bool) -> Result<(), ApiError> {
+    match super::authz::REQUESTER.try_with(Clone::clone) {
+        Ok(user) => super::authz::node::admit(&user, def.plural, def.group, obj, creating),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Before a create is stored: defaults, admission plugins, validation (422 Invalid with field
 /// causes), limits and quota (403), then allocations.
 pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
     check_decodable(def, obj)?;
     super::authz::escalation::check(store, def, None, obj)?;
     super::authz::signers::check(store, def, None, obj)?;
+    node_restriction(def, obj, true)?;
     defaults::on_create(def, obj);
     let mut ranges = Vec::new();
     if (def.group, def.plural) == ("", "pods") {
@@ -354,6 +363,7 @@ pub async fn on_update(
     check_decodable(def, new)?;
     super::authz::escalation::check(store, def, Some(old), new)?;
     super::authz::signers::check(store, def, Some(old), new)?;
+    node_restriction(def, new, false)?;
     defaults::on_update(def, new);
     kinds::prepare_update(def, old, new);
     webhooks::mutate(store, def, Operation::Update, new, Some(old)).await?;

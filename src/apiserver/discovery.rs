@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::authentication;
 use super::metrics;
 use super::resources::{self, ResourceDef, VERBS};
+use super::reviews;
 
 /// The Kubernetes minor version reported to clients. `/usr/bin/kubectl` on our machines picks its
 /// binary by it, so it must be one that kubectl release exists for.
@@ -129,7 +129,7 @@ pub fn aggregated(core: bool) -> Value {
         }));
     }
     if !core {
-        items.push(authentication::aggregated_discovery());
+        items.extend(reviews::GROUPS.iter().map(|g| g.aggregated_discovery()));
         items.push(metrics_aggregated());
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
@@ -148,10 +148,12 @@ pub fn legacy_group_list() -> Value {
         .into_iter()
         .filter(|g| !g.is_empty())
         .map(group_doc)
-        .chain([
-            group_doc_of(authentication::GROUP, &[authentication::VERSION]),
-            group_doc_of(metrics::GROUP, &[metrics::VERSION]),
-        ])
+        .chain(
+            reviews::GROUPS
+                .iter()
+                .map(|g| group_doc_of(g.group, &[g.version])),
+        )
+        .chain([group_doc_of(metrics::GROUP, &[metrics::VERSION])])
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
@@ -214,8 +216,8 @@ fn group_doc_of(group: &str, versions: &[&str]) -> Value {
 pub fn legacy_group(group: &str) -> Option<Value> {
     let mut doc = if group == metrics::GROUP {
         group_doc_of(group, &[metrics::VERSION])
-    } else if group == authentication::GROUP {
-        group_doc_of(group, &[authentication::VERSION])
+    } else if let Some(g) = reviews::find_group(group) {
+        group_doc_of(group, &[g.version])
     } else if group.is_empty() || !resources::groups().contains(&group) {
         return None;
     } else {
@@ -230,8 +232,8 @@ pub fn legacy_resource_list(group: &str, version: &str) -> Option<Value> {
     if (group, version) == (metrics::GROUP, metrics::VERSION) {
         return Some(metrics_resource_list());
     }
-    if (group, version) == (authentication::GROUP, authentication::VERSION) {
-        return Some(authentication::resource_list());
+    if let Some(g) = reviews::find(group, version) {
+        return Some(g.resource_list());
     }
     let defs: Vec<&ResourceDef> = resources::all()
         .into_iter()

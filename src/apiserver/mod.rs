@@ -22,6 +22,7 @@ pub(crate) mod params;
 mod protobuf;
 mod request;
 mod resources;
+mod reviews;
 pub(crate) mod schema;
 pub(crate) mod selector;
 pub mod serviceaccount;
@@ -276,7 +277,7 @@ impl ApiServer {
             return Ok(json_response(201, &answer));
         }
         if let Some(kind) = authentication::owns(&path) {
-            return self.review(kind, req).await;
+            return authz::REQUESTER.scope(user, self.review(kind, req)).await;
         }
 
         if get

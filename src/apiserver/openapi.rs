@@ -119,19 +119,16 @@ fn build() -> Docs {
         );
         by_path.insert(path, document);
     }
-    // authentication.k8s.io/v1 has no stored kinds, only reviews answered on create.
-    let (group, version) = (super::authentication::GROUP, super::authentication::VERSION);
-    let path = gv_path(group, version);
-    let document = doc(&create_only_document(
-        group,
-        version,
-        super::authentication::REVIEWS,
-    ));
-    index.insert(
-        path.clone(),
-        json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", document.hash)}),
-    );
-    by_path.insert(path, document);
+    // Groups of reviews have no stored kinds: only create, answered at once.
+    for g in super::reviews::GROUPS {
+        let path = gv_path(g.group, g.version);
+        let document = doc(&create_only_document(g.group, g.version, g.reviews));
+        index.insert(
+            path.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={}", document.hash)}),
+        );
+        by_path.insert(path, document);
+    }
     Docs {
         index_paths: index,
         by_path,
@@ -298,7 +295,7 @@ fn document(defs: &[&ResourceDef]) -> Value {
 
 /// The document of a group-version whose resources only take create (reviews): one POST path
 /// per (plural, kind), answering with the same kind.
-fn create_only_document(group: &str, version: &str, kinds: &[(&str, &str, &str)]) -> Value {
+fn create_only_document(group: &str, version: &str, kinds: &[super::reviews::Review]) -> Value {
     let reg = registry();
     let camel: String = group
         .trim_end_matches(".k8s.io")
@@ -314,7 +311,8 @@ fn create_only_document(group: &str, version: &str, kinds: &[(&str, &str, &str)]
     };
     let mut paths = Map::new();
     let mut roots: Vec<&str> = vec![STATUS];
-    for (plural, _, kind) in kinds {
+    for review in kinds {
+        let (plural, kind) = (review.plural, review.kind);
         let schema_name = reg.kind_schema_name(group, version, kind);
         roots.extend(schema_name);
         let one = schema_ref(schema_name);
@@ -332,8 +330,13 @@ fn create_only_document(group: &str, version: &str, kinds: &[(&str, &str, &str)]
                 &one,
             ),
         );
+        let namespace = if review.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         paths.insert(
-            format!("/{}/{plural}", gv_path(group, version)),
+            format!("/{}{namespace}/{plural}", gv_path(group, version)),
             json!({"post": post}),
         );
     }

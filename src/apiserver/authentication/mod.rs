@@ -17,16 +17,6 @@ use crate::pki::ClientIdentity;
 use crate::store::Store;
 
 pub const GROUP: &str = "authentication.k8s.io";
-pub const VERSION: &str = "v1";
-/// The group's resources for discovery: (plural, singular, kind). Both take only create.
-pub const REVIEWS: &[(&str, &str, &str)] = &[
-    (
-        "selfsubjectreviews",
-        "selfsubjectreview",
-        "SelfSubjectReview",
-    ),
-    ("tokenreviews", "tokenreview", "TokenReview"),
-];
 /// Every authenticated user is in this group, whatever proved who they are.
 pub const AUTHENTICATED: &str = "system:authenticated";
 
@@ -94,11 +84,26 @@ pub async fn serve_as<F: Future>(credentials: Option<Credentials>, handling: F) 
     }
 }
 
-/// The user of the request being handled, if any.
+/// The user of the request being handled, if any: the impersonated one when the request
+/// impersonates (as Kubernetes' SelfSubjectReview and a CSR's requester show it).
 pub fn requester() -> Option<UserInfo> {
-    REQUESTER
+    let authenticated = REQUESTER
         .try_with(|c| user_of(&c.identity, c.token.as_deref(), c.signer.as_deref()))
-        .ok()
+        .ok();
+    match super::authz::REQUESTER.try_with(super::authz::User::clone) {
+        Ok(acting)
+            if authenticated
+                .as_ref()
+                .is_none_or(|a| a.username != acting.name || a.groups != acting.groups) =>
+        {
+            Some(UserInfo {
+                username: acting.name,
+                groups: acting.groups,
+                ..UserInfo::default()
+            })
+        }
+        _ => authenticated,
+    }
 }
 
 /// The full user of a request: a client certificate's CN and O, or a service-account token's
@@ -156,43 +161,6 @@ fn add_token_claims(user: &mut UserInfo, claims: &Value) {
         .and_then(Value::as_str)
         .map(|j| format!("JTI={j}"));
     extra("credential-id", jti.as_deref());
-}
-
-/// The group as aggregated discovery lists it.
-pub fn aggregated_discovery() -> Value {
-    let resources: Vec<Value> = REVIEWS
-        .iter()
-        .map(|(plural, singular, kind)| {
-            json!({
-                "resource": plural,
-                "responseKind": {"group": GROUP, "version": VERSION, "kind": kind},
-                "scope": "Cluster",
-                "singularResource": singular,
-                "verbs": ["create"],
-            })
-        })
-        .collect();
-    json!({
-        "metadata": {"name": GROUP, "creationTimestamp": null},
-        "versions": [{"version": VERSION, "resources": resources, "freshness": "Current"}],
-    })
-}
-
-/// `/apis/authentication.k8s.io/v1`.
-pub fn resource_list() -> Value {
-    let resources: Vec<Value> = REVIEWS
-        .iter()
-        .map(|(plural, singular, kind)| {
-            json!({"name": plural, "singularName": singular, "namespaced": false,
-                   "kind": kind, "verbs": ["create"]})
-        })
-        .collect();
-    json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": format!("{GROUP}/{VERSION}"),
-        "resources": resources,
-    })
 }
 
 /// Whether `path` is one of this group's review endpoints.

@@ -60,22 +60,3 @@ fn self_subject_review_shows_the_user() {
         json!({"username": "jane", "groups": ["devs", "system:authenticated"]})
     );
 }
-
-#[test]
-fn discovery_lists_the_reviews_as_create_only() {
-    let list = resource_list();
-    assert_eq!(list["groupVersion"], "authentication.k8s.io/v1");
-    let names: Vec<&str> = list["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["selfsubjectreviews", "tokenreviews"]);
-    assert_eq!(list["resources"][1]["verbs"], json!(["create"]));
-    let group = aggregated_discovery();
-    assert_eq!(
-        group["versions"][0]["resources"][1]["responseKind"]["kind"],
-        "TokenReview"
-    );
-}

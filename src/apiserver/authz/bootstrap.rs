@@ -664,9 +664,9 @@ const CLUSTER_ROLE_BINDINGS: &[(&str, &str, &[&str], &[&str])] = &[
         &["system:kube-controller-manager"],
         &[],
     ),
-    // Until a Node authorizer limits each node to its own objects, every node holds the node
-    // role; Kubernetes stopped binding it to the group when its Node authorizer arrived.
-    ("system:node", "system:node", &[], &["system:nodes"]),
+    // Nodes hold the node role through the Node authorizer, limited to their own objects; the
+    // binding stays empty, as Kubernetes leaves it.
+    ("system:node", "system:node", &[], &[]),
     (
         "system:kcluster:node-proxier",
         "system:node-proxier",
@@ -826,8 +826,38 @@ async fn ensure(store: &Store, plural: &str, want: Value, field: &str) -> Result
     Ok(())
 }
 
+/// Clusters made before the Node authorizer bound the node role to the whole `system:nodes`
+/// group, which lets any node read every Secret: that subject is taken out again.
+async fn unbind_node_group(store: &Store) -> Result<()> {
+    let def = resources::find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+        .context("clusterrolebindings are not served")?;
+    let key = def.key(None, "system:node");
+    for _ in 0..5 {
+        let Some(kv) = store.get(&key).context("cannot read the store")? else {
+            return Ok(());
+        };
+        let mut binding: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let Some(subjects) = binding.get_mut("subjects").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
+        let before = subjects.len();
+        subjects.retain(|s| !(s["kind"] == "Group" && s["name"] == super::node::NODES_GROUP));
+        if subjects.len() == before {
+            return Ok(());
+        }
+        let bytes = object::to_stored(&binding).map_err(|e| anyhow::anyhow!(e.message))?;
+        match store.update(&key, bytes, Some(kv.mod_revision)).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot update {key}")),
+        }
+    }
+    Ok(())
+}
+
 /// Creates or completes the bootstrap ClusterRoles and ClusterRoleBindings.
 pub async fn reconcile(store: &Store) -> Result<()> {
+    unbind_node_group(store).await?;
     for role in cluster_roles() {
         ensure(store, "clusterroles", cluster_role_object(&role), "rules").await?;
     }

@@ -8,6 +8,7 @@ pub mod aggregation;
 pub mod bootstrap;
 pub mod escalation;
 pub mod impersonation;
+pub mod node;
 pub mod rbac;
 pub mod reviews;
 pub mod signers;
@@ -297,17 +298,34 @@ impl Authorizer {
                 reason: String::new(),
             };
         }
-        let evaluation = self.index().evaluate(a);
+        let index = self.index();
+        // Nodes are decided by the Node authorizer first; what it has no opinion on goes to RBAC.
+        let mut node_reason = None;
+        if let Some(node) = node::node_of(&a.user, &a.groups) {
+            match node::authorize(&self.store, &index, node, a) {
+                node::NodeDecision::Allow(by) => {
+                    return Decision {
+                        allowed: true,
+                        reason: by,
+                    };
+                }
+                node::NodeDecision::NoOpinion(why) => {
+                    node_reason = Some(why).filter(|w| !w.is_empty())
+                }
+            }
+        }
+        let evaluation = index.evaluate(a);
         match evaluation.allowed_by {
             Some(by) => Decision {
                 allowed: true,
                 reason: format!("RBAC: allowed by {by}"),
             },
             None => {
-                let reason = match evaluation.errors.as_slice() {
-                    [] => String::new(),
-                    [one] => format!("RBAC: {one}"),
-                    many => format!("RBAC: [{}]", many.join(", ")),
+                let reason = match (node_reason, evaluation.errors.as_slice()) {
+                    (Some(why), _) => why,
+                    (None, []) => String::new(),
+                    (None, [one]) => format!("RBAC: {one}"),
+                    (None, many) => format!("RBAC: [{}]", many.join(", ")),
                 };
                 debug!(user = %a.user, verb = %a.verb, resource = %a.resource,
                        subresource = %a.subresource, namespace = %a.namespace, path = %a.path,

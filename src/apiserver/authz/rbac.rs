@@ -369,6 +369,13 @@ impl Index {
         errors
     }
 
+    /// Whether the ClusterRole `name`'s rules allow `a`, whoever is bound to it.
+    pub fn cluster_role_allows(&self, name: &str, a: &Attributes) -> bool {
+        self.cluster_roles
+            .get(name)
+            .is_some_and(|rules| rules.iter().any(|r| r.allows(a)))
+    }
+
     pub fn evaluate(&self, a: &Attributes) -> Evaluation {
         let mut allowed_by = None;
         let errors = self.walk(&a.user, &a.groups, &a.namespace, |b, rules| {

@@ -416,7 +416,7 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
 /// service. metrics.k8s.io is served by this server too, so it is local here.
 fn local_api_services() -> Vec<Value> {
     let mut versions = resources::group_versions();
-    versions.push((super::authentication::GROUP, super::authentication::VERSION));
+    versions.extend(super::reviews::GROUPS.iter().map(|g| (g.group, g.version)));
     versions.push((super::metrics::GROUP, super::metrics::VERSION));
     versions
         .into_iter()
