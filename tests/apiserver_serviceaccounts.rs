@@ -4,31 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// kubectl with nothing but the server, its CA and a bearer token: no client certificate.
-fn kubectl_with_token(server: &ApiServer, token: &str, args: &[&str]) -> Output {
-    let empty = server.sandbox.path().join("empty-kubeconfig");
-    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").expect("write a kubeconfig");
-    let ca = server.sandbox.path().join("data/pki/ca.crt");
-    Command::new("kubectl")
-        .arg("--server")
-        .arg(&server.url)
-        .arg("--certificate-authority")
-        .arg(&ca)
-        .arg("--token")
-        .arg(token)
-        .args(args)
-        .env("KUBECONFIG", &empty)
-        .env("HOME", server.sandbox.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run kubectl")
-}
 
 fn create_token(server: &ApiServer, args: &[&str]) -> String {
     let mut all = vec!["create", "token"];

@@ -761,3 +761,104 @@ fn dashboard_bench() {
     );
     println!("dashboard RSS: {:.1} MiB", rss_loaded as f64 / 1024.0);
 }
+
+/// A student's credentials (a service account with `view` in its own namespace): what they
+/// may not list shows as forbidden with the API server's reason, pods are narrowed to their
+/// namespace, and their namespace's pods are there while others' are not.
+#[test]
+fn a_user_limited_by_rbac_sees_what_they_may_see() {
+    let api = ApiServer::start();
+    for args in [
+        vec!["create", "namespace", "class1"],
+        vec!["create", "namespace", "class2"],
+        vec!["-n", "class1", "create", "serviceaccount", "student"],
+        vec![
+            "-n",
+            "class1",
+            "create",
+            "rolebinding",
+            "student-view",
+            "--clusterrole=view",
+            "--serviceaccount=class1:student",
+        ],
+    ] {
+        api.kubectl_ok(&args);
+    }
+    for ns in ["class1", "class2"] {
+        let pod = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "app", "namespace": "{ns}"}},
+                "spec": {{"containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
+        );
+        let out = api.kubectl_stdin(&["apply", "-f", "-"], &pod);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let token = api.kubectl_ok(&["-n", "class1", "create", "token", "student"]);
+    let raw: Value = serde_json::from_str(
+        &api.kubectl_ok(&["config", "view", "--raw", "--minify", "-o", "json"]),
+    )
+    .expect("kubeconfig JSON");
+    let cluster = &raw["clusters"][0]["cluster"];
+    let kubeconfig = api.sandbox.path().join("student-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "student",
+            "clusters": [{"name": "class", "cluster": cluster}],
+            "users": [{"name": "student", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "student",
+                          "context": {"cluster": "class", "user": "student", "namespace": "class1"}}],
+        })
+        .to_string(),
+    )
+    .expect("write the student's kubeconfig");
+    let path = kubeconfig.display().to_string();
+    let dashboard = Dashboard::start(
+        &api.sandbox,
+        &[
+            "--kubeconfig",
+            &path,
+            "--context",
+            "student",
+            "--name",
+            "class",
+            "--port",
+            "0",
+        ],
+    );
+    let snapshot = || -> Value {
+        let (status, body) = http(dashboard.port, "GET", "/snapshot", "localhost");
+        assert!(status.contains("200"), "{status}");
+        serde_json::from_str(&body).expect("a JSON snapshot")
+    };
+    let mut last = Value::Null;
+    wait_for(
+        "nodes forbidden and pods narrowed to class1",
+        Duration::from_secs(30),
+        || {
+            last = snapshot();
+            let nodes = &last["kinds"]["nodes"]["status"];
+            let pods = &last["kinds"]["pods"];
+            nodes["state"] == "forbidden"
+                && pods["status"]["state"] == "ok"
+                && pods["status"]["limited"].is_string()
+                && pods["objects"].as_object().is_some_and(|o| !o.is_empty())
+        },
+    );
+    let nodes = last["kinds"]["nodes"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        nodes.contains(
+            r#"User "system:serviceaccount:class1:student" cannot list resource "nodes""#
+        ),
+        "the API server's reason is shown: {last}"
+    );
+    let pods: Vec<&String> = last["kinds"]["pods"]["objects"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert!(
+        pods.iter().all(|k| k.starts_with("class1/")) && !pods.is_empty(),
+        "only class1's pods: {pods:?}"
+    );
+}

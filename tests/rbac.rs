@@ -12,26 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// kubectl with nothing but the server, its CA and a bearer token: no client certificate.
-fn kubectl_with_token(server: &ApiServer, token: &str, args: &[&str]) -> Output {
-    let empty = server.sandbox.path().join("empty-kubeconfig");
-    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").expect("write a kubeconfig");
-    let ca = server.sandbox.path().join("data/pki/ca.crt");
-    Command::new("kubectl")
-        .arg("--server")
-        .arg(&server.url)
-        .arg("--certificate-authority")
-        .arg(&ca)
-        .arg("--token")
-        .arg(token)
-        .args(args)
-        .env("KUBECONFIG", &empty)
-        .env("HOME", server.sandbox.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run kubectl")
-}
-
 fn refused_with(out: &Output, message: &str) {
     assert!(!out.status.success(), "must be refused: {}", text(out));
     assert!(
@@ -778,8 +758,10 @@ fn node_credentials_reach_only_their_pods_objects(
         "-o",
         "jsonpath={.clusters[0].cluster.server}",
     ]);
-    let as_node = |args: &[&str]| -> Output {
-        Command::new("kubectl")
+    // kubectl with the node's certificate and nothing else, `stdin` fed to it.
+    let as_node_with = |args: &[&str], stdin: &str| -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
             .arg(format!("--server={}", server.trim()))
             .arg(format!(
                 "--certificate-authority={}",
@@ -793,9 +775,20 @@ fn node_credentials_reach_only_their_pods_objects(
             .arg("--kubeconfig=/dev/null")
             .args(args)
             .env("HOME", sandbox.path())
-            .output()
-            .expect("kubectl")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write to kubectl");
+        child.wait_with_output().expect("kubectl")
     };
+    let as_node = |args: &[&str]| as_node_with(args, "");
     cluster.kubectl_ok(&["create", "secret", "generic", "used", "--from-literal=k=v"]);
     cluster.kubectl_ok(&[
         "create",
@@ -846,35 +839,7 @@ fn node_credentials_reach_only_their_pods_objects(
     let out = as_node(&["label", "node", &node, "by-node=yes"]);
     assert!(out.status.success(), "its own Node: {}", text(&out));
     let other_node = r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "impostor"}}"#;
-    let mut child = Command::new("kubectl")
-        .arg(format!("--server={}", server.trim()))
-        .arg(format!(
-            "--certificate-authority={}",
-            dir.join("ca.crt").display()
-        ))
-        .arg(format!(
-            "--client-certificate={}",
-            dir.join("node.crt").display()
-        ))
-        .arg(format!("--client-key={}", dir.join("node.key").display()))
-        .arg("--kubeconfig=/dev/null")
-        .args(["create", "-f", "-"])
-        .env("HOME", sandbox.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(other_node.as_bytes())
-            .expect("write");
-    }
-    let out = child.wait_with_output().expect("kubectl");
+    let out = as_node_with(&["create", "-f", "-"], other_node);
     assert!(
         !out.status.success()
             && text(&out).contains(&format!(

@@ -601,3 +601,24 @@ impl Drop for ApiServer {
         let _ = self.child.wait();
     }
 }
+
+/// kubectl with nothing but the server, its CA and a bearer token: no client certificate.
+#[allow(dead_code)]
+pub fn kubectl_with_token(server: &ApiServer, token: &str, args: &[&str]) -> Output {
+    let empty = server.sandbox.path().join("empty-kubeconfig");
+    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").expect("write a kubeconfig");
+    let ca = server.sandbox.path().join("data/pki/ca.crt");
+    std::process::Command::new("kubectl")
+        .arg("--server")
+        .arg(&server.url)
+        .arg("--certificate-authority")
+        .arg(&ca)
+        .arg("--token")
+        .arg(token)
+        .args(args)
+        .env("KUBECONFIG", &empty)
+        .env("HOME", server.sandbox.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run kubectl")
+}

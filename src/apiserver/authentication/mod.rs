@@ -235,16 +235,10 @@ pub fn token_review(
             "token is required for TokenReview in authentication",
         ));
     }
-    let wanted: Vec<String> = review
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let wanted = crate::apiserver::kinds::json::strings(
+        review.get("spec").unwrap_or(&Value::Null),
+        "audiences",
+    );
     // The tokens this server signs are for its own audience only.
     let ours = serviceaccount::jwt::ISSUER.to_string();
     let status = match signer.map(|s| serviceaccount::authenticate(store, s, &token)) {

@@ -82,16 +82,7 @@ pub fn answer(
     let subject = if plural == "selfsubjectaccessreviews" {
         requester.clone()
     } else {
-        let groups: Vec<String> = spec
-            .get("groups")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let groups = crate::apiserver::kinds::json::strings(&spec, "groups");
         let user = s(&spec, "user");
         if user.is_empty() && groups.is_empty() {
             return Err(ApiError::invalid(

@@ -46,6 +46,14 @@ pub fn items<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
+/// The strings of the array at `key` (other elements skipped; none when it is missing).
+pub fn strings(v: &Value, key: &str) -> Vec<String> {
+    items(v, key)
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }

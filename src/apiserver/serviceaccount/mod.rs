@@ -85,16 +85,7 @@ pub fn token_request(
             ),
         ));
     }
-    let mut audiences: Vec<String> = spec
-        .get("audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut audiences = crate::apiserver::kinds::json::strings(&spec, "audiences");
     if audiences.is_empty() {
         audiences.push(jwt::ISSUER.to_string());
     }
