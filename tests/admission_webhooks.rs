@@ -230,6 +230,24 @@ fn configuration(kind: &str, name: &str, client: Value, ca: &str, extra: Value) 
     .to_string()
 }
 
+/// Waits until what `run` does is refused with `needle` in kubectl's output.
+fn wait_refused(
+    what: &str,
+    timeout: Duration,
+    needle: &str,
+    mut run: impl FnMut() -> std::process::Output,
+) {
+    wait_until(what, timeout, || {
+        let out = run();
+        let t = text(&out);
+        if !out.status.success() && t.contains(needle) {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    });
+}
+
 fn install(server: &ApiServer, config: &str) {
     let out = server.kubectl_stdin(&["apply", "-f", "-"], config);
     assert!(out.status.success(), "apply failed: {}", text(&out));
@@ -238,18 +256,11 @@ fn install(server: &ApiServer, config: &str) {
 /// Waits until a server-side dry run of `probe` (a configmap name) is refused with `needle`:
 /// the configuration is in force.
 fn wait_in_force(server: &ApiServer, probe: &str, needle: &str) {
-    wait_until(
+    wait_refused(
         "the webhook configuration to take effect",
         Duration::from_secs(10),
-        || {
-            let out = server.kubectl(&["create", "configmap", probe, "--dry-run=server"]);
-            let t = text(&out);
-            if !out.status.success() && t.contains(needle) {
-                Ok(())
-            } else {
-                Err(t)
-            }
-        },
+        needle,
+        || server.kubectl(&["create", "configmap", probe, "--dry-run=server"]),
     );
 }
 
@@ -934,18 +945,11 @@ fn webhooks_behind_a_service_in_a_cluster() {
         assert!(out.status.success(), "{}", text(&out));
     }
     let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-x is reserved";
-    wait_until(
+    wait_refused(
         "the webhook behind the Service to deny",
         Duration::from_secs(60),
-        || {
-            let out = cluster.kubectl(&["create", "configmap", "reserved-x"]);
-            let t = text(&out);
-            if !out.status.success() && t.contains(denial) {
-                Ok(())
-            } else {
-                Err(t)
-            }
-        },
+        denial,
+        || cluster.kubectl(&["create", "configmap", "reserved-x"]),
     );
     let out = cluster.kubectl(&["create", "configmap", "through-service"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -1087,23 +1091,22 @@ fn validating_admission_policies_deny_and_warn() {
         &binding("named-keys-binding", "named-keys", "Warn"),
     );
     let denial = "ValidatingAdmissionPolicy 'max-keys' with binding 'max-keys-binding' denied request: at most 2 keys";
-    wait_until("the policy to take effect", Duration::from_secs(10), || {
-        let out = server.kubectl(&[
-            "create",
-            "configmap",
-            "probe",
-            "--dry-run=server",
-            "--from-literal=a=1",
-            "--from-literal=b=2",
-            "--from-literal=c=3",
-        ]);
-        let t = text(&out);
-        if !out.status.success() && t.contains(denial) {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    });
+    wait_refused(
+        "the policy to take effect",
+        Duration::from_secs(10),
+        denial,
+        || {
+            server.kubectl(&[
+                "create",
+                "configmap",
+                "probe",
+                "--dry-run=server",
+                "--from-literal=a=1",
+                "--from-literal=b=2",
+                "--from-literal=c=3",
+            ])
+        },
+    );
     let out = server.kubectl(&[
         "create",
         "configmap",
@@ -1337,18 +1340,11 @@ fn exec_is_admitted_as_connect() {
         ),
     );
     let denial = "admission webhook \"exec.example.com\" denied the request: the name reserved-pod is reserved";
-    wait_until(
+    wait_refused(
         "the exec webhook to take effect",
         Duration::from_secs(10),
-        || {
-            let out = server.kubectl(&["exec", "reserved-pod", "-c", "c", "--", "ls", "-l"]);
-            let t = text(&out);
-            if !out.status.success() && t.contains(denial) {
-                Ok(())
-            } else {
-                Err(t)
-            }
-        },
+        denial,
+        || server.kubectl(&["exec", "reserved-pod", "-c", "c", "--", "ls", "-l"]),
     );
     let seen = hooks.requests("/deny-reserved");
     let review = seen.last().expect("the webhook saw the exec");
@@ -1381,24 +1377,19 @@ fn a_policy_reads_its_params_from_the_bound_object() {
     install(&server, &policy.to_string());
     install(&server, &binding.to_string());
     let missing = "ValidatingAdmissionPolicy 'secret-keys' with binding 'secret-keys-binding' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction";
-    wait_until(
+    wait_refused(
         "the policy to refuse without its params",
         Duration::from_secs(10),
+        missing,
         || {
-            let out = server.kubectl(&[
+            server.kubectl(&[
                 "create",
                 "secret",
                 "generic",
                 "probe",
                 "--from-literal=a=1",
                 "--dry-run=server",
-            ]);
-            let t = text(&out);
-            if !out.status.success() && t.contains(missing) {
-                Ok(())
-            } else {
-                Err(t)
-            }
+            ])
         },
     );
     server.kubectl_ok(&[
@@ -1408,24 +1399,19 @@ fn a_policy_reads_its_params_from_the_bound_object() {
         "--from-literal=maxKeys=1",
     ]);
     let too_many = "ValidatingAdmissionPolicy 'secret-keys' with binding 'secret-keys-binding' denied request: at most 1 keys";
-    wait_until(
+    wait_refused(
         "the policy to use its params",
         Duration::from_secs(10),
+        too_many,
         || {
-            let out = server.kubectl(&[
+            server.kubectl(&[
                 "create",
                 "secret",
                 "generic",
                 "two",
                 "--from-literal=a=1",
                 "--from-literal=b=2",
-            ]);
-            let t = text(&out);
-            if !out.status.success() && t.contains(too_many) {
-                Ok(())
-            } else {
-                Err(t)
-            }
+            ])
         },
     );
     let out = server.kubectl(&["create", "secret", "generic", "one", "--from-literal=a=1"]);
