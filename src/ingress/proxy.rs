@@ -60,42 +60,38 @@ impl Shared {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(320)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector.clone());
+        // HTTP/1.1 upstreams keep a large idle pool; h2 ones multiplex on one connection each.
+        let http1 = || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(320)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .clone()
+        };
+        let http2 = || {
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .clone()
+        };
+        let client = http1().build(connector.clone());
+        let h2c = http2().build(connector.clone());
         // The TLS connectors dial the same way, but under an https:// URI.
         connector.enforce_http(false);
-        let https = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(320)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(
-                HttpsConnectorBuilder::new()
-                    .with_tls_config(upstream_tls::config()?)
-                    .https_only()
-                    .enable_http1()
-                    .wrap_connector(connector.clone()),
-            );
-        let grpcs = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(
-                HttpsConnectorBuilder::new()
-                    .with_tls_config(upstream_tls::config()?)
-                    .https_only()
-                    .enable_http2()
-                    .wrap_connector(connector),
-            );
+        let tls = |enable_h2: bool| -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+            let builder = HttpsConnectorBuilder::new()
+                .with_tls_config(upstream_tls::config()?)
+                .https_only();
+            Ok(if enable_h2 {
+                builder.enable_http2().wrap_connector(connector.clone())
+            } else {
+                builder.enable_http1().wrap_connector(connector.clone())
+            })
+        };
+        let https = http1().build(tls(false)?);
+        let grpcs = http2().build(tls(true)?);
         Ok(Arc::new(Shared {
             table: RwLock::new(Arc::new(Table::default())),
             http_port: AtomicU16::new(80),
@@ -127,22 +123,38 @@ struct Conn {
     https: bool,
 }
 
+/// The next connection, with the permit it holds while it is served. Accept errors (out of
+/// file descriptors) are retried after a pause rather than spinning.
+async fn next_connection(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::net::TcpStream,
+    SocketAddr,
+)> {
+    let permit = limit.clone().acquire_owned().await.ok()?;
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((permit, stream, remote));
+            }
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves plain HTTP on `listener` forever.
 pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+        let Some((permit, stream, remote)) = next_connection(&listener, &limit).await else {
             return;
         };
-        let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
             serve_conn(
@@ -171,18 +183,9 @@ pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>, resolver: A
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+        let Some((permit, stream, remote)) = next_connection(&listener, &limit).await else {
             return;
         };
-        let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
