@@ -411,10 +411,15 @@ fn upload_accepted(name: &str, id: &str, size: u64) -> Result<Response<Body>> {
 }
 
 fn blob_created(name: &str, digest: &BlobDigest) -> Result<Response<Body>> {
+    created(format!("/v2/{name}/blobs/{digest}"), digest)
+}
+
+/// 201 for a stored blob or manifest: where it is and its digest.
+fn created(location: String, digest: &BlobDigest) -> Result<Response<Body>> {
     with_headers(
         StatusCode::CREATED,
         &[
-            ("Location", format!("/v2/{name}/blobs/{digest}")),
+            ("Location", location),
             ("Docker-Content-Digest", digest.to_string()),
             ("Content-Length", "0".to_string()),
         ],
@@ -546,6 +551,16 @@ async fn check_upload(registry: &Registry, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many bytes an upload holds so far.
+async fn upload_size(registry: &Registry, id: &str) -> Result<u64> {
+    registry
+        .storage
+        .upload_size(id)
+        .await
+        .map_err(|e| ApiError::io("cannot read the upload", e))?
+        .ok_or_else(|| upload_unknown(id))
+}
+
 async fn patch_upload(
     registry: &Registry,
     name: &str,
@@ -554,13 +569,7 @@ async fn patch_upload(
 ) -> Result<Response<Body>> {
     check_upload(registry, id).await?;
     if let Some(range) = chunk_range(&req)? {
-        let size = registry
-            .storage
-            .upload_size(id)
-            .await
-            .map_err(|e| ApiError::io("cannot read the upload", e))?
-            .ok_or_else(|| upload_unknown(id))?;
-        check_chunk(range, size)?;
+        check_chunk(range, upload_size(registry, id).await?)?;
     }
     let size = append(registry, id, req.into_body()).await?;
     upload_accepted(name, id, size)
@@ -653,13 +662,7 @@ fn check_chunk(range: ChunkRange, size: u64) -> Result<()> {
 
 async fn upload_status(registry: &Registry, name: &str, id: &str) -> Result<Response<Body>> {
     check_upload(registry, id).await?;
-    let size = registry
-        .storage
-        .upload_size(id)
-        .await
-        .map_err(|e| ApiError::io("cannot read the upload", e))?
-        .ok_or_else(|| upload_unknown(id))?;
-    let mut r = upload_accepted(name, id, size)?;
+    let mut r = upload_accepted(name, id, upload_size(registry, id).await?)?;
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
 }
@@ -880,14 +883,7 @@ async fn put_manifest(
         .link_manifest(name, &stored, &media_type, tag)
         .await
         .map_err(|e| ApiError::io("cannot store the manifest", e))?;
-    with_headers(
-        StatusCode::CREATED,
-        &[
-            ("Location", format!("/v2/{name}/manifests/{digest}")),
-            ("Docker-Content-Digest", digest.to_string()),
-            ("Content-Length", "0".to_string()),
-        ],
-    )
+    created(format!("/v2/{name}/manifests/{digest}"), &digest)
 }
 
 /// A manifest may only name blobs the registry has; an index only manifests of the repository.
