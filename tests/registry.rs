@@ -32,14 +32,20 @@ fn create_registry<'a>(
     name: &str,
     port: u16,
 ) -> (TestRegistry<'a>, u16, String) {
-    let out = sandbox.kcluster(&[
-        "registry",
-        "create",
-        "--name",
-        name,
-        "--port",
-        &port.to_string(),
-    ]);
+    create_registry_with(sandbox, name, port, &[])
+}
+
+/// `kcluster registry create` with `extra` arguments.
+fn create_registry_with<'a>(
+    sandbox: &'a Sandbox,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+) -> (TestRegistry<'a>, u16, String) {
+    let port = port.to_string();
+    let mut args = vec!["registry", "create", "--name", name, "--port", &port];
+    args.extend_from_slice(extra);
+    let out = sandbox.kcluster(&args);
     let registry = TestRegistry {
         name: name.to_string(),
         sandbox,
@@ -660,15 +666,7 @@ fn push_bench() {
 fn build_big_image(sandbox: &Sandbox, seed: u64) -> String {
     let context = sandbox.path().join(format!("big-{seed}"));
     std::fs::create_dir_all(&context).unwrap();
-    let mut data = vec![0u8; 100 << 20];
-    let mut state = 0x9e3779b97f4a7c15u64 ^ (seed.wrapping_mul(0x2545f4914f6cdd1d) | 1);
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(context.join("blob"), &data).unwrap();
+    std::fs::write(context.join("blob"), incompressible(100 << 20, seed)).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
         "FROM scratch\nCOPY blob /blob\n",
@@ -678,4 +676,422 @@ fn build_big_image(sandbox: &Sandbox, seed: u64) -> String {
     let out = docker(&["build", "-q", "-t", &tag, context.to_str().unwrap()]);
     assert!(out.status.success(), "build: {}", text(&out));
     tag
+}
+
+/// A Docker volume removed when the test ends (after the registry using it: declare it first).
+struct TestVolume(String);
+
+impl Drop for TestVolume {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+/// `(status, code, message)` of a registry's error answer.
+fn error_of(answer: &(u16, Vec<(String, String)>, String)) -> (u16, String, String) {
+    let value: serde_json::Value = serde_json::from_str(&answer.2).unwrap_or_default();
+    let message = value["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (answer.0, error_code(&answer.2), message)
+}
+
+#[test]
+fn a_full_disk_is_507_with_the_reason_keeps_nothing_and_reads_go_on() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("kcluster-reg-full");
+    // The registry's storage: an 8 MiB tmpfs volume, the user's own (`--volume`).
+    let volume = TestVolume(format!("{name}-small"));
+    let out = docker(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=8m",
+        &volume.0,
+    ]);
+    assert!(out.status.success(), "volume create: {}", text(&out));
+    let (registry, port, _) = create_registry_with(
+        &sandbox,
+        &name,
+        common::registry::free_port(),
+        &["--volume", &volume.0],
+    );
+    let mounted = stdout(&docker(&[
+        "inspect",
+        &name,
+        "--format",
+        "{{range .Mounts}}{{.Name}} {{end}}",
+    ]));
+    assert_eq!(mounted.trim(), volume.0, "the registry must use --volume");
+
+    // A small image fits.
+    let host = format!("localhost:{port}");
+    let small = format!("{host}/small:v1");
+    let _small = common::images::build_busybox_image(&sandbox, &small, "");
+    let out = docker(&["push", &small]);
+    assert!(
+        out.status.success(),
+        "push of the small image: {}",
+        text(&out)
+    );
+
+    // A layer bigger than the volume: the answer is 507 with the reason, the upload is gone.
+    let big = vec![0x5au8; 12 << 20];
+    let start = request(port, "POST", "/v2/big/app/blobs/uploads/", &[], b"");
+    assert_eq!(start.0, 202, "upload start: {}", start.2);
+    let location = header(&start.1, "location").unwrap_or_default().to_string();
+    let answer = request(
+        port,
+        "PATCH",
+        &location,
+        &[("Content-Type", "application/octet-stream")],
+        &big,
+    );
+    let (status, code, message) = error_of(&answer);
+    assert_eq!((status, code.as_str()), (507, "UNKNOWN"), "{}", answer.2);
+    assert!(
+        message.contains("storage is full") && message.contains("No space left on device"),
+        "{message}"
+    );
+    let after = request(port, "GET", &location, &[], b"");
+    assert_eq!(
+        (after.0, error_code(&after.2)),
+        (404, "BLOB_UPLOAD_UNKNOWN".to_string()),
+        "a failed upload must not be resumable: {}",
+        after.2
+    );
+
+    // The real `docker push` of an image bigger than the volume fails and says why.
+    let context = sandbox.path().join("too-big");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("payload"), incompressible(12 << 20, 7)).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY payload /payload\n",
+    )
+    .unwrap();
+    let too_big = format!("{host}/big:v1");
+    let out = docker(&["build", "-q", "-t", &too_big, context.to_str().unwrap()]);
+    assert!(out.status.success(), "build: {}", text(&out));
+    let _too_big_image = common::images::TestImage {
+        tag: too_big.clone(),
+    };
+    let out = docker(&["push", &too_big]);
+    assert!(!out.status.success(), "the push cannot fit: {}", text(&out));
+    assert!(
+        text(&out).contains("507 Insufficient Storage"),
+        "docker push must show why: {}",
+        text(&out)
+    );
+
+    // Nothing half-stored: no tag, no upload left, and every blob is whole (its name is the
+    // hash of its content), read from the volume itself.
+    let tags = request(port, "GET", "/v2/big/tags/list", &[], b"");
+    assert_eq!(
+        (tags.0, error_code(&tags.2)),
+        (404, "NAME_UNKNOWN".to_string()),
+        "{}",
+        tags.2
+    );
+    let check = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data:ro", volume.0),
+        "--entrypoint",
+        "/bin/sh",
+        &small,
+        "-c",
+        "cd /data && echo uploads=$(ls -A uploads | wc -l) temporary=$(find . -name '.tmp-*' | wc -l) && \
+         for f in blobs/sha256/*; do [ \"$(sha256sum \"$f\" | cut -d' ' -f1)\" = \"${f##*/}\" ] || echo \"partial $f\"; done; \
+         echo blobs=$(ls blobs/sha256 | wc -l)",
+    ]);
+    assert!(check.status.success(), "volume check: {}", text(&check));
+    let report = stdout(&check);
+    assert!(
+        report.contains("uploads=0 temporary=0") && !report.contains("partial"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("blobs=0"),
+        "the small image is there: {report}"
+    );
+
+    // Reads go on: the small image is pulled back; the space a failed upload took is free
+    // again, so another small image still fits.
+    let out = docker(&["rmi", &small]);
+    assert!(out.status.success(), "rmi: {}", text(&out));
+    let out = docker(&["pull", &small]);
+    assert!(
+        out.status.success(),
+        "pull after the full disk: {}",
+        text(&out)
+    );
+    let second = format!("{host}/small:v2");
+    let _second = common::images::build_busybox_image(&sandbox, &second, "RUN echo v2 > /v2\n");
+    let out = docker(&["push", &second]);
+    assert!(
+        out.status.success(),
+        "push after the full disk: {}",
+        text(&out)
+    );
+    let catalog = request(port, "GET", "/v2/_catalog", &[], b"");
+    assert_eq!(
+        (catalog.0, catalog.2.trim()),
+        (200, r#"{"repositories":["small"]}"#)
+    );
+
+    // `registry delete` keeps a volume the user brought.
+    drop(registry);
+    let out = docker(&["volume", "inspect", &volume.0]);
+    assert!(
+        out.status.success(),
+        "the user's volume must stay: {}",
+        text(&out)
+    );
+}
+
+/// `size` bytes no compressor can shrink, different for each `seed`.
+fn incompressible(size: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    let mut state = 0x9e3779b97f4a7c15u64 ^ (seed.wrapping_mul(0x2545f4914f6cdd1d) | 1);
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
+/// The KEP-1755 value the cluster advertises, parsed.
+fn advertised(cluster: &Cluster) -> serde_yaml::Value {
+    let value = cluster.kubectl_ok(&[
+        "-n",
+        "kube-public",
+        "get",
+        "configmap",
+        "local-registry-hosting",
+        "-o",
+        "jsonpath={.data.localRegistryHosting\\.v1}",
+    ]);
+    serde_yaml::from_str(&value).unwrap_or_else(|e| panic!("not YAML ({e}): {value}"))
+}
+
+/// `kcluster create --registry` (`--wait 120s`): the cluster and what create printed.
+fn create_with_registry<'a>(sandbox: &'a Sandbox, name: &str) -> (Cluster<'a>, String) {
+    let out = sandbox.kcluster(&["create", "--name", name, "--wait", "120s", "--registry"]);
+    let cluster = Cluster {
+        name: name.to_string(),
+        sandbox,
+    };
+    assert!(out.status.success(), "create --registry: {}", text(&out));
+    (cluster, text(&out))
+}
+
+/// `kcluster create --registry` as a user types it: the registry `kcluster-registry` on
+/// 127.0.0.1:5001, or on the next free port when 5001 is taken. The only test that uses the
+/// default name and port; it fails (rather than touching them) when something else holds them.
+#[test]
+fn create_with_registry_uses_5001_or_the_next_free_port_and_advertises_it() {
+    require_docker_and_kubectl();
+    const DEFAULT: &str = "kcluster-registry";
+    let out = docker(&["inspect", "--format", "{{.Name}}", DEFAULT]);
+    assert!(
+        !out.status.success() && text(&out).contains("No such object"),
+        "a container named {DEFAULT} exists already (not this test's): delete it (`kcluster registry delete`) before running this test; {}",
+        text(&out)
+    );
+    let holder = TcpListener::bind("127.0.0.1:5001").unwrap_or_else(|e| {
+        panic!("127.0.0.1:5001 is held by another process ({e}); this test needs it free")
+    });
+    let sandbox = Sandbox::new();
+    let _registry = TestRegistry {
+        name: DEFAULT.to_string(),
+        sandbox: &sandbox,
+    };
+
+    // 5001 taken: the next free port, said, and written into the ConfigMap.
+    let (first, said) = create_with_registry(&sandbox, &unique_name("dflt1"));
+    let moved = said
+        .split("is on port ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("create must say which port the registry is on: {said}"));
+    assert!(
+        said.contains("port 5001 on 127.0.0.1 is taken") && moved != 5001,
+        "{said}"
+    );
+    let host = format!("localhost:{moved}");
+    assert_eq!(advertised(&first)["host"].as_str(), Some(host.as_str()));
+    let image = format!("{host}/app:dev");
+    let _built = common::images::build_busybox_image(&sandbox, &image, "");
+    let out = docker(&["push", &image]);
+    assert!(out.status.success(), "docker push: {}", text(&out));
+    pod_image_pulled(&first, "app", &image);
+    drop(first);
+    let out = sandbox.kcluster(&["registry", "delete"]);
+    assert!(out.status.success(), "registry delete: {}", text(&out));
+    drop(holder);
+
+    // 5001 free: the registry is there, as the docs say.
+    let (second, said) = create_with_registry(&sandbox, &unique_name("dflt2"));
+    assert!(!said.contains("is taken"), "{said}");
+    let hosting = advertised(&second);
+    assert_eq!(hosting["host"].as_str(), Some("localhost:5001"));
+    assert_eq!(
+        hosting["hostFromClusterNetwork"].as_str(),
+        Some("kcluster-registry:5000")
+    );
+    let ls = stdout(&sandbox.kcluster(&["registry", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&format!("{DEFAULT} ")) && l.contains("localhost:5001")),
+        "{ls}"
+    );
+    let image = "localhost:5001/app:dev";
+    let _built = common::images::build_busybox_image(&sandbox, image, "RUN echo 5001 > /at\n");
+    let out = docker(&["push", image]);
+    assert!(out.status.success(), "docker push: {}", text(&out));
+    pod_image_pulled(&second, "app", image);
+}
+
+/// `cargo test --test registry -- --ignored --nocapture pod_start_bench`: pod start (create →
+/// Running, seen by a watch) for an image the node does not have, pulled from the built-in
+/// registry, against the same kind of image put on the node by `kcluster image load` (the
+/// baseline), in the same run, taking turns. Each image is one layer of its own (busybox and
+/// 16 MiB that no compressor shrinks), so nothing is shared with an earlier round.
+#[test]
+#[ignore]
+fn pod_start_bench() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("kcluster-reg-podbench");
+    let (_registry, port, _) = create_registry(&sandbox, &name, common::registry::free_port());
+    let cluster = Cluster::create(
+        &sandbox,
+        &unique_name("regbench"),
+        &["--registry-use", &name],
+    );
+    const ROUNDS: u64 = 5;
+    let mut images = Vec::new();
+    let mut plan = Vec::new();
+    for round in 0..ROUNDS {
+        for how in ["registry", "image load"] {
+            let seed = round * 2 + u64::from(how == "registry");
+            let context = sandbox.path().join(format!("podbench-{seed}"));
+            std::fs::create_dir_all(&context).unwrap();
+            std::fs::copy("/bin/busybox", context.join("busybox")).unwrap();
+            std::fs::write(context.join("payload"), incompressible(16 << 20, seed)).unwrap();
+            std::fs::write(
+                context.join("Dockerfile"),
+                "FROM scratch\nCOPY busybox payload /\n",
+            )
+            .unwrap();
+            let tag = if how == "registry" {
+                format!("localhost:{port}/podbench/r{round}:v1")
+            } else {
+                format!("kcluster-bench/podbench-{}:r{round}", cluster.name)
+            };
+            let out = docker(&["build", "-q", "-t", &tag, context.to_str().unwrap()]);
+            assert!(out.status.success(), "build: {}", text(&out));
+            images.push(common::images::TestImage { tag: tag.clone() });
+            // Both are put where the pod gets them before the clock starts.
+            if how == "registry" {
+                let out = docker(&["push", &tag]);
+                assert!(out.status.success(), "push: {}", text(&out));
+            } else {
+                cluster.load_image(&tag);
+            }
+            plan.push((how, tag));
+        }
+        // Whoever goes second may find the node's disk cache warmer: take turns.
+        if round % 2 == 1 {
+            let n = plan.len();
+            plan.swap(n - 2, n - 1);
+        }
+    }
+
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let samples = rt.block_on(async {
+        let client = kube_client(&sandbox, &cluster.context()).await;
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        let mut samples = Vec::new();
+        for (i, (how, image)) in plan.iter().enumerate() {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("start-{i}")},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": image,
+                                    "command": ["/busybox", "sleep", "3600"]}],
+                },
+            }))
+            .expect("a pod");
+            let wp = WatchParams::default().fields(&format!("metadata.name=start-{i}"));
+            let mut watch = pods.watch(&wp, "0").await.expect("a watch").boxed();
+            let started = Instant::now();
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("pod created");
+            let deadline = started + Duration::from_secs(120);
+            loop {
+                let event = tokio::time::timeout_at(deadline.into(), watch.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("start-{i} ({how}) did not run within 120 s"));
+                match event {
+                    Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)))
+                        if p.status.as_ref().and_then(|s| s.phase.as_deref())
+                            == Some("Running") =>
+                    {
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("the watch failed: {e}"),
+                    None => panic!("the watch ended"),
+                }
+            }
+            let took = started.elapsed();
+            println!("start-{i} {how}: {:.0} ms", took.as_secs_f64() * 1000.0);
+            samples.push((*how, took));
+        }
+        samples
+    });
+    // The registry pods pulled: their events say so, and no fallback to a node's copy.
+    for (i, (how, _)) in plan.iter().enumerate() {
+        if *how == "registry" {
+            let events = cluster.wait_pod_events(&format!("start-{i}"), |e| {
+                e.contains("Successfully pulled image")
+            });
+            assert!(!events.contains("PullFallback"), "start-{i}: {events}");
+        }
+    }
+    let median = |how: &str| {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|(h, _)| *h == how)
+            .map(|(_, d)| d.as_secs_f64() * 1000.0)
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (r, rmin, rmax) = median("registry");
+    let (l, lmin, lmax) = median("image load");
+    println!(
+        "pod start, median of {ROUNDS}: from the registry {r:.0} ms ({rmin:.0}–{rmax:.0}), loaded {l:.0} ms ({lmin:.0}–{lmax:.0}); registry/loaded {:.2}",
+        r / l
+    );
 }

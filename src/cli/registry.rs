@@ -21,6 +21,11 @@ pub enum RegistryCommand {
         /// Host port on 127.0.0.1 (default 5001; when taken, the next free one is used and printed).
         #[arg(long)]
         port: Option<u16>,
+        /// Docker volume for the images (default <name>-data). One that exists is used as it
+        /// is and kept by `registry delete`, e.g. a size-limited one: `docker volume create
+        /// --opt type=tmpfs --opt device=tmpfs --opt o=size=2g NAME`.
+        #[arg(long, value_name = "NAME")]
+        volume: Option<String>,
         /// Serve DELETE of manifests and blobs.
         #[arg(long)]
         enable_delete: bool,
@@ -40,10 +45,16 @@ pub async fn run(command: RegistryCommand, progress: &Progress) -> Result<()> {
         RegistryCommand::Create {
             name,
             port,
+            volume,
             enable_delete,
         } => {
+            let options = registry_docker::Options {
+                port,
+                volume,
+                enable_delete,
+            };
             let docker = Docker::connect().await?;
-            let registry = ensure(&docker, &name, port, enable_delete, progress).await?;
+            let registry = ensure(&docker, &name, &options, progress).await?;
             println!(
                 "Registry {} is on {} (push: docker push {}/app:dev)",
                 registry.name,
@@ -94,16 +105,18 @@ pub async fn run(command: RegistryCommand, progress: &Progress) -> Result<()> {
 pub async fn ensure(
     docker: &Docker,
     name: &str,
-    port: Option<u16>,
-    enable_delete: bool,
+    options: &registry_docker::Options,
     progress: &Progress,
 ) -> Result<RegistryInfo> {
     registry_docker::validate_name(name)?;
+    if let Some(volume) = &options.volume {
+        registry_docker::validate_volume(volume)?;
+    }
     let binary = image::own_binary()?;
     let tag = image::tag_for(&binary)?;
     let step = progress.step(format!("Ensuring registry {name}"));
     image::ensure(docker, &binary, &tag).await?;
-    let ensured = registry_docker::ensure(docker, name, port, &tag, enable_delete).await?;
+    let ensured = registry_docker::ensure(docker, name, options, &tag).await?;
     step.done();
     if let Some(wanted) = ensured.moved_from {
         // Printed even with --quiet: the port is what the user pushes to.
@@ -131,7 +144,13 @@ pub async fn prepare(
     progress: &Progress,
 ) -> Result<RegistryInfo> {
     let registry = if wanted.create {
-        ensure(docker, &wanted.name, None, false, progress).await?
+        ensure(
+            docker,
+            &wanted.name,
+            &registry_docker::Options::default(),
+            progress,
+        )
+        .await?
     } else {
         registry_docker::validate_name(&wanted.name)?;
         let found = registry_docker::find(docker, &wanted.name).await?.with_context(|| {

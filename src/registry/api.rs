@@ -66,14 +66,24 @@ impl ApiError {
     }
 
     fn io(what: &str, e: std::io::Error) -> ApiError {
-        // A full disk must say so: the client then knows a retry will not help.
-        let status = if e.raw_os_error() == Some(libc::ENOSPC) {
-            StatusCode::INSUFFICIENT_STORAGE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
         warn!(error = %e, "{what}");
-        ApiError::new(status, "UNKNOWN", format!("{what}: {e}"))
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            // distribution answers 500 UNKNOWN here, but Docker and containerd show only the
+            // status line of a 5xx answer: 507 Insufficient Storage (RFC 4918) is the one that
+            // reaches the user. Both are retried alike by clients; the body keeps the spec's code.
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "UNKNOWN",
+                format!(
+                    "{what}: the registry's storage is full ({e}); nothing of this upload was kept: free space on its volume, or delete the registry (`kcluster registry delete`) to drop its images"
+                ),
+            );
+        }
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            format!("{what}: {e}"),
+        )
     }
 
     fn response(&self) -> Response<Body> {
@@ -513,6 +523,9 @@ async fn append(registry: &Registry, id: &str, mut body: Incoming) -> Result<u64
         if let Ok(data) = frame.into_data() {
             if let Err(e) = file.write_all(&data).await {
                 failed = Some(ApiError::io("cannot write the upload", e));
+                // Read the rest before answering: a client still sending when the connection
+                // closes sees a reset instead of the answer that says why.
+                while let Some(Ok(_)) = body.frame().await {}
                 break;
             }
             hasher.update(&data);

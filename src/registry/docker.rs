@@ -1,5 +1,6 @@
 //! The registry as a Docker container: one per name (default `kcluster-registry`), the node
-//! image running `kcluster node registry`, its data on the named volume `<name>-data`, published
+//! image running `kcluster node registry`, its data on the named volume `<name>-data` (or the
+//! volume the user names, e.g. a size-limited one), published
 //! on 127.0.0.1 (Docker pushes plain HTTP to loopback without any daemon setting), restarted by
 //! Docker unless stopped. It belongs to no cluster: clusters join it to their network, where
 //! Docker's DNS resolves it by its container name, and a cluster's delete only disconnects it.
@@ -28,6 +29,8 @@ pub const DEFAULT_PORT: u16 = 5001;
 pub const ROLE_REGISTRY: &str = "registry";
 /// The host port the registry is published on (the container's record of it).
 pub const LABEL_HOST_PORT: &str = "dev.kcluster.registry-port";
+/// The volume its data is on (the container's record of it).
+pub const LABEL_VOLUME: &str = "dev.kcluster.registry-volume";
 /// How many ports after the asked one are tried when it is taken.
 const PORT_TRIES: u16 = 100;
 
@@ -39,6 +42,8 @@ pub struct RegistryInfo {
     pub state: String,
     /// The cluster networks it is joined to.
     pub networks: Vec<String>,
+    /// The Docker volume its blobs and manifests are on.
+    pub volume: String,
 }
 
 impl RegistryInfo {
@@ -55,6 +60,23 @@ impl RegistryInfo {
 
 pub fn volume_name(name: &str) -> String {
     format!("{name}-data")
+}
+
+/// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate_volume(volume: &str) -> Result<()> {
+    let bytes = volume.as_bytes();
+    let ok = bytes.len() >= 2
+        && bytes.len() <= 255
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !ok {
+        bail!(
+            "invalid volume name {volume:?}: Docker volume names are letters, digits, '_', '.' and '-', starting with a letter or digit"
+        );
+    }
+    Ok(())
 }
 
 /// Registry names are container names that also resolve as DNS names on cluster networks.
@@ -88,11 +110,16 @@ fn info(c: &ContainerSummary) -> Option<RegistryInfo> {
         })
         .unwrap_or_default();
     networks.sort();
+    let name = container_name(c);
     Some(RegistryInfo {
-        name: container_name(c),
+        name: name.clone(),
         host_port,
         state: crate::cluster::docker::state_str(c),
         networks,
+        // Registries made before the label existed used the default volume.
+        volume: label(c, LABEL_VOLUME)
+            .map(str::to_string)
+            .unwrap_or_else(|| volume_name(&name)),
     })
 }
 
@@ -120,6 +147,17 @@ pub async fn find(docker: &Docker, name: &str) -> Result<Option<RegistryInfo>> {
     Ok(list(docker).await?.into_iter().find(|r| r.name == name))
 }
 
+/// How a registry is made when it does not exist yet.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Host port on 127.0.0.1; None: [`DEFAULT_PORT`], or the next free one.
+    pub port: Option<u16>,
+    /// The Docker volume for its data; None: `<name>-data`.
+    pub volume: Option<String>,
+    /// Serve DELETE of manifests and blobs.
+    pub enable_delete: bool,
+}
+
 /// What `ensure` did.
 pub struct Ensured {
     pub registry: RegistryInfo,
@@ -132,11 +170,14 @@ pub struct Ensured {
 pub async fn ensure(
     docker: &Docker,
     name: &str,
-    port: Option<u16>,
+    options: &Options,
     image: &str,
-    enable_delete: bool,
 ) -> Result<Ensured> {
     validate_name(name)?;
+    if let Some(volume) = &options.volume {
+        validate_volume(volume)?;
+    }
+    let port = options.port;
     if let Some(existing) = find(docker, name).await? {
         if let Some(p) = port
             && p != existing.host_port
@@ -144,6 +185,14 @@ pub async fn ensure(
             bail!(
                 "the registry {name} already exists on port {}, not {p}: leave out --port, or delete it first with `kcluster registry delete --name {name}`",
                 existing.host_port
+            );
+        }
+        if let Some(v) = &options.volume
+            && *v != existing.volume
+        {
+            bail!(
+                "the registry {name} already exists on the volume {}, not {v}: leave out --volume, or delete it first with `kcluster registry delete --name {name}`",
+                existing.volume
             );
         }
         if existing.state != "running" {
@@ -169,25 +218,23 @@ pub async fn ensure(
         );
     }
     let wanted = port.unwrap_or(DEFAULT_PORT);
-    let volume = volume_name(name);
-    docker
-        .api()
-        .create_volume(VolumeCreateRequest {
-            name: Some(volume.clone()),
-            labels: Some(HashMap::from([(
-                LABEL_ROLE.to_string(),
-                ROLE_REGISTRY.to_string(),
-            )])),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("cannot create the volume {volume}"))?;
+    let volume = options.volume.clone().unwrap_or_else(|| volume_name(name));
+    ensure_volume(docker, &volume).await?;
     let mut last_error = None;
     for candidate in wanted..wanted.saturating_add(PORT_TRIES) {
         if !port_free(candidate) {
             continue;
         }
-        match run(docker, name, candidate, image, enable_delete).await {
+        match run(
+            docker,
+            name,
+            candidate,
+            &volume,
+            image,
+            options.enable_delete,
+        )
+        .await
+        {
             Ok(()) => {
                 let registry = find(docker, name)
                     .await?
@@ -220,6 +267,32 @@ pub async fn ensure(
     }))
 }
 
+/// Creates the volume when it does not exist; one that exists (the user's own, perhaps made
+/// with size options) is used as it is. Only volumes made here carry the registry label, and
+/// only those go with the registry.
+async fn ensure_volume(docker: &Docker, volume: &str) -> Result<()> {
+    match docker.api().inspect_volume(volume).await {
+        Ok(_) => return Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect the volume {volume}")),
+    }
+    docker
+        .api()
+        .create_volume(VolumeCreateRequest {
+            name: Some(volume.to_string()),
+            labels: Some(HashMap::from([(
+                LABEL_ROLE.to_string(),
+                ROLE_REGISTRY.to_string(),
+            )])),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot create the volume {volume}"))?;
+    Ok(())
+}
+
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)).is_ok()
 }
@@ -228,6 +301,7 @@ async fn run(
     docker: &Docker,
     name: &str,
     port: u16,
+    volume: &str,
     image: &str,
     enable_delete: bool,
 ) -> Result<()> {
@@ -244,7 +318,7 @@ async fn run(
         cmd.push("--enable-delete".into());
     }
     let host_config = HostConfig {
-        binds: Some(vec![format!("{}:{}", volume_name(name), super::DATA_DIR)]),
+        binds: Some(vec![format!("{volume}:{}", super::DATA_DIR)]),
         port_bindings: Some(port_bindings),
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
@@ -260,6 +334,7 @@ async fn run(
         labels: Some(HashMap::from([
             (LABEL_ROLE.to_string(), ROLE_REGISTRY.to_string()),
             (LABEL_HOST_PORT.to_string(), port.to_string()),
+            (LABEL_VOLUME.to_string(), volume.to_string()),
             (
                 LABEL_VERSION.to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
@@ -360,13 +435,28 @@ async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
     }
 }
 
-/// Removes the registry container and its volume (the images in it go too).
+/// Removes the registry container and the volume made for it (the images in it go too); a
+/// volume the user brought (`--volume` naming an existing one) is kept.
 pub async fn remove(docker: &Docker, name: &str) -> Result<bool> {
-    if find(docker, name).await?.is_none() {
+    let Some(registry) = find(docker, name).await? else {
         return Ok(false);
-    }
+    };
     remove_container(docker, name).await?;
-    let volume = volume_name(name);
+    let volume = registry.volume;
+    let made_here = match docker.api().inspect_volume(&volume).await {
+        Ok(v) => v
+            .labels
+            .get(LABEL_ROLE)
+            .is_some_and(|role| role == ROLE_REGISTRY),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(true),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect the volume {volume}")),
+    };
+    if !made_here {
+        debug!(%volume, "the user's volume is kept");
+        return Ok(true);
+    }
     match docker
         .api()
         .remove_volume(

@@ -69,6 +69,7 @@ mod tests {
             host_port: 5002,
             state: "running".into(),
             networks: vec![],
+            volume: "kcluster-registry-data".into(),
         };
         let v: serde_yaml::Value = serde_yaml::from_str(&value(&info)).unwrap();
         assert_eq!(v["host"], "localhost:5002");

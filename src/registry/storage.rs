@@ -187,10 +187,18 @@ impl Storage {
         let digest = BlobDigest::of(data);
         if self.blob_size(&digest).await?.is_none() {
             let tmp = self.upload_path(&uuid::Uuid::new_v4().to_string());
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            file.write_all(data).await?;
-            file.sync_all().await?;
-            tokio::fs::rename(&tmp, self.blob_path(&digest)).await?;
+            let written = async {
+                let mut file = tokio::fs::File::create(&tmp).await?;
+                file.write_all(data).await?;
+                file.sync_all().await?;
+                tokio::fs::rename(&tmp, self.blob_path(&digest)).await
+            }
+            .await;
+            if let Err(e) = written {
+                // A full disk must not leave a half-written file taking what space is left.
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
         }
         Ok(digest)
     }
@@ -320,8 +328,15 @@ async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::other("a registry path without a parent"))?;
     tokio::fs::create_dir_all(dir).await?;
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    tokio::fs::write(&tmp, data).await?;
-    tokio::fs::rename(&tmp, path).await
+    let written = async {
+        tokio::fs::write(&tmp, data).await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
 }
 
 #[cfg(test)]
