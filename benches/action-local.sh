@@ -27,7 +27,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
 tag=$("$bin" doctor 2>/dev/null | sed -n 's/.*Node image: \([^ ]*\).*/\1/p')
 [ -n "$tag" ] || { echo "kcluster doctor did not name the node image" >&2; exit 1; }
 
-restore=() install=() create=() total=() baseline=()
+restore=() install=() create=() image=() total=() baseline=()
 for i in $(seq "$runs"); do
   root=$work/action-$i
   docker rmi -f "$tag" >/dev/null 2>&1 || true
@@ -43,6 +43,7 @@ for i in $(seq "$runs"); do
   PATH=$root/bin:$PATH KCLUSTER=$root/bin/kcluster INPUT_CLUSTER_NAME=$name INPUT_WAIT=120s \
     bash .ci/action/create.sh >"$work/create-$i.log" 2>&1 || { cat "$work/create-$i.log" >&2; exit 1; }
   create+=("$(since "$t2")")
+  image+=("$(sed -n 's/.*Ensuring node image.*(\([0-9.]*\)s).*/\1/p' "$work/create-$i.log" | head -1)")
   total+=("$(since "$t0")")
   KCLUSTER=$root/bin/kcluster INPUT_CLUSTER_NAME=$name bash .ci/action/cleanup.sh >/dev/null 2>&1
   # Baseline: the same create, the node image already there.
@@ -56,5 +57,6 @@ echo "- binary: $bin ($(du -m "$bin" | cut -f1) MB), $runs runs, $(date -u +%F)"
 echo "- cache restore stand-in (source hash + binary copy): median $(m "${restore[@]}") s (${restore[*]})"
 echo "- install.sh (cache hit): median $(m "${install[@]}") s (${install[*]})"
 echo "- create.sh (node image built, create --wait 120s, kubeconfig, cluster-info): median $(m "${create[@]}") s (${create[*]})"
+echo "  - of which the node image build (create's own step time): median $(m "${image[@]}") s (${image[*]})"
 echo "- job start to Ready cluster: **median $(m "${total[@]}") s** (${total[*]})"
 echo "- baseline, kcluster create --wait 120s with the node image built: median $(m "${baseline[@]}") s (${baseline[*]})"

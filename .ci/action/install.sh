@@ -2,9 +2,9 @@
 # The Action's install step: puts kcluster (and, when asked, a given kubectl) on the job's PATH.
 #
 # kcluster is built from the Action's own source (no binary is published) with
-# `cargo install --locked`, into $KCLUSTER_ACTION_ROOT (cached by the Action, keyed on the
-# source's hash, together with the cargo target directory), so only the first run of a version
-# compiles. When the cached binary already reports the source's version, nothing is built.
+# `cargo install --locked`, into $KCLUSTER_ACTION_ROOT (the binary cached by the Action, keyed on
+# the source's hash; the cargo target directory cached apart and restored only when a build is
+# needed), so only the first run of a version compiles. When the cached binary already reports the source's version, nothing is built.
 #
 # Inputs (environment): KCLUSTER_ACTION_SOURCE (the Action's checkout), KCLUSTER_ACTION_ROOT
 # (install root), INPUT_KUBECTL_VERSION (e.g. v1.33.0; empty: keep the runner's kubectl).
