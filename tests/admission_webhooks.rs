@@ -1,7 +1,9 @@
 //! Admission webhooks with the real kubectl: Mutating- and ValidatingWebhookConfigurations
-//! whose webhooks are a real HTTPS server (in this test process, TLS with a serving certificate
-//! from a CA the test makes and hands over as caBundle) that mutates, denies, warns, sleeps,
-//! answers garbage, or is not there at all.
+//! whose webhooks are a real HTTPS server (TLS with a serving certificate from a CA the test
+//! makes and hands over as caBundle) that mutates, denies, warns, sleeps, answers garbage, or
+//! is not there at all. Against a real cluster the server is a pod behind a Service (the test
+//! image tests/images/admission_webhook.rs); against the standalone API server it runs in this
+//! test process, addressed by URL.
 
 mod common;
 
@@ -23,10 +25,6 @@ struct Webhooks {
 
 impl Webhooks {
     fn start() -> Self {
-        Self::start_for(vec!["127.0.0.1".to_string()], "127.0.0.1")
-    }
-
-    fn start_for(names: Vec<String>, bind: &str) -> Self {
         use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -37,7 +35,7 @@ impl Webhooks {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(names)
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
             .unwrap()
             .signed_by(&key, &issuer)
             .unwrap();
@@ -52,7 +50,7 @@ impl Webhooks {
             )
             .unwrap();
         let config = Arc::new(config);
-        let listener = TcpListener::bind((bind, 0)).unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
@@ -197,6 +195,14 @@ fn answer(path: &str, request: &Value) -> String {
             }
         }
         "/allow" => review(json!({"uid": uid, "allowed": true})),
+        "/observe" => {
+            let seen = format!(
+                "{} {} observed",
+                request["operation"].as_str().unwrap_or_default(),
+                request["subResource"].as_str().unwrap_or("-")
+            );
+            review(json!({"uid": uid, "allowed": true, "warnings": [seen]}))
+        }
         "/slow" => {
             std::thread::sleep(Duration::from_secs(5));
             review(json!({"uid": uid, "allowed": true}))
@@ -889,87 +895,350 @@ fn bad_webhook_configurations_are_refused_in_kubernetes_words() {
     assert_eq!(rows[1][..2], ["good-example-com", "1"], "{table}");
 }
 
-/// A webhook behind a Service in a real cluster: the API server in the server node reaches it
-/// at the Service's ClusterIP (through the node's service proxy) and verifies it as
-/// `<service>.<namespace>.svc`. The webhook server is this test process, on the cluster
-/// network's gateway address, named by a selector-less Service's Endpoints.
+/// The webhook server pod's CA (handed over as caBundle) and the Secret with its serving
+/// certificate for `<service>.<namespace>.svc`.
+fn webhook_pod_tls(service: &str, namespace: &str) -> (String, Value) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "admission-webhook-pod-ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![format!("{service}.{namespace}.svc")])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": service, "namespace": namespace},
+        "data": {"tls.crt": b64(cert.pem()), "tls.key": b64(key.serialize_pem())}});
+    (b64(ca_cert.pem()), secret)
+}
+
+/// The webhook server pod (tests/images/admission_webhook.rs) behind the Service `service`,
+/// a Service `nobody` without endpoints, and the namespace `admitted` (label `webhooks: on`)
+/// whose objects the webhooks take.
+fn webhook_pod_objects(image: &str, namespace: &str, service: &str, secret: Value) -> Vec<Value> {
+    let labels = json!({"app": service});
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "admitted", "labels": {"webhooks": "on"}}}),
+        secret,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": service, "namespace": namespace},
+               "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                   "containers": [{"name": "webhook", "image": image, "imagePullPolicy": "Never",
+                     "args": ["0.0.0.0:8443", "/tls/tls.crt", "/tls/tls.key"],
+                     "ports": [{"containerPort": 8443}],
+                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8443, "scheme": "HTTPS"},
+                                        "periodSeconds": 1},
+                     "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true}]}],
+                   "volumes": [{"name": "tls", "secret": {"secretName": service}}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": service, "namespace": namespace},
+               "spec": {"selector": labels, "ports": [{"port": 443, "targetPort": 8443}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "nobody", "namespace": namespace},
+               "spec": {"ports": [{"port": 443, "targetPort": 8443}]}}),
+    ]
+}
+
+/// The AdmissionReview requests the webhook pod logged for `path`, oldest first.
+fn pod_reviews(cluster: &Cluster, namespace: &str, service: &str, path: &str) -> Vec<Value> {
+    let logs = cluster.kubectl_ok(&["logs", "-n", namespace, &format!("deployment/{service}")]);
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["path"] == path)
+        .map(|l| l["request"].clone())
+        .collect()
+}
+
+/// Webhooks served by a pod of a real cluster (the Rust test image
+/// tests/images/admission_webhook.rs) behind a Service: the API server in the server node
+/// reaches it at the Service's ClusterIP through the node's service proxy and verifies it as
+/// `<service>.<namespace>.svc` against the caBundle. A mutating webhook adds a label, a
+/// validating one refuses a name; a webhook slower than its timeout and one behind a Service
+/// without endpoints fail the request under failurePolicy Fail and are skipped under Ignore.
 #[test]
-fn webhooks_behind_a_service_in_a_cluster() {
+fn webhooks_served_by_a_pod_behind_a_service() {
     require_docker_and_kubectl();
     let sandbox = Sandbox::new();
-    let cluster = Cluster::create(&sandbox, &unique_name("webhooks-svc"), &[]);
-    let network = format!("kcluster-{}", cluster.name);
-    let gateway = stdout(&docker(&[
-        "network",
-        "inspect",
-        &network,
-        "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]))
-    .trim()
-    .to_string();
-    assert!(!gateway.is_empty(), "the cluster network has no gateway");
-    let hooks = Webhooks::start_for(vec!["hooks.webhook-test.svc".to_string()], &gateway);
-    cluster.kubectl_ok(&["create", "namespace", "webhook-test"]);
-    let backend = [
-        json!({"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "hooks", "namespace": "webhook-test"},
-               "spec": {"ports": [{"port": 443, "targetPort": hooks.port, "protocol": "TCP"}]}}),
-        json!({"apiVersion": "v1", "kind": "Endpoints",
-               "metadata": {"name": "hooks", "namespace": "webhook-test"},
-               "subsets": [{"addresses": [{"ip": gateway}],
-                            "ports": [{"port": hooks.port, "protocol": "TCP"}]}]}),
-    ];
-    for object in backend {
+    let name = unique_name("authz-hooks");
+    let image = format!("kcluster-e2e/admission-webhook:{name}");
+    let _image = images::build_admission_webhook_image(&sandbox, &image);
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image(&image);
+    let (namespace, service) = ("webhook-test", "admission-webhook");
+    let (ca_bundle, secret) = webhook_pod_tls(service, namespace);
+    for object in webhook_pod_objects(&image, namespace, service, secret) {
         let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &object.to_string());
         assert!(out.status.success(), "{}", text(&out));
     }
-    let service = |path: &str| json!({"service": {"name": "hooks", "namespace": "webhook-test", "path": path}});
-    for config in [
-        configuration(
-            "MutatingWebhookConfiguration",
-            "label.example.com",
-            service("/add-label"),
-            &hooks.ca_bundle,
-            json!({}),
-        ),
-        configuration(
-            "ValidatingWebhookConfiguration",
-            "deny.example.com",
-            service("/deny-reserved"),
-            &hooks.ca_bundle,
-            json!({}),
-        ),
-    ] {
-        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &config);
-        assert!(out.status.success(), "{}", text(&out));
-    }
-    let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-x is reserved";
-    wait_refused(
-        "the webhook behind the Service to deny",
-        Duration::from_secs(60),
-        denial,
-        || cluster.kubectl(&["create", "configmap", "reserved-x"]),
-    );
-    let out = cluster.kubectl(&["create", "configmap", "through-service"]);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = cluster.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        namespace,
+        &format!("deployment/{service}"),
+        "--timeout=120s",
+    ]);
     assert!(
-        text(&out).contains("Warning: labelled by the test webhook"),
-        "{}",
+        out.status.success(),
+        "the webhook pod never became ready: {}",
         text(&out)
     );
+
+    let to = |svc: &str, path: &str| json!({"service": {"name": svc, "namespace": namespace, "path": path}});
+    let admitted_only = |extra: Value| {
+        let mut all = json!({"namespaceSelector": {"matchLabels": {"webhooks": "on"}}});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            all[k] = v;
+        }
+        all
+    };
+    let apply = |config: String| {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &config);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    apply(configuration(
+        "MutatingWebhookConfiguration",
+        "label.example.com",
+        to(service, "/add-label"),
+        &ca_bundle,
+        admitted_only(json!({"objectSelector": {"matchLabels": {"hook": "label"}}})),
+    ));
+    apply(configuration(
+        "ValidatingWebhookConfiguration",
+        "deny.example.com",
+        to(service, "/deny-reserved"),
+        &ca_bundle,
+        admitted_only(json!({"objectSelector": {"matchLabels": {"hook": "label"}}})),
+    ));
+    let create_as = |name: &str, hook: &str, dry_run: bool| {
+        let mut args = vec!["create", "-f", "-"];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        cluster.kubectl_stdin(
+            &args,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": "admitted", "labels": {"hook": hook}}})
+            .to_string(),
+        )
+    };
+    let create = |name: &str, hook: &str| create_as(name, hook, false);
+    let denial = "admission webhook \"deny.example.com\" denied the request: the name reserved-x is reserved";
+    wait_refused(
+        "the webhook pod to deny",
+        Duration::from_secs(60),
+        denial,
+        || create_as("reserved-x", "label", true),
+    );
+    let out = create("reserved-x", "label");
+    assert!(text(&out).contains(denial), "{}", text(&out));
+    assert!(gone(&cluster.kubectl(&[
+        "get",
+        "configmap",
+        "-n",
+        "admitted",
+        "reserved-x"
+    ])));
+    let out = create("through-service", "label");
+    assert!(out.status.success(), "{}", text(&out));
+    for warning in [
+        "Warning: labelled by the webhook pod",
+        "Warning: through-service checked by the webhook pod",
+    ] {
+        assert!(
+            text(&out).contains(warning),
+            "no {warning:?} in {}",
+            text(&out)
+        );
+    }
     let label = cluster.kubectl_ok(&[
         "get",
         "configmap",
+        "-n",
+        "admitted",
         "through-service",
         "-o",
         "jsonpath={.metadata.labels.webhook-added}",
     ]);
-    assert_eq!(label.trim(), "yes");
-    let seen = hooks.requests("/add-label");
+    assert_eq!(label.trim(), "pod");
+    let mutated = pod_reviews(&cluster, namespace, service, "/add-label");
+    let seen = mutated
+        .iter()
+        .find(|r| r["name"] == "through-service")
+        .unwrap_or_else(|| panic!("the webhook pod never saw the create: {mutated:?}"));
+    assert_eq!(seen["operation"], "CREATE");
+    assert_eq!(seen["namespace"], "admitted");
+    assert_eq!(
+        seen["kind"],
+        json!({"group": "", "version": "v1", "kind": "ConfigMap"})
+    );
+    assert_eq!(seen["userInfo"]["username"], "kubernetes-admin", "{seen}");
+    let validated = pod_reviews(&cluster, namespace, service, "/deny-reserved");
     assert!(
-        seen.iter().any(|r| r["name"] == "through-service"),
-        "the mutating webhook never saw the create"
+        validated.iter().any(|r| r["name"] == "reserved-x"),
+        "the webhook pod never saw the refused create: {validated:?}"
+    );
+
+    // failurePolicy both ways, for a webhook slower than its timeout and one that is down.
+    let slow_url = format!("https://{service}.{namespace}.svc:443/slow?timeout=1s");
+    let nobody_ip = cluster.kubectl_ok(&[
+        "get",
+        "service",
+        "-n",
+        namespace,
+        "nobody",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let down_url = format!("https://nobody.{namespace}.svc:443/allow?timeout=10s");
+    let cases = [
+        (
+            "slow.example.com",
+            to(service, "/slow"),
+            json!({"timeoutSeconds": 1}),
+            format!(
+                "Internal error occurred: failed calling webhook \"slow.example.com\": failed to call webhook: Post \"{slow_url}\": context deadline exceeded"
+            ),
+        ),
+        (
+            "down.example.com",
+            to("nobody", "/allow"),
+            json!({}),
+            format!(
+                "Internal error occurred: failed calling webhook \"down.example.com\": failed to call webhook: Post \"{down_url}\": dial tcp {}:443: connect: connection refused",
+                nobody_ip.trim()
+            ),
+        ),
+    ];
+    for (hook, client, extra, want) in cases {
+        let selector = json!({"objectSelector": {"matchLabels": {"hook": hook}}});
+        let mut fail = admitted_only(selector.clone());
+        let mut ignore = admitted_only(selector);
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            fail[&k] = v.clone();
+            ignore[&k] = v;
+        }
+        fail["failurePolicy"] = json!("Fail");
+        ignore["failurePolicy"] = json!("Ignore");
+        apply(configuration(
+            "ValidatingWebhookConfiguration",
+            hook,
+            client.clone(),
+            &ca_bundle,
+            fail,
+        ));
+        wait_refused(
+            &format!("{hook} to fail the request"),
+            Duration::from_secs(30),
+            &want,
+            || create_as("probe", hook, true),
+        );
+        let out = create(&format!("{}-fail", &hook[..4]), hook);
+        assert!(text(&out).contains(&want), "{}", text(&out));
+        assert!(gone(&cluster.kubectl(&[
+            "get",
+            "configmap",
+            "-n",
+            "admitted",
+            &format!("{}-fail", &hook[..4]),
+        ])));
+        apply(configuration(
+            "ValidatingWebhookConfiguration",
+            hook,
+            client,
+            &ca_bundle,
+            ignore,
+        ));
+        wait_until(
+            &format!("{hook} to be ignored"),
+            Duration::from_secs(30),
+            || {
+                let out = create(&format!("{}-ignored", &hook[..4]), hook);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(text(&out))
+                }
+            },
+        );
+    }
+    assert!(
+        !pod_reviews(&cluster, namespace, service, "/slow").is_empty(),
+        "the slow webhook was never called"
+    );
+
+    // The scheduler binds pods through pods/binding as itself: the webhook sees a CREATE of a
+    // Binding from system:kube-scheduler.
+    apply(configuration(
+        "ValidatingWebhookConfiguration",
+        "bindings.example.com",
+        to(service, "/allow"),
+        &ca_bundle,
+        admitted_only(
+            json!({"rules": [{"operations": ["CREATE"], "apiGroups": [""],
+            "apiVersions": ["v1"], "resources": ["pods/binding"]}]}),
+        ),
+    ));
+    let placed = |pod: &str| {
+        let spec = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": "admitted"},
+            "spec": {"containers": [{"name": "c", "image": image, "imagePullPolicy": "Never",
+                                     "args": ["0.0.0.0:8443", "/none", "/none"]}]}});
+        let out = cluster.kubectl_stdin(&["create", "-f", "-"], &spec.to_string());
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    // Configurations take effect within moments; each pod made before that is bound unseen.
+    let mut attempt = 0;
+    let mut binding = None;
+    wait_until(
+        "the binding webhook to see the scheduler's binding",
+        Duration::from_secs(60),
+        || {
+            attempt += 1;
+            let pod = format!("scheduled-{attempt}");
+            placed(&pod);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                let seen = pod_reviews(&cluster, namespace, service, "/allow");
+                if let Some(r) = seen.iter().find(|r| r["name"] == pod.as_str()) {
+                    binding = Some(r.clone());
+                    return Ok(());
+                }
+                let node = cluster.kubectl_ok(&[
+                    "get",
+                    "pod",
+                    "-n",
+                    "admitted",
+                    &pod,
+                    "-o",
+                    "jsonpath={.spec.nodeName}",
+                ]);
+                if !node.trim().is_empty() {
+                    return Err(format!("{pod} was bound to {node} unseen"));
+                }
+            }
+            Err(format!("{pod} was not bound within 10 s"))
+        },
+    );
+    let binding = binding.expect("a binding review");
+    assert_eq!(binding["operation"], "CREATE", "{binding}");
+    assert_eq!(binding["subResource"], "binding", "{binding}");
+    assert_eq!(
+        binding["kind"],
+        json!({"group": "", "version": "v1", "kind": "Binding"})
+    );
+    assert_eq!(
+        binding["userInfo"]["username"], "system:kube-scheduler",
+        "{binding}"
     );
 }
 
@@ -1355,6 +1624,178 @@ fn exec_is_admitted_as_connect() {
     assert_eq!(review["namespace"], "default");
     assert_eq!(review["object"]["command"], json!(["ls", "-l"]));
     assert_eq!(review["object"]["container"], "c");
+}
+
+/// Writes through subresources reach webhooks as kube-apiserver sends them: pods/binding and
+/// pods/eviction as CREATE of a Binding and an Eviction, deployments/scale as UPDATE of an
+/// autoscaling/v1 Scale (with the Scale before), each with `subResource` set and the parent's
+/// resource; rules `pods/*` and `*/scale` pick them. The webhook's warnings come back as
+/// Warning headers on every verb, a connect's included.
+#[test]
+fn subresource_writes_reach_webhooks_with_their_own_kind() {
+    let server = ApiServer::start();
+    let hooks = Webhooks::start();
+    for object in [
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bound"},
+               "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "evicted"},
+               "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+    ] {
+        let out = server.kubectl_stdin(&["create", "-f", "-"], &object.to_string());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    install(
+        &server,
+        &configuration(
+            "ValidatingWebhookConfiguration",
+            "subresources.example.com",
+            json!({"url": hooks.url("/observe")}),
+            &hooks.ca_bundle,
+            json!({"rules": [
+                {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/*"]},
+                {"operations": ["UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["*/scale"]},
+                {"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods/exec"]},
+            ]}),
+        ),
+    );
+    wait_until(
+        "the scale webhook to take effect",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["scale", "deployment", "web", "--replicas=2"]);
+            if out.status.success() && text(&out).contains("Warning: UPDATE scale observed") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let out = server.kubectl(&["scale", "deployment", "web", "--replicas=3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: UPDATE scale observed"),
+        "{}",
+        text(&out)
+    );
+    let seen = hooks.requests("/observe");
+    let scale = seen
+        .iter()
+        .find(|r| r["object"]["spec"]["replicas"] == 3)
+        .unwrap_or_else(|| panic!("no scale to 3 among {seen:?}"));
+    assert_eq!(scale["operation"], "UPDATE");
+    assert_eq!(scale["subResource"], "scale");
+    assert_eq!(scale["requestSubResource"], "scale");
+    assert_eq!(
+        scale["kind"],
+        json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+    );
+    assert_eq!(scale["requestKind"], scale["kind"]);
+    assert_eq!(
+        scale["resource"],
+        json!({"group": "apps", "version": "v1", "resource": "deployments"})
+    );
+    assert_eq!(scale["name"], "web");
+    assert_eq!(scale["namespace"], "default");
+    assert_eq!(scale["object"]["kind"], "Scale");
+    assert_eq!(scale["oldObject"]["spec"]["replicas"], 2);
+    assert_eq!(scale["options"]["kind"], "UpdateOptions");
+
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"},
+                         "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"}});
+    let out = server.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/bound/binding",
+            "-f",
+            "-",
+        ],
+        &binding.to_string(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: CREATE binding observed"),
+        "{}",
+        text(&out)
+    );
+    let node = server.kubectl_ok(&["get", "pod", "bound", "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(node.trim(), "node-a");
+    let seen = hooks.requests("/observe");
+    let bound = seen
+        .iter()
+        .find(|r| r["subResource"] == "binding")
+        .unwrap_or_else(|| panic!("no binding among {seen:?}"));
+    assert_eq!(bound["operation"], "CREATE");
+    assert_eq!(
+        bound["kind"],
+        json!({"group": "", "version": "v1", "kind": "Binding"})
+    );
+    assert_eq!(
+        bound["resource"],
+        json!({"group": "", "version": "v1", "resource": "pods"})
+    );
+    assert_eq!(bound["name"], "bound");
+    assert_eq!(bound["object"]["target"]["name"], "node-a");
+    assert_eq!(bound["options"]["kind"], "CreateOptions");
+
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                          "metadata": {"name": "evicted", "namespace": "default"}});
+    let out = server.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/evicted/eviction",
+            "-f",
+            "-",
+        ],
+        &eviction.to_string(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: CREATE eviction observed"),
+        "{}",
+        text(&out)
+    );
+    let seen = hooks.requests("/observe");
+    let evicted = seen
+        .iter()
+        .find(|r| r["subResource"] == "eviction")
+        .unwrap_or_else(|| panic!("no eviction among {seen:?}"));
+    assert_eq!(evicted["operation"], "CREATE");
+    assert_eq!(
+        evicted["kind"],
+        json!({"group": "policy", "version": "v1", "kind": "Eviction"})
+    );
+    assert_eq!(evicted["resource"]["resource"], "pods");
+    assert_eq!(evicted["name"], "evicted");
+    assert_eq!(evicted["object"]["kind"], "Eviction");
+    // The eviction's delete of its pod is not sent again.
+    assert!(!seen.iter().any(|r| r["operation"] == "DELETE"), "{seen:?}");
+
+    // A connect has no node to reach here, but is admitted first, and the webhook's warning
+    // comes back with the error.
+    let out = server.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/bound/exec?command=true&stdout=true",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Warning: CONNECT exec observed"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        hooks
+            .requests("/observe")
+            .iter()
+            .any(|r| r["operation"] == "CONNECT" && r["subResource"] == "exec"),
+        "the webhook never saw the exec"
+    );
 }
 
 /// A policy with a paramKind reads its limit from the object its binding's paramRef names;

@@ -1,8 +1,8 @@
 //! RBAC enforced, through the real kubectl against the API server: `--as` users forbidden in
 //! Kubernetes' words until a binding grants them, `auth can-i` and `can-i --list`, bindings to
 //! missing roles, ClusterRole aggregation with a custom resource's role, the escalation and bind
-//! checks, impersonation checked by the `impersonate` verb, and service-account tokens limited
-//! to what their Role grants.
+//! checks, impersonation checked by the `impersonate` verb (uid and extra included), and
+//! service-account tokens limited to what their Role grants.
 
 mod common;
 
@@ -510,6 +510,165 @@ fn impersonation_needs_the_impersonate_verb() {
     );
 }
 
+/// A SelfSubjectReview POSTed with curl, the token and the given `Impersonate-*` headers:
+/// (HTTP code, body).
+fn self_subject_review(server: &ApiServer, token: &str, headers: &[&str]) -> (String, Value) {
+    let ca = server.sandbox.path().join("data/pki/ca.crt");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(&ca)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .args([
+            "-X",
+            "POST",
+            "--data",
+            r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+            &format!(
+                "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                server.url.trim_end_matches('/')
+            ),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run curl");
+    assert!(out.status.success(), "curl failed: {}", text(&out));
+    let all = stdout(&out);
+    let (body, code) = all
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("curl's status line");
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (code.to_string(), body)
+}
+
+/// `Impersonate-Uid` and `Impersonate-Extra-<key>` need the `impersonate` verb on `uids` and
+/// `userextras/<key>` (authentication.k8s.io), and the user then acts with them: `kubectl auth
+/// whoami` and SelfSubjectReview show the uid and extra.
+#[test]
+fn impersonation_carries_uid_and_extra() {
+    let server = ApiServer::start();
+    server.kubectl_ok(&["create", "serviceaccount", "robot"]);
+    let token = server
+        .kubectl_ok(&["create", "token", "robot"])
+        .trim()
+        .to_string();
+    server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: jane-impersonator}\nrules:\n- apiGroups: [\"\"]\n  resources: [users]\n  verbs: [impersonate]\n  resourceNames: [jane]\n",
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "robot-impersonates",
+        "--clusterrole=jane-impersonator",
+        "--serviceaccount=default:robot",
+    ]);
+    let whoami = |extra: &[&str]| {
+        let mut args = vec!["auth", "whoami", "--as=jane"];
+        args.extend_from_slice(extra);
+        kubectl_with_token(&server, &token, &args)
+    };
+    let out = whoami(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!stdout(&out).contains("UID"), "{}", text(&out));
+    // kubectl's whoami reports any refusal in its own words: the raw request shows the server's.
+    let raw_as = |uid: &str| {
+        let uid = format!("--as-uid={uid}");
+        kubectl_with_token(
+            &server,
+            &token,
+            &[
+                "get",
+                "--raw",
+                "/api/v1/namespaces/default/pods",
+                "--as=jane",
+                &uid,
+            ],
+        )
+    };
+    refused_with(
+        &raw_as("1234"),
+        r#"uids.authentication.k8s.io "1234" is forbidden: User "system:serviceaccount:default:robot" cannot impersonate resource "uids" in API group "authentication.k8s.io" at the cluster scope"#,
+    );
+    let extra_headers = [
+        "Impersonate-User: jane",
+        "Impersonate-Extra-Scopes: view",
+        "Impersonate-Extra-Scopes: edit",
+        "Impersonate-Extra-acme.example%2Fproject: apollo",
+    ];
+    let (code, status) = self_subject_review(&server, &token, &extra_headers);
+    assert_eq!(code, "403", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(r#"cannot impersonate resource "userextras/scopes" in API group "authentication.k8s.io""#)),
+        "{status}"
+    );
+
+    server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: jane-details}\nrules:\n- apiGroups: [authentication.k8s.io]\n  resources: [uids]\n  verbs: [impersonate]\n  resourceNames: [\"1234\"]\n- apiGroups: [authentication.k8s.io]\n  resources: [userextras/scopes]\n  verbs: [impersonate]\n  resourceNames: [view, edit]\n- apiGroups: [authentication.k8s.io]\n  resources: [userextras/acme.example/project]\n  verbs: [impersonate]\n",
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "robot-impersonates-details",
+        "--clusterrole=jane-details",
+        "--serviceaccount=default:robot",
+    ]);
+    let out = whoami(&["--as-uid=1234"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = stdout(&out);
+    let uid_line = printed
+        .lines()
+        .find(|l| l.starts_with("UID"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(uid_line, ["UID", "1234"], "{}", text(&out));
+    refused_with(
+        &raw_as("5678"),
+        r#"uids.authentication.k8s.io "5678" is forbidden"#,
+    );
+
+    let mut with_uid = extra_headers.to_vec();
+    with_uid.push("Impersonate-Uid: 1234");
+    let (code, review) = self_subject_review(&server, &token, &with_uid);
+    assert_eq!(code, "201", "{review}");
+    let user = &review["status"]["userInfo"];
+    assert_eq!(user["username"], "jane", "{review}");
+    assert_eq!(user["uid"], "1234", "{review}");
+    assert_eq!(
+        user["groups"],
+        serde_json::json!(["system:authenticated"]),
+        "{review}"
+    );
+    assert_eq!(
+        user["extra"],
+        serde_json::json!({"acme.example/project": ["apollo"], "scopes": ["view", "edit"]}),
+        "{review}"
+    );
+    // A value the role does not name is refused, and so is an extra without a user.
+    let (code, status) = self_subject_review(
+        &server,
+        &token,
+        &["Impersonate-User: jane", "Impersonate-Extra-Scopes: admin"],
+    );
+    assert_eq!(code, "403", "{status}");
+    let (code, status) = self_subject_review(&server, &token, &["Impersonate-Extra-Scopes: view"]);
+    assert_eq!(code, "500", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("without impersonating a user")),
+        "{status}"
+    );
+}
+
 #[test]
 fn service_account_tokens_get_only_their_role() {
     let server = ApiServer::start();
@@ -582,6 +741,7 @@ fn the_default_roles_exist() {
         "system:node",
         "system:node-proxier",
         "system:kube-scheduler",
+        "system:volume-scheduler",
         "system:kube-controller-manager",
     ] {
         assert!(
@@ -605,6 +765,131 @@ fn the_default_roles_exist() {
         admin["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"],
         "true"
     );
+}
+
+/// Each built-in component authenticates as itself and holds only its roles: the scheduler
+/// Kubernetes' `system:kube-scheduler` and `system:volume-scheduler`, the Ingress controller,
+/// cluster DNS settings and host-port publisher their own `system:kcluster:<component>`.
+#[test]
+fn components_hold_only_their_own_roles() {
+    let server = ApiServer::start();
+    let can = |user: &str, args: &[&str]| -> String {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let who = format!("--as={user}");
+        all.push(&who);
+        let out = server.kubectl(&all);
+        stdout(&out).trim().to_string()
+    };
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "system:kube-scheduler",
+            &["create", "pods", "--subresource=binding"],
+            "yes",
+        ),
+        ("system:kube-scheduler", &["delete", "pods"], "yes"),
+        (
+            "system:kube-scheduler",
+            &["patch", "pods", "--subresource=status"],
+            "yes",
+        ),
+        (
+            "system:kube-scheduler",
+            &["update", "persistentvolumeclaims"],
+            "yes",
+        ),
+        (
+            "system:kube-scheduler",
+            &["list", "storageclasses.storage.k8s.io"],
+            "yes",
+        ),
+        ("system:kube-scheduler", &["delete", "nodes"], "no"),
+        (
+            "system:kube-scheduler",
+            &["create", "deployments.apps"],
+            "no",
+        ),
+        ("system:kube-scheduler", &["get", "secrets"], "no"),
+        (
+            "system:kcluster-ingress",
+            &[
+                "update",
+                "ingresses.networking.k8s.io",
+                "--subresource=status",
+            ],
+            "yes",
+        ),
+        ("system:kcluster-ingress", &["list", "secrets", "-A"], "yes"),
+        (
+            "system:kcluster-ingress",
+            &["create", "ingressclasses.networking.k8s.io"],
+            "yes",
+        ),
+        (
+            "system:kcluster-ingress",
+            &["update", "ingresses.networking.k8s.io"],
+            "no",
+        ),
+        ("system:kcluster-ingress", &["delete", "pods"], "no"),
+        (
+            "system:kcluster-dns",
+            &[
+                "update",
+                "endpointslices.discovery.k8s.io",
+                "-n",
+                "kube-system",
+            ],
+            "yes",
+        ),
+        (
+            "system:kcluster-dns",
+            &["delete", "services", "-n", "kube-system"],
+            "no",
+        ),
+        (
+            "system:kcluster-dns",
+            &["get", "secrets", "-n", "kube-system"],
+            "no",
+        ),
+        (
+            "system:kcluster-ports",
+            &["patch", "services", "--subresource=status"],
+            "yes",
+        ),
+        ("system:kcluster-ports", &["get", "secrets"], "no"),
+        ("system:kube-controller-manager", &["create", "pods"], "yes"),
+        (
+            "system:kube-controller-manager",
+            &["impersonate", "users"],
+            "no",
+        ),
+        (
+            "system:kube-controller-manager",
+            &["escalate", "clusterroles.rbac.authorization.k8s.io"],
+            "no",
+        ),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter_map(|(user, args, want)| {
+            let got = can(user, args);
+            (got != *want).then(|| format!("{user} {args:?}: {got:?}, want {want:?}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let names = server.kubectl_ok(&["get", "clusterrolebindings", "-o", "name"]);
+    for binding in [
+        "system:volume-scheduler",
+        "system:kcluster:ingress",
+        "system:kcluster:dns",
+    ] {
+        assert!(
+            names
+                .lines()
+                .any(|l| l == format!("clusterrolebinding.rbac.authorization.k8s.io/{binding}")),
+            "{binding} missing from:\n{names}"
+        );
+    }
 }
 
 /// A pod of a real cluster reaching the API server through `kubernetes.default` with its

@@ -310,9 +310,10 @@ impl ApiServer {
             target.subresource.as_deref(),
             Some("log" | "exec" | "attach" | "portforward" | "proxy")
         ) {
+            let mut warnings = Vec::new();
             if target.subresource.as_deref() != Some("log") {
                 let proxy_path = path.split_once("/proxy").map(|(_, rest)| rest.to_string());
-                webhooks::admit_connect(
+                let (admitted, said) = webhooks::admit_connect(
                     &self.store,
                     self.webhooks.clone(),
                     Some(user.identity()),
@@ -320,9 +321,23 @@ impl ApiServer {
                     req.uri().query(),
                     proxy_path.as_deref(),
                 )
-                .await?;
+                .await;
+                warnings = said;
+                if let Err(e) = admitted {
+                    let mut response = encoded_json_response(e.code, e.encode_status().into());
+                    add_warnings(&mut response, warnings);
+                    return Ok(response);
+                }
             }
-            return connect::handle(&self.store, self.kubelet_tls.get(), &target, &path, req).await;
+            let mut response =
+                match connect::handle(&self.store, self.kubelet_tls.get(), &target, &path, req)
+                    .await
+                {
+                    Ok(response) => response,
+                    Err(e) => encoded_json_response(e.code, e.encode_status().into()),
+                };
+            add_warnings(&mut response, warnings);
+            return Ok(response);
         }
         let content_type = header_str(&req, header::CONTENT_TYPE);
         let user_agent = header_str(&req, header::USER_AGENT);

@@ -9,6 +9,7 @@ use super::request::Verb;
 use super::resources;
 use super::selector::{label_selector_matches, label_selector_to_string, labels_of};
 use super::status::ApiError;
+use super::webhooks::{self, Operation};
 
 pub async fn dispatch(req: &Request<'_>, sub: &str) -> Result<Reply, ApiError> {
     match (sub, req.target.verb) {
@@ -127,6 +128,19 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
                 "the object has been modified; please apply your changes to the latest version and try again",
             ));
         }
+        let namespace = req.target.namespace.as_deref().unwrap_or_default();
+        let before = scale_of(custom_scale(req), &old);
+        webhooks::admit_subresource(
+            req.store,
+            req.def(),
+            Operation::Update,
+            webhooks::SCALE,
+            namespace,
+            &name,
+            &mut scale,
+            Some(&before),
+        )
+        .await?;
         let replicas = scale
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
@@ -183,7 +197,19 @@ fn success() -> Result<Reply, ApiError> {
 /// pods/binding: what the scheduler posts to place a pod on a node.
 async fn binding(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?.to_string();
-    let body = req.decode_body()?;
+    let mut body = req.decode_body()?;
+    let namespace = req.target.namespace.as_deref().unwrap_or_default();
+    webhooks::admit_subresource(
+        req.store,
+        req.def(),
+        Operation::Create,
+        webhooks::BINDING,
+        namespace,
+        &name,
+        &mut body,
+        None,
+    )
+    .await?;
     let node = body
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -244,7 +270,19 @@ async fn binding(req: &Request<'_>) -> Result<Reply, ApiError> {
 /// pods/eviction: a delete that respects PodDisruptionBudgets (what `kubectl drain` uses).
 async fn eviction(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?.to_string();
-    let body = req.decode_body()?;
+    let mut body = req.decode_body()?;
+    let namespace = req.target.namespace.as_deref().unwrap_or_default();
+    webhooks::admit_subresource(
+        req.store,
+        req.def(),
+        Operation::Create,
+        webhooks::EVICTION,
+        namespace,
+        &name,
+        &mut body,
+        None,
+    )
+    .await?;
     let pod = object::from_stored(&req.load(&name).await?)?;
     let terminal = matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),

@@ -46,9 +46,12 @@ use runtime::events::EventSink;
 
 /// `ca_pem` is the cluster CA every namespace's `kube-root-ca.crt` ConfigMap publishes;
 /// `pod_subnet`, when given, is split into a pod CIDR per Node (kube-controller-manager's
-/// `--allocate-node-cidrs --cluster-cidr`).
+/// `--allocate-node-cidrs --cluster-cidr`). The scheduler shares the controllers' informers
+/// but writes (bindings, pod status, claims, preemptions, events) with `scheduler_client`, its
+/// own identity.
 pub async fn run(
     client: kube::Client,
+    scheduler_client: kube::Client,
     ca_pem: Option<String>,
     pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
 ) -> Result<()> {
@@ -110,14 +113,15 @@ pub async fn run(
         pods.clone(),
         events.recorder("deployment-controller"),
     );
+    let scheduler_events = EventSink::start(scheduler_client.clone());
     let scheduler = crate::scheduler::Scheduler::new(
-        client.clone(),
+        scheduler_client,
         pods.clone(),
         nodes.clone(),
         namespaces.clone(),
         claims.clone(),
         volumes.clone(),
-        events.recorder("default-scheduler"),
+        scheduler_events.recorder("default-scheduler"),
     );
 
     let taint_eviction = tainteviction::TaintEvictionController::new(

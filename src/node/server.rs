@@ -69,12 +69,20 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let serve = tokio::spawn(api.serve(listener, tls));
     info!(node = %settings.node_name, "control plane started");
 
-    let controller_cert = ca.issue_client("system:kube-controller-manager", &[])?;
-    let controller_creds = Credentials {
-        ca_pem: ca_pem.clone(),
-        cert_pem: controller_cert.cert_pem,
-        key_pem: controller_cert.key_pem,
+    // Each component authenticates as itself and holds only its own roles (see
+    // apiserver::authz::bootstrap).
+    let identity = |user: &str| -> Result<Credentials> {
+        let cert = ca.issue_client(user, &[])?;
+        Ok(Credentials {
+            ca_pem: ca_pem.clone(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+        })
     };
+    let controller_creds = identity("system:kube-controller-manager")?;
+    let scheduler_creds = identity("system:kube-scheduler")?;
+    let ingress_creds = identity("system:kcluster-ingress")?;
+    let dns_creds = identity("system:kcluster-dns")?;
     let cluster_ca = ca_pem.clone();
     let pod_subnet: crate::cluster::cidr::Ipv4Cidr =
         settings.pod_subnet.parse().with_context(|| {
@@ -89,6 +97,9 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let node_name = settings.node_name.clone();
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
+        let scheduler_client =
+            super::client::connect("127.0.0.1", API_PORT, &scheduler_creds).await?;
+        let dns_client = super::client::connect("127.0.0.1", API_PORT, &dns_creds).await?;
         // The CSR signer is the one controller that needs the CA key, which only this process has.
         let signer_client = client.clone();
         tokio::spawn(async move {
@@ -97,18 +108,18 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
             }
         });
         tokio::spawn(crate::controllers::clusterdns::run(
-            client.clone(),
+            dns_client,
             dns_ip.to_string(),
         ));
         if ingress.enabled {
-            let client = client.clone();
+            let client = super::client::connect("127.0.0.1", API_PORT, &ingress_creds).await?;
             tokio::spawn(async move {
                 if let Err(e) = crate::ingress::run(client, ingress, node_name).await {
                     tracing::error!(error = format!("{e:#}"), "the ingress controller stopped");
                 }
             });
         }
-        crate::controllers::run(client, Some(cluster_ca), Some(pod_subnet)).await
+        crate::controllers::run(client, scheduler_client, Some(cluster_ca), Some(pod_subnet)).await
     });
     tokio::spawn(crate::volumes::localpath::run_cleaner(
         "127.0.0.1".to_string(),

@@ -88,6 +88,7 @@ pub async fn run(options: Options) -> Result<()> {
             }
         });
         tokio::spawn(crate::controllers::run(
+            client.clone(),
             client,
             Some(ca_pem),
             options.pod_subnet,

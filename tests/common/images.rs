@@ -153,3 +153,60 @@ pub fn build_port_echo_image(sandbox: &Sandbox, tag: &str) -> TestImage {
     assert!(out.status.success(), "docker build failed: {}", text(&out));
     image
 }
+
+/// Builds `tag` FROM scratch with the admission webhook server (tests/images/admission-webhook,
+/// a package of its own since it needs TLS) at /admission-webhook. Cargo builds it into
+/// `test-images/` of this build's target directory: the `cargo test` running these tests holds
+/// the lock of the target directory itself.
+pub fn build_admission_webhook_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    // <target>/x86_64-unknown-linux-gnu/debug/kcluster
+    let target = std::path::Path::new(env!("CARGO_BIN_EXE_kcluster"))
+        .ancestors()
+        .nth(3)
+        .expect("the target directory")
+        .join("test-images");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/images/admission-webhook"
+        ))
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "build",
+            "--locked",
+            "--offline",
+            "--message-format=json-render-diagnostics",
+        ])
+        .output()
+        .expect("cannot run cargo");
+    assert!(
+        out.status.success(),
+        "cannot build tests/images/admission-webhook: {}",
+        text(&out)
+    );
+    let executable = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| {
+            m["reason"] == "compiler-artifact" && m["target"]["name"] == "admission-webhook"
+        })
+        .find_map(|m| m["executable"].as_str().map(str::to_string))
+        .expect("cargo named no admission-webhook executable");
+    std::fs::copy(&executable, context.join("admission-webhook")).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY admission-webhook /admission-webhook\nENTRYPOINT [\"/admission-webhook\"]\n",
+    )
+    .unwrap();
+    let image = TestImage {
+        tag: tag.to_string(),
+    };
+    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
+    assert!(out.status.success(), "docker build failed: {}", text(&out));
+    image
+}

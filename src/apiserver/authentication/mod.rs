@@ -92,14 +92,17 @@ pub fn requester() -> Option<UserInfo> {
         .ok();
     match super::authz::REQUESTER.try_with(super::authz::User::clone) {
         Ok(acting)
-            if authenticated
-                .as_ref()
-                .is_none_or(|a| a.username != acting.name || a.groups != acting.groups) =>
+            if acting.uid.is_some()
+                || !acting.extra.is_empty()
+                || authenticated
+                    .as_ref()
+                    .is_none_or(|a| a.username != acting.name || a.groups != acting.groups) =>
         {
             Some(UserInfo {
                 username: acting.name,
+                uid: acting.uid,
                 groups: acting.groups,
-                ..UserInfo::default()
+                extra: acting.extra,
             })
         }
         _ => authenticated,

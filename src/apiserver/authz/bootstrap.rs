@@ -510,8 +510,9 @@ fn cluster_roles() -> Vec<ClusterRole> {
                     &["leases"],
                     &["kube-scheduler"],
                 ),
-                r(&["delete", "get", "list", "watch"], &[""], &["nodes"]),
-                r(READ, &[""], &["pods"]),
+                r(READ, &[""], &["nodes"]),
+                // Preemption deletes the victims.
+                r(&["delete", "get", "list", "watch"], &[""], &["pods"]),
                 r(&["create"], &[""], &["pods/binding", "bindings"]),
                 r(&["patch", "update"], &[""], &["pods/status"]),
                 r(
@@ -550,14 +551,26 @@ fn cluster_roles() -> Vec<ClusterRole> {
             ],
         ),
         role(
+            "system:volume-scheduler",
+            vec![
+                r(
+                    &["get", "list", "watch", "patch", "update"],
+                    &[""],
+                    &["persistentvolumes", "persistentvolumeclaims"],
+                ),
+                r(READ, &["storage.k8s.io"], &["storageclasses"]),
+            ],
+        ),
+        role(
             "system:kube-dns",
             vec![r(&["list", "watch"], &[""], &["endpoints", "services"])],
         ),
-        // This cluster runs every controller, the scheduler, the Ingress controller and the
-        // cluster DNS settings in one client of the server node. The garbage collector and the
-        // namespace controller alone need to read, change and delete objects of every kind
-        // (Kubernetes gives their own accounts exactly that), so the union is every resource
-        // verb; it holds no `escalate`, `bind` or `impersonate`, so it cannot grant itself more.
+        // This cluster runs every controller in one client of the server node (Kubernetes'
+        // kube-controller-manager without per-controller service-account credentials). The
+        // garbage collector and the namespace controller alone need to read, change and delete
+        // objects of every kind (Kubernetes gives their own accounts exactly that), so the
+        // union is every resource verb; it holds no `escalate`, `bind` or `impersonate`, so it
+        // cannot grant itself more. The scheduler, Ingress and cluster DNS have their own.
         role(
             "system:kcluster:controllers",
             vec![
@@ -574,6 +587,51 @@ fn cluster_roles() -> Vec<ClusterRole> {
                     ],
                 ),
                 urls(&["get"], &["/api", "/api/*", "/apis", "/apis/*"]),
+            ],
+        ),
+        // The built-in Ingress controller: it reads what routes need, writes Ingress status,
+        // creates the default IngressClass and its own LoadBalancer Service and Endpoints.
+        role(
+            "system:kcluster:ingress",
+            vec![
+                r(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingressclasses"],
+                ),
+                r(
+                    &["patch", "update"],
+                    &["networking.k8s.io"],
+                    &["ingresses/status"],
+                ),
+                r(&["create"], &["networking.k8s.io"], &["ingressclasses"]),
+                r(READ, &[""], &["secrets"]),
+                r(READ, &["discovery.k8s.io"], &["endpointslices"]),
+                r(
+                    &["get", "list", "watch", "create", "patch", "update"],
+                    &[""],
+                    &["services", "endpoints"],
+                ),
+                r(
+                    &["create", "patch", "update"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+            ],
+        ),
+        // The cluster DNS settings: the kube-system/kube-dns Service and its Endpoints and
+        // EndpointSlice, listing the Nodes that serve DNS.
+        role(
+            "system:kcluster:dns",
+            vec![
+                r(READ, &[""], &["nodes"]),
+                r(&["get", "create"], &[""], &["services"]),
+                r(&["get", "create", "update"], &[""], &["endpoints"]),
+                r(
+                    &["get", "create", "update"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
             ],
         ),
         // What the node agent runs beside its kubelet: the Service proxy, the cluster DNS
@@ -659,9 +717,27 @@ const CLUSTER_ROLE_BINDINGS: &[(&str, &str, &[&str], &[&str])] = &[
         &[],
     ),
     (
+        "system:volume-scheduler",
+        "system:volume-scheduler",
+        &["system:kube-scheduler"],
+        &[],
+    ),
+    (
         "system:kcluster:controllers",
         "system:kcluster:controllers",
         &["system:kube-controller-manager"],
+        &[],
+    ),
+    (
+        "system:kcluster:ingress",
+        "system:kcluster:ingress",
+        &["system:kcluster-ingress"],
+        &[],
+    ),
+    (
+        "system:kcluster:dns",
+        "system:kcluster:dns",
+        &["system:kcluster-dns"],
         &[],
     ),
     // Nodes hold the node role through the Node authorizer, limited to their own objects; the

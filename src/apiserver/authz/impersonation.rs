@@ -2,6 +2,8 @@
 //! request acts as, each one allowed by the `impersonate` verb on users, groups,
 //! serviceaccounts, uids or userextras, in the order Kubernetes' impersonation filter checks them.
 
+use std::collections::BTreeMap;
+
 use http::HeaderMap;
 
 use super::{AUTHENTICATED, Attributes, Authorizer, User};
@@ -141,6 +143,8 @@ pub fn impersonate(
     }
     let mut name = String::new();
     let mut groups: Vec<String> = Vec::new();
+    let mut uid = None;
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for w in &wanted {
         let mut a = Attributes {
             user: requester.name.clone(),
@@ -175,10 +179,15 @@ pub fn impersonate(
                 a.api_group = "authentication.k8s.io".into();
                 a.resource = "userextras".into();
                 a.subresource = w.field_path.clone();
+                extra
+                    .entry(w.field_path.clone())
+                    .or_default()
+                    .push(w.name.clone());
             }
             _ => {
                 a.api_group = "authentication.k8s.io".into();
                 a.resource = "uids".into();
+                uid = Some(w.name.clone());
             }
         }
         authz.check(&a)?;
@@ -190,5 +199,10 @@ pub fn impersonate(
     } else if !groups.iter().any(|g| g == AUTHENTICATED) {
         groups.push(AUTHENTICATED.into());
     }
-    Ok(User { name, groups })
+    Ok(User {
+        name,
+        groups,
+        uid,
+        extra,
+    })
 }

@@ -27,10 +27,15 @@ pub const MASTERS: &str = "system:masters";
 pub const AUTHENTICATED: &str = "system:authenticated";
 
 /// An authenticated user as the authorizer sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub groups: Vec<String>,
+    /// Set only by impersonation (`Impersonate-Uid`); the authenticator's own uid, if any, is
+    /// read from the credentials when something asks (`authentication::requester`).
+    pub uid: Option<String>,
+    /// Impersonated `user.extra` (`Impersonate-Extra-<key>`), keys lower-cased and unescaped.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -43,6 +48,7 @@ impl User {
         User {
             name: identity.user.clone(),
             groups,
+            ..User::default()
         }
     }
 
@@ -361,6 +367,7 @@ mod tests {
         User {
             name: "jane".into(),
             groups: vec![AUTHENTICATED.into()],
+            ..User::default()
         }
     }
 

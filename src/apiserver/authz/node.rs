@@ -346,6 +346,7 @@ mod tests {
         let user = super::super::User {
             name: "system:node:w1".into(),
             groups: vec![NODES_GROUP.into()],
+            ..Default::default()
         };
         let own = json!({"metadata": {"name": "w1"}});
         let other = json!({"metadata": {"name": "w2"}});
@@ -370,6 +371,7 @@ mod tests {
         let jane = super::super::User {
             name: "jane".into(),
             groups: vec![],
+            ..Default::default()
         };
         assert!(admit(&jane, "nodes", "", &other, true).is_ok());
     }

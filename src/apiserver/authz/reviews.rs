@@ -95,7 +95,11 @@ pub fn answer(
                 )],
             ));
         }
-        User { name: user, groups }
+        User {
+            name: user,
+            groups,
+            ..User::default()
+        }
     };
     let resource = spec.get("resourceAttributes").filter(|v| !v.is_null());
     let non_resource = spec.get("nonResourceAttributes").filter(|v| !v.is_null());

@@ -260,7 +260,8 @@ fn connect_options(kind_of: &str, sub: &str, query: Option<&str>) -> Option<Valu
 }
 
 /// Admission of a connect request (exec, attach, port-forward, proxy): CONNECT to the webhooks
-/// and policies whose rules name it, with the request's options as the object.
+/// and policies whose rules name it, with the request's options as the object. The webhooks'
+/// warnings come back whatever the outcome, for the response's Warning headers.
 pub async fn admit_connect(
     store: &Store,
     registry: Arc<Registry>,
@@ -268,10 +269,10 @@ pub async fn admit_connect(
     target: &super::request::ResourceRequest,
     query: Option<&str>,
     proxy_path: Option<&str>,
-) -> Result<(), ApiError> {
+) -> (Result<(), ApiError>, Vec<String>) {
     let subresource = target.subresource.as_deref().unwrap_or_default();
     let Some(mut options) = connect_options(target.def.kind, subresource, query) else {
-        return Ok(());
+        return (Ok(()), Vec::new());
     };
     if let Some(path) = proxy_path.filter(|p| subresource == "proxy" && !p.is_empty()) {
         options["path"] = json!(path);
@@ -289,11 +290,12 @@ pub async fn admit_connect(
         )),
         warnings: Mutex::new(Vec::new()),
     });
-    scope(
-        request,
+    let admitted = scope(
+        request.clone(),
         validate(store, target.def, Operation::Connect, Some(&options), None),
     )
-    .await
+    .await;
+    (admitted, request.take_warnings())
 }
 
 tokio::task_local! {
@@ -359,6 +361,31 @@ fn intern(reason: &str) -> &'static str {
     leaked
 }
 
+/// The kind of the object a subresource write carries when it is not its parent's:
+/// kube-apiserver admits `pods/binding`, `pods/eviction` and `*/scale` with that object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubresourceKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+}
+
+pub const BINDING: SubresourceKind = SubresourceKind {
+    group: "",
+    version: "v1",
+    kind: "Binding",
+};
+pub const EVICTION: SubresourceKind = SubresourceKind {
+    group: "policy",
+    version: "v1",
+    kind: "Eviction",
+};
+pub const SCALE: SubresourceKind = SubresourceKind {
+    group: "autoscaling",
+    version: "v1",
+    kind: "Scale",
+};
+
 /// One admission call: the object (in stored form), what it was, and where it lives.
 struct Call<'a> {
     store: &'a Store,
@@ -367,6 +394,8 @@ struct Call<'a> {
     request: &'a Request,
     name: String,
     namespace: String,
+    /// Set when the object is a subresource's own kind, sent as the client wrote it.
+    object_kind: Option<SubresourceKind>,
 }
 
 impl Call<'_> {
@@ -618,6 +647,13 @@ impl Call<'_> {
         if self.def.namespaced() {
             req["namespace"] = json!(self.namespace);
         }
+        if let Some(k) = self.object_kind {
+            let kind = json!({"group": k.group, "version": k.version, "kind": k.kind});
+            req["kind"] = kind.clone();
+            req["requestKind"] = kind;
+            req["object"] = obj.cloned().unwrap_or(Value::Null);
+            req["oldObject"] = old.cloned().unwrap_or(Value::Null);
+        }
         let Some(options_kind) = self.operation.options_kind() else {
             // A connect's object is its options (PodExecOptions, …), of the core group.
             let kind = obj
@@ -798,6 +834,7 @@ fn call_for<'a>(
         request,
         name: of("name"),
         namespace: of("namespace"),
+        object_kind: None,
     }
 }
 
@@ -818,16 +855,26 @@ pub async fn mutate(
         return Ok(());
     }
     let call = call_for(store, def, operation, &request, Some(obj), old);
+    mutate_with(&call, &hooks, obj, old).await
+}
+
+/// The mutating webhooks of `hooks` in order, then the IfNeeded ones again after a change.
+async fn mutate_with(
+    call: &Call<'_>,
+    hooks: &Hooks,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let mut last_change: Option<usize> = None;
     for (i, hook) in hooks.mutating.iter().enumerate() {
-        if mutate_once(&call, hook, obj, old).await? {
+        if mutate_once(call, hook, obj, old).await? {
             last_change = Some(i);
         }
     }
     if let Some(changed_at) = last_change {
         for hook in hooks.mutating.iter().take(changed_at) {
             if hook.spec.get("reinvocationPolicy").and_then(Value::as_str) == Some("IfNeeded") {
-                mutate_once(&call, hook, obj, old).await?;
+                mutate_once(call, hook, obj, old).await?;
             }
         }
     }
@@ -854,6 +901,18 @@ async fn mutate_once(
     let Some(patch) = &answer.patch else {
         return Ok(false);
     };
+    if call.object_kind.is_some() {
+        let mut patched = obj.clone();
+        json_patch::patch(&mut patched, patch).map_err(|e| {
+            ApiError::internal(format!(
+                "failed calling webhook {:?}: the JSON patch could not be applied: {e}",
+                hook.name
+            ))
+        })?;
+        let changed = patched != *obj;
+        *obj = patched;
+        return Ok(changed);
+    }
     let mut versioned = convert::from_storage(matched, obj.clone());
     json_patch::patch(&mut versioned, patch).map_err(|e| {
         ApiError::internal(format!(
@@ -886,15 +945,10 @@ pub async fn validate(
         return Ok(());
     }
     let hooks = request.registry.current();
-    // A delete or connect reaches mutating webhooks too; they may deny it but have nothing to
-    // change.
-    let delete_mutating: &[Arc<Hook>] =
-        if matches!(operation, Operation::Delete | Operation::Connect) {
-            &hooks.mutating
-        } else {
-            &[]
-        };
-    if hooks.validating.is_empty() && delete_mutating.is_empty() && hooks.bindings.is_empty() {
+    if hooks.validating.is_empty()
+        && delete_mutating(&hooks, operation).is_empty()
+        && hooks.bindings.is_empty()
+    {
         return Ok(());
     }
     let mut call = call_for(store, def, operation, &request, obj, old);
@@ -902,9 +956,31 @@ pub async fn validate(
         call.namespace = namespace;
         call.name = name;
     }
+    validate_with(&call, &hooks, obj, old).await
+}
+
+/// A delete or connect reaches mutating webhooks too; they may deny it but have nothing to
+/// change.
+fn delete_mutating(hooks: &Hooks, operation: Operation) -> &[Arc<Hook>] {
+    if matches!(operation, Operation::Delete | Operation::Connect) {
+        &hooks.mutating
+    } else {
+        &[]
+    }
+}
+
+/// The policies, then the validating webhooks of `hooks` (and the mutating ones for a delete
+/// or connect).
+async fn validate_with(
+    call: &Call<'_>,
+    hooks: &Hooks,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let request = call.request;
     // kube-apiserver's order: ValidatingAdmissionPolicy, then the validating webhooks.
-    call.run_policies(&hooks, obj, old)?;
-    for hook in delete_mutating {
+    call.run_policies(hooks, obj, old)?;
+    for hook in delete_mutating(hooks, call.operation) {
         if let Some(matched) = call.matches(hook, obj, old)
             && let Some(answer) = call.call(hook, true, matched, obj, old).await?
         {
@@ -916,7 +992,6 @@ pub async fn validate(
     }
     let calls = hooks.validating.iter().filter_map(|hook| {
         let matched = call.matches(hook, obj, old)?;
-        let call = &call;
         Some(async move { (hook, call.call(hook, false, matched, obj, old).await) })
     });
     let results = futures::future::join_all(calls).await;
@@ -929,4 +1004,33 @@ pub async fn validate(
         }
     }
     Ok(())
+}
+
+/// Admission of a subresource write whose object is the subresource's own kind (`kind`):
+/// `pods/binding` and `pods/eviction` (CREATE), `*/scale` (UPDATE, with the Scale before).
+/// The mutating webhooks may patch `obj`; then the policies and validating webhooks judge it.
+#[allow(clippy::too_many_arguments)]
+pub async fn admit_subresource(
+    store: &Store,
+    def: &ResourceDef,
+    operation: Operation,
+    kind: SubresourceKind,
+    namespace: &str,
+    name: &str,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(request) = current().filter(|_| !exempt(def)) else {
+        return Ok(());
+    };
+    let hooks = request.registry.current();
+    if hooks.mutating.is_empty() && hooks.validating.is_empty() && hooks.bindings.is_empty() {
+        return Ok(());
+    }
+    let mut call = call_for(store, def, operation, &request, Some(&*obj), old);
+    call.namespace = namespace.to_string();
+    call.name = name.to_string();
+    call.object_kind = Some(kind);
+    mutate_with(&call, &hooks, obj, old).await?;
+    validate_with(&call, &hooks, Some(&*obj), old).await
 }
