@@ -49,6 +49,25 @@ pub fn node_names<'a>(cluster: &str, config: &'a ClusterConfig) -> Vec<(String, 
         .collect()
 }
 
+/// An external etcd must answer now and hold nothing of a cluster of this name: a leftover
+/// state would come back as this cluster's objects, signed by another CA.
+async fn check_etcd(etcd: &crate::store::etcd::EtcdConfig, name: &str) -> Result<()> {
+    use crate::store::{StoreError, etcd};
+    let prefix = etcd::cluster_prefix(name);
+    match etcd::check_empty(etcd, &prefix).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::AlreadyExists { .. }) => bail!(
+            "etcd already holds keys under {prefix} (a cluster named {name:?} used it before): remove them with `etcdctl del --prefix {prefix}` or choose another --name"
+        ),
+        Err(e) => Err(anyhow::anyhow!(e)).with_context(|| {
+            format!(
+                "cannot use etcd at {} (--store): it must answer from this machine before the cluster is made",
+                etcd.endpoints.join(",")
+            )
+        }),
+    }
+}
+
 /// The settled plan: everything decided and checked before anything is created.
 struct Plan {
     name: String,
@@ -60,6 +79,8 @@ struct Plan {
     kubeconfig_path: std::path::PathBuf,
     /// The local registry the cluster uses (`--registry`, `--registry-use`).
     registry: Option<crate::registry::docker::RegistryInfo>,
+    /// `--store etcd=…`: the server keeps the state there.
+    etcd: Option<crate::store::etcd::EtcdConfig>,
 }
 
 pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
@@ -103,6 +124,7 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
     }
     config.validate()?;
     check_mounts(&config)?;
+    let etcd = args.etcd_tls.config(&args.store)?;
 
     let docker = Docker::connect().await?;
     check_sizes_against_host(&docker, &config, &args).await?;
@@ -150,6 +172,9 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
             (image::tag_for(&binary)?, Some(binary))
         }
     };
+    if let Some(etcd) = &etcd {
+        check_etcd(etcd, &name).await?;
+    }
     // Last of the checks, first of the changes: the registry is shared and outlives the cluster.
     let wanted = match (&args.registry_use, args.registry) {
         (Some(use_name), _) => Some(super::registry::Wanted {
@@ -171,6 +196,7 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
     let plan = Plan {
         name: name.clone(),
         registry,
+        etcd,
         config,
         api_address,
         api_port,
@@ -287,6 +313,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
                 .iter()
                 .map(|(k, m)| (k.clone(), m.endpoints.clone()))
                 .collect(),
+            etcd: plan.etcd.clone().filter(|_| node.role == Role::Server),
         };
         let mut files = node_files(&ca, &settings)?;
         let mut labels = HashMap::from([

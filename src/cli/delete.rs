@@ -32,7 +32,16 @@ pub async fn run(args: DeleteArgs, progress: &Progress) -> Result<()> {
     };
     for name in clusters {
         let step = progress.step(format!("Deleting cluster {name:?}"));
+        let etcd = etcd_of(&docker, &name).await;
         let removed = docker.remove_cluster(&name).await?;
+        if let Some(etcd) = etcd {
+            let prefix = crate::store::etcd::cluster_prefix(&name);
+            if let Err(e) = crate::store::etcd::wipe(&etcd, &prefix).await {
+                progress.say(&format!(
+                    "The cluster's state in etcd ({prefix}) could not be removed ({e}); remove it with `etcdctl del --prefix {prefix}`."
+                ));
+            }
+        }
         kubeconfig::remove(&path, &context_name(&name))?;
         step.done();
         if removed == 0 && !args.all {
@@ -40,4 +49,20 @@ pub async fn run(args: DeleteArgs, progress: &Progress) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The etcd a cluster keeps its state in, from its server node's settings (None: embedded, or
+/// no server node left to ask).
+async fn etcd_of(docker: &Docker, name: &str) -> Option<crate::store::etcd::EtcdConfig> {
+    let containers = docker.node_containers(Some(name)).await.ok()?;
+    let server = containers
+        .iter()
+        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some("server"))?;
+    let id = server.id.as_deref()?;
+    let raw = docker
+        .read_file(id, crate::node::NODE_CONFIG_PATH)
+        .await
+        .ok()?;
+    let settings: crate::node::NodeSettings = serde_json::from_slice(&raw).ok()?;
+    settings.etcd
 }

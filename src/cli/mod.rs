@@ -154,6 +154,39 @@ pub struct CreateArgs {
     /// Use the existing registry NAME (see `kcluster registry ls`).
     #[arg(long, value_name = "NAME", conflicts_with = "registry")]
     registry_use: Option<String>,
+    /// Where the cluster's state lives: `embedded` (the server node's volume) or
+    /// `etcd=https://host:2379[,https://host2:2379…]`, an etcd the nodes can reach (kept under
+    /// /kcluster/<name>/; must be empty there).
+    #[arg(long, default_value = "embedded", value_name = "STORE")]
+    store: String,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
+}
+
+/// TLS files for `--store etcd=…`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EtcdTlsArgs {
+    /// CA certificate (PEM) that signed etcd's serving certificate.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client-cert authentication.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    pub fn config(&self, store: &str) -> anyhow::Result<Option<crate::store::etcd::EtcdConfig>> {
+        crate::store::etcd::EtcdConfig::from_flags(
+            store,
+            self.etcd_ca.as_deref(),
+            self.etcd_cert.as_deref(),
+            self.etcd_key.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -405,6 +438,14 @@ enum NodeCommand {
         /// With --controllers: give each Node a /24 of this subnet as its pod CIDR.
         #[arg(long)]
         pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
+        /// `embedded` (in --data-dir) or `etcd=URL[,URL…]`.
+        #[arg(long, default_value = "embedded")]
+        store: String,
+        /// The etcd key prefix the state goes under.
+        #[arg(long, default_value = "/kcluster/standalone/")]
+        etcd_prefix: String,
+        #[command(flatten)]
+        etcd_tls: EtcdTlsArgs,
     },
 }
 
@@ -625,13 +666,19 @@ pub fn main() -> ExitCode {
                 kubeconfig,
                 controllers,
                 pod_subnet,
+                store,
+                etcd_prefix,
+                etcd_tls,
             }) => {
+                let etcd = etcd_tls.config(&store)?;
                 crate::node::run_standalone(crate::node::standalone::Options {
                     data_dir,
                     port,
                     kubeconfig,
                     controllers,
                     pod_subnet,
+                    etcd,
+                    etcd_prefix,
                 })
                 .await
             }

@@ -50,6 +50,10 @@ pub struct NodeSettings {
     /// `registries.mirrors`: registry name → endpoints.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// `create --store etcd=…`: the server keeps the cluster's state in this etcd instead of
+    /// its own volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<crate::store::etcd::EtcdConfig>,
 }
 
 impl NodeSettings {

@@ -43,9 +43,19 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let serving = ca.issue_server("kube-apiserver", &dns, &ips)?;
     let tls = crate::apiserver::tls::server_config(&ca_pem, &serving.cert_pem, &serving.key_pem)?;
 
-    let store_dir = super::state_dir().join("store");
-    let store = crate::store::Store::open(&store_dir)
-        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+    let store = match &settings.etcd {
+        Some(etcd) => {
+            let prefix = crate::store::etcd::cluster_prefix(&settings.cluster);
+            crate::store::Store::etcd(etcd, &prefix)
+                .await
+                .with_context(|| format!("cannot use the cluster's store in etcd ({prefix})"))?
+        }
+        None => {
+            let store_dir = super::state_dir().join("store");
+            crate::store::Store::open(&store_dir)
+                .with_context(|| format!("cannot open the store in {}", store_dir.display()))?
+        }
+    };
     // eth0's address: never the pods' gateway (on lo) or the service address added above.
     let advertise = crate::agent::sysinfo::internal_ip()
         .map(|ip| format!("{ip}:{API_PORT}"))

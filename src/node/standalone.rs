@@ -18,6 +18,9 @@ pub struct Options {
     pub controllers: bool,
     /// Split into a pod CIDR per Node by the controllers; none: Nodes get no pod CIDR.
     pub pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
+    /// Keep the state in etcd, under `etcd_prefix`, instead of `data_dir`.
+    pub etcd: Option<crate::store::etcd::EtcdConfig>,
+    pub etcd_prefix: String,
 }
 
 fn load_or_create_ca(dir: &Path) -> Result<CertificateAuthority> {
@@ -48,7 +51,10 @@ pub async fn run(options: Options) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.port))?;
     let port = listener.local_addr()?.port();
-    let store = crate::store::Store::open(&options.data_dir.join("store"))?;
+    let store = match &options.etcd {
+        Some(etcd) => crate::store::Store::etcd(etcd, &options.etcd_prefix).await?,
+        None => crate::store::Store::open(&options.data_dir.join("store"))?,
+    };
     let api = ApiServer::new(store, format!("127.0.0.1:{port}"));
     api.set_service_account_key(&crate::apiserver::serviceaccount::jwt::load_or_create_key(
         &options.data_dir.join("pki").join("service-account.key"),

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 mod codec;
+pub mod etcd;
 mod watch;
 mod writer;
 
@@ -165,6 +166,8 @@ struct Revs {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Set when etcd holds the truth and `inner` is its mirror (see `etcd`): writes go there.
+    remote: Option<Arc<etcd::Remote>>,
 }
 
 struct Inner {
@@ -257,7 +260,13 @@ impl Store {
                 revs,
                 writer: Some(handle),
             }),
+            remote: None,
         })
+    }
+
+    /// Whether etcd, not this process, holds the state.
+    pub fn is_etcd(&self) -> bool {
+        self.remote.is_some()
     }
 
     pub fn current_revision(&self) -> Revision {
@@ -346,6 +355,9 @@ impl Store {
 
     pub async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError> {
         check_len(key, &value)?;
+        if let Some(remote) = &self.remote {
+            return remote.create(key, value).await;
+        }
         let op = Op::Create {
             key: key.to_owned(),
             value,
@@ -367,6 +379,9 @@ impl Store {
         expected: Option<Revision>,
     ) -> Result<KeyValue, StoreError> {
         check_len(key, &value)?;
+        if let Some(remote) = &self.remote {
+            return remote.update(self, key, value, expected).await;
+        }
         let op = Op::Update {
             key: key.to_owned(),
             value,
@@ -384,6 +399,9 @@ impl Store {
         key: &str,
         expected: Option<Revision>,
     ) -> Result<(KeyValue, Revision), StoreError> {
+        if let Some(remote) = &self.remote {
+            return remote.delete(key, expected).await;
+        }
         let op = Op::Delete {
             key: key.to_owned(),
             expected,
@@ -433,7 +451,8 @@ impl Store {
 
     /// Forgets history at or below `revision`: `list_at` and `watch` from before it fail with
     /// `Compacted` afterwards. Live keys keep their latest value whatever their revision.
-    /// Compacting to or below the already compacted revision is a no-op.
+    /// Compacting to or below the already compacted revision is a no-op. On etcd this is the
+    /// mirror's history; etcd's own is compacted in the background (see `etcd`).
     pub async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         match self.submit(Op::Compact { revision }).await? {
             Reply::Compacted => Ok(()),

@@ -3,6 +3,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tempfile::TempDir;
 
+use super::writer::Change;
 use super::*;
 
 fn b(s: &str) -> Bytes {
@@ -759,4 +760,111 @@ fn crash_victim() {
             let _ = t.await;
         }
     });
+}
+
+fn kv(key: &str, value: &str, create: Revision, modified: Revision) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: b(value),
+        create_revision: create,
+        mod_revision: modified,
+    }
+}
+
+/// What the etcd mirror does: another store's changes applied at that store's revisions, gaps
+/// and repeats included.
+#[tokio::test]
+async fn mirrored_changes_keep_their_revisions_and_skip_repeats() {
+    let store = Store::in_memory().expect("store");
+    let reply = store
+        .submit(Op::Reset {
+            kvs: vec![kv("/a", "1", 5, 5)],
+            revision: 10,
+        })
+        .await
+        .expect("reset");
+    assert!(matches!(reply, Reply::Applied));
+    assert_eq!(
+        (store.current_revision(), store.compacted_revision()),
+        (10, 10)
+    );
+    let mut watch = store.watch("/", 10).expect("watch from the copy");
+    store
+        .submit(Op::Mirror {
+            changes: vec![
+                Change::Put(kv("/b", "2", 12, 12)),
+                Change::Put(kv("/a", "1b", 5, 15)),
+                Change::Delete {
+                    key: "/b".into(),
+                    revision: 17,
+                },
+                // Created and deleted while nobody copied it: nothing to delete here.
+                Change::Delete {
+                    key: "/never".into(),
+                    revision: 18,
+                },
+            ],
+        })
+        .await
+        .expect("mirror");
+    assert_eq!(store.current_revision(), 17);
+    match next_ok(&mut watch).await {
+        Event::Put { kv, prev: None } => assert_eq!((kv.key.as_str(), kv.mod_revision), ("/b", 12)),
+        other => panic!("expected the create of /b, got {other:?}"),
+    }
+    match next_ok(&mut watch).await {
+        Event::Put {
+            kv,
+            prev: Some(prev),
+        } => {
+            assert_eq!((kv.mod_revision, prev.mod_revision), (15, 5));
+            assert_eq!(&prev.value[..], b"1");
+        }
+        other => panic!("expected the update of /a with its previous value, got {other:?}"),
+    }
+    match next_ok(&mut watch).await {
+        Event::Delete { prev, revision } => assert_eq!((prev.key.as_str(), revision), ("/b", 17)),
+        other => panic!("expected the delete of /b, got {other:?}"),
+    }
+    // A resumed watch of etcd repeats what was applied: nothing changes, nothing is sent.
+    store
+        .submit(Op::Mirror {
+            changes: vec![Change::Put(kv("/a", "old", 5, 15))],
+        })
+        .await
+        .expect("repeat");
+    assert_eq!(store.current_revision(), 17);
+    assert_eq!(
+        &store.get("/a").expect("get").expect("present").value[..],
+        b"1b"
+    );
+    let history = store
+        .list_at("/", 12)
+        .expect("history between the copy and now");
+    assert_eq!(keys(&history), ["/a", "/b"]);
+}
+
+/// A fresh copy replaces everything and cuts every watch off, so its clients re-list.
+#[tokio::test]
+async fn a_reset_cuts_watches_off_and_replaces_the_state() {
+    let store = Store::in_memory().expect("store");
+    store.create("/x", b("1")).await.expect("create");
+    let mut watch = store.watch("/", store.current_revision()).expect("watch");
+    store
+        .submit(Op::Reset {
+            kvs: vec![kv("/y", "2", 40, 41)],
+            revision: 50,
+        })
+        .await
+        .expect("reset");
+    match next(&mut watch).await {
+        Some(Err(StoreError::Compacted { .. })) => {}
+        other => panic!("expected the watch to be cut off, got {other:?}"),
+    }
+    let (items, revision) = store.list("/").expect("list");
+    assert_eq!((keys(&items), revision), (vec!["/y"], 50));
+    assert!(matches!(
+        store.watch("/", 49),
+        Err(StoreError::Compacted { compacted: 50, .. })
+    ));
 }

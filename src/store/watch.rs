@@ -100,6 +100,13 @@ impl Registry {
         }
     }
 
+    /// Cuts every watch off: they end with `Compacted`, so their clients re-list.
+    pub(super) fn cut_all(&mut self) {
+        for slot in self.by_prefix.drain().flat_map(|(_, slots)| slots) {
+            slot.lagged.store(true, Ordering::Release);
+        }
+    }
+
     /// Queues each event for every watch whose prefix matches. Never blocks the writer: a watch
     /// whose queue is full has fallen `watch_buffer` events behind and is cut off.
     pub(super) fn route(&mut self, events: &[SharedEvent]) {

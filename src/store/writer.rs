@@ -46,6 +46,24 @@ pub(super) enum Op {
     Compact {
         revision: Revision,
     },
+    /// Changes another store (etcd) already made, at its revisions: applied as they are, the
+    /// previous values taken from our own state. Changes at or below the current revision were
+    /// applied before (a resumed watch) and are skipped.
+    Mirror {
+        changes: Vec<Change>,
+    },
+    /// Replaces everything with `kvs` as of `revision`, history included: every watch is cut
+    /// off (its client re-lists), as after a compaction.
+    Reset {
+        kvs: Vec<KeyValue>,
+        revision: Revision,
+    },
+}
+
+#[derive(Debug)]
+pub(super) enum Change {
+    Put(KeyValue),
+    Delete { key: String, revision: Revision },
 }
 
 #[derive(Debug)]
@@ -53,6 +71,7 @@ pub(super) enum Reply {
     Kv(KeyValue),
     Deleted(KeyValue, Revision),
     Compacted,
+    Applied,
 }
 
 pub(super) struct Request {
@@ -182,9 +201,16 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: Vec<Request>) {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
+        let reset = ops.iter().any(|op| matches!(op, Op::Reset { .. }));
         let mut events = Vec::new();
         match self.apply_all(ops, &mut events) {
             Ok(results) => {
+                if reset {
+                    self.watchers
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .cut_all();
+                }
                 // Watchers hear of a write no later than its author does.
                 if !events.is_empty() {
                     let events: Vec<_> = events.into_iter().map(watch::SharedEvent::new).collect();
@@ -431,10 +457,45 @@ impl<'t> Tx<'t> {
                 self.compact(revision, None)?;
                 Ok(Ok(Reply::Compacted))
             }
+            Op::Mirror { changes } => {
+                for change in changes {
+                    let event = match change {
+                        Change::Put(kv) if kv.mod_revision > self.current => Event::Put {
+                            prev: self.current_kv(&kv.key)?,
+                            kv,
+                        },
+                        Change::Delete { key, revision } if revision > self.current => {
+                            match self.current_kv(&key)? {
+                                Some(prev) => Event::Delete { prev, revision },
+                                // Never seen here (created and deleted between copies).
+                                None => continue,
+                            }
+                        }
+                        _ => continue,
+                    };
+                    self.record(&event)?;
+                    events.push(event);
+                }
+                Ok(Ok(Reply::Applied))
+            }
+            Op::Reset { kvs, revision } => {
+                self.kv.retain(|_, _| false).ctx("clearing the kv table")?;
+                self.history.retain(|_, _| false).ctx("clearing history")?;
+                for kv in kvs {
+                    let raw = codec::encode_kv(kv.create_revision, kv.mod_revision, &kv.value);
+                    self.kv
+                        .insert(kv.key.as_str(), raw.as_slice())
+                        .ctx("writing key")?;
+                }
+                self.current = revision;
+                self.compacted = revision;
+                self.dirty = true;
+                Ok(Ok(Reply::Applied))
+            }
         }
     }
 
-    /// Applies one event (whose revision is `current + 1`) to the current state and history.
+    /// Applies one event (whose revision is past the current one) to the current state and history.
     fn record(&mut self, event: &Event) -> Result<(), StoreError> {
         let revision = event.revision();
         match event {

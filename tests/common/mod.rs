@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cdp;
+pub mod etcd;
 pub mod images;
 pub mod registry;
 
@@ -495,11 +496,21 @@ impl ApiServer {
     fn spawn(sandbox: &Sandbox, extra: &[&str]) -> (std::process::Child, String) {
         use std::io::BufRead;
         let data = sandbox.path().join("data");
+        // KCLUSTER_TEST_ETCD=http://127.0.0.1:2379 runs every API server test against that
+        // etcd instead of the embedded store, each server under its own prefix.
+        let etcd = std::env::var("KCLUSTER_TEST_ETCD").ok().map(|url| {
+            let dir = sandbox.path().to_string_lossy().replace('/', "_");
+            [
+                format!("--store=etcd={url}"),
+                format!("--etcd-prefix=/kcluster-test/{}{dir}/", std::process::id()),
+            ]
+        });
         let mut child = Command::new(kcluster_bin())
             .args(["node", "apiserver", "--data-dir"])
             .arg(&data)
             .arg("--kubeconfig")
             .arg(sandbox.kubeconfig())
+            .args(etcd.iter().flatten())
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

@@ -1,0 +1,411 @@
+//! The cluster's state in an external etcd (`--store etcd=…`): Debian's etcd on this machine,
+//! the real API server, the real kubectl, and a real cluster on Docker.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::etcd::Etcd;
+use common::{ApiServer, Sandbox, text, unique_name, wait_for, wait_until};
+
+fn on_etcd(etcd: &Etcd, prefix: &str) -> ApiServer {
+    ApiServer::start_with(&[
+        "--store",
+        &format!("etcd={}", etcd.url),
+        "--etcd-prefix",
+        prefix,
+    ])
+}
+
+fn configmap_value(server: &ApiServer, name: &str) -> Option<String> {
+    let out = server.kubectl(&["get", "configmap", name, "-o", "jsonpath={.data.v}"]);
+    if common::gone(&out) {
+        return None;
+    }
+    Some(common::stdout(&out))
+}
+
+#[test]
+fn objects_live_in_etcd_and_outlive_the_api_server() {
+    let etcd = Etcd::start();
+    let first = on_etcd(&etcd, "/kcluster/one/");
+    first.kubectl_ok(&["create", "namespace", "shop"]);
+    first.kubectl_ok(&[
+        "-n",
+        "shop",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=v=1",
+    ]);
+
+    // The object is etcd's key, under the prefix, as JSON.
+    let keys = etcd.etcdctl(&["get", "--prefix", "/kcluster/one/", "--keys-only"]);
+    let key = keys
+        .lines()
+        .find(|k| k.contains("configmaps") && k.contains("shop") && k.ends_with("/cfg"))
+        .unwrap_or_else(|| panic!("no key of configmap shop/cfg in etcd: {keys}"))
+        .to_owned();
+    let stored = etcd.etcdctl(&["get", &key, "--print-value-only"]);
+    assert!(stored.contains("\"cfg\""), "etcd holds {stored}");
+    // resourceVersion is etcd's revision of the key.
+    let rv = first.kubectl_ok(&[
+        "-n",
+        "shop",
+        "get",
+        "cm",
+        "cfg",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    let revision = etcd.etcdctl(&["get", &key, "-w", "json"]);
+    assert!(
+        revision.contains(&format!("\"mod_revision\":{rv}")),
+        "resourceVersion {rv} is not etcd's mod_revision: {revision}"
+    );
+    drop(first);
+
+    // A new API server with nothing on its disk finds everything in etcd.
+    let second = on_etcd(&etcd, "/kcluster/one/");
+    let value = second.kubectl_ok(&["-n", "shop", "get", "cm", "cfg", "-o", "jsonpath={.data.v}"]);
+    assert_eq!(value, "1");
+    // Another prefix is another cluster: it does not see this one's objects.
+    let other = on_etcd(&etcd, "/kcluster/two/");
+    let out = other.kubectl(&["get", "namespace", "shop"]);
+    assert!(
+        common::gone(&out),
+        "a cluster under another prefix sees namespace shop"
+    );
+}
+
+#[test]
+fn two_api_servers_share_one_state_and_its_conflicts() {
+    let etcd = Etcd::start();
+    let a = on_etcd(&etcd, "/kcluster/shared/");
+    let b = on_etcd(&etcd, "/kcluster/shared/");
+    let mut watch = b.kubectl_spawn(&[
+        "get",
+        "configmap",
+        "cm",
+        "-w",
+        "--output-watch-events",
+        "--no-headers",
+    ]);
+
+    a.kubectl_ok(&["create", "configmap", "cm", "--from-literal=v=a"]);
+    wait_for("B to see A's configmap", Duration::from_secs(20), || {
+        configmap_value(&b, "cm").as_deref() == Some("a")
+    });
+    let stale = a.kubectl_ok(&["get", "cm", "cm", "-o", "json"]);
+    b.kubectl_ok(&[
+        "patch",
+        "cm",
+        "cm",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"v":"b"}}"#,
+    ]);
+    // A's update from the old resourceVersion loses, as against one API server.
+    let out = a.kubectl_stdin(
+        &["replace", "-f", "-"],
+        &stale.replace("\"v\": \"a\"", "\"v\": \"from-a\""),
+    );
+    assert!(!out.status.success(), "a stale replace through A succeeded");
+    assert!(
+        text(&out).contains("the object has been modified; please apply your changes to the latest version and try again"),
+        "not Kubernetes' conflict: {}",
+        text(&out)
+    );
+    wait_for("A to see B's patch", Duration::from_secs(20), || {
+        configmap_value(&a, "cm").as_deref() == Some("b")
+    });
+    a.kubectl_ok(&["delete", "cm", "cm"]);
+    wait_for("B to see the delete", Duration::from_secs(20), || {
+        configmap_value(&b, "cm").is_none()
+    });
+
+    // B's watch heard A's create and delete and B's own patch, in order (rows: EVENT NAME …).
+    let _ = watch.kill();
+    let out = watch.wait_with_output().expect("watch output");
+    let events: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("cm"))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        events,
+        ["ADDED", "MODIFIED", "DELETED"],
+        "watch through B saw {events:?}"
+    );
+}
+
+#[test]
+fn the_api_server_rides_out_an_etcd_restart() {
+    let mut etcd = Etcd::start();
+    let server = on_etcd(&etcd, "/kcluster/restart/");
+    server.kubectl_ok(&["create", "configmap", "before", "--from-literal=v=1"]);
+    etcd.stop();
+    // A write with etcd down fails with the reason; nothing is claimed as stored.
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "during",
+        "--from-literal=v=1",
+        "--request-timeout=40s",
+    ]);
+    assert!(!out.status.success(), "a create succeeded with etcd down");
+    assert!(
+        text(&out).contains("etcd"),
+        "the error does not name etcd: {}",
+        text(&out)
+    );
+    etcd.restart();
+    wait_until(
+        "a create after etcd is back",
+        Duration::from_secs(60),
+        || {
+            let out = server.kubectl(&["create", "configmap", "after", "--from-literal=v=1"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let names = server.kubectl_ok(&["get", "cm", "-o", "name"]);
+    assert!(
+        names.contains("configmap/before") && names.contains("configmap/after"),
+        "{names}"
+    );
+    assert!(
+        !names.contains("configmap/during"),
+        "the failed create was stored: {names}"
+    );
+    // The watch of etcd came back too: a change made behind the API server's back shows.
+    let key = etcd
+        .etcdctl(&["get", "--prefix", "/kcluster/restart/", "--keys-only"])
+        .lines()
+        .find(|k| k.ends_with("/after"))
+        .map(str::to_owned)
+        .expect("the key of configmap after");
+    etcd.etcdctl(&["del", &key]);
+    wait_for(
+        "the API server to see the key deleted in etcd",
+        Duration::from_secs(20),
+        || configmap_value(&server, "after").is_none(),
+    );
+}
+
+#[test]
+fn bad_store_flags_and_an_unreachable_etcd_are_clear_errors() {
+    let sandbox = Sandbox::new();
+    let data = sandbox.path().join("data");
+    let data = data.to_string_lossy();
+    let run = |store: &str| {
+        Command::new(common::kcluster_bin())
+            .args(["node", "apiserver", "--data-dir", &data, "--kubeconfig"])
+            .arg(sandbox.kubeconfig())
+            .args(["--store", store])
+            .output()
+            .expect("kcluster runs")
+    };
+    let out = run("etcd=ftp://127.0.0.1:1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("must look like https://host:2379"),
+        "{}",
+        text(&out)
+    );
+    let out = run("redis");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("expected `embedded` or `etcd="),
+        "{}",
+        text(&out)
+    );
+    // Nobody listens on port 1 of loopback.
+    let out = run("etcd=http://127.0.0.1:1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("etcd is unreachable") && text(&out).contains("127.0.0.1:1"),
+        "{}",
+        text(&out)
+    );
+
+    // `kcluster create` checks etcd before it makes anything.
+    common::require_docker_and_kubectl();
+    let name = unique_name("etcd-bad");
+    let out = sandbox.kcluster(&[
+        "create",
+        "--name",
+        &name,
+        "--store",
+        "etcd=http://127.0.0.1:1",
+        "--wait",
+        "0",
+    ]);
+    assert!(
+        !out.status.success(),
+        "create with an unreachable etcd succeeded"
+    );
+    assert!(
+        text(&out).contains("cannot use etcd at http://127.0.0.1:1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        common::docker_objects("container", &name).is_empty(),
+        "create made containers"
+    );
+    assert!(
+        common::docker_objects("network", &name).is_empty(),
+        "create made a network"
+    );
+}
+
+/// Docker's default bridge gateway: an address of this machine that node containers reach.
+/// The engine does not always record it; it is then the subnet's first address.
+fn bridge_gateway() -> String {
+    let out = common::docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{json .IPAM.Config}}",
+    ]);
+    assert!(
+        out.status.success(),
+        "docker network inspect bridge: {}",
+        text(&out)
+    );
+    let config: serde_json::Value = serde_json::from_str(common::stdout(&out).trim())
+        .expect("the bridge's IPAM config is JSON");
+    let first = &config[0];
+    if let Some(gateway) = first["Gateway"].as_str().filter(|g| !g.is_empty()) {
+        return gateway.to_owned();
+    }
+    let subnet = first["Subnet"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the bridge network has neither gateway nor subnet: {config}"));
+    let network: std::net::Ipv4Addr = subnet
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the bridge's subnet {subnet} is not IPv4"));
+    std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
+}
+
+#[test]
+fn a_cluster_on_etcd_runs_pods_and_its_delete_removes_its_keys() {
+    common::require_docker_and_kubectl();
+    let etcd = Etcd::start_on(&bridge_gateway());
+    let sandbox = Sandbox::new();
+    let name = unique_name("etcd");
+    let store = format!("etcd={}", etcd.url);
+    let cluster = common::Cluster::create(&sandbox, &name, &["--store", &store]);
+    let prefix = format!("/kcluster/{name}/");
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert!(nodes.contains(&format!("node/{name}-server-0")), "{nodes}");
+    let keys = etcd.etcdctl(&["get", "--prefix", &prefix, "--keys-only"]);
+    assert!(
+        keys.lines()
+            .any(|k| k.contains("/nodes/") || k.contains("minions")),
+        "the Node is not in etcd under {prefix}: {keys}"
+    );
+    let tag = format!("kcluster-test/busybox:{name}");
+    let _image = common::images::build_busybox_image(&sandbox, &tag, "");
+    cluster.load_image(&tag);
+    cluster.kubectl_ok(&[
+        "run",
+        "sleeper",
+        "--image",
+        &tag,
+        "--image-pull-policy=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    cluster.wait_pod_ready("sleeper");
+    drop(cluster);
+    wait_for(
+        "the cluster's keys to leave etcd",
+        Duration::from_secs(30),
+        || {
+            etcd.etcdctl(&["get", "--prefix", &prefix, "--keys-only"])
+                .trim()
+                .is_empty()
+        },
+    );
+}
+
+/// Creates per second through the API server on each store, same run, same client:
+/// `cargo test --test store_etcd -- --ignored --nocapture store_write_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: see BENCHMARKS.md"]
+async fn store_write_throughput() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+
+    let objects: usize = std::env::var("BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let clients = 16;
+    let etcd = Etcd::start();
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        for store in ["embedded", "etcd"] {
+            let server = match store {
+                "etcd" => on_etcd(&etcd, &format!("/kcluster/bench-{round}/")),
+                _ => ApiServer::start(),
+            };
+            let client = common::kube_client(&server.sandbox, server.context()).await;
+            let api: Api<ConfigMap> = Api::namespaced(client, "default");
+            let started = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..clients {
+                let api = api.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in (c..objects).step_by(clients) {
+                        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                            "metadata": {"name": format!("cm-{i}")},
+                            "data": {"payload": "x".repeat(512)},
+                        }))
+                        .expect("a ConfigMap");
+                        api.create(&PostParams::default(), &cm)
+                            .await
+                            .unwrap_or_else(|e| panic!("create cm-{i} on {store}: {e}"));
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("client task");
+            }
+            let elapsed = started.elapsed();
+            let listed = api
+                .list(&Default::default())
+                .await
+                .expect("list")
+                .items
+                .len();
+            assert_eq!(
+                listed, objects,
+                "{store}: created {objects}, listed {listed}"
+            );
+            let rate = objects as f64 / elapsed.as_secs_f64();
+            println!(
+                "round {round} {store}: {objects} creates by {clients} clients in {elapsed:.2?}: {rate:.0}/s"
+            );
+            rows.push((store, rate));
+        }
+    }
+    for store in ["embedded", "etcd"] {
+        let rates: Vec<String> = rows
+            .iter()
+            .filter(|r| r.0 == store)
+            .map(|r| format!("{:.0}", r.1))
+            .collect();
+        println!("{store}: creates/s per round {}", rates.join(", "));
+    }
+}
