@@ -5,7 +5,8 @@
 //!
 //! `dispatch` and `watch` wrap the handlers: a request at a non-storage version is turned into
 //! one at the storage version (bodies converted, patches applied to the converted object) and
-//! the answer is converted back.
+//! the answer is converted back. Custom resources convert by their definition's strategy: None
+//! rewrites apiVersion, Webhook asks the definition's conversion webhook (`crd::conversion`).
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
