@@ -17,6 +17,7 @@ pub mod kinds;
 mod metrics;
 mod object;
 mod openapi;
+mod openapi_v2;
 mod pagination;
 pub(crate) mod params;
 mod protobuf;

@@ -193,6 +193,9 @@ pub fn serve(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Option<http::Response<bytes::Bytes>> {
+    if path.trim_end_matches('/') == "/openapi/v2" {
+        return Some(serve_v2(headers));
+    }
     let rest = path.strip_prefix("/openapi/v3")?;
     if !rest.is_empty() && !rest.starts_with('/') {
         return None;
@@ -217,15 +220,84 @@ pub fn serve(
     ))
 }
 
+/// OpenAPI v2 in both forms, rebuilt when the custom resources change.
+struct V2 {
+    epoch: u64,
+    json: Doc,
+    protobuf: Doc,
+}
+
+static V2_DOCS: RwLock<Option<Arc<V2>>> = RwLock::new(None);
+
+fn v2_docs() -> Arc<V2> {
+    let epoch = super::crd::epoch();
+    if let Ok(g) = V2_DOCS.read()
+        && let Some(d) = g.as_ref()
+        && d.epoch == epoch
+    {
+        return d.clone();
+    }
+    let base = docs();
+    let custom = overlay(base);
+    let mut paths: Vec<(&String, &Doc)> =
+        base.by_path.iter().chain(custom.by_path.iter()).collect();
+    paths.sort_by(|a, b| a.0.cmp(b.0));
+    let v3: Vec<Value> = paths
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_slice(&d.body).ok())
+        .collect();
+    let document = super::openapi_v2::document(&v3, &git_version());
+    let protobuf = Bytes::from(super::openapi_v2::protobuf(&document));
+    let built = Arc::new(V2 {
+        epoch,
+        json: doc(&document),
+        protobuf: Doc {
+            hash: hex::encode_upper(Sha512::digest(&protobuf)),
+            body: protobuf,
+        },
+    });
+    if let Ok(mut g) = V2_DOCS.write() {
+        *g = Some(built.clone());
+    }
+    built
+}
+
+fn serve_v2(headers: &HeaderMap) -> Response<Bytes> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let docs = v2_docs();
+    if super::openapi_v2::wants_protobuf(accept) {
+        respond_as(
+            &docs.protobuf,
+            headers,
+            false,
+            super::openapi_v2::PROTOBUF_OLD,
+        )
+    } else {
+        respond(&docs.json, headers, false)
+    }
+}
+
 /// The document with its ETag; a hash in the URL that matches lets clients keep it forever.
 fn respond(doc: &Doc, headers: &HeaderMap, immutable: bool) -> Response<Bytes> {
+    respond_as(doc, headers, immutable, "application/json")
+}
+
+fn respond_as(
+    doc: &Doc,
+    headers: &HeaderMap,
+    immutable: bool,
+    content_type: &str,
+) -> Response<Bytes> {
     let etag = format!("\"{}\"", doc.hash);
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let mut builder = Response::builder()
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::ETAG, etag.as_str())
         .header(header::VARY, "Accept");
     if immutable {
@@ -886,7 +958,7 @@ mod tests {
             assert!(url.starts_with(&format!("/openapi/v3/{}?hash=", gv_path(group, version))));
         }
         assert!(serve("/openapi/v3/apis/nope/v1", None, &HeaderMap::new()).is_none());
-        assert!(serve("/openapi/v2", None, &HeaderMap::new()).is_none());
+        assert!(serve("/openapi/v9", None, &HeaderMap::new()).is_none());
     }
 
     #[test]

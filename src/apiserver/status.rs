@@ -159,6 +159,11 @@ impl ApiError {
         )
     }
 
+    /// An error kube-apiserver got as a plain Go error: no reason, only the code and message.
+    pub fn unknown(code: u16, message: impl Into<String>) -> Self {
+        Self::new(code, "", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             500,
@@ -177,6 +182,11 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(map) = status.as_object_mut()
+        {
+            map.remove("reason");
+        }
         if let Some(details) = &self.details {
             status["details"] = details.clone();
         }
@@ -192,7 +202,9 @@ impl ApiError {
         if !self.message.is_empty() {
             push_field(&mut out, "message", &Value::from(self.message.as_str()));
         }
-        push_field(&mut out, "reason", &Value::from(self.reason));
+        if !self.reason.is_empty() {
+            push_field(&mut out, "reason", &Value::from(self.reason));
+        }
         if let Some(details) = self.details.as_ref().and_then(Value::as_object) {
             out.push_str(r#","details":{"#);
             let mut first = true;

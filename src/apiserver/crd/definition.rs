@@ -2,9 +2,12 @@
 
 use serde_json::{Value, json};
 
-use crate::apiserver::kinds::field::{Bad, Errors, Path};
+use crate::apiserver::kinds::field::{Bad, Errors, Path, go_string_slice};
 use crate::apiserver::kinds::json as j;
 use crate::apiserver::kinds::names;
+use crate::apiserver::webhooks::config as webhook_config;
+
+use super::conversion::REVIEW_VERSIONS;
 
 const COLUMN_TYPES: &[&str] = &["integer", "number", "string", "boolean", "date"];
 
@@ -74,6 +77,75 @@ pub fn validate(crd: &Value, errs: &mut Errors) {
     }
     validate_names(names, &sp.child("names"), errs);
     validate_versions(spec, &sp, errs);
+    validate_conversion(j::at(spec, "conversion"), &sp.child("conversion"), errs);
+}
+
+/// `validateCustomResourceConversion`. Kubernetes validates its internal form, where v1's
+/// `webhook.clientConfig` and `webhook.conversionReviewVersions` sit on `conversion` itself:
+/// the paths in its messages are those.
+fn validate_conversion(conversion: &Value, path: &Path, errs: &mut Errors) {
+    let strategy = j::str_or(conversion, "strategy");
+    if !["None", "Webhook"].contains(&strategy) {
+        errs.not_supported(&path.child("strategy"), strategy, &["None", "Webhook"]);
+    }
+    let webhook = j::at(conversion, "webhook");
+    let client = webhook.get("clientConfig").filter(|c| c.is_object());
+    let versions: Vec<&str> = j::items(webhook, "conversionReviewVersions")
+        .filter_map(Value::as_str)
+        .collect();
+    let cp = path.child("webhookClientConfig");
+    let vp = path.child("conversionReviewVersions");
+    if strategy != "Webhook" {
+        if client.is_some() {
+            errs.forbidden(&cp, "should not be set when strategy is not set to Webhook");
+        }
+        if !versions.is_empty() {
+            errs.forbidden(&vp, "should not be set when strategy is not set to Webhook");
+        }
+        return;
+    }
+    match client {
+        None => errs.required(&cp, "required when strategy is set to Webhook"),
+        Some(cc) => {
+            let url = cc.get("url").and_then(Value::as_str);
+            let service = cc.get("service").filter(|s| s.is_object());
+            match (url, service) {
+                (Some(_), Some(_)) | (None, None) => {
+                    errs.required(&cp, "exactly one of url or service is required")
+                }
+                (Some(url), None) => webhook_config::validate_url(url, &cp.child("url"), errs),
+                (None, Some(svc)) => {
+                    webhook_config::validate_service(svc, &cp.child("service"), errs)
+                }
+            }
+        }
+    }
+    if versions.is_empty() {
+        errs.required(&vp, "");
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, v) in versions.iter().enumerate() {
+        if !seen.insert(*v) {
+            errs.invalid(&vp.index(i), Bad::str(v), "duplicate version");
+            continue;
+        }
+        for p in names::dns1035_label(v) {
+            errs.invalid(&vp.index(i), Bad::str(v), p);
+        }
+    }
+    if !versions.iter().any(|v| REVIEW_VERSIONS.contains(v)) {
+        errs.invalid(
+            &vp,
+            Bad::Raw(go_string_slice(
+                &versions.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+            )),
+            format!(
+                "must include at least one of {}",
+                REVIEW_VERSIONS.join(", ")
+            ),
+        );
+    }
 }
 
 fn validate_names(names: &Value, np: &Path, errs: &mut Errors) {
@@ -333,13 +405,6 @@ fn untyped_ok(schema: &Value) -> bool {
 pub fn warnings(crd: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let spec = j::at(crd, "spec");
-    if j::str_at(j::at(spec, "conversion"), "strategy") == Some("Webhook") {
-        out.push(
-            "spec.conversion.strategy: Webhook conversion is not supported by this server; \
-             versions are converted as with None (only apiVersion changes)"
-                .to_string(),
-        );
-    }
     let mut merge_hints = false;
     for v in j::items(spec, "versions") {
         if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {

@@ -12,11 +12,13 @@
 //! - `schema`: a custom resource checked against its version's structural schema: defaults,
 //!   pruning of unknown fields, types, formats and the value constraints.
 //! - `cel`: the schema's `x-kubernetes-validations` rules.
+//! - `conversion`: the conversion webhook of a definition with `strategy: Webhook`.
 //! - `printer`: additionalPrinterColumns (JSONPath cells) for Tables.
 //! - `scale`: the `/scale` subresource through specReplicasPath/statusReplicasPath/labelSelectorPath.
 
 pub mod cel;
 pub mod controller;
+pub mod conversion;
 pub mod definition;
 pub mod jsonpath;
 pub mod printer;
@@ -65,6 +67,8 @@ pub struct Custom {
     pub scale: Option<ScalePaths>,
     /// The `Warning` header every request of a deprecated version gets.
     pub deprecation: Option<String>,
+    /// How other versions become this one: None (apiVersion rewritten) or a webhook.
+    pub webhook: Option<conversion::Webhook>,
 }
 
 fn leak(s: &str) -> &'static str {
@@ -239,6 +243,7 @@ fn build(crd: &Value) -> Vec<&'static ResourceDef> {
             columns,
             scale,
             deprecation,
+            webhook: conversion::Webhook::of(spec),
         }));
         let fields: Vec<(&'static str, &'static [&'static str])> = j::items(v, "selectableFields")
             .filter_map(|f| j::str_at(f, "jsonPath"))

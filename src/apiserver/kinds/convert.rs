@@ -5,17 +5,20 @@
 //!
 //! `dispatch` and `watch` wrap the handlers: a request at a non-storage version is turned into
 //! one at the storage version (bodies converted, patches applied to the converted object) and
-//! the answer is converted back.
+//! the answer is converted back. Custom resources convert by their definition's strategy: None
+//! rewrites apiVersion, Webhook asks the definition's conversion webhook (`crd::conversion`).
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use super::super::crd::conversion::{self, Webhook};
 use super::super::handlers::{self, Reply, Request};
 use super::super::object;
 use super::super::request::{ResourceRequest, Verb};
 use super::super::resources::{self, ResourceDef};
 use super::super::status::ApiError;
+use super::super::table::{self, IncludeObject};
 use super::super::watch;
 use super::json as j;
 use crate::store::Store;
@@ -301,6 +304,87 @@ fn convert_reply(def: &ResourceDef, storage: &ResourceDef, body: Value) -> Value
     body
 }
 
+/// The conversion webhook of `def`'s definition, when it has one.
+fn webhook_of(def: &ResourceDef) -> Option<&'static Webhook> {
+    def.custom.and_then(|c| c.webhook.as_ref())
+}
+
+/// `obj` (at `def`'s version) in the storage version, through the webhook where there is one.
+async fn into_storage(
+    store: &Store,
+    def: &ResourceDef,
+    storage: &ResourceDef,
+    obj: Value,
+) -> Result<Value, ApiError> {
+    match webhook_of(def) {
+        Some(hook) => conversion::convert_one(store, hook, obj, &storage.api_version()).await,
+        None => Ok(to_storage(def, obj)),
+    }
+}
+
+/// A stored object at `def`'s version, through the webhook where there is one.
+async fn out_of_storage(store: &Store, def: &ResourceDef, obj: Value) -> Result<Value, ApiError> {
+    match webhook_of(def) {
+        Some(hook) => conversion::convert_one(store, hook, obj, &def.api_version()).await,
+        None => Ok(from_storage(def, obj)),
+    }
+}
+
+/// `convert_reply` through the webhook where there is one: a list's objects go in one review.
+async fn convert_reply_via(
+    store: &Store,
+    def: &ResourceDef,
+    storage: &ResourceDef,
+    body: Value,
+) -> Result<Value, ApiError> {
+    let Some(hook) = webhook_of(def) else {
+        return Ok(convert_reply(def, storage, body));
+    };
+    if is_stored_object(storage, &body) {
+        return conversion::convert_one(store, hook, body, &def.api_version()).await;
+    }
+    if j::str_or(&body, "kind") == format!("{}List", storage.kind) {
+        let mut list = conversion::convert_list(store, hook, body, &def.api_version()).await?;
+        list["kind"] = json!(format!("{}List", def.kind));
+        return Ok(list);
+    }
+    Ok(body)
+}
+
+/// A webhook-converted get or list asked for as a Table: the objects are read as JSON,
+/// converted, and printed with the requested version's columns (another version's columns
+/// may name fields this one does not have).
+fn wants_converted_table(req: &Request<'_>) -> bool {
+    webhook_of(req.target.def).is_some()
+        && matches!(req.target.verb, Verb::Get | Verb::List)
+        && req.target.subresource.is_none()
+        && req.accept.contains("as=Table")
+}
+
+fn include_object(query: &handlers::Query) -> IncludeObject {
+    match query.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+fn tabulate(def: &ResourceDef, body: Value, include: IncludeObject) -> Value {
+    let (objects, meta) = match body.get("items").and_then(Value::as_array) {
+        Some(items) => (
+            items.clone(),
+            body.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        ),
+        None => {
+            let rv = object::meta_str(&body, "resourceVersion")
+                .unwrap_or_default()
+                .to_string();
+            (vec![body], json!({"resourceVersion": rv}))
+        }
+    };
+    table::table(def.printer, &objects, include, meta, true)
+}
+
 /// Serves `req`, converting between its version and the storage version where they differ.
 pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
     let def = req.target.def;
@@ -320,7 +404,8 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         Verb::Create | Verb::Update => {
             let mut obj = handlers::decode(req.content_type, &req.body)?;
             object::check_type(&mut obj, def)?;
-            body = Bytes::from(serde_json::to_vec(&to_storage(def, obj)).unwrap_or_default());
+            let stored = into_storage(req.store, def, storage, obj).await?;
+            body = Bytes::from(serde_json::to_vec(&stored).unwrap_or_default());
             content_type = "application/json".into();
         }
         Verb::Patch => {
@@ -328,11 +413,16 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         }
         _ => {}
     }
+    let table = wants_converted_table(&req);
     let reply = handlers::dispatch(Request {
         store: req.store,
         target: &target,
         query: req.query,
-        accept: req.accept,
+        accept: if table {
+            "application/json"
+        } else {
+            req.accept
+        },
         content_type: &content_type,
         user_agent: req.user_agent,
         body,
@@ -340,9 +430,13 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
     .await?;
     let code = reply.code;
     let (body, warnings) = reply.into_json()?;
+    let mut body = convert_reply_via(req.store, def, storage, body).await?;
+    if table {
+        body = tabulate(def, body, include_object(req.query));
+    }
     Ok(Reply {
         code,
-        body: convert_reply(def, storage, body),
+        body,
         encoded: None,
         warnings,
     })
@@ -388,7 +482,7 @@ async fn patch(
             .get(&key)
             .map_err(|e| ApiError::from_store(e, def.group, def.plural, &name))?
             .ok_or_else(|| ApiError::not_found(def.group, def.plural, &name))?;
-        let current = from_storage(def, object::from_stored(&kv)?);
+        let current = out_of_storage(req.store, def, object::from_stored(&kv)?).await?;
         let mut patched = current.clone();
         match media.as_str() {
             "application/merge-patch+json" => json_patch::merge(&mut patched, &patch_doc),
@@ -415,7 +509,7 @@ async fn patch(
         if object::meta_str(&patched, "resourceVersion").is_none() {
             object::set_resource_version(&mut patched, kv.mod_revision);
         }
-        let stored = to_storage(def, patched);
+        let stored = into_storage(req.store, def, storage, patched).await?;
         let body = Bytes::from(serde_json::to_vec(&stored).unwrap_or_default());
         let result = handlers::dispatch(Request {
             store: req.store,
@@ -433,7 +527,7 @@ async fn patch(
                 let (body, warnings) = reply.into_json()?;
                 return Ok(Reply {
                     code,
-                    body: convert_reply(def, storage, body),
+                    body: convert_reply_via(req.store, def, storage, body).await?,
                     encoded: None,
                     warnings,
                 });
@@ -467,14 +561,52 @@ pub fn watch(
         subresource: target.subresource.clone(),
         verb: target.verb,
     };
-    let mut inner = watch::start(store, &storage_target, params)?;
+    // Webhook-converted events are printed after conversion, with this version's columns.
+    let hook = webhook_of(def);
+    let (table, include) = (params.table, params.include);
+    let mut params = params;
+    if hook.is_some() {
+        params.table = false;
+    }
+    let mut inner = watch::start(store.clone(), &storage_target, params)?;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
+        let mut sent_columns = false;
         while let Some(chunk) = inner.recv().await {
             let out = match serde_json::from_slice::<Value>(&chunk) {
                 Ok(mut ev) => {
+                    let kind = j::str_or(&ev, "type").to_string();
                     if let Some(o) = ev.get_mut("object") {
-                        *o = convert_reply(def, storage, std::mem::take(o));
+                        let obj = std::mem::take(o);
+                        match convert_reply_via(&store, def, storage, obj).await {
+                            Ok(c)
+                                if hook.is_some()
+                                    && table
+                                    && kind != "BOOKMARK"
+                                    && kind != "ERROR" =>
+                            {
+                                let rv = object::meta_str(&c, "resourceVersion")
+                                    .unwrap_or_default()
+                                    .to_string();
+                                *o = table::table(
+                                    def.printer,
+                                    &[c],
+                                    include,
+                                    json!({"resourceVersion": rv}),
+                                    !sent_columns,
+                                );
+                                sent_columns = true;
+                            }
+                            Ok(c) => *o = c,
+                            Err(e) => {
+                                // The watch ends with the error, as kube-apiserver ends it.
+                                let ev = json!({"type": "ERROR", "object": e.to_status()});
+                                let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                                line.push(b'\n');
+                                let _ = tx.send(Bytes::from(line)).await;
+                                return;
+                            }
+                        }
                     }
                     let mut line = serde_json::to_vec(&ev).unwrap_or_default();
                     line.push(b'\n');

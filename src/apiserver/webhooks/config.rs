@@ -327,7 +327,7 @@ fn validate_match_conditions(hook: &Value, path: &Path, errs: &mut Errors) {
 }
 
 /// `webhook.ValidateWebhookURL` with https required.
-fn validate_url(text: &str, path: &Path, errs: &mut Errors) {
+pub fn validate_url(text: &str, path: &Path, errs: &mut Errors) {
     // A fragment is not part of a request URI, so it is looked for before parsing.
     let (text, fragment) = match text.split_once('#') {
         Some((t, f)) => (t, Some(f)),
@@ -376,7 +376,7 @@ fn validate_url(text: &str, path: &Path, errs: &mut Errors) {
 }
 
 /// `webhook.ValidateWebhookService`.
-fn validate_service(svc: &Value, path: &Path, errs: &mut Errors) {
+pub fn validate_service(svc: &Value, path: &Path, errs: &mut Errors) {
     if j::str_or(svc, "name").is_empty() {
         errs.required(&path.child("name"), "service name is required");
     }
