@@ -1138,3 +1138,272 @@ fn taken_ports_move_to_the_next_free_ones() {
     );
     drop(held);
 }
+
+/// The address of container `name` on the cluster's Docker network.
+fn container_ip(cluster: &Cluster, name: &str) -> String {
+    let ip = stdout(&docker(&[
+        "inspect",
+        name,
+        "-f",
+        &format!(
+            "{{{{(index .NetworkSettings.Networks \"kcluster-{}\").IPAddress}}}}",
+            cluster.name
+        ),
+    ]))
+    .trim()
+    .to_string();
+    assert!(
+        !ip.is_empty(),
+        "{name} has no address on the cluster network"
+    );
+    ip
+}
+
+/// Removes the client container when the test ends, however it ends.
+struct RemoveContainer(String);
+
+impl Drop for RemoveContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// One value (`HTTP_X_REAL_IP=…`) of a CGI environment dump.
+fn env_value(env: &str, key: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{env}"))
+        .to_string()
+}
+
+/// The client's own address reaches the backend through the host ports (carried from the
+/// host-port proxy to the ingress in a PROXY protocol header): the host over 127.0.0.1 is seen
+/// as 127.0.0.1 (Docker hands the proxy the network's gateway for it), a container on the
+/// cluster's Docker network dialling the proxy container as its own address, a pod on port 80
+/// of the node as the pod's. whitelist-source-range applies to that address, and a PROXY
+/// header from anyone but our port proxies is not believed.
+#[test]
+fn backends_see_the_real_client_address() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("ingress-ip");
+    let tag = format!("kcluster-e2e/httpd:{name}");
+    let _image: TestImage = build_web_image(&sandbox, &tag);
+    let cluster = Cluster::create(&sandbox, &name, &[]);
+    cluster.load_image(&tag);
+    let (http, https) = ingress_ports(&cluster);
+
+    app(
+        &cluster,
+        &tag,
+        "default",
+        "who",
+        8080,
+        80,
+        "/index.html=who",
+    );
+    cluster.kubectl_ok(&["rollout", "status", "deploy/who", "--timeout=120s"]);
+    let p = "nginx.ingress.kubernetes.io";
+    apply(
+        &cluster,
+        &[
+            simple_ingress("who", "who.example", "who", ""),
+            simple_ingress(
+                "local-only",
+                "local.example",
+                "who",
+                &format!("{p}/whitelist-source-range: 127.0.0.1/32"),
+            ),
+        ]
+        .concat(),
+    );
+
+    // The host over 127.0.0.1: a forged X-Forwarded-For is replaced (ingress-nginx's default,
+    // use-forwarded-headers false), X-Real-IP is the client.
+    let from_host = |scheme: &str, port: u16, host: &str| {
+        let out = curl(&[
+            "-k",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Host: {host}"),
+            "-H",
+            "X-Forwarded-For: 203.0.113.66",
+            &format!("{scheme}://127.0.0.1:{port}/cgi-bin/env"),
+        ]);
+        stdout(&out)
+    };
+    let env = wait_output(
+        "the headers over HTTP from the host",
+        || from_host("http", http, "who.example"),
+        &["\n200"],
+    );
+    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), "127.0.0.1", "{env}");
+    assert_eq!(
+        env_value(&env, "HTTP_X_FORWARDED_FOR"),
+        "127.0.0.1",
+        "{env}"
+    );
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PROTO"), "http", "{env}");
+    assert_eq!(
+        env_value(&env, "HTTP_X_FORWARDED_PORT"),
+        http.to_string(),
+        "{env}"
+    );
+    let env = from_host("https", https, "who.example");
+    assert!(env.ends_with("\n200"), "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), "127.0.0.1", "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PROTO"), "https", "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_SCHEME"), "https", "{env}");
+    assert!(from_host("http", http, "local.example").ends_with("\n200"));
+
+    // A container on the cluster's network, dialling the HTTP port proxy container itself.
+    let client = format!("{name}-client");
+    let run = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &client,
+        "--network",
+        &format!("kcluster-{name}"),
+        &tag,
+        "sleep",
+        "600",
+    ]);
+    let _remove = RemoveContainer(client.clone());
+    assert!(run.status.success(), "docker run: {}", text(&run));
+    let client_ip = container_ip(&cluster, &client);
+    let proxy = format!("kcluster-{name}-port-{http}-tcp");
+    let from_container = |host: &str| {
+        let out = docker(&[
+            "exec",
+            &client,
+            "wget",
+            "-q",
+            "-S",
+            "-O",
+            "-",
+            "--header",
+            &format!("Host: {host}"),
+            &format!("http://{proxy}:{http}/cgi-bin/env"),
+        ]);
+        text(&out)
+    };
+    let env = wait_output(
+        "the headers from a container on the cluster network",
+        || from_container("who.example"),
+        &["200 OK"],
+    );
+    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), client_ip, "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_FOR"), client_ip, "{env}");
+
+    // whitelist-source-range judges that address: the container is refused where the host is
+    // let through, and let through once its own address is listed.
+    assert!(
+        from_container("local.example").contains("403 Forbidden"),
+        "the container on a 127.0.0.1/32 whitelist"
+    );
+    apply(
+        &cluster,
+        &simple_ingress(
+            "container-only",
+            "container.example",
+            "who",
+            &format!("{p}/whitelist-source-range: {client_ip}/32"),
+        ),
+    );
+    wait_output(
+        "the container on its own whitelist",
+        || from_container("container.example"),
+        &["200 OK"],
+    );
+    assert!(
+        from_host("http", http, "container.example").ends_with("\n403"),
+        "the host on the container's whitelist"
+    );
+
+    // A PROXY header from anyone but our port proxies is not believed: the container sends
+    // one straight to the node's PROXY listener, claiming to be 127.0.0.1, and gets nothing.
+    let server_node = format!("{name}-server-0");
+    let mut forged = Vec::new();
+    forged.extend_from_slice(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c");
+    forged.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1, 0x9c, 0x40, 0, 80]);
+    forged.extend_from_slice(b"GET /cgi-bin/env HTTP/1.0\r\nHost: local.example\r\n\r\n");
+    let mut nc = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "-i",
+            &client,
+            "nc",
+            "-w",
+            "5",
+            &server_node,
+            "10080",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec nc");
+    {
+        use std::io::Write;
+        let mut stdin = nc.stdin.take().expect("stdin");
+        stdin.write_all(&forged).expect("write the forged header");
+    }
+    let out = nc.wait_with_output().expect("nc");
+    assert!(
+        out.stdout.is_empty() && !text(&out).contains("can't connect"),
+        "a forged PROXY header: the connection is accepted, then closed unanswered: {}",
+        text(&out)
+    );
+    // Port 80 of the node, without a header, serves the container as itself.
+    let out = docker(&[
+        "exec",
+        &client,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "--header",
+        "Host: who.example",
+        &format!("http://{server_node}/cgi-bin/env"),
+    ]);
+    assert_eq!(
+        env_value(&stdout(&out), "HTTP_X_REAL_IP"),
+        client_ip,
+        "{}",
+        text(&out)
+    );
+
+    // A pod calling port 80 of the node is its own client (no proxy in between).
+    let pod = cluster.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=who",
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
+    ]);
+    let (pod, pod_ip) = pod.trim().split_once(' ').expect("a pod and its IP");
+    let node_ip = cluster
+        .node_ips()
+        .into_iter()
+        .find(|(n, _)| *n == server_node)
+        .map(|(_, ip)| ip)
+        .expect("the server node's address");
+    let env = cluster.kubectl_ok(&[
+        "exec",
+        pod,
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "--header",
+        "Host: who.example",
+        &format!("http://{node_ip}/cgi-bin/env"),
+    ]);
+    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), pod_ip, "{env}");
+}

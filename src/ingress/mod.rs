@@ -13,6 +13,7 @@
 
 pub mod annotations;
 pub mod auth;
+mod port_proxies;
 pub mod proxy;
 pub mod routes;
 mod send_timeout;
@@ -44,6 +45,10 @@ pub const SERVICE_NAME: &str = "ingress-nginx-controller";
 /// Ports the proxy listens on inside the server node.
 pub const NODE_HTTP_PORT: u16 = 80;
 pub const NODE_HTTPS_PORT: u16 = 443;
+/// Where the host-port proxies deliver HTTP and HTTPS, each connection opened with a PROXY
+/// protocol header naming the client (`port_proxies` says who is believed).
+pub const NODE_HTTP_PROXIED_PORT: u16 = 10080;
+pub const NODE_HTTPS_PROXIED_PORT: u16 = 10443;
 
 /// The cluster file's `ingress:` section, as the server node gets it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,13 +87,21 @@ fn class() -> Value {
     })
 }
 
-fn service(cfg: &IngressConfig) -> Value {
+/// The Service the host ports are published for. Its node ports serve callers inside the
+/// cluster; the host's port proxies go straight to this node's PROXY-protocol listeners
+/// instead, so the client's address survives the hop.
+fn service(cfg: &IngressConfig, node: &str) -> Value {
+    let proxied = format!(
+        "{}={node}:{NODE_HTTP_PROXIED_PORT},{}={node}:{NODE_HTTPS_PROXIED_PORT}",
+        cfg.http_port, cfg.https_port
+    );
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": SERVICE_NAME, "namespace": SERVICE_NAMESPACE,
                      "labels": {"app.kubernetes.io/name": "ingress-nginx",
                                 "app.kubernetes.io/component": "controller",
-                                "app.kubernetes.io/managed-by": "kcluster"}},
+                                "app.kubernetes.io/managed-by": "kcluster"},
+                     "annotations": {crate::ports::PROXY_PROTOCOL_ANNOTATION: proxied}},
         "spec": {"type": "LoadBalancer",
                  "ports": [{"name": "http", "port": cfg.http_port, "protocol": "TCP", "targetPort": NODE_HTTP_PORT},
                            {"name": "https", "port": cfg.https_port, "protocol": "TCP", "targetPort": NODE_HTTPS_PORT}]},
@@ -125,7 +138,7 @@ async fn publish(client: &kube::Client, cfg: &IngressConfig, node: &str) -> Resu
         .context("IngressClass nginx")?;
     create(
         &Api::<Service>::namespaced(client.clone(), SERVICE_NAMESPACE),
-        service(cfg),
+        service(cfg, node),
     )
     .await
     .context("Service")?;
@@ -190,20 +203,50 @@ fn published(svc: &Service) -> Option<(String, u16, u16)> {
 }
 
 /// Runs forever in the server node.
-pub async fn run(client: kube::Client, cfg: IngressConfig, node: String) -> Result<()> {
+pub async fn run(
+    client: kube::Client,
+    cfg: IngressConfig,
+    cluster: String,
+    node: String,
+) -> Result<()> {
     let shared = proxy::Shared::new().context("the ingress proxy's upstream TLS settings")?;
     let resolver = Arc::new(tls::Resolver::new(
         tls::fake()?,
         cfg.default_certificate.clone(),
     ));
-    let http = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], NODE_HTTP_PORT)))
-        .await
-        .with_context(|| format!("the ingress proxy cannot listen on port {NODE_HTTP_PORT}"))?;
-    let https = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], NODE_HTTPS_PORT)))
-        .await
-        .with_context(|| format!("the ingress proxy cannot listen on port {NODE_HTTPS_PORT}"))?;
-    tokio::spawn(proxy::serve_http(http, shared.clone()));
-    tokio::spawn(proxy::serve_https(https, shared.clone(), resolver.clone()));
+    let listen = |port: u16| async move {
+        tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .with_context(|| format!("the ingress proxy cannot listen on port {port}"))
+    };
+    let http = listen(NODE_HTTP_PORT).await?;
+    let https = listen(NODE_HTTPS_PORT).await?;
+    let http_proxied = listen(NODE_HTTP_PROXIED_PORT).await?;
+    let https_proxied = listen(NODE_HTTPS_PROXIED_PORT).await?;
+    let port_proxies = Arc::new(port_proxies::PortProxies::new(&cluster));
+    let via_proxies = proxy::Clients::PortProxies(port_proxies.clone());
+    tokio::spawn(proxy::serve_http(
+        http,
+        shared.clone(),
+        proxy::Clients::Peer,
+    ));
+    tokio::spawn(proxy::serve_https(
+        https,
+        shared.clone(),
+        resolver.clone(),
+        proxy::Clients::Peer,
+    ));
+    tokio::spawn(proxy::serve_http(
+        http_proxied,
+        shared.clone(),
+        via_proxies.clone(),
+    ));
+    tokio::spawn(proxy::serve_https(
+        https_proxied,
+        shared.clone(),
+        resolver.clone(),
+        via_proxies,
+    ));
 
     let mut delay = Duration::from_millis(200);
     while let Err(e) = publish(&client, &cfg, &node).await {
@@ -263,6 +306,7 @@ pub async fn run(client: kube::Client, cfg: IngressConfig, node: String) -> Resu
         if let Some((_, h, s)) = &address {
             shared.http_port.store(*h, Ordering::Relaxed);
             shared.https_port.store(*s, Ordering::Relaxed);
+            port_proxies.set_host_ports(&[*h, *s]);
         }
 
         let now: BTreeSet<translate::Problem> =

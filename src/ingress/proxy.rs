@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::annotations::{BackendProtocol, Options};
+use super::port_proxies::PortProxies;
 use super::routes::{Route, Table, Upstream};
 use super::send_timeout;
 use super::tls::Resolver;
@@ -148,31 +149,61 @@ async fn next_connection(
     }
 }
 
+/// How connections on a listener name their client.
+#[derive(Clone)]
+pub enum Clients {
+    /// The TCP peer is the client (callers inside the cluster on ports 80/443).
+    Peer,
+    /// Only our host-port proxies may connect, each connection opening with a PROXY header.
+    PortProxies(Arc<PortProxies>),
+}
+
+impl Clients {
+    async fn client(
+        &self,
+        stream: &mut tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Option<SocketAddr> {
+        match self {
+            Clients::Peer => Some(peer),
+            Clients::PortProxies(p) => p.client(stream, peer).await,
+        }
+    }
+}
+
 /// Serves plain HTTP on `listener` forever.
-pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve_http(listener: TcpListener, shared: Arc<Shared>, clients: Clients) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Some((permit, stream, remote)) = next_connection(&listener, &limit).await else {
+        let Some((permit, mut stream, peer)) = next_connection(&listener, &limit).await else {
             return;
         };
         let shared = shared.clone();
+        let clients = clients.clone();
         tokio::spawn(async move {
-            serve_conn(
-                TokioIo::new(stream),
-                shared,
-                Conn {
-                    remote,
-                    https: false,
-                },
-            )
-            .await;
+            if let Some(remote) = clients.client(&mut stream, peer).await {
+                serve_conn(
+                    TokioIo::new(stream),
+                    shared,
+                    Conn {
+                        remote,
+                        https: false,
+                    },
+                )
+                .await;
+            }
             drop(permit);
         });
     }
 }
 
 /// Serves HTTPS on `listener` forever, certificates from `resolver`.
-pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>, resolver: Arc<Resolver>) {
+pub async fn serve_https(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    resolver: Arc<Resolver>,
+    clients: Clients,
+) {
     let config = match super::tls::server_config(resolver) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -183,12 +214,16 @@ pub async fn serve_https(listener: TcpListener, shared: Arc<Shared>, resolver: A
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Some((permit, stream, remote)) = next_connection(&listener, &limit).await else {
+        let Some((permit, mut stream, peer)) = next_connection(&listener, &limit).await else {
             return;
         };
         let shared = shared.clone();
         let acceptor = acceptor.clone();
+        let clients = clients.clone();
         tokio::spawn(async move {
+            let Some(remote) = clients.client(&mut stream, peer).await else {
+                return;
+            };
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     serve_conn(

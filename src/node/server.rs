@@ -105,6 +105,7 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         .with_context(|| format!("bad service subnet {:?}", settings.service_subnet))?;
     let ingress = settings.ingress.clone();
     let node_name = settings.node_name.clone();
+    let cluster_name = settings.cluster.clone();
     let controllers = tokio::spawn(async move {
         let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
         let scheduler_client =
@@ -124,7 +125,8 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         if ingress.enabled {
             let client = super::client::connect("127.0.0.1", API_PORT, &ingress_creds).await?;
             tokio::spawn(async move {
-                if let Err(e) = crate::ingress::run(client, ingress, node_name).await {
+                if let Err(e) = crate::ingress::run(client, ingress, cluster_name, node_name).await
+                {
                     tracing::error!(error = format!("{e:#}"), "the ingress controller stopped");
                 }
             });

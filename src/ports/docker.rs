@@ -130,6 +130,10 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
             super::LABEL_SOURCE_RANGES.to_string(),
             want.source_ranges_label(),
         ),
+        (
+            super::LABEL_PROXY_PROTOCOL.to_string(),
+            want.proxy_protocol_label(),
+        ),
     ]);
     let mut cmd = vec![
         "node".to_string(),
@@ -139,17 +143,23 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
         "--port".to_string(),
         spec.host_port.to_string(),
     ];
-    let target_port = match want.cluster_ip {
-        Some(ip) => {
-            cmd.push("--cluster-ip".to_string());
-            cmd.push(ip.to_string());
-            want.service_port
-        }
-        None => want.node_port,
-    };
-    for node in spec.nodes {
+    if let Some(target) = &want.proxy_protocol {
+        cmd.push("--proxy-protocol".to_string());
         cmd.push("--target".to_string());
-        cmd.push(format!("{node}:{target_port}"));
+        cmd.push(target.clone());
+    } else {
+        let target_port = match want.cluster_ip {
+            Some(ip) => {
+                cmd.push("--cluster-ip".to_string());
+                cmd.push(ip.to_string());
+                want.service_port
+            }
+            None => want.node_port,
+        };
+        for node in spec.nodes {
+            cmd.push("--target".to_string());
+            cmd.push(format!("{node}:{target_port}"));
+        }
     }
     for range in &want.source_ranges {
         cmd.push("--allow".to_string());
@@ -166,7 +176,10 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
         )])),
         restart_policy: unless_stopped(),
         // Routing a cluster IP through a node is a route in the proxy's own namespace.
-        cap_add: want.cluster_ip.map(|_| vec!["NET_ADMIN".to_string()]),
+        cap_add: want
+            .cluster_ip
+            .filter(|_| want.proxy_protocol.is_none())
+            .map(|_| vec!["NET_ADMIN".to_string()]),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -334,6 +347,8 @@ pub struct Published {
     pub node_port: u16,
     /// As `Wanted::source_ranges_label`.
     pub source_ranges: String,
+    /// As `Wanted::proxy_protocol_label`.
+    pub proxy_protocol: String,
 }
 
 pub fn published(c: &ContainerSummary) -> Option<Published> {
@@ -351,6 +366,7 @@ pub fn published(c: &ContainerSummary) -> Option<Published> {
         service_port: number(super::LABEL_SERVICE_PORT).unwrap_or(0),
         node_port: number(super::LABEL_NODE_PORT).unwrap_or(0),
         source_ranges: label(super::LABEL_SOURCE_RANGES).unwrap_or_default(),
+        proxy_protocol: label(super::LABEL_PROXY_PROTOCOL).unwrap_or_default(),
     })
 }
 

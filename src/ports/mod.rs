@@ -14,6 +14,7 @@
 pub mod controller;
 pub mod docker;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod want;
 
 /// Labels of a proxy container: they are the whole record of what is published (`port ls`
@@ -28,6 +29,15 @@ pub const LABEL_SERVICE_PORT: &str = "dev.kcluster.port.service-port";
 pub const LABEL_NODE_PORT: &str = "dev.kcluster.port.node-port";
 /// A LoadBalancer's `loadBalancerSourceRanges` the proxy enforces (`a/n,b/m`; absent: any).
 pub const LABEL_SOURCE_RANGES: &str = "dev.kcluster.port.source-ranges";
+
+/// The Service port whose proxy dials one node directly with a PROXY protocol v2 header
+/// (`<service port>=<node>:<port>`); empty: the node port, no header.
+pub const LABEL_PROXY_PROTOCOL: &str = "dev.kcluster.port.proxy-protocol";
+
+/// A Service annotation asking for that: `80=<node>:<port>,443=<node>:<port>`, the node being
+/// one of the cluster's own (the built-in ingress sets it on its Service, so its host ports
+/// carry the client's address).
+pub const PROXY_PROTOCOL_ANNOTATION: &str = "kcluster.dev/proxy-protocol";
 
 /// The Service annotation that names each LoadBalancer port's host address, e.g.
 /// `8080/TCP=127.0.0.1:8081` when 8080 was taken on the host.

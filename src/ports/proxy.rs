@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
@@ -37,6 +38,10 @@ pub struct ProxyArgs {
     /// repeat for each. None: everyone.
     #[arg(long = "allow")]
     pub allow: Vec<Ipv4Cidr>,
+    /// Start each TCP connection to the target with a PROXY protocol v2 header naming the
+    /// client (the host itself as 127.0.0.1), for a target that trusts this proxy to say so.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 /// Which clients may use the port. Docker hands over connections to a published port from the
@@ -49,6 +54,14 @@ struct Allow {
 }
 
 impl Allow {
+    /// The client a peer stands for: the gateway is the host's own 127.0.0.1.
+    fn client(&self, peer: IpAddr) -> IpAddr {
+        match peer {
+            IpAddr::V4(ip) if Some(ip) == self.gateway => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            other => other,
+        }
+    }
+
     fn admits(&self, peer: IpAddr) -> bool {
         if self.ranges.is_empty() {
             return true;
@@ -56,10 +69,8 @@ impl Allow {
         let IpAddr::V4(ip) = peer else {
             return false;
         };
-        let seen_as = if Some(ip) == self.gateway {
-            Ipv4Addr::LOCALHOST
-        } else {
-            ip
+        let IpAddr::V4(seen_as) = self.client(peer) else {
+            return false;
         };
         self.ranges
             .iter()
@@ -241,7 +252,7 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     }
     let work = async {
         match args.protocol {
-            Protocol::Tcp => serve_tcp(listen, targets, allow).await,
+            Protocol::Tcp => serve_tcp(listen, targets, allow, args.proxy_protocol).await,
             Protocol::Udp => serve_udp(listen, targets, allow).await,
         }
     };
@@ -255,7 +266,13 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     }
 }
 
-async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>, allow: Allow) -> Result<()> {
+async fn serve_tcp(
+    listen: SocketAddr,
+    targets: Arc<Targets>,
+    allow: Allow,
+    proxy_protocol: bool,
+) -> Result<()> {
+    let allow = Arc::new(allow);
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -276,6 +293,7 @@ async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>, allow: Allow) -> R
             continue;
         }
         let targets = targets.clone();
+        let allow = allow.clone();
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
             let accepted = Instant::now();
@@ -289,6 +307,16 @@ async fn serve_tcp(listen: SocketAddr, targets: Arc<Targets>, allow: Allow) -> R
                 }
             };
             let _ = upstream.set_nodelay(true);
+            if proxy_protocol {
+                let header = super::proxy_protocol::encode(
+                    SocketAddr::new(allow.client(peer.ip()), peer.port()),
+                    client.local_addr().unwrap_or(listen),
+                );
+                if let Err(e) = upstream.write_all(&header).await {
+                    debug!(%peer, error = %e, "cannot send the PROXY header");
+                    return;
+                }
+            }
             if let Err(e) =
                 tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER)
                     .await

@@ -2,6 +2,8 @@
 //! publishing NodePorts is turned off). LoadBalancer Services: each Service port, forwarded to
 //! its node port; the controller moves it to the next free host port when it is taken.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Service;
 
 use crate::cluster::cidr::Ipv4Cidr;
@@ -66,9 +68,17 @@ pub struct Wanted {
     /// `loadBalancerSourceRanges` of a LoadBalancer: the only client addresses let through
     /// (empty: everyone).
     pub source_ranges: Vec<Ipv4Cidr>,
+    /// `node:port` to dial instead of the node port, each connection opened with a PROXY
+    /// protocol v2 header (the Service's `kcluster.dev/proxy-protocol` for this port).
+    pub proxy_protocol: Option<String>,
 }
 
 impl Wanted {
+    /// As the proxy's label records it (empty: none).
+    pub fn proxy_protocol_label(&self) -> String {
+        self.proxy_protocol.clone().unwrap_or_default()
+    }
+
     /// The source ranges as the proxy's label records them (`a/n,b/m`).
     pub fn source_ranges_label(&self) -> String {
         join_ranges(&self.source_ranges)
@@ -81,6 +91,39 @@ pub fn join_ranges(ranges: &[Ipv4Cidr]) -> String {
         .map(|r| r.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The `kcluster.dev/proxy-protocol` annotation: Service port → `node:port`.
+fn proxy_protocol_targets(svc: &Service) -> Result<BTreeMap<u16, String>, String> {
+    let Some(value) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(super::PROXY_PROTOCOL_ANNOTATION))
+    else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = part.split_once('=').and_then(|(port, target)| {
+            let port: u16 = port.trim().parse().ok()?;
+            let (host, target_port) = target.trim().rsplit_once(':')?;
+            let valid_host = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            (valid_host && target_port.parse::<u16>().is_ok_and(|p| p != 0))
+                .then(|| (port, target.trim().to_string()))
+        });
+        let Some((port, target)) = parsed else {
+            return Err(format!(
+                "{}: {part:?} is not <service port>=<node>:<port>; the host ports forward to the node ports without a PROXY header",
+                super::PROXY_PROTOCOL_ANNOTATION
+            ));
+        };
+        out.insert(port, target);
+    }
+    Ok(out)
 }
 
 /// A LoadBalancer's source ranges (the field, else the legacy annotation), normalized and
@@ -184,6 +227,18 @@ pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, V
             },
             Kind::NodePort => Vec::new(),
         };
+        let proxied = match proxy_protocol_targets(svc) {
+            Ok(t) => t,
+            Err(message) => {
+                problems.push(Problem {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    reason: "InvalidProxyProtocol",
+                    message,
+                });
+                BTreeMap::new()
+            }
+        };
         for port in spec.ports.iter().flatten() {
             let proto_name = port.protocol.as_deref().unwrap_or("TCP");
             let problem = |reason, message| Problem {
@@ -246,10 +301,38 @@ pub fn wanted(services: &[Service], publish_node_ports: bool) -> (Vec<Wanted>, V
                 preferred,
                 cluster_ip,
                 source_ranges: ranges.clone(),
+                proxy_protocol: proxied.get(&service_port).cloned(),
             });
         }
     }
     (out, problems)
+}
+
+/// A PROXY protocol target must be one of the cluster's nodes: a Service may not make the
+/// publisher dial anything else on the Docker network. Others are dropped (the port forwards
+/// to its node port as usual) with a problem to report.
+pub fn only_to_nodes(wanted: &mut [Wanted], nodes: &[String]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for w in wanted.iter_mut() {
+        let Some(target) = &w.proxy_protocol else {
+            continue;
+        };
+        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+        if !nodes.iter().any(|n| n == host) {
+            problems.push(Problem {
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                reason: "InvalidProxyProtocol",
+                message: format!(
+                    "{}: {host:?} is not a node of this cluster; port {} forwards to its node port without a PROXY header",
+                    super::PROXY_PROTOCOL_ANNOTATION,
+                    w.service_port
+                ),
+            });
+            w.proxy_protocol = None;
+        }
+    }
+    problems
 }
 
 /// Host ports to try, in order: the preferred one, then for a LoadBalancer the next ones up
@@ -432,5 +515,45 @@ mod tests {
         assert_eq!(&lb[..3], &[8080, 8082, 8083]);
         assert_eq!(candidates(&wanted[1], &|_| false), vec![30080]);
         assert!(candidates(&wanted[1], &|p| p == 30080).is_empty());
+    }
+
+    #[test]
+    fn proxy_protocol_targets_only_nodes() {
+        let mut lb = svc(
+            "ingress",
+            "LoadBalancer",
+            serde_json::json!([{"port": 80, "nodePort": 31080}, {"port": 443, "nodePort": 31443}]),
+            "2026-01-01T00:00:01Z",
+        );
+        lb.metadata.annotations = Some(
+            [(
+                crate::ports::PROXY_PROTOCOL_ANNOTATION.to_string(),
+                "80=c-server-0:10080, 443=elsewhere:10443".to_string(),
+            )]
+            .into(),
+        );
+        let (mut w, problems) = wanted(std::slice::from_ref(&lb), true);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(w[0].proxy_protocol.as_deref(), Some("c-server-0:10080"));
+        assert_eq!(w[1].proxy_protocol.as_deref(), Some("elsewhere:10443"));
+        let problems = only_to_nodes(&mut w, &["c-server-0".to_string()]);
+        assert_eq!(w[0].proxy_protocol_label(), "c-server-0:10080");
+        assert_eq!(w[1].proxy_protocol, None);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("\"elsewhere\" is not a node"));
+
+        for bad in ["80", "80=host", "80=host:0", "x=host:1", "80=ho st:1"] {
+            lb.metadata.annotations = Some(
+                [(
+                    crate::ports::PROXY_PROTOCOL_ANNOTATION.to_string(),
+                    bad.to_string(),
+                )]
+                .into(),
+            );
+            let (w, problems) = wanted(std::slice::from_ref(&lb), true);
+            assert_eq!(w.len(), 2, "{bad}: the ports are still published");
+            assert!(w.iter().all(|w| w.proxy_protocol.is_none()), "{bad}");
+            assert_eq!(problems[0].reason, "InvalidProxyProtocol", "{bad}");
+        }
     }
 }

@@ -83,6 +83,13 @@ pub fn build_dns_load_image(sandbox: &Sandbox, tag: &str) -> TestImage {
     build_static_program_image(sandbox, tag, "dns_load", "dns-load")
 }
 
+/// Builds `tag` FROM scratch with the keep-alive HTTP server (tests/images/keepalive_http.rs)
+/// at /keepalive-http: `keepalive-http PORT` serves /small (100 B) and /1m (1 MiB).
+#[allow(dead_code)]
+pub fn build_keepalive_image(sandbox: &Sandbox, tag: &str) -> TestImage {
+    build_static_program_image(sandbox, tag, "keepalive_http", "keepalive-http")
+}
+
 /// Compiles `tests/images/<name>.rs` with rustc into a static binary at `dir/<binary>`.
 fn compile_test_program(name: &str, dir: &std::path::Path, binary: &str) {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -87,7 +87,11 @@ impl Reconciler {
     }
 
     pub async fn run(&mut self, services: &[Service]) -> Result<()> {
-        let (wanted, problems) = want::wanted(services, self.args.publish_node_ports);
+        let (mut wanted, mut problems) = want::wanted(services, self.args.publish_node_ports);
+        if wanted.iter().any(|w| w.proxy_protocol.is_some()) {
+            let nodes = self.node_names().await?;
+            problems.extend(want::only_to_nodes(&mut wanted, &nodes));
+        }
         let uids: HashSet<&str> = services
             .iter()
             .filter_map(|s| s.metadata.uid.as_deref())
@@ -120,6 +124,7 @@ impl Reconciler {
                     && p.host_address == host_address
                     && p.protocol == Some(w.protocol)
                     && p.source_ranges == w.source_ranges_label()
+                    && p.proxy_protocol == w.proxy_protocol_label()
                     && !kept.contains_key(&p.key)
             });
             if keep {
@@ -141,13 +146,7 @@ impl Reconciler {
             .collect();
         let mut started = Vec::new();
         if !missing.is_empty() {
-            let nodes: Vec<String> = self
-                .docker
-                .node_containers(Some(&self.args.cluster))
-                .await?
-                .iter()
-                .map(cluster_docker::container_name)
-                .collect();
+            let nodes = self.node_names().await?;
             let mut held: HashSet<(Protocol, u16)> = kept
                 .values()
                 .filter_map(|p| Some((p.protocol?, p.host_port)))
@@ -246,6 +245,7 @@ impl Reconciler {
                         service_port: want.service_port,
                         node_port: want.node_port,
                         source_ranges: want.source_ranges_label(),
+                        proxy_protocol: want.proxy_protocol_label(),
                     });
                 }
                 Err(StartError::PortUnavailable(why)) => refused.push(why),
@@ -285,6 +285,16 @@ impl Reconciler {
         self.fail(&want.key);
         self.report(svc, WARNING, "HostPortUnavailable", message);
         None
+    }
+
+    async fn node_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .docker
+            .node_containers(Some(&self.args.cluster))
+            .await?
+            .iter()
+            .map(cluster_docker::container_name)
+            .collect())
     }
 
     fn fail(&mut self, key: &str) {

@@ -155,6 +155,7 @@ mod tests {
                 service_port: 8080,
                 node_port: 31000,
                 source_ranges: String::new(),
+                proxy_protocol: String::new(),
             },
         );
         let (ingress, annotation) = desired(&svc, &wanted, &published, "127.0.0.1");
