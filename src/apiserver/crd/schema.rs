@@ -54,6 +54,18 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
+/// Whether any field of the schema has a `default` (objects read from storage then need them
+/// filled in; without one they are served as stored).
+pub fn has_defaults(schema: &Value) -> bool {
+    let Some(map) = schema.as_object() else {
+        return false;
+    };
+    map.contains_key("default")
+        || properties(schema).is_some_and(|props| props.values().any(has_defaults))
+        || map.get("items").is_some_and(has_defaults)
+        || map.get("additionalProperties").is_some_and(has_defaults)
+}
+
 /// Removes what the schema does not declare and returns the paths removed
 /// (`spec.foo`, as kubectl's `unknown field "spec.foo"` shows them). `root` keeps apiVersion,
 /// kind and metadata, which every object has.
