@@ -494,6 +494,17 @@ mod tests {
     }
 
     #[test]
+    fn finds_defaults_anywhere_but_in_property_names() {
+        assert!(has_defaults(&schema()));
+        let nested = json!({"type": "object", "properties": {"spec": {"type": "array",
+            "items": {"type": "object", "additionalProperties": {"type": "string", "default": "x"}}}}});
+        assert!(has_defaults(&nested));
+        // A property called "default" is not a default.
+        let named = json!({"type": "object", "properties": {"default": {"type": "string"}}});
+        assert!(!has_defaults(&named));
+    }
+
+    #[test]
     fn defaults_prunes_and_validates() {
         let mut o = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
             "spec": {"image": "nginx", "junk": 1, "extra": {"any": {"thing": 1}}, "port": "http"}});
