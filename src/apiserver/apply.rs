@@ -60,7 +60,8 @@ pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?.to_string();
     let config = read_config(req)?;
     let subresource = req.target.subresource.as_deref();
-    let ctx = Context::new(req.def(), subresource);
+    // Managed fields record the version the configuration was applied at.
+    let ctx = Context::new(fieldmanager::write_def(req.target), subresource);
     for _attempt in 0..8 {
         let current = req
             .store
@@ -80,7 +81,7 @@ pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
                 other => return other,
             }
         };
-        let old = object::from_stored(&current)?;
+        let old = object::from_stored_as(req.def(), &current)?;
         let mut applied = fieldmanager::apply(&ctx, &old, true, &config, &manager, force)?;
         check_body_identity(req, &name, &mut applied)?;
         check_precondition(req, &name, &applied, &current)?;

@@ -128,7 +128,7 @@ pub async fn delete_one(
     let is_namespace = def.group.is_empty() && def.plural == "namespaces";
     for _attempt in 0..8 {
         let current = req.load(name).await?;
-        let mut obj = object::from_stored(&current)?;
+        let mut obj = object::from_stored_as(def, &current)?;
         let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
         if let Some(pre) = &options.preconditions {
             if pre.uid.as_deref().is_some_and(|u| u != uid) {
@@ -273,7 +273,7 @@ pub async fn delete_one(
             )
             .await
         {
-            Ok(kv) => return ok(object::from_stored(&kv)?),
+            Ok(kv) => return ok(object::from_stored_as(def, &kv)?),
             Err(crate::store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(req.store_err(name)(e)),
         }
@@ -301,6 +301,7 @@ pub async fn delete_collection(req: &Request<'_>) -> Result<Reply, ApiError> {
             name: Some(name.to_string()),
             subresource: None,
             verb: Verb::Delete,
+            served_as: req.target.served_as,
         };
         let one = Request {
             store: req.store,

@@ -205,7 +205,7 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
 
 async fn get(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?;
-    let obj = object::from_stored(&req.load(name).await?)?;
+    let obj = object::from_stored_as(req.def(), &req.load(name).await?)?;
     if req.wants_table() {
         let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion")});
         return ok(table::table(
@@ -254,7 +254,7 @@ pub fn select(
         .map_err(|e| ApiError::from_store(e, def.group, def.plural, ""))?;
     let mut items = Vec::with_capacity(kvs.len());
     for kv in &kvs {
-        let obj = object::from_stored(kv)?;
+        let obj = object::from_stored_as(def, kv)?;
         if selectors.matches(&obj) {
             items.push(obj);
         }
@@ -302,7 +302,7 @@ async fn list(req: &Request<'_>) -> Result<Reply, ApiError> {
         let obj = if selectors.is_empty() {
             None
         } else {
-            let obj = object::from_stored(kv)?;
+            let obj = object::from_stored_as(def, kv)?;
             if !selectors.matches(&obj) {
                 continue;
             }
@@ -333,7 +333,7 @@ async fn list(req: &Request<'_>) -> Result<Reply, ApiError> {
     if req.wants_table() {
         let items = items
             .into_iter()
-            .map(|(kv, obj)| obj.map_or_else(|| object::from_stored(kv), Ok))
+            .map(|(kv, obj)| obj.map_or_else(|| object::from_stored_as(def, kv), Ok))
             .collect::<Result<Vec<_>, _>>()?;
         return ok(table::table(
             def.printer,
@@ -343,7 +343,7 @@ async fn list(req: &Request<'_>) -> Result<Reply, ApiError> {
             true,
         ));
     }
-    let list = object::encode_list(&def.api_version(), def.kind, &items, &meta)?;
+    let list = object::encode_list(def, &items, &meta)?;
     Ok(Reply {
         code: 200,
         body: Value::Null,
@@ -652,7 +652,7 @@ async fn update(req: &Request<'_>) -> Result<Reply, ApiError> {
     let warnings = req.check_fields(&mut new)?;
     let current = req.load(&name).await?;
     check_precondition(req, &name, &new, &current)?;
-    let old = object::from_stored(&current)?;
+    let old = object::from_stored_as(req.def(), &current)?;
     let mut merged = prepare_update(req.def(), &old, new, req.target.subresource.as_deref())?;
     super::fieldmanager::on_update(req, &old, &mut merged);
     super::admission::on_update(req.store, req.def(), &old, &mut merged).await?;
@@ -686,7 +686,7 @@ async fn patch(req: &Request<'_>) -> Result<Reply, ApiError> {
     let patch_doc = req.decode_body()?;
     for _attempt in 0..8 {
         let current = req.load(&name).await?;
-        let old = object::from_stored(&current)?;
+        let old = object::from_stored_as(req.def(), &current)?;
         let mut patched = old.clone();
         match media {
             "application/merge-patch+json" => json_patch::merge(&mut patched, &patch_doc),

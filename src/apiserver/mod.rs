@@ -406,13 +406,6 @@ impl ApiServer {
         if let Some(deprecation) = target.def.custom.and_then(|c| c.deprecation.as_ref()) {
             warnings.insert(0, deprecation.clone());
         }
-        if (target.def.group, target.def.plural)
-            == ("apiextensions.k8s.io", "customresourcedefinitions")
-            && matches!(target.verb, Verb::Create | Verb::Update | Verb::Patch)
-            && target.subresource.is_none()
-        {
-            warnings.extend(crd::definition::warnings(&reply.body));
-        }
         let mut response = match reply.encoded {
             Some(bytes) => encoded_json_response(reply.code, bytes),
             None => json_response(reply.code, &reply.body),

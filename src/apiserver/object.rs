@@ -18,6 +18,14 @@ pub fn from_stored(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
+/// An object of `def`'s kind read from storage, as served: `from_stored` plus the defaults a
+/// custom resource's schema gained since the object was written.
+pub fn from_stored_as(def: &ResourceDef, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj = from_stored(kv)?;
+    super::crd::default_stored(def, &mut obj);
+    Ok(obj)
+}
+
 /// Appends `serde_json::to_vec(&from_stored(kv)?)` to `out` without building the object: only
 /// the top level and `metadata` are parsed and every other field is copied as stored, which is
 /// what makes a list of thousands of objects cheap in time and memory.
@@ -43,19 +51,22 @@ pub fn write_served(kv: &KeyValue, out: &mut Vec<u8>) -> Result<(), ApiError> {
 }
 
 /// A `<Kind>List` as `json!({"apiVersion", "items", "kind", "metadata"})` would encode it: items
-/// already decoded are encoded, the rest are copied from the store with [`write_served`].
+/// already decoded are encoded, the rest are copied from the store with [`write_served`] unless
+/// they need defaults on read (custom resources whose schema has defaults).
 pub fn encode_list(
-    api_version: &str,
-    kind: &str,
+    def: &ResourceDef,
     items: &[(&KeyValue, Option<Value>)],
     meta: &Value,
 ) -> Result<bytes::Bytes, ApiError> {
+    let api_version = def.api_version();
+    let kind = def.kind;
+    let raw = !super::crd::defaults_on_read(def);
     let fail = |e: serde_json::Error| ApiError::internal(format!("cannot encode a list: {e}"));
     let size: usize = items.iter().map(|(kv, _)| kv.value.len() + 40).sum();
     let mut out = Vec::with_capacity(size + 256);
     // The keys in the order serde_json's sorted maps give them.
     out.extend_from_slice(b"{\"apiVersion\":");
-    serde_json::to_writer(&mut out, api_version).map_err(fail)?;
+    serde_json::to_writer(&mut out, &api_version).map_err(fail)?;
     out.extend_from_slice(b",\"items\":[");
     for (i, (kv, obj)) in items.iter().enumerate() {
         if i > 0 {
@@ -63,7 +74,8 @@ pub fn encode_list(
         }
         match obj {
             Some(obj) => serde_json::to_writer(&mut out, obj).map_err(fail)?,
-            None => write_served(kv, &mut out)?,
+            None if raw => write_served(kv, &mut out)?,
+            None => serde_json::to_writer(&mut out, &from_stored_as(def, kv)?).map_err(fail)?,
         }
     }
     out.extend_from_slice(b"],\"kind\":");
@@ -247,7 +259,8 @@ mod tests {
         let b_obj = from_stored(&b).expect("decodes");
         let meta = json!({"resourceVersion": "42", "continue": "abc", "remainingItemCount": 3});
         let items = [(&a, None), (&b, Some(b_obj.clone()))];
-        let encoded = encode_list("v1", "ConfigMap", &items, &meta).expect("encodes");
+        let configmaps = super::super::resources::find("", "v1", "configmaps").expect("served");
+        let encoded = encode_list(configmaps, &items, &meta).expect("encodes");
         let tree = json!({
             "kind": "ConfigMapList",
             "apiVersion": "v1",
@@ -258,7 +271,9 @@ mod tests {
             encoded.as_ref(),
             serde_json::to_vec(&tree).expect("encodes")
         );
-        let empty = encode_list("apps/v1", "Deployment", &[], &json!({})).expect("encodes");
+        let deployments =
+            super::super::resources::find("apps", "v1", "deployments").expect("served");
+        let empty = encode_list(deployments, &[], &json!({})).expect("encodes");
         assert_eq!(
             empty.as_ref(),
             br#"{"apiVersion":"apps/v1","items":[],"kind":"DeploymentList","metadata":{}}"#

@@ -23,6 +23,16 @@ pub struct ResourceRequest {
     pub name: Option<String>,
     pub subresource: Option<String>,
     pub verb: Verb,
+    /// The version the client asked for, when `def` is the storage version it was turned into:
+    /// field managers record the version they wrote through.
+    pub served_as: Option<&'static ResourceDef>,
+}
+
+impl ResourceRequest {
+    /// The resource at the version the client asked for.
+    pub fn served_def(&self) -> &'static ResourceDef {
+        self.served_as.unwrap_or(self.def)
+    }
 }
 
 /// Splits `/api/v1/...` or `/apis/<group>/<version>/...` into (group, version, rest).
@@ -96,6 +106,7 @@ pub fn parse(
         name,
         subresource,
         verb,
+        served_as: None,
     })
 }
 

@@ -79,7 +79,7 @@ fn scale_of(paths: Option<&super::crd::ScalePaths>, obj: &Value) -> Value {
 }
 
 async fn scale_get(req: &Request<'_>) -> Result<Reply, ApiError> {
-    let obj = object::from_stored(&req.load(req.name()?).await?)?;
+    let obj = object::from_stored_as(req.def(), &req.load(req.name()?).await?)?;
     ok(scale_of(custom_scale(req), &obj))
 }
 
@@ -94,7 +94,7 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
     let body = req.decode_body()?;
     for _attempt in 0..8 {
         let current = req.load(&name).await?;
-        let old = object::from_stored(&current)?;
+        let old = object::from_stored_as(req.def(), &current)?;
         let mut scale = scale_of(custom_scale(req), &old);
         match (req.target.verb, media) {
             (Verb::Update, _) => scale = body.clone(),

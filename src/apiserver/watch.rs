@@ -63,6 +63,8 @@ impl WatchParams {
 }
 
 struct Encoder {
+    /// The watched kind: a custom resource's objects get the defaults of their schema.
+    def: &'static super::resources::ResourceDef,
     table: bool,
     include: IncludeObject,
     printer: table::Printer,
@@ -82,8 +84,8 @@ struct Decoded {
 }
 
 impl Decoded {
-    fn new(event: &Event) -> Decoded {
-        let decode = |kv: &crate::store::KeyValue| object::from_stored(kv).ok();
+    fn new(event: &Event, def: &super::resources::ResourceDef) -> Decoded {
+        let decode = |kv: &crate::store::KeyValue| object::from_stored_as(def, kv).ok();
         let (new, old) = match event {
             Event::Put { kv, prev } => (decode(kv), prev.as_ref().and_then(decode)),
             Event::Delete { prev, revision } => {
@@ -121,10 +123,11 @@ impl Encoder {
     /// A store event as this watcher sees it, or `None` when its selectors filter it out.
     fn store_event(&mut self, shared: &SharedEvent, selectors: &Selectors) -> Option<Bytes> {
         let fallback;
-        let decoded = match shared.memo(Decoded::new) {
+        let def = self.def;
+        let decoded = match shared.memo(|event| Decoded::new(event, def)) {
             Some(d) => d,
             None => {
-                fallback = Decoded::new(shared.event());
+                fallback = Decoded::new(shared.event(), def);
                 &fallback
             }
         };
@@ -174,6 +177,7 @@ pub fn start(
     let def = target.def;
     let prefix = def.list_prefix(target.namespace.as_deref());
     let mut enc = Encoder {
+        def,
         table: params.table,
         include: params.include,
         printer: def.printer,
@@ -343,6 +347,7 @@ mod tests {
             .iter()
             .map(|sel| {
                 let mut enc = Encoder {
+                    def: super::super::resources::find("", "v1", "configmaps").expect("served"),
                     table: false,
                     include: IncludeObject::Metadata,
                     printer: table::Printer::Default,

@@ -400,43 +400,6 @@ fn untyped_ok(schema: &Value) -> bool {
             == Some(true)
 }
 
-/// What a definition asks for that this server does not do, as `Warning` headers (kubectl
-/// prints them): never silently ignored.
-pub fn warnings(crd: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    let spec = j::at(crd, "spec");
-    let mut merge_hints = false;
-    for v in j::items(spec, "versions") {
-        if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
-            merge_hints |= has_merge_hints(schema);
-        }
-    }
-    if merge_hints {
-        out.push(
-            "x-kubernetes-list-type/x-kubernetes-map-type: server-side apply on this server merges \
-             custom resources' lists and maps atomically; the list and map types are validated only"
-                .to_string(),
-        );
-    }
-    out
-}
-
-fn has_merge_hints(schema: &Value) -> bool {
-    let here = matches!(
-        schema.get("x-kubernetes-list-type").and_then(Value::as_str),
-        Some("map" | "set")
-    ) || schema.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("granular");
-    here || schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .is_some_and(|p| p.values().any(has_merge_hints))
-        || schema.get("items").is_some_and(has_merge_hints)
-        || schema
-            .get("additionalProperties")
-            .filter(|a| a.is_object())
-            .is_some_and(has_merge_hints)
-}
-
 /// What may not change.
 pub fn validate_update(old: &Value, new: &Value, errs: &mut Errors) {
     let sp = Path::root("spec");

@@ -62,6 +62,8 @@ pub struct Custom {
     pub definition: String,
     /// The version's `schema.openAPIV3Schema`.
     pub schema: Option<Value>,
+    /// Whether `schema` declares any default.
+    pub has_defaults: bool,
     /// Printer columns; empty means NAME and AGE.
     pub columns: Vec<Column>,
     pub scale: Option<ScalePaths>,
@@ -237,9 +239,11 @@ fn build(crd: &Value) -> Vec<&'static ResourceDef> {
                 None => format!("{group}/{version} {kind} is deprecated"),
             }
         });
+        let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let custom: &'static Custom = Box::leak(Box::new(Custom {
             definition: j::str_or(j::at(crd, "metadata"), "name").to_string(),
-            schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            has_defaults: schema.as_ref().is_some_and(schema::has_defaults),
+            schema,
             columns,
             scale,
             deprecation,
@@ -337,6 +341,41 @@ pub fn check_fields(
             "strict decoding error: {}",
             messages.join(", ")
         ))),
+    }
+}
+
+/// Whether objects of `def`'s kind read from storage may need defaults: some served version
+/// of its definition declares one. Lists copy stored bytes as they are otherwise.
+pub fn defaults_on_read(def: &ResourceDef) -> bool {
+    def.custom.is_some()
+        && served().iter().any(|r| {
+            r.group == def.group
+                && r.plural == def.plural
+                && r.custom.is_some_and(|c| c.has_defaults)
+        })
+}
+
+/// Fills in, on an object read from storage, the defaults of the version it was stored at, as
+/// kube-apiserver's storage decoder does: an object stored before a default was added gets it.
+/// The definition in force now decides, not the one a long-running watch started under.
+pub fn default_stored(def: &ResourceDef, obj: &mut Value) {
+    if def.custom.is_none() {
+        return;
+    }
+    let version = j::str_or(obj, "apiVersion")
+        .rsplit_once('/')
+        .map(|(_, v)| v)
+        .unwrap_or(def.version)
+        .to_string();
+    let current = served()
+        .iter()
+        .copied()
+        .find(|r| r.group == def.group && r.plural == def.plural && r.version == version);
+    if let Some(custom) = current.and_then(|r| r.custom)
+        && custom.has_defaults
+        && let Some(schema) = custom.schema.as_ref()
+    {
+        schema::apply_defaults(schema, obj);
     }
 }
 

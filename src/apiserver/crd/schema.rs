@@ -54,6 +54,18 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
     }
 }
 
+/// Whether any field of the schema has a `default` (objects read from storage then need them
+/// filled in; without one they are served as stored).
+pub fn has_defaults(schema: &Value) -> bool {
+    let Some(map) = schema.as_object() else {
+        return false;
+    };
+    map.contains_key("default")
+        || properties(schema).is_some_and(|props| props.values().any(has_defaults))
+        || map.get("items").is_some_and(has_defaults)
+        || map.get("additionalProperties").is_some_and(has_defaults)
+}
+
 /// Removes what the schema does not declare and returns the paths removed
 /// (`spec.foo`, as kubectl's `unknown field "spec.foo"` shows them). `root` keeps apiVersion,
 /// kind and metadata, which every object has.
@@ -479,6 +491,17 @@ mod tests {
                 "mode": {"type": "string", "enum": ["a", "b"]},
                 "port": {"x-kubernetes-int-or-string": true},
                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}})
+    }
+
+    #[test]
+    fn finds_defaults_anywhere_but_in_property_names() {
+        assert!(has_defaults(&schema()));
+        let nested = json!({"type": "object", "properties": {"spec": {"type": "array",
+            "items": {"type": "object", "additionalProperties": {"type": "string", "default": "x"}}}}});
+        assert!(has_defaults(&nested));
+        // A property called "default" is not a default.
+        let named = json!({"type": "object", "properties": {"default": {"type": "string"}}});
+        assert!(!has_defaults(&named));
     }
 
     #[test]

@@ -50,9 +50,15 @@ pub struct Context {
 
 impl Context {
     pub fn new(def: &'static ResourceDef, subresource: Option<&str>) -> Self {
-        let ty = super::schema::kind_schema(def)
-            .map(Ty::root)
-            .unwrap_or_else(Ty::untyped);
+        // A custom resource merges by its version's structural schema (list and map types).
+        let schema = match def.custom {
+            Some(custom) => custom
+                .schema
+                .as_ref()
+                .map(|s| super::schema::registry().inline(s)),
+            None => super::schema::kind_schema(def),
+        };
+        let ty = schema.map(Ty::root).unwrap_or_else(Ty::untyped);
         Context {
             def,
             ty,
@@ -62,7 +68,7 @@ impl Context {
     }
 
     fn of(req: &Request<'_>) -> Self {
-        Context::new(req.def(), req.target.subresource.as_deref())
+        Context::new(write_def(req.target), req.target.subresource.as_deref())
     }
 
     /// A CSR's `/approval` writes status conditions, as `/status` does.
@@ -83,6 +89,10 @@ impl Context {
                 map.remove("status");
             }
         }
+        // Custom resources are compared as Kubernetes compares unstructured objects: as sent.
+        if self.def.custom.is_some() {
+            return v;
+        }
         gofields::normalize(self.ty, &v)
     }
 
@@ -102,6 +112,19 @@ impl Context {
 
     fn id(&self, manager: &str, operation: Operation) -> ManagerId {
         ManagerId::new(manager, operation, &self.api_version, &self.subresource)
+    }
+}
+
+/// The resource a write's managed fields are kept at: for a custom resource the version the
+/// client wrote through (its versions convert with strategy None, so objects and field sets
+/// are the same at every version and only the recorded apiVersion differs); for a built-in
+/// kind the storage version, which the objects compared are in.
+pub fn write_def(target: &super::request::ResourceRequest) -> &'static ResourceDef {
+    let served = target.served_def();
+    if served.custom.is_some() {
+        served
+    } else {
+        target.def
     }
 }
 
@@ -361,7 +384,7 @@ pub fn on_scale(req: &Request<'_>, old: &Value, new: &mut Value) {
         entry.set = entry.set.difference(&set);
     }
     managed.prune_empty();
-    let ctx = Context::new(req.def(), Some("scale"));
+    let ctx = Context::new(write_def(req.target), Some("scale"));
     managed.entries.insert(
         ctx.id(&manager_of(req), Operation::Update),
         managed::Entry {

@@ -73,6 +73,9 @@ impl<'r> Ty<'r> {
             self.meta.map_type() == Some("atomic") || schema.map_type() == Some("atomic");
         match schema.shape() {
             Shape::Scalar => Kind::Scalar,
+            // `x-kubernetes-preserve-unknown-fields` holds anything, merged as untyped values
+            // are; other free-form values (RawExtension) are replaced whole.
+            Shape::FreeForm if schema.preserves_unknown() => Ty::untyped().kind(sample),
             Shape::FreeForm => Kind::Atomic,
             Shape::Object | Shape::Map if atomic_map => Kind::Atomic,
             Shape::Object | Shape::Map => Kind::Fields,

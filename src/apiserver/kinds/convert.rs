@@ -397,6 +397,7 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         name: req.target.name.clone(),
         subresource: req.target.subresource.clone(),
         verb: req.target.verb,
+        served_as: Some(def),
     };
     let mut body = req.body.clone();
     let mut content_type = req.content_type.to_string();
@@ -462,6 +463,9 @@ async fn patch(
         .trim()
         .to_string();
     let patch_doc: Value = match media.as_str() {
+        "application/apply-patch+yaml" if def.custom.is_some() => {
+            return apply(req, def, storage, &target).await;
+        }
         "application/strategic-merge-patch+json" if def.custom.is_some() => {
             return Err(ApiError::unsupported_patch_type(
                 handlers::CUSTOM_PATCH_TYPES,
@@ -482,7 +486,7 @@ async fn patch(
             .get(&key)
             .map_err(|e| ApiError::from_store(e, def.group, def.plural, &name))?
             .ok_or_else(|| ApiError::not_found(def.group, def.plural, &name))?;
-        let current = out_of_storage(req.store, def, object::from_stored(&kv)?).await?;
+        let current = out_of_storage(req.store, def, object::from_stored_as(storage, &kv)?).await?;
         let mut patched = current.clone();
         match media.as_str() {
             "application/merge-patch+json" => json_patch::merge(&mut patched, &patch_doc),
@@ -544,6 +548,44 @@ async fn patch(
     Err(last.unwrap_or_else(|| ApiError::internal("patch retries exhausted")))
 }
 
+/// A server-side apply at another version of a custom resource: the configuration is applied at
+/// the storage version (strategy None: only apiVersion differs), and the managed fields record
+/// the version it was applied at (`target.served_as`).
+async fn apply(
+    req: &Request<'_>,
+    def: &'static ResourceDef,
+    storage: &'static ResourceDef,
+    target: &ResourceRequest,
+) -> Result<Reply, ApiError> {
+    let mut config = handlers::decode(req.content_type, &req.body)?;
+    // A configuration of another type is left as it is, for the apply to refuse in its words.
+    if j::str_at(&config, "apiVersion") == Some(def.api_version().as_str())
+        && j::str_at(&config, "kind") == Some(def.kind)
+    {
+        config = to_storage(def, config);
+    }
+    let body = serde_json::to_vec(&config)
+        .map_err(|e| ApiError::internal(format!("cannot encode the configuration: {e}")))?;
+    let reply = handlers::dispatch(Request {
+        store: req.store,
+        target,
+        query: req.query,
+        accept: req.accept,
+        content_type: "application/apply-patch+yaml",
+        user_agent: req.user_agent,
+        body: Bytes::from(body),
+    })
+    .await?;
+    let code = reply.code;
+    let (body, warnings) = reply.into_json()?;
+    Ok(Reply {
+        code,
+        body: convert_reply(def, storage, body),
+        encoded: None,
+        warnings,
+    })
+}
+
 /// A watch at a non-storage version: the storage version's events, converted.
 pub fn watch(
     store: Store,
@@ -560,6 +602,7 @@ pub fn watch(
         name: target.name.clone(),
         subresource: target.subresource.clone(),
         verb: target.verb,
+        served_as: Some(def),
     };
     // Webhook-converted events are printed after conversion, with this version's columns.
     let hook = webhook_of(def);

@@ -218,6 +218,11 @@ impl Registry {
             .as_deref()
     }
 
+    /// A schema kept outside the registry: a custom resource's, which refers to nothing.
+    pub fn inline<'a>(&'a self, node: &'a Value) -> Schema<'a> {
+        Schema::resolve(self, node)
+    }
+
     /// The root schema of a built-in kind.
     pub fn kind(&self, group: &str, version: &str, kind: &str) -> Option<Schema<'_>> {
         self.schema(self.kind_schema_name(group, version, kind)?)
@@ -312,7 +317,13 @@ impl<'r> Schema<'r> {
                 }
             }
             match node.get("allOf") {
-                Some(Value::Array(all)) if all.len() == 1 && node.get("properties").is_none() => {
+                // Built-in fields refer to their type as a lone allOf; a structural schema's
+                // allOf (which always sits beside a type) only adds value rules.
+                Some(Value::Array(all))
+                    if all.len() == 1
+                        && node.get("properties").is_none()
+                        && node.get("type").is_none() =>
+                {
                     node = &all[0];
                 }
                 _ => break,
@@ -405,6 +416,14 @@ impl<'r> Schema<'r> {
         self.node
             .get("x-kubernetes-map-type")
             .and_then(Value::as_str)
+    }
+
+    /// `x-kubernetes-preserve-unknown-fields: true`.
+    pub fn preserves_unknown(&self) -> bool {
+        self.node
+            .get("x-kubernetes-preserve-unknown-fields")
+            .and_then(Value::as_bool)
+            == Some(true)
     }
 
     /// Fields a struct requires.
