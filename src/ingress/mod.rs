@@ -286,7 +286,10 @@ pub async fn run(
     let sink = EventSink::start(client.clone());
     let recorder = sink.recorder("nginx-ingress-controller");
     let mut reported: BTreeSet<translate::Problem> = BTreeSet::new();
-    let mut statuses: BTreeMap<String, Value> = BTreeMap::new();
+    // Status writes are API round trips, one per Ingress: on their own task, so a burst of new
+    // Ingresses gets its routes at once and its statuses as fast as the API takes them.
+    let (statuses, wanted) = tokio::sync::watch::channel(None);
+    tokio::spawn(status_writer(client.clone(), wanted));
     loop {
         let snap = translate::Snapshot {
             ingresses: ingresses.list_all(),
@@ -317,7 +320,12 @@ pub async fn run(
         reported = now;
 
         if let Some((host, h, s)) = &address {
-            write_statuses(&client, &built.served, host, *h, *s, &mut statuses).await;
+            statuses.send_replace(Some(StatusWant {
+                served: built.served,
+                host: host.clone(),
+                http: *h,
+                https: *s,
+            }));
         }
 
         wake.notified().await;
@@ -336,6 +344,38 @@ fn report(recorder: &Recorder, ingresses: &Informer<Ingress>, p: &translate::Pro
     }
 }
 
+/// What the statuses should say after the latest route rebuild.
+struct StatusWant {
+    served: Vec<Arc<Ingress>>,
+    host: String,
+    http: u16,
+    https: u16,
+}
+
+/// Status writes in flight at once: enough to keep up with a burst, few enough to leave the
+/// API server to everyone else.
+const STATUS_WRITERS: usize = 8;
+
+/// Writes statuses for the latest wish only: wishes that come while a round runs are merged
+/// into the next one.
+async fn status_writer(
+    client: kube::Client,
+    mut wanted: tokio::sync::watch::Receiver<Option<StatusWant>>,
+) {
+    let mut written: BTreeMap<String, Value> = BTreeMap::new();
+    while wanted.changed().await.is_ok() {
+        let Some(want) = wanted
+            .borrow_and_update()
+            .as_ref()
+            .map(|w| (w.served.clone(), w.host.clone(), w.http, w.https))
+        else {
+            continue;
+        };
+        let (served, host, http, https) = want;
+        write_statuses(&client, &served, &host, http, https, &mut written).await;
+    }
+}
+
 /// `status.loadBalancer.ingress` of each served Ingress: the host address, and the ports it
 /// listens on there.
 async fn write_statuses(
@@ -346,7 +386,9 @@ async fn write_statuses(
     https: u16,
     written: &mut BTreeMap<String, Value>,
 ) {
+    use futures::StreamExt;
     let mut keep = BTreeMap::new();
+    let mut patches = Vec::new();
     for ing in served {
         let key = translate::key(ing);
         let mut ports = vec![json!({"port": http, "protocol": "TCP"})];
@@ -367,23 +409,34 @@ async fn write_statuses(
             .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
             .unwrap_or(Value::Null);
         if current != want && written.get(&key) != Some(&want) {
-            let (Some(ns), Some(name)) = (
-                ing.metadata.namespace.as_deref(),
-                ing.metadata.name.as_deref(),
-            ) else {
+            let (Some(ns), Some(name)) =
+                (ing.metadata.namespace.clone(), ing.metadata.name.clone())
+            else {
                 continue;
             };
-            let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+            patches.push((key, ns, name, want));
+        } else {
+            keep.insert(key, want);
+        }
+    }
+    let results = futures::stream::iter(patches)
+        .map(|(key, ns, name, want)| async move {
+            let api: Api<Ingress> = Api::namespaced(client.clone(), &ns);
             let patch = json!({"status": {"loadBalancer": {"ingress": want}}});
-            if let Err(e) = api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                warn!(ingress = %key, error = %e, "cannot write the Ingress status");
-                continue;
+                Ok(_) => Some((key, want)),
+                Err(e) => {
+                    warn!(ingress = %key, error = %e, "cannot write the Ingress status");
+                    None
+                }
             }
-        }
-        keep.insert(key, want);
-    }
+        })
+        .buffer_unordered(STATUS_WRITERS)
+        .collect::<Vec<_>>()
+        .await;
+    keep.extend(results.into_iter().flatten());
     *written = keep;
 }
