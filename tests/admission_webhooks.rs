@@ -311,8 +311,32 @@ fn a_validating_webhook_denies_with_its_message_and_passes_warnings() {
         "kubectl did not show the webhook's warning: {}",
         text(&out)
     );
+    // An impersonated request reaches the webhook as the impersonated user, uid included, as
+    // kube-apiserver sends it.
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "as-someone",
+        "--as=someone",
+        "--as-group=system:masters",
+        "--as-uid=uid-42",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
 
     let reviews = hooks.requests("/deny-reserved");
+    let impersonated = reviews
+        .iter()
+        .find(|r| r["name"] == "as-someone")
+        .expect("the webhook never saw the impersonated create");
+    let user = &impersonated["userInfo"];
+    assert_eq!(user["username"], "someone", "{impersonated}");
+    assert_eq!(user["uid"], "uid-42", "{impersonated}");
+    assert!(
+        user["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g == "system:masters")),
+        "{impersonated}"
+    );
     let fine = reviews
         .iter()
         .find(|r| r["name"] == "fine")

@@ -84,14 +84,43 @@ fn two_api_servers_share_one_state_and_its_conflicts() {
     let etcd = Etcd::start();
     let a = on_etcd(&etcd, "/kcluster/shared/");
     let b = on_etcd(&etcd, "/kcluster/shared/");
+    // B's watch of every ConfigMap, its rows (EVENT NAME …) collected as they come; it is in
+    // place once it has listed the marker.
+    b.kubectl_ok(&["create", "configmap", "marker"]);
     let mut watch = b.kubectl_spawn(&[
         "get",
         "configmap",
-        "cm",
         "-w",
         "--output-watch-events",
         "--no-headers",
     ]);
+    let rows = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let rows = rows.clone();
+        let stdout = watch.stdout.take().expect("the watch's stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                rows.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        })
+    };
+    let events_of = |name: &str| -> Vec<String> {
+        rows.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| l.split_whitespace().nth(1) == Some(name))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait_for(
+        "B's watch to list the marker",
+        Duration::from_secs(20),
+        || !events_of("marker").is_empty(),
+    );
 
     a.kubectl_ok(&["create", "configmap", "cm", "--from-literal=v=a"]);
     wait_for("B to see A's configmap", Duration::from_secs(20), || {
@@ -125,14 +154,16 @@ fn two_api_servers_share_one_state_and_its_conflicts() {
         configmap_value(&b, "cm").is_none()
     });
 
-    // B's watch heard A's create and delete and B's own patch, in order (rows: EVENT NAME …).
+    // B's watch heard A's create and delete and B's own patch, in order.
+    wait_for(
+        "B's watch to hear the delete",
+        Duration::from_secs(20),
+        || events_of("cm").last().is_some_and(|e| e == "DELETED"),
+    );
     let _ = watch.kill();
-    let out = watch.wait_with_output().expect("watch output");
-    let events: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1) == Some("cm"))
-        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
-        .collect();
+    let _ = watch.wait();
+    let _ = reader.join();
+    let events = events_of("cm");
     assert_eq!(
         events,
         ["ADDED", "MODIFIED", "DELETED"],

@@ -39,7 +39,7 @@ impl UserInfo {
         }
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         let mut user = json!({"username": self.username});
         if let Some(uid) = &self.uid {
             user["uid"] = json!(uid);

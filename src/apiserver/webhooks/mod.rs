@@ -632,9 +632,12 @@ impl Call<'_> {
             "requestResource": {"group": requested.group, "version": requested.version, "resource": requested.plural},
             "name": self.name,
             "operation": self.operation.as_str(),
-            "userInfo": match &self.request.user {
-                Some(u) => json!({"username": u.user, "groups": u.groups}),
-                None => json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
+            // The full user (impersonated uid and extra, a service account's pod) when the
+            // request's handling knows it, as kube-apiserver sends it.
+            "userInfo": match (crate::apiserver::authentication::requester(), &self.request.user) {
+                (Some(full), _) => full.to_json(),
+                (None, Some(u)) => json!({"username": u.user, "groups": u.groups}),
+                (None, None) => json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
             },
             "object": obj.map(|o| convert::from_storage(matched, o.clone())).unwrap_or(Value::Null),
             "oldObject": old.map(|o| convert::from_storage(matched, o.clone())).unwrap_or(Value::Null),
