@@ -2,7 +2,7 @@
 //! whose webhooks are a real HTTPS server (TLS with a serving certificate from a CA the test
 //! makes and hands over as caBundle) that mutates, denies, warns, sleeps, answers garbage, or
 //! is not there at all. Against a real cluster the server is a pod behind a Service (the test
-//! image tests/images/admission_webhook.rs); against the standalone API server it runs in this
+//! image tests/images/admission-webhook/); against the standalone API server it runs in this
 //! test process, addressed by URL.
 
 mod common;
@@ -25,45 +25,14 @@ struct Webhooks {
 
 impl Webhooks {
     fn start() -> Self {
-        use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "admission-webhooks-test-ca");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
-            )
-            .unwrap();
-        let config = Arc::new(config);
-        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
-        std::thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                let config = config.clone();
-                let recorder = recorder.clone();
-                std::thread::spawn(move || serve(config, tcp, recorder));
-            }
+        let https = common::https::serve("admission-webhooks-test-ca", move |config, tcp| {
+            serve(config, tcp, recorder.clone())
         });
         Webhooks {
-            port,
-            ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+            port: https.port,
+            ca_bundle: https.ca_bundle,
             seen,
         }
     }

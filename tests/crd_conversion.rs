@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
 use common::*;
 use serde_json::{Value, json};
 
@@ -23,45 +22,14 @@ struct Converter {
 
 impl Converter {
     fn start() -> Self {
-        use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "crd-conversion-test-ca");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
-            )
-            .unwrap();
-        let config = Arc::new(config);
-        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
-        std::thread::spawn(move || {
-            for tcp in listener.incoming().flatten() {
-                let config = config.clone();
-                let recorder = recorder.clone();
-                std::thread::spawn(move || serve(config, tcp, recorder));
-            }
+        let https = common::https::serve("crd-conversion-test-ca", move |config, tcp| {
+            serve(config, tcp, recorder.clone())
         });
         Converter {
-            port,
-            ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+            port: https.port,
+            ca_bundle: https.ca_bundle,
             seen,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod cdp;
 pub mod etcd;
+pub mod https;
 pub mod images;
 pub mod registry;
 

@@ -256,7 +256,7 @@ fn restore_metadata(original: &Value, mut converted: Value) -> Result<Value, Str
         Some(other) => {
             return Err(format!(
                 "invalid metadata of type {} in converted object",
-                go_type(other)
+                crate::apiserver::schema::go_type(other)
             ));
         }
     };
@@ -275,14 +275,14 @@ fn restore_metadata(original: &Value, mut converted: Value) -> Result<Value, Str
             Some(other) => {
                 return Err(format!(
                     "invalid metadata.{field} of type {} in converted object",
-                    go_type(other)
+                    crate::apiserver::schema::go_type(other)
                 ));
             }
         };
         if let Some((k, v)) = answer.iter().find(|(_, v)| !v.is_string()) {
             return Err(format!(
                 "metadata.{field}[{k}] must be a string, but is {} in converted object",
-                go_type(v)
+                crate::apiserver::schema::go_type(v)
             ));
         }
         let before = metadata.get(field).and_then(Value::as_object);
@@ -316,18 +316,6 @@ fn restore_metadata(original: &Value, mut converted: Value) -> Result<Value, Str
     }
     converted["metadata"] = Value::Object(metadata);
     Ok(converted)
-}
-
-fn go_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "<nil>",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.is_f64() => "float64",
-        Value::Number(_) => "int64",
-        Value::String(_) => "string",
-        Value::Array(_) => "[]interface {}",
-        Value::Object(_) => "map[string]interface {}",
-    }
 }
 
 /// The objects of `list` (a `…List`) converted to `desired` in one review, and the list's

@@ -13,6 +13,8 @@ mod kinds;
 mod patchmeta;
 mod registry;
 mod smp;
+
+pub(crate) use smp::go_type;
 mod validate;
 
 use serde_json::Value;

@@ -36,7 +36,8 @@ fn bad_arg(expected: &str, actual: &Value) -> SmpError {
     ))
 }
 
-fn go_type(v: &Value) -> &'static str {
+/// How Go's fmt names a JSON value's type, for messages that match kube-apiserver's.
+pub(crate) fn go_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "<nil>",
         Value::Bool(_) => "bool",

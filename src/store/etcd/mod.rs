@@ -280,6 +280,15 @@ async fn compact_etcd(client: Client, mirrored: notify::Receiver<Revision>) {
     }
 }
 
+/// The compare an update or delete goes ahead on: the key still at `expected`, or (none
+/// expected) the key existing at all.
+fn guard(full: &[u8], expected: Option<Revision>) -> serde_json::Value {
+    match expected {
+        Some(e) => wire::compare(full, "MOD", "EQUAL", e),
+        None => wire::compare(full, "CREATE", "GREATER", 0),
+    }
+}
+
 impl Remote {
     fn key(&self, key: &str) -> Vec<u8> {
         format!("{}{key}", self.prefix).into_bytes()
@@ -381,11 +390,9 @@ impl Remote {
                 return Ok(current);
             }
         }
-        let compare = match expected {
-            Some(e) => wire::compare(&full, "MOD", "EQUAL", e),
-            None => wire::compare(&full, "CREATE", "GREATER", 0),
-        };
-        let answer = self.txn(compare, wire::put(&full, &value), &full).await?;
+        let answer = self
+            .txn(guard(&full, expected), wire::put(&full, &value), &full)
+            .await?;
         if !answer.succeeded {
             return Err(self.refusal(key, &answer, expected));
         }
@@ -412,11 +419,9 @@ impl Remote {
         expected: Option<Revision>,
     ) -> Result<(KeyValue, Revision), StoreError> {
         let full = self.key(key);
-        let compare = match expected {
-            Some(e) => wire::compare(&full, "MOD", "EQUAL", e),
-            None => wire::compare(&full, "CREATE", "GREATER", 0),
-        };
-        let answer = self.txn(compare, wire::delete(&full), &full).await?;
+        let answer = self
+            .txn(guard(&full, expected), wire::delete(&full), &full)
+            .await?;
         if !answer.succeeded {
             return Err(self.refusal(key, &answer, expected));
         }
