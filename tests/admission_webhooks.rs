@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,8 +26,13 @@ impl Webhooks {
     fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
-        let https = common::https::serve("admission-webhooks-test-ca", move |config, tcp| {
-            serve(config, tcp, recorder.clone())
+        let https = common::https::serve_json("admission-webhooks-test-ca", move |path, review| {
+            let request = review["request"].clone();
+            recorder
+                .lock()
+                .unwrap()
+                .push((path.to_string(), request.clone()));
+            answer(path, &request)
         });
         Webhooks {
             port: https.port,
@@ -50,56 +54,6 @@ impl Webhooks {
             .filter(|(p, _)| p == path)
             .map(|(_, r)| r.clone())
             .collect()
-    }
-}
-
-fn serve(
-    config: Arc<rustls::ServerConfig>,
-    tcp: std::net::TcpStream,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-) {
-    let Ok(conn) = rustls::ServerConnection::new(config) else {
-        return;
-    };
-    // Answers go out at once, as Go's servers send them (no Nagle delay on small writes).
-    let _ = tcp.set_nodelay(true);
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    loop {
-        let mut reader = BufReader::new(&mut tls);
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
-        let path = target.split('?').next().unwrap_or_default().to_string();
-        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let request = review["request"].clone();
-        seen.lock().unwrap().push((path.clone(), request.clone()));
-        let answer = answer(&path, &request);
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if tls.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-        let _ = tls.flush();
     }
 }
 

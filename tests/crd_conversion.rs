@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -24,8 +23,9 @@ impl Converter {
     fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
-        let https = common::https::serve("crd-conversion-test-ca", move |config, tcp| {
-            serve(config, tcp, recorder.clone())
+        let https = common::https::serve_json("crd-conversion-test-ca", move |_, review| {
+            recorder.lock().unwrap().push(review.clone());
+            convert(&review).to_string()
         });
         Converter {
             port: https.port,
@@ -36,52 +36,6 @@ impl Converter {
 
     fn requests(&self) -> Vec<Value> {
         self.seen.lock().unwrap().clone()
-    }
-}
-
-fn serve(
-    config: Arc<rustls::ServerConfig>,
-    tcp: std::net::TcpStream,
-    seen: Arc<Mutex<Vec<Value>>>,
-) {
-    let Ok(conn) = rustls::ServerConnection::new(config) else {
-        return;
-    };
-    let _ = tcp.set_nodelay(true);
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    loop {
-        let mut reader = BufReader::new(&mut tls);
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        seen.lock().unwrap().push(review.clone());
-        let answer = convert(&review).to_string();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if tls.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-        let _ = tls.flush();
     }
 }
 

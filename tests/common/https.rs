@@ -1,6 +1,7 @@
 //! HTTPS servers of the tests' own (webhooks) on 127.0.0.1, with a serving certificate from a
 //! CA made here and handed to the API server as caBundle.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
@@ -55,5 +56,62 @@ where
     LoopbackHttps {
         port,
         ca_bundle: base64::engine::general_purpose::STANDARD.encode(ca_cert.pem()),
+    }
+}
+
+/// `serve` for webhooks: each HTTP/1.1 request of a kept-alive connection is a POST of JSON,
+/// and `answer(path, body)` gives the JSON answered with 200.
+pub fn serve_json<F>(ca_name: &str, answer: F) -> LoopbackHttps
+where
+    F: Fn(&str, serde_json::Value) -> String + Send + Sync + 'static,
+{
+    serve(ca_name, move |config, tcp| answer_each(config, tcp, &answer))
+}
+
+fn answer_each(
+    config: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    answer: &dyn Fn(&str, serde_json::Value) -> String,
+) {
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    // Answers go out at once, as Go's servers send them (no Nagle delay on small writes).
+    let _ = tcp.set_nodelay(true);
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    loop {
+        let mut reader = BufReader::new(&mut tls);
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+        let path = target.split('?').next().unwrap_or_default();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let answer = answer(path, json);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if tls.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+        let _ = tls.flush();
     }
 }
