@@ -65,7 +65,9 @@ pub fn serve_json<F>(ca_name: &str, answer: F) -> LoopbackHttps
 where
     F: Fn(&str, serde_json::Value) -> String + Send + Sync + 'static,
 {
-    serve(ca_name, move |config, tcp| answer_each(config, tcp, &answer))
+    serve(ca_name, move |config, tcp| {
+        answer_each(config, tcp, &answer)
+    })
 }
 
 fn answer_each(
