@@ -15,10 +15,7 @@ impl Drop for TestImage {
 
 /// Builds `tag` FROM scratch with /bin/busybox and its applets, then `extra` Dockerfile lines.
 pub fn build_busybox_image(sandbox: &Sandbox, tag: &str, extra: &str) -> TestImage {
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
+    let context = context_for(sandbox, tag);
     build_busybox_image_in(&context, tag, extra)
 }
 
@@ -30,13 +27,27 @@ fn build_busybox_image_in(context: &std::path::Path, tag: &str, extra: &str) -> 
         "these tests need Debian's static busybox at /bin/busybox: apt-get install -y busybox-static (.ci/run installs it)"
     );
     std::fs::copy(busybox, context.join("busybox")).unwrap();
-    std::fs::write(
-        context.join("Dockerfile"),
-        format!(
+    docker_build(
+        context,
+        tag,
+        &format!(
             "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n{extra}"
         ),
     )
-    .unwrap();
+}
+
+/// The build context of `tag`'s image in the sandbox.
+fn context_for(sandbox: &Sandbox, tag: &str) -> std::path::PathBuf {
+    let context = sandbox
+        .path()
+        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
+    std::fs::create_dir_all(&context).unwrap();
+    context
+}
+
+/// Writes `dockerfile` into `context` and builds `tag` from it; the image goes when the test ends.
+fn docker_build(context: &std::path::Path, tag: &str, dockerfile: &str) -> TestImage {
+    std::fs::write(context.join("Dockerfile"), dockerfile).unwrap();
     let image = TestImage {
         tag: tag.to_string(),
     };
@@ -53,22 +64,13 @@ fn build_static_program_image(
     source: &str,
     binary: &str,
 ) -> TestImage {
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
+    let context = context_for(sandbox, tag);
     compile_test_program(source, &context, binary);
-    std::fs::write(
-        context.join("Dockerfile"),
-        format!("FROM scratch\nCOPY {binary} /{binary}\n"),
+    docker_build(
+        &context,
+        tag,
+        &format!("FROM scratch\nCOPY {binary} /{binary}\n"),
     )
-    .unwrap();
-    let image = TestImage {
-        tag: tag.to_string(),
-    };
-    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
-    assert!(out.status.success(), "docker build failed: {}", text(&out));
-    image
 }
 
 /// Builds `tag` FROM scratch with the test gRPC health server (tests/images/grpc_health_server.rs,
@@ -118,10 +120,7 @@ fn compile_test_program(name: &str, dir: &std::path::Path, binary: &str) {
 /// (tests/images/net_tool.rs): a TCP/UDP server that answers with its hostname and the client's
 /// address, and a UDP client.
 pub fn build_net_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
+    let context = context_for(sandbox, tag);
     compile_test_program("net_tool", &context, "net-tool");
     build_busybox_image_in(&context, tag, "COPY net-tool /bin/net-tool\n")
 }
@@ -130,10 +129,7 @@ pub fn build_net_image(sandbox: &Sandbox, tag: &str) -> TestImage {
 /// (tests/images/ws_echo.rs): a WebSocket echo server.
 #[allow(dead_code)]
 pub fn build_web_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
+    let context = context_for(sandbox, tag);
     compile_test_program("ws_echo", &context, "ws-echo");
     build_busybox_image_in(&context, tag, "COPY ws-echo /bin/ws-echo\n")
 }
@@ -143,22 +139,13 @@ pub fn build_web_image(sandbox: &Sandbox, tag: &str) -> TestImage {
 /// `port_server.py` serves (a TCP echo on each port given after the script).
 #[allow(dead_code)]
 pub fn build_port_echo_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
+    let context = context_for(sandbox, tag);
     compile_test_program("port_echo", &context, "python");
-    std::fs::write(
-        context.join("Dockerfile"),
+    docker_build(
+        &context,
+        tag,
         "FROM scratch\nCOPY python /usr/local/bin/python\nENV PATH=/usr/local/bin:/usr/bin:/bin\n",
     )
-    .unwrap();
-    let image = TestImage {
-        tag: tag.to_string(),
-    };
-    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
-    assert!(out.status.success(), "docker build failed: {}", text(&out));
-    image
 }
 
 /// Builds `tag` FROM scratch with the admission webhook server (tests/images/admission-webhook,
@@ -166,10 +153,7 @@ pub fn build_port_echo_image(sandbox: &Sandbox, tag: &str) -> TestImage {
 /// `test-images/` of this build's target directory: the `cargo test` running these tests holds
 /// the lock of the target directory itself.
 pub fn build_admission_webhook_image(sandbox: &Sandbox, tag: &str) -> TestImage {
-    let context = sandbox
-        .path()
-        .join(format!("image-{}", tag.replace(['/', ':'], "_")));
-    std::fs::create_dir_all(&context).unwrap();
+    let context = context_for(sandbox, tag);
     // <target>/x86_64-unknown-linux-gnu/debug/kcluster
     let target = std::path::Path::new(env!("CARGO_BIN_EXE_kcluster"))
         .ancestors()
@@ -205,15 +189,9 @@ pub fn build_admission_webhook_image(sandbox: &Sandbox, tag: &str) -> TestImage 
         .find_map(|m| m["executable"].as_str().map(str::to_string))
         .expect("cargo named no admission-webhook executable");
     std::fs::copy(&executable, context.join("admission-webhook")).unwrap();
-    std::fs::write(
-        context.join("Dockerfile"),
+    docker_build(
+        &context,
+        tag,
         "FROM scratch\nCOPY admission-webhook /admission-webhook\nENTRYPOINT [\"/admission-webhook\"]\n",
     )
-    .unwrap();
-    let image = TestImage {
-        tag: tag.to_string(),
-    };
-    let out = docker(&["build", "-q", "-t", tag, context.to_str().unwrap()]);
-    assert!(out.status.success(), "docker build failed: {}", text(&out));
-    image
 }
