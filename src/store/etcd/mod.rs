@@ -71,6 +71,7 @@ impl Store {
             ..StoreOptions::default()
         })?;
         let (kvs, revision) = seed(&client, prefix).await?;
+        let keys = kvs.len();
         local.submit(Op::Reset { kvs, revision }).await?;
         let (tell, mirrored) = notify::channel(revision);
         let follow = tokio::spawn(follow(
@@ -84,7 +85,7 @@ impl Store {
             endpoints = ?config.endpoints,
             prefix,
             revision,
-            keys = local.list("")?.0.len(),
+            keys,
             "store: following etcd"
         );
         Ok(Store {
