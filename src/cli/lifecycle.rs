@@ -17,6 +17,21 @@ use bollard::query_parameters::StopContainerOptions;
 use super::Progress;
 use crate::cluster::docker::{self, Docker};
 
+/// Stops one container; one removed since it was listed counts as stopped.
+async fn stop_container(docker: &Docker, container: &str) -> Result<()> {
+    let options = StopContainerOptions {
+        t: Some(10),
+        ..Default::default()
+    };
+    match docker.api().stop_container(container, Some(options)).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot stop {container}")),
+    }
+}
+
 /// Lower starts first and stops last.
 fn start_rank(c: &ContainerSummary) -> u8 {
     match docker::label(c, docker::LABEL_ROLE) {
@@ -37,34 +52,32 @@ async fn containers(docker: &Docker, name: &str) -> Result<Vec<ContainerSummary>
 
 pub async fn stop(name: &str, progress: &Progress) -> Result<()> {
     let docker = Docker::connect().await?;
-    let mut all = containers(&docker, name).await?;
-    // Publisher, proxies, workers, servers: the reverse of start, with the publisher first.
-    all.sort_by_key(|c| match docker::label(c, docker::LABEL_ROLE) {
+    let all = containers(&docker, name).await?;
+    let running = all.iter().filter(|c| docker::is_running(c)).count();
+    if running == 0 {
+        progress.say(&format!("Cluster {name:?} is already stopped."));
+        return Ok(());
+    }
+    let step = progress.step(format!("Stopping cluster {name:?} ({running} containers)"));
+    // The publisher first: while it runs it may be replacing a proxy, so the rest is listed
+    // again once it has stopped, and a container it removed meanwhile is already gone.
+    for c in all
+        .iter()
+        .filter(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_PORTS))
+        .filter(|c| docker::is_running(c))
+    {
+        stop_container(&docker, &docker::container_name(c)).await?;
+    }
+    let mut rest = containers(&docker, name).await?;
+    // Proxies, workers, servers: the reverse of start.
+    rest.sort_by_key(|c| match docker::label(c, docker::LABEL_ROLE) {
         Some(docker::ROLE_PORTS) => 0,
         Some(docker::ROLE_SERVER) => 3,
         Some(docker::ROLE_WORKER) => 2,
         _ => 1,
     });
-    let running: Vec<_> = all.iter().filter(|c| docker::is_running(c)).collect();
-    if running.is_empty() {
-        progress.say(&format!("Cluster {name:?} is already stopped."));
-        return Ok(());
-    }
-    let step = progress.step(format!(
-        "Stopping cluster {name:?} ({} containers)",
-        running.len()
-    ));
-    for c in running {
-        let container = docker::container_name(c);
-        let options = StopContainerOptions {
-            t: Some(10),
-            ..Default::default()
-        };
-        docker
-            .api()
-            .stop_container(&container, Some(options))
-            .await
-            .with_context(|| format!("cannot stop {container}"))?;
+    for c in rest.iter().filter(|c| docker::is_running(c)) {
+        stop_container(&docker, &docker::container_name(c)).await?;
     }
     step.done();
     progress.say(&format!(
