@@ -3,6 +3,8 @@
 //! addresses on its network, so that every node comes back on another IP; after `start` the
 //! nodes report their new addresses, the pods run again, the Service routes by name through
 //! the cluster DNS, the node port answers on the host and the claim's data is still there.
+//! An ingress Service without its PROXY-protocol annotation (as clusters made before it had)
+//! gets it back when the server node starts.
 
 mod common;
 
@@ -122,6 +124,16 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
         .parse()
         .expect("a node port");
     let before = container_ips(&name);
+    // As a cluster made before the host-port proxies spoke PROXY protocol: its ingress Service
+    // lacks the annotation, and gets it when the server node comes back.
+    cluster.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "annotate",
+        "svc",
+        "ingress-nginx-controller",
+        "kcluster.dev/proxy-protocol-",
+    ]);
 
     let out = sandbox.kcluster(&["stop", "--name", &name]);
     assert!(out.status.success(), "stop: {}", text(&out));
@@ -205,6 +217,26 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
                 Ok(())
             } else {
                 Err(got)
+            }
+        },
+    );
+    wait_until(
+        "the ingress Service annotated again",
+        Duration::from_secs(60),
+        || {
+            let got = cluster.kubectl_ok(&[
+                "-n",
+                "kube-system",
+                "get",
+                "svc",
+                "ingress-nginx-controller",
+                "-o",
+                "jsonpath={.metadata.annotations.kcluster\\.dev/proxy-protocol}",
+            ]);
+            if got.contains("=") && got.contains(":10080") {
+                Ok(())
+            } else {
+                Err(format!("annotation {got:?}"))
             }
         },
     );

@@ -1406,4 +1406,131 @@ fn backends_see_the_real_client_address() {
         &format!("http://{node_ip}/cgi-bin/env"),
     ]);
     assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), pod_ip, "{env}");
+
+    controller_configmap(&cluster, http);
+}
+
+/// The controller's ConfigMap, as ingress-nginx's: behind a proxy of their own, users set
+/// `use-forwarded-headers` and `compute-full-forwarded-for`, and defaults such as
+/// `proxy-body-size`; a key we do not implement is named in a Warning event.
+fn controller_configmap(cluster: &Cluster, http: u16) {
+    let cm = ["-n", "kube-system", "configmap", "ingress-nginx-controller"];
+    let managed = cluster.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "configmap",
+        "ingress-nginx-controller",
+        "-o",
+        "jsonpath={.metadata.labels.app\\.kubernetes\\.io/managed-by}",
+    ]);
+    assert_eq!(
+        managed.trim(),
+        "kcluster",
+        "the controller creates its ConfigMap"
+    );
+    let request = |host: &str, body: Option<usize>| {
+        let mut args: Vec<String> = [
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "X-Forwarded-For: 203.0.113.66",
+            "-H",
+            "X-Forwarded-Proto: https",
+            "-H",
+            "X-Forwarded-Port: 443",
+            "-H",
+            "Expect:",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["-H".into(), format!("Host: {host}")]);
+        if let Some(n) = body {
+            args.extend(["--data-binary".into(), "a".repeat(n)]);
+        }
+        args.push(format!("http://127.0.0.1:{http}/cgi-bin/env"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(&curl(&args))
+    };
+    let status = |out: &str| out.rsplit('\n').next().unwrap_or_default().to_string();
+
+    let patch = r#"{"data": {"use-forwarded-headers": "true", "compute-full-forwarded-for": "true",
+                   "proxy-body-size": "2k", "worker-processes": "4"}}"#;
+    cluster.kubectl_ok(&[
+        cm[0],
+        cm[1],
+        "patch",
+        cm[2],
+        cm[3],
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+    let env = wait_output(
+        "the client's X-Forwarded-For believed and extended",
+        || request("who.example", None),
+        &["HTTP_X_FORWARDED_FOR=203.0.113.66, 127.0.0.1\n"],
+    );
+    assert_eq!(status(&env), "200", "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), "203.0.113.66", "{env}");
+    assert_eq!(
+        env_value(&env, "HTTP_X_ORIGINAL_FORWARDED_FOR"),
+        "203.0.113.66",
+        "{env}"
+    );
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PROTO"), "https", "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PORT"), "443", "{env}");
+    // The whitelist now judges the forwarded address, not the host's 127.0.0.1.
+    let out = request("local.example", None);
+    assert_eq!(status(&out), "403", "{out}");
+    // proxy-body-size from the ConfigMap is every Ingress's default.
+    let out = request("who.example", Some(4096));
+    assert_eq!(status(&out), "413", "a 4 KiB body over a 2k limit: {out}");
+    let out = request("who.example", Some(1024));
+    assert_eq!(status(&out), "200", "a 1 KiB body under a 2k limit: {out}");
+    let events = wait_output(
+        "a Warning naming the unsupported key",
+        || {
+            cluster.kubectl_ok(&[
+                "-n",
+                "kube-system",
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=ConfigMap,involvedObject.name=ingress-nginx-controller",
+                "-o",
+                "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+            ])
+        },
+        &["worker-processes"],
+    );
+    assert!(
+        events.contains("Warning") && events.contains("UnsupportedConfig"),
+        "{events}"
+    );
+    assert!(!events.contains("use-forwarded-headers"), "{events}");
+
+    // Without the keys, ingress-nginx's defaults are back: the forwarded headers replaced.
+    cluster.kubectl_ok(&[
+        cm[0],
+        cm[1],
+        "patch",
+        cm[2],
+        cm[3],
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/data"}]"#,
+    ]);
+    let env = wait_output(
+        "the forwarded headers replaced again",
+        || request("who.example", None),
+        &["HTTP_X_FORWARDED_FOR=127.0.0.1\n"],
+    );
+    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), "127.0.0.1", "{env}");
+    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PROTO"), "http", "{env}");
+    assert_eq!(status(&request("local.example", None)), "200");
+    assert_eq!(status(&request("who.example", Some(4096))), "200");
 }

@@ -184,7 +184,7 @@ pub struct Findings {
     pub invalid: Vec<String>,
 }
 
-fn boolean(v: &str) -> Option<bool> {
+pub(super) fn boolean(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Some(true),
         "false" | "0" | "no" | "off" => Some(false),
@@ -216,7 +216,7 @@ fn seconds(v: &str) -> Option<Duration> {
     Some(Duration::from_secs(n))
 }
 
-fn cidrs(v: &str) -> Result<Vec<Ipv4Cidr>, String> {
+pub(super) fn cidrs(v: &str) -> Result<Vec<Ipv4Cidr>, String> {
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let parsed = if part.contains('/') {
@@ -244,9 +244,9 @@ fn code(v: Option<&String>, allowed: std::ops::RangeInclusive<u16>, default: u16
         .unwrap_or(default)
 }
 
-/// Reads one Ingress's annotations.
-pub fn parse(annotations: &BTreeMap<String, String>) -> (Options, Findings) {
-    let mut o = Options::default();
+/// Reads one Ingress's annotations over `base`, the controller ConfigMap's defaults.
+pub fn parse(annotations: &BTreeMap<String, String>, base: &Options) -> (Options, Findings) {
+    let mut o = base.clone();
     let mut f = Findings::default();
     let ours: BTreeMap<&str, &String> = annotations
         .iter()
@@ -440,6 +440,10 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> (Options, Findings) {
 mod tests {
     use super::*;
 
+    fn parse_default(a: &BTreeMap<String, String>) -> (Options, Findings) {
+        parse(a, &Options::default())
+    }
+
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -449,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_seeds_annotations() {
-        let (o, f) = parse(&ann(&[
+        let (o, f) = parse_default(&ann(&[
             ("force-ssl-redirect", "false"),
             ("proxy-body-size", "1000m"),
             ("ssl-redirect", "false"),
@@ -465,7 +469,7 @@ mod tests {
     fn unknown_keys_are_named() {
         let mut a = ann(&[("configuration-snippet", "x"), ("rewrite-target", "/$1")]);
         a.insert("nginx.org/client-max-body-size".into(), "1000m".into());
-        let (o, f) = parse(&a);
+        let (o, f) = parse_default(&a);
         assert_eq!(
             f.unsupported,
             ["nginx.ingress.kubernetes.io/configuration-snippet"]
@@ -479,7 +483,7 @@ mod tests {
         assert_eq!(size("8k"), Some(Some(8192)));
         assert_eq!(size("12"), Some(Some(12)));
         assert_eq!(size("x"), None);
-        let (o, f) = parse(&ann(&[
+        let (o, f) = parse_default(&ann(&[
             ("whitelist-source-range", "10.0.0.0/8, 192.168.1.7"),
             ("permanent-redirect", "https://e.example/"),
             ("permanent-redirect-code", "308"),

@@ -9,10 +9,13 @@
 //! `kcluster port ls` lists them. Watches of Ingresses, IngressClasses, Services,
 //! EndpointSlices and Secrets rebuild the route table (`translate`) and the certificate map
 //! (`tls`), swapped whole, within 100 ms of a change; problems become Warning events on the
-//! Ingress, and served Ingresses get the Service's host address as their status.
+//! Ingress, and served Ingresses get the Service's host address as their status. The
+//! ConfigMap `kube-system/ingress-nginx-controller` (`config`) carries cluster-wide settings,
+//! as ingress-nginx's does; keys we do not implement become Warning events on it.
 
 pub mod annotations;
 pub mod auth;
+pub mod config;
 mod port_proxies;
 pub mod proxy;
 pub mod routes;
@@ -28,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -136,12 +139,23 @@ async fn publish(client: &kube::Client, cfg: &IngressConfig, node: &str) -> Resu
     create(&Api::<IngressClass>::all(client.clone()), class())
         .await
         .context("IngressClass nginx")?;
+    let services = Api::<Service>::namespaced(client.clone(), SERVICE_NAMESPACE);
+    let want = service(cfg, node);
+    create(&services, want.clone()).await.context("Service")?;
+    adopt_proxy_protocol(&services, &want)
+        .await
+        .context("Service")?;
+    // Empty, as the chart installs it: there for `kubectl edit` to find.
     create(
-        &Api::<Service>::namespaced(client.clone(), SERVICE_NAMESPACE),
-        service(cfg, node),
+        &Api::<ConfigMap>::namespaced(client.clone(), config::NAMESPACE),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": config::NAME, "namespace": config::NAMESPACE,
+                            "labels": {"app.kubernetes.io/name": "ingress-nginx",
+                                       "app.kubernetes.io/component": "controller",
+                                       "app.kubernetes.io/managed-by": "kcluster"}}}),
     )
     .await
-    .context("Service")?;
+    .context("ConfigMap")?;
     let ip = crate::agent::sysinfo::internal_ip()
         .context("the server node has no address")?
         .to_string();
@@ -165,6 +179,35 @@ async fn publish(client: &kube::Client, cfg: &IngressConfig, node: &str) -> Resu
                     .context("Endpoints")?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Clusters made before the host-port proxies spoke PROXY protocol have an ingress Service
+/// without its annotation: add it (nothing else a user may have edited is touched), so their
+/// backends too see the host's client address from now on.
+async fn adopt_proxy_protocol(services: &Api<Service>, want: &Value) -> Result<()> {
+    let Some(cur) = services.get_opt(SERVICE_NAME).await? else {
+        return Ok(());
+    };
+    let ours = cur
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+        .is_some_and(|m| m == "kcluster");
+    let has = cur
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::ports::PROXY_PROTOCOL_ANNOTATION));
+    if ours && !has {
+        let ann = &want["metadata"]["annotations"];
+        let patch = json!({"metadata": {"annotations": ann}});
+        services
+            .patch(SERVICE_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        info!("ingress Service annotated for PROXY protocol from the host-port proxies");
     }
     Ok(())
 }
@@ -265,6 +308,14 @@ pub async fn run(
     let services = Informer::<Service>::new(client.clone());
     let slices = Informer::<EndpointSlice>::new(client.clone());
     let secrets = Informer::<Secret>::new(client.clone());
+    let settings = Informer::<ConfigMap>::with_fields(
+        client.clone(),
+        Some(format!(
+            "metadata.namespace={},metadata.name={}",
+            config::NAMESPACE,
+            config::NAME
+        )),
+    );
     macro_rules! watch {
         ($inf:expr) => {{
             let w = wake.clone();
@@ -277,7 +328,9 @@ pub async fn run(
     watch!(services);
     watch!(slices);
     watch!(secrets);
+    watch!(settings);
     ingresses.wait_synced().await;
+    settings.wait_synced().await;
     classes.wait_synced().await;
     services.wait_synced().await;
     slices.wait_synced().await;
@@ -286,12 +339,43 @@ pub async fn run(
     let sink = EventSink::start(client.clone());
     let recorder = sink.recorder("nginx-ingress-controller");
     let mut reported: BTreeSet<translate::Problem> = BTreeSet::new();
+    let mut reported_config: BTreeSet<(&'static str, String)> = BTreeSet::new();
     // Status writes are API round trips, one per Ingress: on their own task, so a burst of new
     // Ingresses gets its routes at once and its statuses as fast as the API takes them.
     let (statuses, wanted) = tokio::sync::watch::channel(None);
     tokio::spawn(status_writer(client.clone(), wanted));
     loop {
+        let cm = settings.get(&ObjKey::new(config::NAMESPACE, config::NAME));
+        let empty = BTreeMap::new();
+        let (global, findings) =
+            config::parse(cm.as_ref().and_then(|c| c.data.as_ref()).unwrap_or(&empty));
+        let now: BTreeSet<(&'static str, String)> = findings
+            .unsupported
+            .into_iter()
+            .map(|k| {
+                (
+                    "UnsupportedConfig",
+                    format!(
+                        "ConfigMap key {k} is not supported by kcluster's ingress and is ignored"
+                    ),
+                )
+            })
+            .chain(findings.invalid.into_iter().map(|i| {
+                (
+                    "InvalidConfig",
+                    format!("ConfigMap key {i}; its default is kept"),
+                )
+            }))
+            .collect();
+        if let Some(cm) = &cm {
+            for (reason, message) in now.difference(&reported_config) {
+                warn!(reason, "{message}");
+                recorder.event(cm.as_ref(), WARNING, reason, "Sync", message.clone());
+            }
+        }
+        reported_config = now;
         let snap = translate::Snapshot {
+            global: Arc::new(global),
             ingresses: ingresses.list_all(),
             classes: classes.list_all(),
             services: services.list_all(),

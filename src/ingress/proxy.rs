@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::annotations::{BackendProtocol, Options};
+use super::config::Origin;
 use super::port_proxies::PortProxies;
 use super::routes::{Route, Table, Upstream};
 use super::send_timeout;
@@ -359,6 +360,9 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
         );
         return redirect(308, &loc);
     }
+    let origin = table
+        .global
+        .origin(conn.remote.ip(), req.headers(), scheme, &raw_host, ext_port);
     let server = table.server(&host).clone();
     let path = req.uri().path().to_string();
     let route: Option<&Route> = server.find(&path);
@@ -367,7 +371,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
         None => (&server.fallback_options, &server.fallback),
     };
 
-    if let Some(ip) = client_v4(conn.remote.ip()) {
+    if let Some(ip) = client_v4(origin.ip) {
         if !options.allow.is_empty() && !options.allow.iter().any(|c| c.contains(ip)) {
             return page(403, "kcluster ingress");
         }
@@ -382,7 +386,8 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
     {
         return redirect(*code, url);
     }
-    let redirect_to_https = !conn.https
+    // Behind a proxy that ends TLS (use-forwarded-headers), X-Forwarded-Proto says https.
+    let redirect_to_https = origin.proto == "http"
         && ((server.tls && route.is_some() && options.ssl_redirect != Some(false))
             || options.force_ssl_redirect);
     if redirect_to_https {
@@ -466,7 +471,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
         }
     };
 
-    let mut resp = forward(req, shared, conn, route, options, addr, &raw_host, ext_port).await;
+    let mut resp = forward(req, shared, &origin, route, options, addr).await;
     if resp.status() == StatusCode::BAD_GATEWAY
         && let Upstream::Addrs { service, .. } = upstream.as_ref()
     {
@@ -639,16 +644,13 @@ fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     mut req: Request<Incoming>,
     shared: &Shared,
-    conn: Conn,
+    origin: &Origin,
     route: Option<&Route>,
     options: &Options,
     addr: SocketAddr,
-    raw_host: &str,
-    ext_port: u16,
 ) -> Response<Body> {
     let original_uri = path_and_query(req.uri());
     let mut path = req.uri().path().to_string();
@@ -689,12 +691,12 @@ async fn forward(
         headers.insert(header::UPGRADE, u.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let host = options.upstream_vhost.as_deref().unwrap_or(raw_host);
+    let host = options.upstream_vhost.as_deref().unwrap_or(&origin.host);
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(header::HOST, v);
     }
-    let ip = conn.remote.ip().to_string();
-    let scheme = if conn.https { "https" } else { "http" };
+    // As nginx's proxy_set_header: the client's own value never passes through.
+    headers.remove("x-original-forwarded-for");
     let request_id = headers.get("x-request-id").cloned().unwrap_or_else(|| {
         HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
             .unwrap_or(HeaderValue::from_static("0"))
@@ -704,14 +706,17 @@ async fn forward(
             headers.insert(k, v);
         }
     };
-    set("x-real-ip", &ip);
-    set("x-forwarded-for", &ip);
-    set("x-forwarded-host", raw_host);
-    set("x-forwarded-port", &ext_port.to_string());
-    set("x-forwarded-proto", scheme);
-    set("x-forwarded-scheme", scheme);
-    set("x-scheme", scheme);
+    set("x-real-ip", &origin.ip.to_string());
+    set("x-forwarded-for", &origin.forwarded_for);
+    set("x-forwarded-host", &origin.host);
+    set("x-forwarded-port", &origin.port);
+    set("x-forwarded-proto", &origin.proto);
+    set("x-forwarded-scheme", &origin.proto);
+    set("x-scheme", &origin.proto);
     set("x-original-uri", &original_uri);
+    if let Some(x) = &origin.original_forwarded_for {
+        set("x-original-forwarded-for", x);
+    }
     if rewritten && let Some(p) = &options.x_forwarded_prefix {
         set("x-forwarded-prefix", p);
     }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use regex::Regex;
 
 use super::annotations::{Canary, Options};
+use super::config::Global;
 
 #[derive(Debug, Clone)]
 pub enum PathMatch {
@@ -124,13 +125,14 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(host: &str) -> Server {
+    /// A server whose unmatched paths get `options` (the controller ConfigMap's defaults).
+    pub fn new(host: &str, options: Arc<Options>) -> Server {
         Server {
             host: host.to_string(),
             routes: Vec::new(),
             tls: false,
             fallback: Arc::new(Upstream::not_found()),
-            fallback_options: Arc::new(Options::default()),
+            fallback_options: options,
         }
     }
 
@@ -160,6 +162,8 @@ pub struct Table {
     pub default: Arc<Server>,
     /// Hosts answered with a redirect to or from their `www.` form.
     pub www_redirects: HashMap<String, String>,
+    /// The controller ConfigMap's settings the proxy reads per request.
+    pub global: Arc<Global>,
 }
 
 impl Default for Table {
@@ -167,8 +171,9 @@ impl Default for Table {
         Table {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
-            default: Arc::new(Server::new("_")),
+            default: Arc::new(Server::new("_", Arc::new(Options::default()))),
             www_redirects: HashMap::new(),
+            global: Arc::new(Global::default()),
         }
     }
 }
@@ -209,8 +214,10 @@ mod tests {
     #[test]
     fn wildcard_hosts_cover_one_label() {
         let mut t = Table::default();
-        t.wildcard
-            .insert("bar.com".into(), Arc::new(Server::new("*.bar.com")));
+        t.wildcard.insert(
+            "bar.com".into(),
+            Arc::new(Server::new("*.bar.com", Arc::default())),
+        );
         assert_eq!(t.server("foo.bar.com").host, "*.bar.com");
         assert_eq!(t.server("a.foo.bar.com").host, "_");
         assert_eq!(t.server("bar.com").host, "_");

@@ -14,6 +14,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use regex::Regex;
 
 use super::annotations::{self, Options};
+use super::config::Global;
 use super::routes::{CanaryBackend, PathMatch, Route, Server, Table, Upstream};
 
 pub const CLASS_NAME: &str = "nginx";
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
     pub slices: Vec<Arc<EndpointSlice>>,
     pub secrets: Vec<Arc<Secret>>,
+    /// The controller ConfigMap's settings.
+    pub global: Arc<Global>,
 }
 
 pub struct Built {
@@ -234,6 +237,7 @@ struct Pending<'a> {
 
 pub fn build(snap: &Snapshot) -> Built {
     let lookup = Lookup::new(snap);
+    let base = Arc::new(snap.global.defaults.clone());
     let mut problems = Vec::new();
     let mut ours: Vec<Arc<Ingress>> = snap
         .ingresses
@@ -255,7 +259,7 @@ pub fn build(snap: &Snapshot) -> Built {
         let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
         let empty = BTreeMap::new();
         let (opts, findings) =
-            annotations::parse(ing.metadata.annotations.as_ref().unwrap_or(&empty));
+            annotations::parse(ing.metadata.annotations.as_ref().unwrap_or(&empty), &base);
         for u in findings.unsupported {
             problems.push(Problem {
                 ingress: k.clone(),
@@ -400,7 +404,7 @@ pub fn build(snap: &Snapshot) -> Built {
         }
         let server = servers
             .entry(p.host.clone())
-            .or_insert_with(|| Server::new(&p.host));
+            .or_insert_with(|| Server::new(&p.host, base.clone()));
         if let Some(other) = server.routes.iter().find(|r| r.path == p.path) {
             if other.ingress != p.key {
                 problems.push(Problem {
@@ -487,7 +491,7 @@ pub fn build(snap: &Snapshot) -> Built {
         };
         let k = key(ing);
         let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
-        let opts = options.get(&k).cloned().unwrap_or_default();
+        let opts = options.get(&k).cloned().unwrap_or_else(|| base.clone());
         let make = || match lookup.upstream(ns, b, opts.service_upstream) {
             Ok(u) => u,
             Err(e) => Upstream::Fixed {
@@ -520,12 +524,15 @@ pub fn build(snap: &Snapshot) -> Built {
         for h in &t.hosts {
             servers
                 .entry(h.clone())
-                .or_insert_with(|| Server::new(h))
+                .or_insert_with(|| Server::new(h, base.clone()))
                 .tls = true;
         }
     }
 
-    let mut table = Table::default();
+    let mut table = Table {
+        global: snap.global.clone(),
+        ..Table::default()
+    };
     let mut aliases = Vec::new();
     for ing in &ours {
         let Some(opts) = options.get(&key(ing)) else {
@@ -548,7 +555,9 @@ pub fn build(snap: &Snapshot) -> Built {
             }
         }
     }
-    let mut default_server = servers.remove("").unwrap_or_else(|| Server::new("_"));
+    let mut default_server = servers
+        .remove("")
+        .unwrap_or_else(|| Server::new("_", base.clone()));
     if let Some((u, o)) = catch_all {
         default_server.fallback = Arc::new(u);
         default_server.fallback_options = o;
@@ -666,6 +675,7 @@ mod tests {
                 slice("details", "10.244.1.3"),
             ],
             secrets: vec![],
+            global: Arc::default(),
         }
     }
 

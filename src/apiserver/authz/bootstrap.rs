@@ -589,8 +589,9 @@ fn cluster_roles() -> Vec<ClusterRole> {
                 urls(&["get"], &["/api", "/api/*", "/apis", "/apis/*"]),
             ],
         ),
-        // The built-in Ingress controller: it reads what routes need, writes Ingress status,
-        // creates the default IngressClass and its own LoadBalancer Service and Endpoints.
+        // The built-in Ingress controller: it reads what routes need and its ConfigMap, writes
+        // Ingress status, creates the default IngressClass, its own LoadBalancer Service,
+        // Endpoints and ConfigMap.
         role(
             "system:kcluster:ingress",
             vec![
@@ -606,6 +607,8 @@ fn cluster_roles() -> Vec<ClusterRole> {
                 ),
                 r(&["create"], &["networking.k8s.io"], &["ingressclasses"]),
                 r(READ, &[""], &["secrets"]),
+                // Its settings, `kube-system/ingress-nginx-controller`, created empty.
+                r(&["get", "list", "watch", "create"], &[""], &["configmaps"]),
                 r(READ, &["discovery.k8s.io"], &["endpointslices"]),
                 r(
                     &["get", "list", "watch", "create", "patch", "update"],
