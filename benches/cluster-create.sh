@@ -4,7 +4,9 @@
 # against the same-run floor: `docker run -d` of as many bare containers from the node image on
 # a fresh network (what create cannot go below); and the idle memory of each node container
 # (docker stats, and the container cgroup's own figure, which counts every process in it:
-# agent, server, helpers). Prints a Markdown block for BENCHMARKS.md.
+# agent, server, helpers); then, on that 1+2 cluster, `kcluster stop` + `kcluster start` back to
+# Ready and `kcluster node add` of one worker to Ready (median of N each).
+# Prints a Markdown block for BENCHMARKS.md.
 #
 #   benches/cluster-create.sh [runs]        (default 5 runs; needs Docker; builds --release)
 set -euo pipefail
@@ -14,8 +16,9 @@ cargo build --release --quiet
 bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/x86_64-unknown-linux-gnu/release/kcluster
 work=$(mktemp -d)
 export KUBECONFIG=$work/kubeconfig HOME=$work
-trap '"$bin" delete --all -q >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 name=bench-$$
+# Only this run's cluster: other clusters on the engine (a test suite running beside) stay.
+trap '"$bin" delete --name "$name" -q >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 now() { date +%s.%N; }
@@ -80,6 +83,29 @@ cgroup_mem() {
   fi
 }
 cgmem=$(for c in $(docker ps --format '{{.Names}}' | grep "^$name-" | sort); do echo "$c: $(cgroup_mem "$c")"; done | paste -sd ';' | sed 's/;/; /g')
+
+# Stop, then start back to every node Ready (the containers and volumes exist: what a laptop
+# does after a reboot or a `kcluster stop`).
+starts=()
+for _ in $(seq "$runs"); do
+  "$bin" stop --name "$name" -q
+  t0=$(now)
+  "$bin" start --name "$name" --wait 60s -q
+  starts+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}')")
+done
+start=$(printf '%s\n' "${starts[@]}" | median)
+echo "  start runs: ${starts[*]}" >&2
+# One worker added to the running cluster, to Ready; deleted again between runs.
+adds=()
+for _ in $(seq "$runs"); do
+  t0=$(now)
+  "$bin" node add --name "$name" --wait 60s -q
+  adds+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}')")
+  added=$(docker ps --format '{{.Names}}' | grep "^$name-worker-" | sort -t- -k4 -n | tail -1)
+  "$bin" node delete "$added" --name "$name" --force -q
+done
+add=$(printf '%s\n' "${adds[@]}" | median)
+echo "  node add runs: ${adds[*]}" >&2
 "$bin" delete --name "$name" -q
 
 cat <<MD
@@ -87,6 +113,8 @@ cat <<MD
 - Node image build (release binary, through the Docker API): ${build_secs}s; image size ${size_mb} MB
 - \`kcluster create --wait\`, 1 node, median of $runs: **${one}s**; floor (\`docker run -d\` of 1 bare container from the node image on a new network), same run: ${floor_one}s; ratio $(awk -v a="$one" -v b="$floor_one" 'BEGIN{printf "%.1f", a/b}')
 - \`kcluster create --workers 2 --wait\`, 1 server + 2 workers, median of $runs: **${three}s**; floor (3 bare containers in parallel): ${floor_three}s; ratio $(awk -v a="$three" -v b="$floor_three" 'BEGIN{printf "%.1f", a/b}')
+- \`kcluster start --wait\` of the stopped 1+2 cluster to every node Ready, median of $runs: **${start}s**
+- \`kcluster node add --wait\` of one worker to Ready, median of $runs: **${add}s**
 - Idle memory after 30 s (docker stats): $mem
 - Idle memory after 30 s (the container's cgroup, every process in it): $cgmem
 MD
