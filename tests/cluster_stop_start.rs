@@ -81,6 +81,25 @@ spec:
     )
 }
 
+/// The host port the ingress's HTTP is published on, from its Service's annotation
+/// (`80/TCP=127.0.0.1:80,443/TCP=127.0.0.1:443`).
+fn ingress_http_host_port(cluster: &Cluster) -> u16 {
+    let ann = cluster.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "svc",
+        "ingress-nginx-controller",
+        "-o",
+        "jsonpath={.metadata.annotations.kcluster\\.dev/host-ports}",
+    ]);
+    ann.split(',')
+        .find_map(|part| part.strip_prefix("80/TCP="))
+        .and_then(|addr| addr.rsplit_once(':'))
+        .and_then(|(_, port)| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no 80/TCP in the ingress Service's host ports: {ann:?}"))
+}
+
 fn list_state(sandbox: &Sandbox, name: &str) -> String {
     let out = sandbox.kcluster(&["list"]);
     assert!(out.status.success(), "list: {}", text(&out));
@@ -124,6 +143,7 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
         .parse()
         .expect("a node port");
     let before = container_ips(&name);
+    let http_before = ingress_http_host_port(&cluster);
     // As a cluster made before the host-port proxies spoke PROXY protocol: its ingress Service
     // lacks the annotation, and gets it when the server node comes back.
     cluster.kubectl_ok(&[
@@ -172,8 +192,18 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
     }
     let _spacers = Spacers(spacers);
 
+    // The ingress's HTTP host port is taken while the cluster is down: start still succeeds,
+    // and the port moves to the next free one, as at create.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", http_before))
+        .unwrap_or_else(|e| panic!("hold 127.0.0.1:{http_before} while the cluster is down: {e}"));
+
     let out = sandbox.kcluster(&["start", "--name", &name, "--wait", "180s"]);
     assert!(out.status.success(), "start: {}", text(&out));
+    assert!(
+        text(&out).contains("next free host port"),
+        "start says the taken port moves: {}",
+        text(&out)
+    );
     assert!(list_state(&sandbox, &name).contains("running"));
     let after = container_ips(&name);
     for (node, ip) in &after {
@@ -237,6 +267,32 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
                 Ok(())
             } else {
                 Err(format!("annotation {got:?}"))
+            }
+        },
+    );
+    let mut http_after = http_before;
+    wait_until(
+        "the ingress's HTTP published on another host port",
+        Duration::from_secs(90),
+        || {
+            http_after = ingress_http_host_port(&cluster);
+            if http_after != http_before {
+                Ok(())
+            } else {
+                Err(format!("still {http_after}"))
+            }
+        },
+    );
+    wait_until(
+        "the ingress answering on its new host port",
+        Duration::from_secs(60),
+        || {
+            // No Ingress in this cluster: the default server's 404 is the ingress answering.
+            let got = http_once("127.0.0.1", http_after);
+            if got.contains("404 Not Found") {
+                Ok(())
+            } else {
+                Err(got)
             }
         },
     );

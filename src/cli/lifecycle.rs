@@ -106,15 +106,39 @@ pub async fn start(name: &str, wait: Duration, progress: &Progress) -> Result<()
     // Heartbeats carry whole seconds: a node that reports at all after this counts as back.
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
     let step = progress.step(format!("Starting cluster {name:?} ({nodes} node(s))"));
+    let mut moved = Vec::new();
     for c in all.iter().filter(|c| !docker::is_running(c)) {
         let container = docker::container_name(c);
-        docker
-            .api()
-            .start_container(&container, None)
-            .await
-            .with_context(|| format!("cannot start {container}"))?;
+        match docker.api().start_container(&container, None).await {
+            Ok(()) => {}
+            // A host port taken while the cluster was down (or a proxy the publisher already
+            // replaced): the publisher, started just before, publishes it again on the next
+            // free port, as at create.
+            Err(e)
+                if docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_PORT_PROXY)
+                    && (crate::ports::docker::is_bind_failure(&e.to_string())
+                        || matches!(
+                            e,
+                            bollard::errors::Error::DockerResponseServerError {
+                                status_code: 404,
+                                ..
+                            }
+                        )) =>
+            {
+                moved.push(format!(
+                    "{container}: {}",
+                    crate::ports::docker::bind_message(&e.to_string())
+                ));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot start {container}")),
+        }
     }
     step.done();
+    for m in &moved {
+        eprintln!(
+            "warning: {m}; the port publisher moves it to the next free host port (`kcluster port ls --name {name}`)"
+        );
+    }
     if wait.is_zero() {
         return Ok(());
     }

@@ -231,7 +231,7 @@ pub async fn start_proxy(docker: &Docker, spec: &ProxySpec<'_>) -> Result<String
     Ok(name)
 }
 
-fn is_bind_failure(text: &str) -> bool {
+pub(crate) fn is_bind_failure(text: &str) -> bool {
     [
         "port is already allocated",
         "address already in use",
@@ -245,7 +245,7 @@ fn is_bind_failure(text: &str) -> bool {
 
 /// The engine's words without its endpoint ids: "Bind for 127.0.0.1:8080 failed: port is
 /// already allocated", "listen tcp4 127.0.0.1:80: bind: address already in use".
-fn bind_message(text: &str) -> String {
+pub(crate) fn bind_message(text: &str) -> String {
     let tail = text
         .rsplit_once("external connectivity on endpoint")
         .and_then(|(_, rest)| rest.split_once(": "))
