@@ -34,17 +34,27 @@ fn pods_to_start() -> usize {
 /// project's binary in the node container), summed: what the node's own machinery costs,
 /// without the pods' workloads.
 fn agent_and_helpers_rss_kib(container: &str) -> (u64, usize) {
-    let out = stdout(&docker(&["top", container, "-eo", "rss,args"]));
+    // Docker refuses a ps format without the PID column.
+    let out = docker(&["top", container, "-eo", "pid,rss,args"]);
+    assert!(out.status.success(), "docker top: {}", text(&out));
     let mut total = 0;
     let mut count = 0;
-    for line in out.lines().skip(1) {
-        let mut fields = line.split_whitespace();
-        let rss: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    for line in stdout(&out).lines().skip(1) {
+        let mut fields = line.split_whitespace().skip(1);
+        let rss: u64 = fields
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no RSS in docker top's line {line:?}"));
         if fields.next().is_some_and(|exe| exe.ends_with("kcluster")) {
             total += rss;
             count += 1;
         }
     }
+    assert!(
+        count > 0,
+        "no kcluster process in docker top:\n{}",
+        stdout(&out)
+    );
     (total, count)
 }
 
