@@ -33,29 +33,53 @@ fn pods_to_start() -> usize {
 /// The agent and every per-container helper of the node (the processes running this
 /// project's binary in the node container), summed: what the node's own machinery costs,
 /// without the pods' workloads.
-fn agent_and_helpers_rss_kib(container: &str) -> (u64, usize) {
+/// The node's kcluster processes (agent and every container's helper): their summed RSS,
+/// which counts the binary's shared pages once per process, and their summed PSS
+/// (`/proc/<pid>/smaps_rollup`), which shares them out, in KiB; and how many there are.
+struct Footprint {
+    rss_kib: u64,
+    pss_kib: u64,
+    processes: usize,
+}
+
+fn agent_and_helpers(container: &str) -> Footprint {
     // Docker refuses a ps format without the PID column.
     let out = docker(&["top", container, "-eo", "pid,rss,args"]);
     assert!(out.status.success(), "docker top: {}", text(&out));
-    let mut total = 0;
-    let mut count = 0;
+    let mut f = Footprint {
+        rss_kib: 0,
+        pss_kib: 0,
+        processes: 0,
+    };
     for line in stdout(&out).lines().skip(1) {
-        let mut fields = line.split_whitespace().skip(1);
+        let mut fields = line.split_whitespace();
+        let pid = fields.next().unwrap_or_default();
         let rss: u64 = fields
             .next()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no RSS in docker top's line {line:?}"));
-        if fields.next().is_some_and(|exe| exe.ends_with("kcluster")) {
-            total += rss;
-            count += 1;
+        if !fields.next().is_some_and(|exe| exe.ends_with("kcluster")) {
+            continue;
         }
+        // A helper that exited since docker top listed it has no smaps left: skip it whole.
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        let pss: u64 = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Pss in /proc/{pid}/smaps_rollup:\n{rollup}"));
+        f.rss_kib += rss;
+        f.pss_kib += pss;
+        f.processes += 1;
     }
     assert!(
-        count > 0,
+        f.processes > 0,
         "no kcluster process in docker top:\n{}",
         stdout(&out)
     );
-    (total, count)
+    f
 }
 
 fn rss_kib(container: &str) -> u64 {
@@ -89,7 +113,7 @@ fn pod_start_latency_and_agent_memory() {
     let worker = format!("{name}-worker-0");
     cluster.load_image(&tag);
     let idle_kib = rss_kib(&worker);
-    let (idle_all_kib, _) = agent_and_helpers_rss_kib(&worker);
+    let idle_all = agent_and_helpers(&worker);
     let total = pods_to_start();
 
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
@@ -152,7 +176,7 @@ fn pod_start_latency_and_agent_memory() {
     // Let the agent settle (status writes, probes) before measuring it.
     std::thread::sleep(Duration::from_secs(5));
     let loaded_kib = rss_kib(&worker);
-    let (loaded_all_kib, processes) = agent_and_helpers_rss_kib(&worker);
+    let loaded_all = agent_and_helpers(&worker);
     for (i, s) in samples.iter().enumerate() {
         if *s > Duration::from_secs(1) {
             println!("slow: bench-{i} took {:.0} ms", s.as_secs_f64() * 1000.0);
@@ -182,10 +206,15 @@ fn pod_start_latency_and_agent_memory() {
         idle_kib as f64 / 1024.0,
         loaded_kib as f64 / 1024.0
     );
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "worker agent + container helpers RSS: {:.1} MiB idle, {:.1} MiB with {WINDOW} pods running ({processes} processes)",
-        idle_all_kib as f64 / 1024.0,
-        loaded_all_kib as f64 / 1024.0
+        "worker agent + container helpers: PSS {:.1} MiB idle, {:.1} MiB with {WINDOW} pods running; RSS summed (the binary's shared pages counted per process) {:.1} / {:.1} MiB; {} / {} processes",
+        mib(idle_all.pss_kib),
+        mib(loaded_all.pss_kib),
+        mib(idle_all.rss_kib),
+        mib(loaded_all.rss_kib),
+        idle_all.processes,
+        loaded_all.processes,
     );
     if samples.iter().any(|s| *s > Duration::from_secs(1)) {
         let logs = text(&docker(&["logs", &worker]));
