@@ -81,25 +81,6 @@ spec:
     )
 }
 
-/// The host port the ingress's HTTP is published on, from its Service's annotation
-/// (`80/TCP=127.0.0.1:80,443/TCP=127.0.0.1:443`).
-fn ingress_http_host_port(cluster: &Cluster) -> u16 {
-    let ann = cluster.kubectl_ok(&[
-        "-n",
-        "kube-system",
-        "get",
-        "svc",
-        "ingress-nginx-controller",
-        "-o",
-        "jsonpath={.metadata.annotations.kcluster\\.dev/host-ports}",
-    ]);
-    ann.split(',')
-        .find_map(|part| part.strip_prefix("80/TCP="))
-        .and_then(|addr| addr.rsplit_once(':'))
-        .and_then(|(_, port)| port.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no 80/TCP in the ingress Service's host ports: {ann:?}"))
-}
-
 fn list_state(sandbox: &Sandbox, name: &str) -> String {
     let out = sandbox.kcluster(&["list"]);
     assert!(out.status.success(), "list: {}", text(&out));
@@ -143,7 +124,9 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
         .parse()
         .expect("a node port");
     let before = container_ips(&name);
-    let http_before = ingress_http_host_port(&cluster);
+    let http_before = cluster
+        .ingress_host_port(80)
+        .expect("the ingress's HTTP on a host port");
     // As a cluster made before the host-port proxies spoke PROXY protocol: its ingress Service
     // lacks the annotation, and gets it when the server node comes back.
     cluster.kubectl_ok(&[
@@ -254,15 +237,7 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
         "the ingress Service annotated again",
         Duration::from_secs(60),
         || {
-            let got = cluster.kubectl_ok(&[
-                "-n",
-                "kube-system",
-                "get",
-                "svc",
-                "ingress-nginx-controller",
-                "-o",
-                "jsonpath={.metadata.annotations.kcluster\\.dev/proxy-protocol}",
-            ]);
+            let got = cluster.ingress_service_annotation("kcluster.dev/proxy-protocol");
             if got.contains("=") && got.contains(":10080") {
                 Ok(())
             } else {
@@ -275,7 +250,9 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
         "the ingress's HTTP published on another host port",
         Duration::from_secs(90),
         || {
-            http_after = ingress_http_host_port(&cluster);
+            http_after = cluster
+                .ingress_host_port(80)
+                .expect("the ingress's HTTP on a host port");
             if http_after != http_before {
                 Ok(())
             } else {

@@ -100,42 +100,9 @@ fn get(port: u16, host: &str, path: &str) -> String {
     }
 }
 
-/// The host ports the cluster published the ingress on: (http, https), from the Service's
-/// `kcluster.dev/host-ports` annotation ("80/TCP=127.0.0.1:80,443/TCP=127.0.0.1:443").
+/// The host ports the cluster published the ingress on: (http, https), for the Service's
+/// own ports (80/443 unless the cluster was made with other ones).
 fn ingress_ports(cluster: &Cluster) -> (u16, u16) {
-    let ann = cluster.wait_for(
-        &[
-            "-n",
-            "kube-system",
-            "get",
-            "svc",
-            "ingress-nginx-controller",
-            "-o",
-            "jsonpath={.metadata.annotations.kcluster\\.dev/host-ports}",
-        ],
-        Duration::from_secs(60),
-        |s| s.matches('=').count() == 2,
-    );
-    let ports: Vec<(String, u16)> = ann
-        .split(',')
-        .map(|p| {
-            let (svc, addr) = p.split_once('=').expect("port=addr");
-            let host_port = addr
-                .rsplit_once(':')
-                .expect("addr:port")
-                .1
-                .parse()
-                .expect("a port");
-            (svc.to_string(), host_port)
-        })
-        .collect();
-    let find = |svc_port: &str| {
-        ports
-            .iter()
-            .find(|(s, _)| s == svc_port)
-            .map(|(_, p)| *p)
-            .unwrap_or_else(|| panic!("no {svc_port} in {ann}"))
-    };
     let svc_ports = cluster.kubectl_ok(&[
         "-n",
         "kube-system",
@@ -146,7 +113,20 @@ fn ingress_ports(cluster: &Cluster) -> (u16, u16) {
         "jsonpath={.spec.ports[0].port} {.spec.ports[1].port}",
     ]);
     let (h, s) = svc_ports.trim().split_once(' ').expect("two ports");
-    (find(&format!("{h}/TCP")), find(&format!("{s}/TCP")))
+    let (h, s): (u16, u16) = (h.parse().expect("a port"), s.parse().expect("a port"));
+    let mut ports = (0, 0);
+    wait_until(
+        "the Ingress controller's host ports",
+        Duration::from_secs(60),
+        || match (cluster.ingress_host_port(h), cluster.ingress_host_port(s)) {
+            (Some(a), Some(b)) => {
+                ports = (a, b);
+                Ok(())
+            }
+            _ => Err(cluster.ingress_service_annotation("kcluster.dev/host-ports")),
+        },
+    );
+    ports
 }
 
 fn events(cluster: &Cluster, ns: &str, ingress: &str) -> String {

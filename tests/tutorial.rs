@@ -168,30 +168,15 @@ fn ingress_ports(cluster: &Cluster) -> (u16, u16) {
     wait_until(
         "the Ingress controller's host ports",
         Duration::from_secs(60),
-        || {
-            let annotation = cluster.kubectl_ok(&[
-                "-n",
-                "kube-system",
-                "get",
-                "svc",
-                "ingress-nginx-controller",
-                "-o",
-                "jsonpath={.metadata.annotations.kcluster\\.dev/host-ports}",
-            ]);
-            let port_of = |service_port: &str| {
-                annotation
-                    .split(',')
-                    .find_map(|p| p.strip_prefix(&format!("{service_port}/TCP=")))
-                    .and_then(|addr| addr.rsplit_once(':'))
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-            };
-            match (port_of("80"), port_of("443")) {
-                (Some(h), Some(s)) => {
-                    ports = (h, s);
-                    Ok(())
-                }
-                _ => Err(annotation.clone()),
+        || match (
+            cluster.ingress_host_port(80),
+            cluster.ingress_host_port(443),
+        ) {
+            (Some(h), Some(s)) => {
+                ports = (h, s);
+                Ok(())
             }
+            _ => Err(cluster.ingress_service_annotation("kcluster.dev/host-ports")),
         },
     );
     ports

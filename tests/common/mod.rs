@@ -405,6 +405,36 @@ impl<'a> Cluster<'a> {
 }
 
 impl Cluster<'_> {
+    /// One annotation of the built-in ingress's Service, `kube-system/ingress-nginx-controller`
+    /// ("" when it has none).
+    pub fn ingress_service_annotation(&self, key: &str) -> String {
+        self.kubectl_ok(&[
+            "-n",
+            "kube-system",
+            "get",
+            "svc",
+            "ingress-nginx-controller",
+            "-o",
+            &format!(
+                "jsonpath={{.metadata.annotations.{}}}",
+                key.replace('.', "\\.")
+            ),
+        ])
+    }
+
+    /// The host port a TCP port of the ingress's Service is published on, from its
+    /// `kcluster.dev/host-ports` annotation ("80/TCP=127.0.0.1:80,443/TCP=127.0.0.1:443").
+    pub fn ingress_host_port(&self, service_port: u16) -> Option<u16> {
+        self.ingress_service_annotation("kcluster.dev/host-ports")
+            .split(',')
+            .find_map(|p| {
+                p.trim()
+                    .strip_prefix(&format!("{service_port}/TCP="))
+                    .map(str::to_string)
+            })
+            .and_then(|addr| addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+    }
+
     /// kubectl with `stdin` fed to it (for `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
