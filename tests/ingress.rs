@@ -103,15 +103,7 @@ fn get(port: u16, host: &str, path: &str) -> String {
 /// The host ports the cluster published the ingress on: (http, https), for the Service's
 /// own ports (80/443 unless the cluster was made with other ones).
 fn ingress_ports(cluster: &Cluster) -> (u16, u16) {
-    let svc_ports = cluster.kubectl_ok(&[
-        "-n",
-        "kube-system",
-        "get",
-        "svc",
-        "ingress-nginx-controller",
-        "-o",
-        "jsonpath={.spec.ports[0].port} {.spec.ports[1].port}",
-    ]);
+    let svc_ports = cluster.ingress_service("{.spec.ports[0].port} {.spec.ports[1].port}");
     let (h, s) = svc_ports.trim().split_once(' ').expect("two ports");
     let (h, s): (u16, u16) = (h.parse().expect("a port"), s.parse().expect("a port"));
     let mut ports = (0, 0);

@@ -405,9 +405,9 @@ impl<'a> Cluster<'a> {
 }
 
 impl Cluster<'_> {
-    /// One annotation of the built-in ingress's Service, `kube-system/ingress-nginx-controller`
-    /// ("" when it has none).
-    pub fn ingress_service_annotation(&self, key: &str) -> String {
+    /// A kubectl JSONPath over the built-in ingress's Service,
+    /// `kube-system/ingress-nginx-controller`.
+    pub fn ingress_service(&self, jsonpath: &str) -> String {
         self.kubectl_ok(&[
             "-n",
             "kube-system",
@@ -415,11 +415,16 @@ impl Cluster<'_> {
             "svc",
             "ingress-nginx-controller",
             "-o",
-            &format!(
-                "jsonpath={{.metadata.annotations.{}}}",
-                key.replace('.', "\\.")
-            ),
+            &format!("jsonpath={jsonpath}"),
         ])
+    }
+
+    /// One annotation of the built-in ingress's Service ("" when it has none).
+    pub fn ingress_service_annotation(&self, key: &str) -> String {
+        self.ingress_service(&format!(
+            "{{.metadata.annotations.{}}}",
+            key.replace('.', "\\.")
+        ))
     }
 
     /// The host port a TCP port of the ingress's Service is published on, from its
