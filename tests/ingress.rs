@@ -1141,6 +1141,13 @@ impl Drop for RemoveContainer {
 }
 
 /// One value (`HTTP_X_REAL_IP=…`) of a CGI environment dump.
+/// Each `(key, value)` is what the CGI environment says.
+fn assert_env(env: &str, want: &[(&str, &str)]) {
+    for (key, value) in want {
+        assert_eq!(env_value(env, key), *value, "{key} in:\n{env}");
+    }
+}
+
 fn env_value(env: &str, key: &str) -> String {
     env.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
@@ -1212,17 +1219,14 @@ fn backends_see_the_real_client_address() {
         || from_host("http", http, "who.example"),
         &["\n200"],
     );
-    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), "127.0.0.1", "{env}");
-    assert_eq!(
-        env_value(&env, "HTTP_X_FORWARDED_FOR"),
-        "127.0.0.1",
-        "{env}"
-    );
-    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PROTO"), "http", "{env}");
-    assert_eq!(
-        env_value(&env, "HTTP_X_FORWARDED_PORT"),
-        http.to_string(),
-        "{env}"
+    assert_env(
+        &env,
+        &[
+            ("HTTP_X_REAL_IP", "127.0.0.1"),
+            ("HTTP_X_FORWARDED_FOR", "127.0.0.1"),
+            ("HTTP_X_FORWARDED_PROTO", "http"),
+            ("HTTP_X_FORWARDED_PORT", &http.to_string()),
+        ],
     );
     let env = from_host("https", https, "who.example");
     assert!(env.ends_with("\n200"), "{env}");
@@ -1386,7 +1390,18 @@ fn backends_see_the_real_client_address() {
 /// `use-forwarded-headers` and `compute-full-forwarded-for`, and defaults such as
 /// `proxy-body-size`; a key we do not implement is named in a Warning event.
 fn controller_configmap(cluster: &Cluster, http: u16) {
-    let cm = ["-n", "kube-system", "configmap", "ingress-nginx-controller"];
+    let patch_cm = |kind: &str, patch: &str| {
+        cluster.kubectl_ok(&[
+            "-n",
+            "kube-system",
+            "patch",
+            "configmap",
+            "ingress-nginx-controller",
+            &format!("--type={kind}"),
+            "-p",
+            patch,
+        ]);
+    };
     let managed = cluster.kubectl_ok(&[
         "-n",
         "kube-system",
@@ -1431,30 +1446,22 @@ fn controller_configmap(cluster: &Cluster, http: u16) {
 
     let patch = r#"{"data": {"use-forwarded-headers": "true", "compute-full-forwarded-for": "true",
                    "proxy-body-size": "2k", "worker-processes": "4"}}"#;
-    cluster.kubectl_ok(&[
-        cm[0],
-        cm[1],
-        "patch",
-        cm[2],
-        cm[3],
-        "--type=merge",
-        "-p",
-        patch,
-    ]);
+    patch_cm("merge", patch);
     let env = wait_output(
         "the client's X-Forwarded-For believed and extended",
         || request("who.example", None),
         &["HTTP_X_FORWARDED_FOR=203.0.113.66, 127.0.0.1\n"],
     );
     assert_eq!(status(&env), "200", "{env}");
-    assert_eq!(env_value(&env, "HTTP_X_REAL_IP"), "203.0.113.66", "{env}");
-    assert_eq!(
-        env_value(&env, "HTTP_X_ORIGINAL_FORWARDED_FOR"),
-        "203.0.113.66",
-        "{env}"
+    assert_env(
+        &env,
+        &[
+            ("HTTP_X_REAL_IP", "203.0.113.66"),
+            ("HTTP_X_ORIGINAL_FORWARDED_FOR", "203.0.113.66"),
+            ("HTTP_X_FORWARDED_PROTO", "https"),
+            ("HTTP_X_FORWARDED_PORT", "443"),
+        ],
     );
-    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PROTO"), "https", "{env}");
-    assert_eq!(env_value(&env, "HTTP_X_FORWARDED_PORT"), "443", "{env}");
     // The whitelist now judges the forwarded address, not the host's 127.0.0.1.
     let out = request("local.example", None);
     assert_eq!(status(&out), "403", "{out}");
@@ -1486,16 +1493,7 @@ fn controller_configmap(cluster: &Cluster, http: u16) {
     assert!(!events.contains("use-forwarded-headers"), "{events}");
 
     // Without the keys, ingress-nginx's defaults are back: the forwarded headers replaced.
-    cluster.kubectl_ok(&[
-        cm[0],
-        cm[1],
-        "patch",
-        cm[2],
-        cm[3],
-        "--type=json",
-        "-p",
-        r#"[{"op": "remove", "path": "/data"}]"#,
-    ]);
+    patch_cm("json", r#"[{"op": "remove", "path": "/data"}]"#);
     let env = wait_output(
         "the forwarded headers replaced again",
         || request("who.example", None),
