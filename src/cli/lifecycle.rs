@@ -24,10 +24,8 @@ async fn stop_container(docker: &Docker, container: &str) -> Result<()> {
         ..Default::default()
     };
     match docker.api().stop_container(container, Some(options)).await {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
+        Ok(()) => Ok(()),
+        Err(e) if docker::is_not_found(&e) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot stop {container}")),
     }
 }
@@ -116,14 +114,8 @@ pub async fn start(name: &str, wait: Duration, progress: &Progress) -> Result<()
             // free port, as at create.
             Err(e)
                 if docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_PORT_PROXY)
-                    && (crate::ports::docker::is_bind_failure(&e.to_string())
-                        || matches!(
-                            e,
-                            bollard::errors::Error::DockerResponseServerError {
-                                status_code: 404,
-                                ..
-                            }
-                        )) =>
+                    && (docker::is_not_found(&e)
+                        || crate::ports::docker::is_bind_failure(&e.to_string())) =>
             {
                 moved.push(format!(
                     "{container}: {}",

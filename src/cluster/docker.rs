@@ -613,6 +613,17 @@ pub fn container_name(c: &ContainerSummary) -> String {
         .unwrap_or_default()
 }
 
+/// The engine answered 404: the container, image or volume does not exist (any more).
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
 pub fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
     c.labels.as_ref()?.get(key).map(String::as_str)
 }

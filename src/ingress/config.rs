@@ -158,7 +158,8 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+/// The IPv4 address of a client, IPv4-mapped IPv6 included (source ranges are IPv4).
+pub(super) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(v) => Some(v),
         IpAddr::V6(v) => v.to_ipv4_mapped(),
@@ -204,12 +205,8 @@ impl Global {
         port: u16,
     ) -> Origin {
         let ip = self.real_ip(peer, headers);
-        let sent_xff = joined(
-            headers,
-            &http::header::HeaderName::from_static("x-forwarded-for"),
-        );
         let forwarded_for = if self.use_forwarded_headers && self.compute_full_forwarded_for {
-            match &sent_xff {
+            match joined(headers, &HeaderName::from_static("x-forwarded-for")) {
                 Some(x) => format!("{x}, {peer}"),
                 None => peer.to_string(),
             }

@@ -5,7 +5,7 @@
 //! (WebSocket) are passed through byte for byte.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -337,13 +337,6 @@ fn with_port(host: &str, port: u16, default: u16) -> String {
     }
 }
 
-fn client_v4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
-    match ip {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(v) => v.to_ipv4_mapped(),
-    }
-}
-
 async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response<Body> {
     let table = shared.table();
     let (host, raw_host) = host_of(&req);
@@ -371,7 +364,7 @@ async fn handle(req: Request<Incoming>, shared: &Shared, conn: Conn) -> Response
         None => (&server.fallback_options, &server.fallback),
     };
 
-    if let Some(ip) = client_v4(origin.ip) {
+    if let Some(ip) = super::config::v4(origin.ip) {
         if !options.allow.is_empty() && !options.allow.iter().any(|c| c.contains(ip)) {
             return page(403, "kcluster ingress");
         }

@@ -45,22 +45,12 @@ fn unless_stopped() -> Option<RestartPolicy> {
     })
 }
 
-fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
 /// Removes a container; one that is already gone is fine.
 pub async fn remove(docker: &Docker, name: &str) -> Result<()> {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     match docker.api().remove_container(name, Some(options)).await {
         Ok(()) => Ok(()),
-        Err(e) if not_found(&e) => Ok(()),
+        Err(e) if crate::cluster::docker::is_not_found(&e) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove the container {name}")),
     }
 }
