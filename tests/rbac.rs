@@ -857,7 +857,50 @@ fn components_hold_only_their_own_roles() {
             "yes",
         ),
         ("system:kcluster-ports", &["get", "secrets"], "no"),
-        ("system:kube-controller-manager", &["create", "pods"], "yes"),
+        // Kubernetes' own role for it: reads everything, writes almost nothing; the
+        // controllers write as their own accounts.
+        ("system:kube-controller-manager", &["create", "pods"], "no"),
+        (
+            "system:kube-controller-manager",
+            &["list", "secrets", "-A"],
+            "yes",
+        ),
+        (
+            "system:kube-controller-manager",
+            &[
+                "create",
+                "serviceaccounts",
+                "--subresource=token",
+                "-n",
+                "kube-system",
+            ],
+            "yes",
+        ),
+        (
+            "system:serviceaccount:kube-system:replicaset-controller",
+            &["create", "pods"],
+            "yes",
+        ),
+        (
+            "system:serviceaccount:kube-system:replicaset-controller",
+            &["delete", "nodes"],
+            "no",
+        ),
+        (
+            "system:serviceaccount:kube-system:deployment-controller",
+            &["patch", "deployments.apps"],
+            "no",
+        ),
+        (
+            "system:serviceaccount:kube-system:generic-garbage-collector",
+            &["delete", "configmaps", "-A"],
+            "yes",
+        ),
+        (
+            "system:serviceaccount:kube-system:node-controller",
+            &["patch", "nodes", "--subresource=status"],
+            "yes",
+        ),
         (
             "system:kube-controller-manager",
             &["impersonate", "users"],
@@ -882,6 +925,8 @@ fn components_hold_only_their_own_roles() {
         "system:volume-scheduler",
         "system:kcluster:ingress",
         "system:kcluster:dns",
+        "system:controller:replicaset-controller",
+        "system:controller:ttl-after-finished-controller",
     ] {
         assert!(
             names
@@ -890,6 +935,118 @@ fn components_hold_only_their_own_roles() {
             "{binding} missing from:\n{names}"
         );
     }
+}
+
+/// kube-controller-manager's `--use-service-account-credentials`: each controller writes as its
+/// own account in kube-system. A ValidatingAdmissionPolicy lets only the replicaset controller's
+/// account create pods in one namespace and names whoever else tried: the admin is refused,
+/// a ReplicaSet's pods are created, and a Job's pods are refused in the job controller's name.
+#[test]
+fn each_controller_writes_as_its_own_service_account() {
+    let server = ApiServer::start_with(&["--controllers"]);
+    let policy = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "pods-from-replica-sets"},
+        "spec": {"matchConstraints": {"resourceRules": [{"operations": ["CREATE"],
+                    "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]},
+                 "validations": [{
+                    "expression": "request.userInfo.username == 'system:serviceaccount:kube-system:replicaset-controller' && 'system:serviceaccounts:kube-system' in request.userInfo.groups",
+                    "messageExpression": "'pods here come from replica sets, not from ' + request.userInfo.username"}]}});
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "pods-from-replica-sets"},
+        "spec": {"policyName": "pods-from-replica-sets", "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"creators": "checked"}}}}});
+    for obj in [policy, binding] {
+        let out = server.kubectl_stdin(&["apply", "-f", "-"], &obj.to_string());
+        assert!(out.status.success(), "apply failed: {}", text(&out));
+    }
+    server.kubectl_ok(&["create", "namespace", "owned"]);
+    server.kubectl_ok(&["label", "namespace", "owned", "creators=checked"]);
+    wait_until(
+        "the policy to refuse the admin",
+        Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&[
+                "run",
+                "direct",
+                "-n",
+                "owned",
+                "--image=example/x:1",
+                "--dry-run=server",
+            ]);
+            let t = text(&out);
+            if !out.status.success()
+                && t.contains("pods here come from replica sets, not from kubernetes-admin")
+            {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    );
+    let rs = r#"{"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "owned"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "example/x:1"}]}}}}"#;
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], rs);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    wait_until(
+        "the replica set's two pods",
+        Duration::from_secs(30),
+        || {
+            let names =
+                server.kubectl_ok(&["get", "pods", "-n", "owned", "-l", "app=web", "-o", "name"]);
+            if names.lines().count() == 2 {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    );
+    let job = r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once", "namespace": "owned"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                       "containers": [{"name": "c", "image": "example/x:1"}]}}}}"#;
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], job);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    wait_until(
+        "the job controller's refused create",
+        Duration::from_secs(30),
+        || {
+            let events = server.kubectl_ok(&[
+                "get",
+                "events",
+                "-n",
+                "owned",
+                "--field-selector",
+                "involvedObject.name=once,reason=FailedCreate",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]);
+            if events.contains("not from system:serviceaccount:kube-system:job-controller") {
+                Ok(())
+            } else {
+                Err(events)
+            }
+        },
+    );
+    let accounts =
+        server.kubectl_ok(&["get", "serviceaccounts", "-n", "kube-system", "-o", "name"]);
+    for account in [
+        "replicaset-controller",
+        "job-controller",
+        "generic-garbage-collector",
+    ] {
+        assert!(
+            accounts
+                .lines()
+                .any(|l| l == format!("serviceaccount/{account}")),
+            "{account} missing from:\n{accounts}"
+        );
+    }
+    // The broad role every controller once shared is gone.
+    let out = server.kubectl(&["get", "clusterrolebinding", "system:kcluster:controllers"]);
+    refused_with(&out, "NotFound");
 }
 
 /// A pod of a real cluster reaching the API server through `kubernetes.default` with its

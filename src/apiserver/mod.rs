@@ -4,7 +4,7 @@
 mod admission;
 mod apply;
 mod authentication;
-mod authz;
+pub mod authz;
 mod certificates;
 mod connect;
 mod crd;

@@ -34,7 +34,10 @@ const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 const MAX_PER_SLICE: usize = 100;
 
 pub struct EndpointsController {
+    /// Kubernetes runs Endpoints and EndpointSlices as two controllers, each with its own
+    /// account; this one writes each kind with its account's client.
     client: kube::Client,
+    slice_client: kube::Client,
     services: Arc<Informer<Service>>,
     pods: Arc<Informer<Pod>>,
     nodes: Arc<Informer<Node>>,
@@ -238,6 +241,7 @@ fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
 impl EndpointsController {
     pub fn new(
         client: kube::Client,
+        slice_client: kube::Client,
         services: Arc<Informer<Service>>,
         pods: Arc<Informer<Pod>>,
         nodes: Arc<Informer<Node>>,
@@ -245,6 +249,7 @@ impl EndpointsController {
     ) -> Arc<Self> {
         let this = Arc::new(EndpointsController {
             client,
+            slice_client,
             services,
             pods,
             nodes,
@@ -458,7 +463,7 @@ impl EndpointsController {
 
     async fn sync_slices(&self, svc: &Service, pods: &[Arc<Pod>]) -> Result<()> {
         let ns = svc.namespace().unwrap_or_default();
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<EndpointSlice> = Api::namespaced(self.slice_client.clone(), &ns);
         let name = svc.name_any();
         let mut existing: Vec<Arc<EndpointSlice>> = self
             .slices

@@ -44,6 +44,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(6 * 60);
 
 pub struct JobController {
     client: kube::Client,
+    /// The ttl-after-finished controller's account deletes finished Jobs.
+    ttl_client: kube::Client,
     jobs: Arc<Informer<Job>>,
     pods: Arc<Informer<Pod>>,
     queue: Arc<WorkQueue<ObjKey>>,
@@ -139,12 +141,14 @@ fn finish_time(pod: &Pod) -> Option<jiff::Timestamp> {
 impl JobController {
     pub fn new(
         client: kube::Client,
+        ttl_client: kube::Client,
         jobs: Arc<Informer<Job>>,
         pods: Arc<Informer<Pod>>,
         recorder: Recorder,
     ) -> Arc<Self> {
         let this = Arc::new(JobController {
             client,
+            ttl_client,
             jobs,
             pods,
             queue: WorkQueue::new(),
@@ -657,8 +661,10 @@ impl JobController {
             );
             return Ok(());
         }
-        let api: Api<Job> =
-            Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+        let api: Api<Job> = Api::namespaced(
+            self.ttl_client.clone(),
+            &job.namespace().unwrap_or_default(),
+        );
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             preconditions: Some(kube::api::Preconditions {

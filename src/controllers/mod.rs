@@ -3,6 +3,7 @@
 //! kind (pods, nodes, ReplicaSets, Deployments, Services, Endpoints, EndpointSlices) and one event writer.
 
 pub mod clusterdns;
+pub mod credentials;
 mod cron;
 mod cronjob;
 pub mod csrsigning;
@@ -49,12 +50,17 @@ use runtime::events::EventSink;
 /// `--allocate-node-cidrs --cluster-cidr`). The scheduler shares the controllers' informers
 /// but writes (bindings, pod status, claims, preemptions, events) with `scheduler_client`, its
 /// own identity.
+/// Informers and events use `clients.root()`; each controller writes with the client of its
+/// own service account.
 pub async fn run(
-    client: kube::Client,
+    clients: std::sync::Arc<credentials::ControllerClients>,
     scheduler_client: kube::Client,
     ca_pem: Option<String>,
     pod_subnet: Option<crate::cluster::cidr::Ipv4Cidr>,
 ) -> Result<()> {
+    let client = clients.root();
+    let as_account = async |account: &str| clients.client(account).await;
+    let node_controller = as_account("node-controller").await?;
     let events = EventSink::start(client.clone());
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
@@ -78,19 +84,19 @@ pub async fn run(
 
     // Handlers are registered before the informers start, so no change goes unseen.
     let replicasets = replicaset::ReplicaSetController::new(
-        client.clone(),
+        as_account("replicaset-controller").await?,
         sets.clone(),
         pods.clone(),
         events.recorder("replicaset-controller"),
     );
     let replication_manager = replicaset::ReplicationManager::new(
-        client.clone(),
+        as_account("replication-controller").await?,
         rcs.clone(),
         pods.clone(),
         events.recorder("replication-controller"),
     );
     let daemonset_controller = daemonset::DaemonSetController::new(
-        client.clone(),
+        as_account("daemon-set-controller").await?,
         daemonsets.clone(),
         pods.clone(),
         nodes.clone(),
@@ -98,16 +104,19 @@ pub async fn run(
         events.recorder("daemonset-controller"),
     );
     let statefulset_controller = statefulset::StatefulSetController::new(
-        client.clone(),
+        as_account("statefulset-controller").await?,
         statefulsets.clone(),
         pods.clone(),
         revisions.clone(),
         events.recorder("statefulset-controller"),
     );
-    let quota_controller =
-        resourcequota::ResourceQuotaController::new(client.clone(), quotas.clone(), pods.clone());
+    let quota_controller = resourcequota::ResourceQuotaController::new(
+        as_account("resourcequota-controller").await?,
+        quotas.clone(),
+        pods.clone(),
+    );
     let deployment_controller = deployment::DeploymentController::new(
-        client.clone(),
+        as_account("deployment-controller").await?,
         deployments.clone(),
         sets.clone(),
         pods.clone(),
@@ -125,13 +134,13 @@ pub async fn run(
     );
 
     let taint_eviction = tainteviction::TaintEvictionController::new(
-        client.clone(),
+        node_controller.clone(),
         pods.clone(),
         nodes.clone(),
         events.recorder("taint-eviction-controller"),
     );
     let disruption = disruption::DisruptionController::new(
-        client.clone(),
+        as_account("disruption-controller").await?,
         budgets.clone(),
         pods.clone(),
         sets.clone(),
@@ -139,56 +148,65 @@ pub async fn run(
         events.recorder("controllermanager"),
     );
     let endpoints = endpoints::EndpointsController::new(
-        client.clone(),
+        as_account("endpoint-controller").await?,
+        as_account("endpointslice-controller").await?,
         services.clone(),
         pods.clone(),
         nodes.clone(),
         slices.clone(),
     );
     let mirroring = endpointslicemirroring::EndpointSliceMirroringController::new(
-        client.clone(),
+        as_account("endpointslicemirroring-controller").await?,
         endpoints_informer.clone(),
         services.clone(),
         slices.clone(),
         events.recorder("endpoint-slice-mirroring-controller"),
     );
-    let namespace_defaults =
-        serviceaccounts::NamespaceDefaults::new(client.clone(), namespaces.clone(), ca_pem);
-    let job_controller = job::JobController::new(
+    let namespace_defaults = serviceaccounts::NamespaceDefaults::new(
         client.clone(),
+        as_account("service-account-controller").await?,
+        as_account("root-ca-cert-publisher").await?,
+        namespaces.clone(),
+        ca_pem,
+    );
+    let job_controller = job::JobController::new(
+        as_account("job-controller").await?,
+        as_account("ttl-after-finished-controller").await?,
         jobs.clone(),
         pods.clone(),
         events.recorder("job-controller"),
     );
     let cronjob_controller = cronjob::CronJobController::new(
-        client.clone(),
+        as_account("cronjob-controller").await?,
         cronjobs.clone(),
         jobs.clone(),
         events.recorder("cronjob-controller"),
     );
     let provisioner = localpath::LocalPathProvisioner::new(
-        client.clone(),
+        as_account(crate::apiserver::authz::controller_roles::LOCAL_PATH_ACCOUNT).await?,
         claims.clone(),
         volumes.clone(),
         events.recorder("kcluster.io/local-path"),
     );
     let autoscaler_controller = hpa::HpaController::new(
-        client.clone(),
+        as_account("horizontal-pod-autoscaler").await?,
         autoscalers.clone(),
         pods.clone(),
         events.recorder("horizontal-pod-autoscaler"),
         hpa::Options::default(),
     );
-    let garbage_collector = garbagecollector::GarbageCollector::new(client.clone());
+    let garbage_collector =
+        garbagecollector::GarbageCollector::new(as_account("generic-garbage-collector").await?);
     let node_ipam = pod_subnet.map(|subnet| {
         nodeipam::NodeIpamController::new(
-            client.clone(),
+            node_controller.clone(),
             nodes.clone(),
             subnet,
             events.recorder("node-ipam-controller"),
         )
     });
 
+    let namespace_controller = as_account("namespace-controller").await?;
     tokio::spawn(pods.run());
     tokio::spawn(nodes.run());
     tokio::spawn(sets.run());
@@ -210,8 +228,12 @@ pub async fn run(
     tokio::spawn(autoscalers.run());
 
     tokio::try_join!(
-        nodelifecycle::run(client.clone(), nodelifecycle::Options::default()),
-        namespace::run(client),
+        nodelifecycle::run(
+            client.clone(),
+            node_controller,
+            nodelifecycle::Options::default()
+        ),
+        namespace::run(namespace_controller),
         replicasets.run(),
         replication_manager.run(),
         daemonset_controller.run(),

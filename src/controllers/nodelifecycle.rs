@@ -35,9 +35,12 @@ impl Default for Options {
     }
 }
 
-pub async fn run(client: kube::Client, options: Options) -> Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+/// `reader` lists Nodes and their Leases (kube-controller-manager's shared informers; the
+/// node controller's own role cannot read Leases); `client`, the node controller's account,
+/// writes.
+pub async fn run(reader: kube::Client, client: kube::Client, options: Options) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client);
+    let leases: Api<Lease> = Api::namespaced(reader, "kube-node-lease");
     let started = jiff::Timestamp::now();
     loop {
         if let Err(e) = pass(&nodes, &leases, &options, started).await {

@@ -22,7 +22,11 @@ const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the k
 const RESYNC: Duration = Duration::from_secs(30);
 
 pub struct NamespaceDefaults {
+    /// kube-controller-manager's own client: reads, as its informers would.
     client: kube::Client,
+    /// The serviceaccount controller's and the root-ca-cert-publisher's accounts write.
+    accounts_client: kube::Client,
+    publisher_client: kube::Client,
     namespaces: Arc<Informer<Namespace>>,
     ca_pem: Option<String>,
     queue: Arc<WorkQueue<ObjKey>>,
@@ -31,11 +35,15 @@ pub struct NamespaceDefaults {
 impl NamespaceDefaults {
     pub fn new(
         client: kube::Client,
+        accounts_client: kube::Client,
+        publisher_client: kube::Client,
         namespaces: Arc<Informer<Namespace>>,
         ca_pem: Option<String>,
     ) -> Arc<Self> {
         let this = Arc::new(NamespaceDefaults {
             client,
+            accounts_client,
+            publisher_client,
             namespaces,
             ca_pem,
             queue: WorkQueue::new(),
@@ -92,6 +100,8 @@ impl NamespaceDefaults {
                 },
                 ..Default::default()
             };
+            let accounts: Api<ServiceAccount> =
+                Api::namespaced(self.accounts_client.clone(), namespace);
             created(accounts.create(&PostParams::default(), &sa).await)
                 .context("cannot create the default ServiceAccount")?;
         }
@@ -100,11 +110,13 @@ impl NamespaceDefaults {
         };
         let maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let data: BTreeMap<String, String> = [("ca.crt".to_string(), ca.clone())].into();
+        let writer: Api<ConfigMap> = Api::namespaced(self.publisher_client.clone(), namespace);
         match maps.get_opt(ROOT_CA).await? {
             Some(cm) if cm.data.as_ref() == Some(&data) => {}
             Some(mut cm) => {
                 cm.data = Some(data);
-                maps.replace(ROOT_CA, &PostParams::default(), &cm)
+                writer
+                    .replace(ROOT_CA, &PostParams::default(), &cm)
                     .await
                     .context("cannot update the root CA ConfigMap")?;
             }
@@ -124,7 +136,7 @@ impl NamespaceDefaults {
                     data: Some(data),
                     ..Default::default()
                 };
-                created(maps.create(&PostParams::default(), &cm).await)
+                created(writer.create(&PostParams::default(), &cm).await)
                     .context("cannot create the root CA ConfigMap")?;
             }
         }
@@ -136,7 +148,13 @@ impl NamespaceDefaults {
 fn created<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
     match result {
         Ok(_) => Ok(()),
-        Err(e) if matches!(api_code(&e), Some(409) | Some(403)) => Ok(()),
+        Err(e) if api_code(&e) == Some(409) => Ok(()),
+        // Not a refusal by RBAC, which must not pass unseen.
+        Err(kube::Error::Api(status))
+            if status.code == 403 && status.message.contains("is being terminated") =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -20,8 +20,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, PostParams};
 use tracing::info;
 
 use super::deployment::util::scaled_value;
@@ -610,12 +609,17 @@ impl StatefulSetController {
                 block_owner_deletion: Some(true),
             };
             // The pod replaces the set as owner: the collector deletes a claim only once
-            // every owner is gone.
-            let patch = json!({"metadata": {"ownerReferences": [owner]}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            // every owner is gone. Read and updated, as the role allows (no patch on claims);
+            // a conflict retries the pass.
+            let mut claim = match api.get_opt(&name).await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("cannot read claim {name}")));
+                }
+            };
+            claim.metadata.owner_references = Some(vec![owner]);
+            match api.replace(&name, &PostParams::default(), &claim).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {

@@ -18,14 +18,40 @@ pub struct Credentials {
 /// A kube client for `https://host:port`. `host` may be a Docker container name: it is resolved
 /// through the node's resolv.conf (Docker's embedded DNS) and the TLS name stays the host name.
 pub async fn connect(host: &str, port: u16, creds: &Credentials) -> Result<kube::Client> {
+    let user = serde_json::json!({"client-certificate-data": b64(&creds.cert_pem),
+                                  "client-key-data": b64(&creds.key_pem)});
+    connect_as(host, port, &creds.ca_pem, user).await
+}
+
+/// A kube client that authenticates with the bearer token in `token_file`, re-read every
+/// minute (so a renewed token is picked up without a new client).
+pub async fn connect_with_token_file(
+    host: &str,
+    port: u16,
+    ca_pem: &str,
+    token_file: &std::path::Path,
+) -> Result<kube::Client> {
+    let user = serde_json::json!({"tokenFile": token_file});
+    connect_as(host, port, ca_pem, user).await
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+async fn connect_as(
+    host: &str,
+    port: u16,
+    ca_pem: &str,
+    user: serde_json::Value,
+) -> Result<kube::Client> {
     let ip = resolve(host).await?;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "c", "cluster": {"server": format!("https://{}", std::net::SocketAddr::new(ip, port)),
-                                              "certificate-authority-data": b64(&creds.ca_pem)}}],
-        "users": [{"name": "u", "user": {"client-certificate-data": b64(&creds.cert_pem), "client-key-data": b64(&creds.key_pem)}}],
+                                              "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": "u", "user": user}],
         "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
         "current-context": "x",
     });

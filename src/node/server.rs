@@ -106,13 +106,21 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let ingress = settings.ingress.clone();
     let node_name = settings.node_name.clone();
     let cluster_name = settings.cluster.clone();
+    let tokens = super::state_dir().join("controller-tokens");
     let controllers = tokio::spawn(async move {
-        let client = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
+        let root = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
+        let clients = crate::controllers::credentials::ControllerClients::new(
+            root,
+            "127.0.0.1",
+            API_PORT,
+            &controller_creds.ca_pem,
+            &tokens,
+        )?;
         let scheduler_client =
             super::client::connect("127.0.0.1", API_PORT, &scheduler_creds).await?;
         let dns_client = super::client::connect("127.0.0.1", API_PORT, &dns_creds).await?;
         // The CSR signer is the one controller that needs the CA key, which only this process has.
-        let signer_client = client.clone();
+        let signer_client = clients.client("certificate-controller").await?;
         tokio::spawn(async move {
             if let Err(e) = crate::controllers::csrsigning::run(signer_client, ca).await {
                 tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
@@ -131,7 +139,13 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
                 }
             });
         }
-        crate::controllers::run(client, scheduler_client, Some(cluster_ca), Some(pod_subnet)).await
+        crate::controllers::run(
+            clients,
+            scheduler_client,
+            Some(cluster_ca),
+            Some(pod_subnet),
+        )
+        .await
     });
     tokio::spawn(crate::volumes::localpath::run_cleaner(
         "127.0.0.1".to_string(),

@@ -80,25 +80,42 @@ pub async fn run(options: Options) -> Result<()> {
     // A line on stdout tells a waiting test (or person) the server is up and where.
     println!("ready https://127.0.0.1:{port}");
     if options.controllers {
-        let ca_pem = ca.cert_pem();
-        let creds = super::client::Credentials {
-            ca_pem: ca.cert_pem(),
-            cert_pem: admin.cert_pem,
-            key_pem: admin.key_pem,
+        // The controllers and the scheduler authenticate as they do in a cluster, each held
+        // to its own roles.
+        let identity = |user: &str| -> Result<super::client::Credentials> {
+            let cert = ca.issue_client(user, &[])?;
+            Ok(super::client::Credentials {
+                ca_pem: ca.cert_pem(),
+                cert_pem: cert.cert_pem,
+                key_pem: cert.key_pem,
+            })
         };
-        let client = super::client::connect("127.0.0.1", port, &creds).await?;
-        let signer_client = client.clone();
+        let controller_creds = identity("system:kube-controller-manager")?;
+        let scheduler_creds = identity("system:kube-scheduler")?;
+        let root = super::client::connect("127.0.0.1", port, &controller_creds).await?;
+        let clients = crate::controllers::credentials::ControllerClients::new(
+            root,
+            "127.0.0.1",
+            port,
+            &controller_creds.ca_pem,
+            &options.data_dir.join("controller-tokens"),
+        )?;
+        let scheduler_client = super::client::connect("127.0.0.1", port, &scheduler_creds).await?;
+        let signer_client = clients.client("certificate-controller").await?;
+        let ca_pem = ca.cert_pem();
         tokio::spawn(async move {
             if let Err(e) = crate::controllers::csrsigning::run(signer_client, ca).await {
                 tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
             }
         });
-        tokio::spawn(crate::controllers::run(
-            client.clone(),
-            client,
-            Some(ca_pem),
-            options.pod_subnet,
-        ));
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::controllers::run(clients, scheduler_client, Some(ca_pem), options.pod_subnet)
+                    .await
+            {
+                tracing::error!(error = format!("{e:#}"), "the controllers stopped");
+            }
+        });
     }
     serve.await.context("the API server task failed")?
 }

@@ -6,6 +6,7 @@
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
+use super::controller_roles;
 use super::rbac::Rule;
 use crate::apiserver::{kinds, object, resources};
 use crate::store::{Store, StoreError};
@@ -26,7 +27,7 @@ const READ_WRITE: &[&str] = &[
     "update",
 ];
 
-fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Rule {
+pub(super) fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Rule {
     let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     Rule {
         verbs: own(verbs),
@@ -36,7 +37,7 @@ fn r(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Rule {
     }
 }
 
-fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Rule {
+pub(super) fn named(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Rule {
     Rule {
         resource_names: names.iter().map(|s| s.to_string()).collect(),
         ..r(verbs, groups, resources)
@@ -51,7 +52,7 @@ fn urls(verbs: &[&str], paths: &[&str]) -> Rule {
     }
 }
 
-struct ClusterRole {
+pub(super) struct ClusterRole {
     name: &'static str,
     labels: &'static [(&'static str, &'static str)],
     /// Label selectors (one label each) for an aggregated role; its rules are the aggregation
@@ -60,7 +61,7 @@ struct ClusterRole {
     rules: Vec<Rule>,
 }
 
-fn role(name: &'static str, rules: Vec<Rule>) -> ClusterRole {
+pub(super) fn role(name: &'static str, rules: Vec<Rule>) -> ClusterRole {
     ClusterRole {
         name,
         labels: &[],
@@ -565,30 +566,6 @@ fn cluster_roles() -> Vec<ClusterRole> {
             "system:kube-dns",
             vec![r(&["list", "watch"], &[""], &["endpoints", "services"])],
         ),
-        // This cluster runs every controller in one client of the server node (Kubernetes'
-        // kube-controller-manager without per-controller service-account credentials). The
-        // garbage collector and the namespace controller alone need to read, change and delete
-        // objects of every kind (Kubernetes gives their own accounts exactly that), so the
-        // union is every resource verb; it holds no `escalate`, `bind` or `impersonate`, so it
-        // cannot grant itself more. The scheduler, Ingress and cluster DNS have their own.
-        role(
-            "system:kcluster:controllers",
-            vec![
-                r(READ_WRITE, all, all),
-                // The signing controller issues for these signers, as Kubernetes'
-                // certificate controller may.
-                named(
-                    &["sign"],
-                    &["certificates.k8s.io"],
-                    &["signers"],
-                    &[
-                        "kubernetes.io/kube-apiserver-client",
-                        "kubernetes.io/kube-apiserver-client-kubelet",
-                    ],
-                ),
-                urls(&["get"], &["/api", "/api/*", "/apis", "/apis/*"]),
-            ],
-        ),
         // The built-in Ingress controller: it reads what routes need and its ConfigMap, writes
         // Ingress status, creates the default IngressClass, its own LoadBalancer Service,
         // Endpoints and ConfigMap.
@@ -723,12 +700,6 @@ const CLUSTER_ROLE_BINDINGS: &[(&str, &str, &[&str], &[&str])] = &[
         "system:volume-scheduler",
         "system:volume-scheduler",
         &["system:kube-scheduler"],
-        &[],
-    ),
-    (
-        "system:kcluster:controllers",
-        "system:kcluster:controllers",
-        &["system:kube-controller-manager"],
         &[],
     ),
     (
@@ -948,6 +919,35 @@ pub async fn reconcile(store: &Store) -> Result<()> {
             "subjects",
         )
         .await?;
+    }
+    for role in controller_roles::controller_roles() {
+        ensure(store, "clusterroles", cluster_role_object(&role), "rules").await?;
+        if let Some(account) = controller_roles::account_of(role.name) {
+            let mut binding = binding_object(role.name, role.name, &[], &[]);
+            binding["subjects"] = json!([{"kind": "ServiceAccount", "name": account,
+                                          "namespace": controller_roles::NAMESPACE}]);
+            ensure(store, "clusterrolebindings", binding, "subjects").await?;
+        }
+    }
+    retire(store, "clusterrolebindings", RETIRED).await?;
+    retire(store, "clusterroles", RETIRED).await?;
+    Ok(())
+}
+
+/// Before each controller wrote as its own service account, one role of every resource verb
+/// was bound to `system:kube-controller-manager`; a cluster made then loses it at start, so
+/// that identity holds only Kubernetes' role again.
+const RETIRED: &str = "system:kcluster:controllers";
+
+async fn retire(store: &Store, plural: &str, name: &str) -> Result<()> {
+    let def = resources::find("rbac.authorization.k8s.io", "v1", plural)
+        .with_context(|| format!("{plural} are not served"))?;
+    let key = def.key(None, name);
+    if store.get(&key).context("cannot read the store")?.is_some() {
+        match store.delete(&key, None).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot delete {key}")),
+        }
     }
     Ok(())
 }

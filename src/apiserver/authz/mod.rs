@@ -6,6 +6,7 @@
 
 pub mod aggregation;
 pub mod bootstrap;
+pub mod controller_roles;
 pub mod escalation;
 pub mod impersonation;
 pub mod node;

@@ -511,13 +511,10 @@ impl DeploymentController {
         }
         let api: Api<Deployment> =
             Api::namespaced(self.client.clone(), &d.namespace().unwrap_or_default());
-        let patch = json!({"metadata": {"annotations": {REVISION: revision}}});
+        // An update, as Kubernetes' controller writes it (its role has no patch on
+        // deployments); a stale copy fails on its resourceVersion and the pass is retried.
         let updated = api
-            .patch(
-                &d.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .replace(&d.name_any(), &PostParams::default(), &*d)
             .await
             .with_context(|| format!("cannot set the revision of deployment {}", d.name_any()))?;
         d.metadata.resource_version = updated.metadata.resource_version;

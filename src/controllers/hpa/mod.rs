@@ -19,13 +19,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
 use k8s_openapi::api::autoscaling::v1::Scale;
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerStatus,
-};
+use k8s_openapi::api::autoscaling::v2::{CrossVersionObjectReference, HorizontalPodAutoscaler};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
-use serde_json::{Value, json};
 use tracing::info;
 
 use crate::controllers::runtime::events::Recorder;
@@ -171,13 +168,17 @@ impl HpaController {
         if hpa.status.as_ref() == Some(&outcome.status) {
             return Ok(());
         }
-        // A merge patch of the whole status: the controller is its only writer, and a write
-        // that waited for a fresh resourceVersion could make a retried pass scale twice.
-        let patch = json!({"status": status_patch(&outcome.status)?});
+        // An unconditional update of the status (no resourceVersion), which is all its role
+        // allows: the controller is the status' only writer, and a write that waited for a
+        // fresh resourceVersion could make a retried pass scale twice.
+        let mut updated = (*hpa).clone();
+        updated.metadata.resource_version = None;
+        updated.metadata.managed_fields = None;
+        updated.status = Some(outcome.status.clone());
         let api: Api<HorizontalPodAutoscaler> =
             Api::namespaced(self.client.clone(), &key.namespace);
         match api
-            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .replace_status(&key.name, &PostParams::default(), &updated)
             .await
         {
             Ok(_) => Ok(()),
@@ -187,23 +188,6 @@ impl HpaController {
             }
         }
     }
-}
-
-/// The status as a merge patch: fields that are now empty are written as null, so they go.
-fn status_patch(status: &HorizontalPodAutoscalerStatus) -> Result<Value> {
-    let mut value = serde_json::to_value(status)?;
-    if let Some(map) = value.as_object_mut() {
-        for field in [
-            "conditions",
-            "currentMetrics",
-            "currentReplicas",
-            "lastScaleTime",
-            "observedGeneration",
-        ] {
-            map.entry(field).or_insert(Value::Null);
-        }
-    }
-    Ok(value)
 }
 
 /// The scale subresource of whatever kind a scaleTargetRef names, found through discovery
