@@ -12,6 +12,7 @@ mod dns;
 mod ingress;
 mod kubelet;
 mod kubeletapi;
+mod leaderelection;
 mod netpol;
 mod network;
 mod nftables;

@@ -171,6 +171,163 @@ fn two_api_servers_share_one_state_and_its_conflicts() {
     );
 }
 
+/// Leader election on kube-controller-manager's and kube-scheduler's Leases: two API servers
+/// over one etcd, both with the controllers. One holds both Leases and runs the controllers
+/// while the other waits; when the leader dies, the other takes the Leases over and the
+/// controllers work again, now in that server.
+#[test]
+fn controllers_run_on_the_lease_holder_and_move_when_it_dies() {
+    let etcd = Etcd::start();
+    let store = format!("etcd={}", etcd.url);
+    let args = [
+        "--store",
+        store.as_str(),
+        "--etcd-prefix",
+        "/kcluster/elected/",
+        "--controllers",
+    ];
+    let mut servers = [ApiServer::start_with(&args), ApiServer::start_with(&args)];
+    let id_of = |server: &ApiServer| {
+        let file = server
+            .sandbox
+            .path()
+            .join("data")
+            .join("leader-election-id");
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("no identity in {}: {e}", file.display()))
+            .trim()
+            .to_string()
+    };
+    let ids = [id_of(&servers[0]), id_of(&servers[1])];
+    let lease = |server: &ApiServer, name: &str, path: &str| {
+        let out = server.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            name,
+            "-o",
+            &format!("jsonpath={path}"),
+        ]);
+        common::stdout(&out).trim().to_string()
+    };
+    let mut leader = None;
+    wait_until(
+        "one server to hold both leases",
+        Duration::from_secs(30),
+        || {
+            let manager = lease(
+                &servers[0],
+                "kube-controller-manager",
+                "{.spec.holderIdentity}",
+            );
+            let scheduler = lease(&servers[0], "kube-scheduler", "{.spec.holderIdentity}");
+            leader = ids
+                .iter()
+                .position(|id| manager.ends_with(&format!("_{id}")));
+            match leader {
+                Some(_) if scheduler == manager => Ok(()),
+                _ => Err(format!(
+                    "controller manager {manager:?}, scheduler {scheduler:?}"
+                )),
+            }
+        },
+    );
+    let leader = leader.expect("a leader");
+    let follower = 1 - leader;
+    let holder = lease(
+        &servers[follower],
+        "kube-controller-manager",
+        "{.spec.holderIdentity}",
+    );
+    // The leader keeps renewing and the follower keeps out.
+    let renewed = lease(
+        &servers[follower],
+        "kube-controller-manager",
+        "{.spec.renewTime}",
+    );
+    wait_until("the leader to renew", Duration::from_secs(20), || {
+        let now = lease(
+            &servers[follower],
+            "kube-controller-manager",
+            "{.spec.renewTime}",
+        );
+        let who = lease(
+            &servers[follower],
+            "kube-controller-manager",
+            "{.spec.holderIdentity}",
+        );
+        if who != holder {
+            panic!("the lease changed hands from {holder} to {who} while its holder ran");
+        }
+        if now != renewed { Ok(()) } else { Err(now) }
+    });
+    let replicas = |server: &ApiServer, name: &str| {
+        let rs = format!(
+            r#"{{"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {{"name": "{name}"}},
+                "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "{name}"}}}},
+                         "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
+                                      "spec": {{"containers": [{{"name": "c", "image": "example/x:1"}}]}}}}}}}}"#
+        );
+        let out = server.kubectl_stdin(&["apply", "-f", "-"], &rs);
+        assert!(out.status.success(), "apply failed: {}", text(&out));
+        wait_until(
+            &format!("{name}'s two pods"),
+            Duration::from_secs(60),
+            || {
+                let pods =
+                    server.kubectl_ok(&["get", "pods", "-l", &format!("app={name}"), "-o", "name"]);
+                if pods.lines().count() == 2 {
+                    Ok(())
+                } else {
+                    Err(pods)
+                }
+            },
+        );
+    };
+    replicas(&servers[follower], "before");
+    let transitions = lease(
+        &servers[follower],
+        "kube-controller-manager",
+        "{.spec.leaseTransitions}",
+    );
+    servers[leader].stop();
+    let successor = format!("_{}", ids[follower]);
+    wait_until(
+        "the follower to take both leases",
+        Duration::from_secs(40),
+        || {
+            let manager = lease(
+                &servers[follower],
+                "kube-controller-manager",
+                "{.spec.holderIdentity}",
+            );
+            let scheduler = lease(
+                &servers[follower],
+                "kube-scheduler",
+                "{.spec.holderIdentity}",
+            );
+            if manager.ends_with(&successor) && scheduler.ends_with(&successor) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "controller manager {manager:?}, scheduler {scheduler:?}"
+                ))
+            }
+        },
+    );
+    let after = lease(
+        &servers[follower],
+        "kube-controller-manager",
+        "{.spec.leaseTransitions}",
+    );
+    assert!(
+        after.parse::<i64>().ok() > transitions.parse::<i64>().ok(),
+        "leaseTransitions went from {transitions:?} to {after:?}"
+    );
+    replicas(&servers[follower], "after");
+}
+
 #[test]
 fn the_api_server_rides_out_an_etcd_restart() {
     let mut etcd = Etcd::start();

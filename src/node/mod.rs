@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod containers;
+mod elected;
 mod files;
 pub mod images;
 pub mod incluster;

@@ -106,26 +106,19 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let ingress = settings.ingress.clone();
     let node_name = settings.node_name.clone();
     let cluster_name = settings.cluster.clone();
-    let tokens = super::state_dir().join("controller-tokens");
+    let control_plane = super::elected::ControlPlane {
+        host: "127.0.0.1".to_string(),
+        port: API_PORT,
+        controller_creds,
+        scheduler_creds,
+        ca_pem: cluster_ca,
+        ca_key_pem: ca.key_pem(),
+        pod_subnet: Some(pod_subnet),
+        tokens: super::state_dir().join("controller-tokens"),
+    };
+    let identity = crate::leaderelection::identity(&settings.node_name, &super::state_dir())?;
     let controllers = tokio::spawn(async move {
-        let root = super::client::connect("127.0.0.1", API_PORT, &controller_creds).await?;
-        let clients = crate::controllers::credentials::ControllerClients::new(
-            root,
-            "127.0.0.1",
-            API_PORT,
-            &controller_creds.ca_pem,
-            &tokens,
-        )?;
-        let scheduler_client =
-            super::client::connect("127.0.0.1", API_PORT, &scheduler_creds).await?;
         let dns_client = super::client::connect("127.0.0.1", API_PORT, &dns_creds).await?;
-        // The CSR signer is the one controller that needs the CA key, which only this process has.
-        let signer_client = clients.client("certificate-controller").await?;
-        tokio::spawn(async move {
-            if let Err(e) = crate::controllers::csrsigning::run(signer_client, ca).await {
-                tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
-            }
-        });
         tokio::spawn(crate::controllers::clusterdns::run(
             dns_client,
             dns_ip.to_string(),
@@ -139,13 +132,7 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
                 }
             });
         }
-        crate::controllers::run(
-            clients,
-            scheduler_client,
-            Some(cluster_ca),
-            Some(pod_subnet),
-        )
-        .await
+        control_plane.campaign(identity).await
     });
     tokio::spawn(crate::volumes::localpath::run_cleaner(
         "127.0.0.1".to_string(),

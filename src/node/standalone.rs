@@ -92,27 +92,23 @@ pub async fn run(options: Options) -> Result<()> {
         };
         let controller_creds = identity("system:kube-controller-manager")?;
         let scheduler_creds = identity("system:kube-scheduler")?;
-        let root = super::client::connect("127.0.0.1", port, &controller_creds).await?;
-        let clients = crate::controllers::credentials::ControllerClients::new(
-            root,
-            "127.0.0.1",
+        let control_plane = super::elected::ControlPlane {
+            host: "127.0.0.1".to_string(),
             port,
-            &controller_creds.ca_pem,
-            &options.data_dir.join("controller-tokens"),
-        )?;
-        let scheduler_client = super::client::connect("127.0.0.1", port, &scheduler_creds).await?;
-        let signer_client = clients.client("certificate-controller").await?;
-        let ca_pem = ca.cert_pem();
+            controller_creds,
+            scheduler_creds,
+            ca_pem: ca.cert_pem(),
+            ca_key_pem: ca.key_pem(),
+            pod_subnet: options.pod_subnet,
+            tokens: options.data_dir.join("controller-tokens"),
+        };
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_string());
+        let identity = crate::leaderelection::identity(&host, &options.data_dir)?;
         tokio::spawn(async move {
-            if let Err(e) = crate::controllers::csrsigning::run(signer_client, ca).await {
-                tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
-            }
-        });
-        tokio::spawn(async move {
-            if let Err(e) =
-                crate::controllers::run(clients, scheduler_client, Some(ca_pem), options.pod_subnet)
-                    .await
-            {
+            if let Err(e) = control_plane.campaign(identity).await {
                 tracing::error!(error = format!("{e:#}"), "the controllers stopped");
             }
         });
