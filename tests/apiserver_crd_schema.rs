@@ -172,6 +172,79 @@ spec: {size: small}
     assert_eq!(patched["metadata"]["labels"]["app"], "patched");
 }
 
+/// Fields a schema no longer declares are pruned from objects stored before, on every read,
+/// as kube-apiserver's storage decoder prunes them; nothing is written back.
+#[test]
+fn fields_dropped_from_a_schema_are_pruned_on_read() {
+    let server = ApiServer::start();
+    apply(
+        &server,
+        &gadgets_crd(
+            "              size: {type: string}
+            x-kubernetes-preserve-unknown-fields: true",
+        ),
+    );
+    established(&server, "gadgets.example.org");
+    apply(
+        &server,
+        "apiVersion: example.org/v1
+kind: Gadget
+metadata: {name: g1, labels: {app: demo}}
+spec: {size: small, legacy: {kept: true}}
+",
+    );
+    let stored = get_json(&server, &["gadget", "g1"]);
+    assert_eq!(
+        stored["spec"]["legacy"],
+        json!({"kept": true}),
+        "{stored:#}"
+    );
+    let stored_rv = stored["metadata"]["resourceVersion"].clone();
+
+    apply(&server, &gadgets_crd(SIZE_ONLY));
+    wait_until(
+        "the dropped field pruned on get",
+        Duration::from_secs(30),
+        || {
+            let g = get_json(&server, &["gadget", "g1"]);
+            g["spec"]
+                .get("legacy")
+                .is_none()
+                .then_some(())
+                .ok_or_else(|| g.to_string())
+        },
+    );
+    let got = get_json(&server, &["gadget", "g1"]);
+    assert_eq!(got["spec"], json!({"size": "small"}), "{got:#}");
+    assert_eq!(got["metadata"]["resourceVersion"], stored_rv, "{got:#}");
+    assert_eq!(got["metadata"]["labels"]["app"], "demo", "{got:#}");
+    let list = get_json(&server, &["gadgets"]);
+    assert_eq!(
+        list["items"][0]["spec"],
+        json!({"size": "small"}),
+        "{list:#}"
+    );
+    let raw: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/example.org/v1/namespaces/default/gadgets?limit=1",
+    ]))
+    .expect("JSON");
+    assert_eq!(raw["items"][0]["spec"], json!({"size": "small"}), "{raw:#}");
+    let initial = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/example.org/v1/namespaces/default/gadgets?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
+    ]);
+    let first: Value =
+        serde_json::from_str(initial.lines().next().unwrap_or_default()).expect("an event");
+    assert_eq!(
+        first["object"]["spec"],
+        json!({"size": "small"}),
+        "{initial}"
+    );
+}
+
 const RIGS_VERSION_SCHEMA: &str = r#"
     schema:
       openAPIV3Schema:

@@ -18,11 +18,11 @@ pub fn from_stored(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// An object of `def`'s kind read from storage, as served: `from_stored` plus the defaults a
-/// custom resource's schema gained since the object was written.
+/// An object of `def`'s kind read from storage, as served: `from_stored`, then pruned and
+/// defaulted by the custom resource's schema in force (see `crd::normalize_stored`).
 pub fn from_stored_as(def: &ResourceDef, kv: &KeyValue) -> Result<Value, ApiError> {
     let mut obj = from_stored(kv)?;
-    super::crd::default_stored(def, &mut obj);
+    super::crd::normalize_stored(def, &mut obj);
     Ok(obj)
 }
 
@@ -52,7 +52,7 @@ pub fn write_served(kv: &KeyValue, out: &mut Vec<u8>) -> Result<(), ApiError> {
 
 /// A `<Kind>List` as `json!({"apiVersion", "items", "kind", "metadata"})` would encode it: items
 /// already decoded are encoded, the rest are copied from the store with [`write_served`] unless
-/// they need defaults on read (custom resources whose schema has defaults).
+/// they change on read (custom resources with a schema: pruning and defaults).
 pub fn encode_list(
     def: &ResourceDef,
     items: &[(&KeyValue, Option<Value>)],
@@ -60,7 +60,7 @@ pub fn encode_list(
 ) -> Result<bytes::Bytes, ApiError> {
     let api_version = def.api_version();
     let kind = def.kind;
-    let raw = !super::crd::defaults_on_read(def);
+    let raw = !super::crd::decoded_on_read(def);
     let fail = |e: serde_json::Error| ApiError::internal(format!("cannot encode a list: {e}"));
     let size: usize = items.iter().map(|(kv, _)| kv.value.len() + 40).sum();
     let mut out = Vec::with_capacity(size + 256);

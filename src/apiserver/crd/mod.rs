@@ -344,21 +344,25 @@ pub fn check_fields(
     }
 }
 
-/// Whether objects of `def`'s kind read from storage may need defaults: some served version
-/// of its definition declares one. Lists copy stored bytes as they are otherwise.
-pub fn defaults_on_read(def: &ResourceDef) -> bool {
+/// Whether objects of `def`'s kind read from storage may change on the way out: some served
+/// version of its definition has a schema, which prunes, or declares a default. Lists copy
+/// stored bytes as they are otherwise.
+pub fn decoded_on_read(def: &ResourceDef) -> bool {
     def.custom.is_some()
         && served().iter().any(|r| {
             r.group == def.group
                 && r.plural == def.plural
-                && r.custom.is_some_and(|c| c.has_defaults)
+                && r.custom
+                    .is_some_and(|c| c.has_defaults || c.schema.is_some())
         })
 }
 
-/// Fills in, on an object read from storage, the defaults of the version it was stored at, as
-/// kube-apiserver's storage decoder does: an object stored before a default was added gets it.
-/// The definition in force now decides, not the one a long-running watch started under.
-pub fn default_stored(def: &ResourceDef, obj: &mut Value) {
+/// An object read from storage, as kube-apiserver's storage decoder gives it: pruned of what
+/// the schema of the version it was stored at no longer declares, then given that schema's
+/// defaults, so an object stored before a field was dropped loses it and one stored before a
+/// default was added gets it. Nothing is written back. The definition in force now decides,
+/// not the one a long-running watch started under.
+pub fn normalize_stored(def: &ResourceDef, obj: &mut Value) {
     if def.custom.is_none() {
         return;
     }
@@ -372,10 +376,12 @@ pub fn default_stored(def: &ResourceDef, obj: &mut Value) {
         .copied()
         .find(|r| r.group == def.group && r.plural == def.plural && r.version == version);
     if let Some(custom) = current.and_then(|r| r.custom)
-        && custom.has_defaults
         && let Some(schema) = custom.schema.as_ref()
     {
-        schema::apply_defaults(schema, obj);
+        schema::prune(schema, obj, "", true, &mut Vec::new());
+        if custom.has_defaults {
+            schema::apply_defaults(schema, obj);
+        }
     }
 }
 
