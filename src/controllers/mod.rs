@@ -1,6 +1,7 @@
 //! Controllers that run in the server node's process as ordinary API clients, the way
 //! kube-controller-manager does, and the scheduler beside them. They share one informer per
-//! kind (pods, nodes, ReplicaSets, Deployments, Services, Endpoints, EndpointSlices) and one event writer.
+//! kind (pods, nodes, ReplicaSets, Deployments, Services, Endpoints, EndpointSlices); each
+//! writes, events included, as its own service account (see `credentials`).
 
 pub mod clusterdns;
 pub mod credentials;
@@ -50,8 +51,8 @@ use runtime::events::EventSink;
 /// `--allocate-node-cidrs --cluster-cidr`). The scheduler shares the controllers' informers
 /// but writes (bindings, pod status, claims, preemptions, events) with `scheduler_client`, its
 /// own identity.
-/// Informers and events use `clients.root()`; each controller writes with the client of its
-/// own service account.
+/// Informers use `clients.root()`; each controller writes its objects and its events with the
+/// client of its own service account.
 pub async fn run(
     clients: std::sync::Arc<credentials::ControllerClients>,
     scheduler_client: kube::Client,
@@ -61,7 +62,6 @@ pub async fn run(
     let client = clients.root();
     let as_account = async |account: &str| clients.client(account).await;
     let node_controller = as_account("node-controller").await?;
-    let events = EventSink::start(client.clone());
     let pods = Informer::<Pod>::new(client.clone());
     let nodes = Informer::<Node>::new(client.clone());
     let sets = Informer::<ReplicaSet>::new(client.clone());
@@ -83,44 +83,49 @@ pub async fn run(
     let autoscalers = Informer::<HorizontalPodAutoscaler>::new(client.clone());
 
     // Handlers are registered before the informers start, so no change goes unseen.
+    let replicaset_controller = as_account("replicaset-controller").await?;
     let replicasets = replicaset::ReplicaSetController::new(
-        as_account("replicaset-controller").await?,
+        replicaset_controller.clone(),
         sets.clone(),
         pods.clone(),
-        events.recorder("replicaset-controller"),
+        EventSink::start(replicaset_controller).recorder("replicaset-controller"),
     );
+    let replication_controller = as_account("replication-controller").await?;
     let replication_manager = replicaset::ReplicationManager::new(
-        as_account("replication-controller").await?,
+        replication_controller.clone(),
         rcs.clone(),
         pods.clone(),
-        events.recorder("replication-controller"),
+        EventSink::start(replication_controller).recorder("replication-controller"),
     );
+    let daemon_set_controller = as_account("daemon-set-controller").await?;
     let daemonset_controller = daemonset::DaemonSetController::new(
-        as_account("daemon-set-controller").await?,
+        daemon_set_controller.clone(),
         daemonsets.clone(),
         pods.clone(),
         nodes.clone(),
         revisions.clone(),
-        events.recorder("daemonset-controller"),
+        EventSink::start(daemon_set_controller).recorder("daemonset-controller"),
     );
+    let statefulset_controller = as_account("statefulset-controller").await?;
     let statefulset_controller = statefulset::StatefulSetController::new(
-        as_account("statefulset-controller").await?,
+        statefulset_controller.clone(),
         statefulsets.clone(),
         pods.clone(),
         revisions.clone(),
-        events.recorder("statefulset-controller"),
+        EventSink::start(statefulset_controller).recorder("statefulset-controller"),
     );
     let quota_controller = resourcequota::ResourceQuotaController::new(
         as_account("resourcequota-controller").await?,
         quotas.clone(),
         pods.clone(),
     );
+    let deployment_controller = as_account("deployment-controller").await?;
     let deployment_controller = deployment::DeploymentController::new(
-        as_account("deployment-controller").await?,
+        deployment_controller.clone(),
         deployments.clone(),
         sets.clone(),
         pods.clone(),
-        events.recorder("deployment-controller"),
+        EventSink::start(deployment_controller).recorder("deployment-controller"),
     );
     let scheduler_events = EventSink::start(scheduler_client.clone());
     let scheduler = crate::scheduler::Scheduler::new(
@@ -137,15 +142,16 @@ pub async fn run(
         node_controller.clone(),
         pods.clone(),
         nodes.clone(),
-        events.recorder("taint-eviction-controller"),
+        EventSink::start(node_controller.clone()).recorder("taint-eviction-controller"),
     );
+    let disruption_controller = as_account("disruption-controller").await?;
     let disruption = disruption::DisruptionController::new(
-        as_account("disruption-controller").await?,
+        disruption_controller.clone(),
         budgets.clone(),
         pods.clone(),
         sets.clone(),
         deployments.clone(),
-        events.recorder("controllermanager"),
+        EventSink::start(disruption_controller).recorder("controllermanager"),
     );
     let endpoints = endpoints::EndpointsController::new(
         as_account("endpoint-controller").await?,
@@ -155,12 +161,14 @@ pub async fn run(
         nodes.clone(),
         slices.clone(),
     );
+    let endpointslicemirroring_controller = as_account("endpointslicemirroring-controller").await?;
     let mirroring = endpointslicemirroring::EndpointSliceMirroringController::new(
-        as_account("endpointslicemirroring-controller").await?,
+        endpointslicemirroring_controller.clone(),
         endpoints_informer.clone(),
         services.clone(),
         slices.clone(),
-        events.recorder("endpoint-slice-mirroring-controller"),
+        EventSink::start(endpointslicemirroring_controller)
+            .recorder("endpoint-slice-mirroring-controller"),
     );
     let namespace_defaults = serviceaccounts::NamespaceDefaults::new(
         client.clone(),
@@ -169,30 +177,35 @@ pub async fn run(
         namespaces.clone(),
         ca_pem,
     );
+    let job_controller = as_account("job-controller").await?;
     let job_controller = job::JobController::new(
-        as_account("job-controller").await?,
+        job_controller.clone(),
         as_account("ttl-after-finished-controller").await?,
         jobs.clone(),
         pods.clone(),
-        events.recorder("job-controller"),
+        EventSink::start(job_controller).recorder("job-controller"),
     );
+    let cronjob_controller = as_account("cronjob-controller").await?;
     let cronjob_controller = cronjob::CronJobController::new(
-        as_account("cronjob-controller").await?,
+        cronjob_controller.clone(),
         cronjobs.clone(),
         jobs.clone(),
-        events.recorder("cronjob-controller"),
+        EventSink::start(cronjob_controller).recorder("cronjob-controller"),
     );
+    let local_path =
+        as_account(crate::apiserver::authz::controller_roles::LOCAL_PATH_ACCOUNT).await?;
     let provisioner = localpath::LocalPathProvisioner::new(
-        as_account(crate::apiserver::authz::controller_roles::LOCAL_PATH_ACCOUNT).await?,
+        local_path.clone(),
         claims.clone(),
         volumes.clone(),
-        events.recorder("kcluster.io/local-path"),
+        EventSink::start(local_path).recorder("kcluster.io/local-path"),
     );
+    let horizontal_pod_autoscaler = as_account("horizontal-pod-autoscaler").await?;
     let autoscaler_controller = hpa::HpaController::new(
-        as_account("horizontal-pod-autoscaler").await?,
+        horizontal_pod_autoscaler.clone(),
         autoscalers.clone(),
         pods.clone(),
-        events.recorder("horizontal-pod-autoscaler"),
+        EventSink::start(horizontal_pod_autoscaler).recorder("horizontal-pod-autoscaler"),
         hpa::Options::default(),
     );
     let garbage_collector =
@@ -202,7 +215,7 @@ pub async fn run(
             node_controller.clone(),
             nodes.clone(),
             subnet,
-            events.recorder("node-ipam-controller"),
+            EventSink::start(node_controller.clone()).recorder("node-ipam-controller"),
         )
     });
 
