@@ -109,6 +109,10 @@ pub async fn start(name: &str, wait: Duration, progress: &Progress) -> Result<()
         let container = docker::container_name(c);
         match docker.api().start_container(&container, None).await {
             Ok(()) => {}
+            // The publisher, started just before, is replacing this proxy already.
+            Err(e)
+                if docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_PORT_PROXY)
+                    && docker::is_being_removed(&e) => {}
             // A host port taken while the cluster was down (or a proxy the publisher already
             // replaced): the publisher, started just before, publishes it again on the next
             // free port, as at create.

@@ -624,6 +624,16 @@ pub fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// Docker is removing the container (409 "marked for removal" / "removal … already in
+/// progress"): whoever asked for that has decided its fate.
+pub fn is_being_removed(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.contains("marked for removal") || message.contains("already in progress")
+    )
+}
+
 pub fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
     c.labels.as_ref()?.get(key).map(String::as_str)
 }
@@ -753,5 +763,38 @@ impl Docker {
     /// Runs `cmd` in a running container and collects its output (`docker exec`).
     pub async fn exec(&self, container: &str, cmd: &[&str]) -> Result<ExecOutput> {
         self.exec_with_input(container, cmd, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docker_error(status_code: u16, message: &str) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_container_being_removed_is_told_apart_from_other_conflicts() {
+        assert!(is_being_removed(&docker_error(
+            409,
+            "container is marked for removal and cannot be started"
+        )));
+        assert!(is_being_removed(&docker_error(
+            409,
+            "removal of container abc is already in progress"
+        )));
+        assert!(!is_being_removed(&docker_error(
+            409,
+            "Conflict. The container name \"/x\" is already in use"
+        )));
+        assert!(!is_being_removed(&docker_error(
+            404,
+            "No such container: x"
+        )));
+        assert!(is_not_found(&docker_error(404, "No such container: x")));
     }
 }
