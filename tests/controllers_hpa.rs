@@ -2,7 +2,8 @@
 //! Deployment whose pods burn CPU (capped by a limit at twice their request), the controller
 //! reading usage from metrics.k8s.io and scaling the Deployment up to maxReplicas; then the
 //! burn stops (the pod template is changed to sleep) and it scales back down once the
-//! scaleDown stabilization window (shortened through spec.behavior) has passed.
+//! scaleDown stabilization window (shortened through spec.behavior) has passed. While the pods
+//! are busy, a second autoscaler scales a custom resource selecting them through its /scale.
 
 mod common;
 
@@ -34,6 +35,47 @@ spec:
 "#
     .replace("IMAGE", image)
 }
+
+const CREW_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: crews.example.org}
+spec:
+  group: example.org
+  scope: Namespaced
+  names: {plural: crews, singular: crew, kind: Crew}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, properties: {replicas: {type: integer}}}
+          status: {type: object, properties: {replicas: {type: integer}, selector: {type: string}}}
+"#;
+
+const CREW: &str = "apiVersion: example.org/v1
+kind: Crew
+metadata: {name: burners}
+spec: {replicas: 1}
+";
+
+const CREW_HPA: &str = "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: crew}
+spec:
+  scaleTargetRef: {apiVersion: example.org/v1, kind: Crew, name: burners}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+";
 
 fn json(cluster: &Cluster, args: &[&str]) -> Value {
     let mut all = vec!["get"];
@@ -149,6 +191,48 @@ fn autoscaler_scales_a_busy_deployment_up_and_an_idle_one_down() {
             && describe.contains("cpu resource utilization (percentage of request) above target"),
         "{describe}"
     );
+
+    // A custom resource scaled by real metrics: an operator's Crew whose scale subresource
+    // selects the busy pods (the test writes its status, as its operator would). The same
+    // usage drives it through /scale to maxReplicas.
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], CREW_CRD);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/crews.example.org",
+    ]);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], CREW);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    cluster.kubectl_ok(&[
+        "patch",
+        "crew",
+        "burners",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":1,"selector":"app=burn"}}"#,
+    ]);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], CREW_HPA);
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let crew = json(&cluster, &["crew", "burners"]);
+        let hpa = json(&cluster, &["hpa", "crew"]);
+        if crew["spec"]["replicas"] == 3 && hpa["status"]["desiredReplicas"] == 3 {
+            let active = condition(&hpa, "ScalingActive").expect("a ScalingActive condition");
+            assert_eq!(active["reason"], "ValidMetricFound", "{hpa:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the crew was not scaled to 3: {crew:#}\n{}",
+            text(&cluster.kubectl(&["describe", "hpa", "crew"]))
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    cluster.kubectl_ok(&["delete", "hpa", "crew"]);
 
     // The burn stops: the template now sleeps, the rollout replaces the pods with idle ones,
     // and after the 10 s window the autoscaler scales down to minReplicas.
