@@ -193,10 +193,20 @@ fn controllers_run_on_the_lease_holder_and_move_when_it_dies() {
             .path()
             .join("data")
             .join("leader-election-id");
-        std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("no identity in {}: {e}", file.display()))
-            .trim()
-            .to_string()
+        // Written once the server's controllers start campaigning, after it says it is ready.
+        let mut id = String::new();
+        wait_until("the server's candidate id", Duration::from_secs(20), || {
+            id = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))?
+                .trim()
+                .to_string();
+            if id.is_empty() {
+                Err("empty".into())
+            } else {
+                Ok(())
+            }
+        });
+        id
     };
     let ids = [id_of(&servers[0]), id_of(&servers[1])];
     let lease = |server: &ApiServer, name: &str, path: &str| {
@@ -292,6 +302,7 @@ fn controllers_run_on_the_lease_holder_and_move_when_it_dies() {
         "{.spec.leaseTransitions}",
     );
     servers[leader].stop();
+    let killed = std::time::Instant::now();
     let successor = format!("_{}", ids[follower]);
     wait_until(
         "the follower to take both leases",
@@ -315,6 +326,11 @@ fn controllers_run_on_the_lease_holder_and_move_when_it_dies() {
                 ))
             }
         },
+    );
+    // Printed, not asserted: the lease is 15 s, timed from the follower's last look at it.
+    eprintln!(
+        "the follower held both leases {:?} after the leader died",
+        killed.elapsed()
     );
     let after = lease(
         &servers[follower],

@@ -169,12 +169,44 @@ async fn try_all(
     identity: &str,
     timing: &Timing,
 ) -> Result<Option<String>> {
+    let mut taken = None;
     for (lock, seen) in locks.iter().zip(observed.iter_mut()) {
+        if taken.is_some() {
+            // Not tried while an earlier one is another's, but watched: its expiry is timed
+            // from when this candidate last saw it change, so it must be looked at all along.
+            observe(lock, seen).await?;
+            continue;
+        }
         if let Attempt::Taken(holder) = try_acquire_or_renew(lock, seen, identity, timing).await? {
-            return Ok(Some(holder));
+            taken = Some(holder);
         }
     }
-    Ok(None)
+    Ok(taken)
+}
+
+async fn observe(lock: &LeaseLock, seen: &mut Observed) -> Result<()> {
+    if let Some(lease) = lock
+        .api
+        .get_opt(&lock.name)
+        .await
+        .with_context(|| format!("cannot read lease {NAMESPACE}/{}", lock.name))?
+    {
+        note(seen, &lease.spec.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Records the lease's holder and renewal as seen now, restarting its expiry clock when
+/// they changed.
+fn note(seen: &mut Observed, spec: &LeaseSpec) {
+    let record = (
+        spec.holder_identity.clone().unwrap_or_default(),
+        spec.renew_time.as_ref().map(|t| t.0.to_string()),
+    );
+    if seen.record.as_ref() != Some(&record) {
+        seen.record = Some(record);
+        seen.at = Some(Instant::now());
+    }
 }
 
 async fn try_acquire_or_renew(
@@ -213,14 +245,7 @@ async fn try_acquire_or_renew(
     };
     let spec = current.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    let record = (
-        holder.clone(),
-        spec.renew_time.as_ref().map(|t| t.0.to_string()),
-    );
-    if seen.record.as_ref() != Some(&record) {
-        seen.record = Some(record);
-        seen.at = Some(Instant::now());
-    }
+    note(seen, &spec);
     let duration = spec
         .lease_duration_seconds
         .map(|s| Duration::from_secs(s.max(1) as u64))
