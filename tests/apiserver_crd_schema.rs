@@ -122,13 +122,7 @@ spec: {size: small}
     assert_defaulted(&list["items"][0], "list");
     let selected = get_json(&server, &["gadgets", "-l", "app=demo"]);
     assert_defaulted(&selected["items"][0], "list with a selector");
-    let raw: Value = serde_json::from_str(&server.kubectl_ok(&[
-        "get",
-        "--raw",
-        "/apis/example.org/v1/namespaces/default/gadgets?limit=1",
-    ]))
-    .expect("JSON");
-    assert_defaulted(&raw["items"][0], "paged list");
+    assert_defaulted(&paged_gadget(&server), "paged list");
 
     // A watch from before the object was created replays its ADDED event from the store's
     // history: decoded now, with the defaults in force now.
@@ -148,15 +142,7 @@ spec: {size: small}
     assert_eq!(added.len(), 1, "{events}");
     assert_defaulted(&added[0]["object"], "watch replay");
     // A watch's initial list (kubectl get -w) too.
-    let initial = server.kubectl_ok(&[
-        "get",
-        "--raw",
-        "/apis/example.org/v1/namespaces/default/gadgets?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1",
-    ]);
-    let first: Value =
-        serde_json::from_str(initial.lines().next().unwrap_or_default()).expect("an event");
-    assert_eq!(first["type"], "ADDED", "{initial}");
-    assert_defaulted(&first["object"], "watch initial events");
+    assert_defaulted(&initial_gadget(&server), "watch initial events");
 
     // A merge patch of another field starts from the defaulted object and stores it.
     server.kubectl_ok(&[
@@ -224,13 +210,24 @@ spec: {size: small, legacy: {kept: true}}
         json!({"size": "small"}),
         "{list:#}"
     );
+    assert_eq!(paged_gadget(&server)["spec"], json!({"size": "small"}));
+    assert_eq!(initial_gadget(&server)["spec"], json!({"size": "small"}));
+}
+
+/// The first gadget as a paged list (`limit=1`) serves it: a read path that decodes stored
+/// objects on its own.
+fn paged_gadget(server: &ApiServer) -> Value {
     let raw: Value = serde_json::from_str(&server.kubectl_ok(&[
         "get",
         "--raw",
         "/apis/example.org/v1/namespaces/default/gadgets?limit=1",
     ]))
     .expect("JSON");
-    assert_eq!(raw["items"][0]["spec"], json!({"size": "small"}), "{raw:#}");
+    raw["items"][0].clone()
+}
+
+/// The first gadget as a watch's initial events (kubectl get -w) serve it.
+fn initial_gadget(server: &ApiServer) -> Value {
     let initial = server.kubectl_ok(&[
         "get",
         "--raw",
@@ -238,11 +235,8 @@ spec: {size: small, legacy: {kept: true}}
     ]);
     let first: Value =
         serde_json::from_str(initial.lines().next().unwrap_or_default()).expect("an event");
-    assert_eq!(
-        first["object"]["spec"],
-        json!({"size": "small"}),
-        "{initial}"
-    );
+    assert_eq!(first["type"], "ADDED", "{initial}");
+    first["object"].clone()
 }
 
 const RIGS_VERSION_SCHEMA: &str = r#"
@@ -545,39 +539,6 @@ spec:
     );
 }
 
-const SCALABLE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: crews.example.org
-spec:
-  group: example.org
-  scope: Namespaced
-  names: {plural: crews, singular: crew, kind: Crew}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources:
-      status: {}
-      scale:
-        specReplicasPath: .spec.replicas
-        statusReplicasPath: .status.replicas
-        labelSelectorPath: .status.selector
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              replicas: {type: integer}
-          status:
-            type: object
-            properties:
-              replicas: {type: integer}
-              selector: {type: string}
-"#;
-
 fn crew_replicas(server: &ApiServer, name: &str) -> String {
     server.kubectl_ok(&["get", "crew", name, "-o", "jsonpath={.spec.replicas}"])
 }
@@ -624,7 +585,7 @@ fn wait_condition(server: &ApiServer, hpa: &str, type_: &str, status: &str, reas
 #[test]
 fn an_autoscaler_scales_a_custom_resource_through_its_scale_subresource() {
     let server = ApiServer::start_with(&["--controllers"]);
-    apply(&server, SCALABLE_CRD);
+    apply(&server, common::crds::CREWS);
     established(&server, "crews.example.org");
     for name in ["low", "high", "blind"] {
         apply(

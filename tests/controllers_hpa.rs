@@ -36,29 +36,6 @@ spec:
     .replace("IMAGE", image)
 }
 
-const CREW_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: crews.example.org}
-spec:
-  group: example.org
-  scope: Namespaced
-  names: {plural: crews, singular: crew, kind: Crew}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources:
-      status: {}
-      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, properties: {replicas: {type: integer}}}
-          status: {type: object, properties: {replicas: {type: integer}, selector: {type: string}}}
-"#;
-
 const CREW: &str = "apiVersion: example.org/v1
 kind: Crew
 metadata: {name: burners}
@@ -195,7 +172,7 @@ fn autoscaler_scales_a_busy_deployment_up_and_an_idle_one_down() {
     // A custom resource scaled by real metrics: an operator's Crew whose scale subresource
     // selects the busy pods (the test writes its status, as its operator would). The same
     // usage drives it through /scale to maxReplicas.
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], CREW_CRD);
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], common::crds::CREWS);
     assert!(out.status.success(), "apply failed: {}", text(&out));
     cluster.kubectl_ok(&[
         "wait",

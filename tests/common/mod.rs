@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cdp;
+pub mod crds;
 pub mod etcd;
 pub mod https;
 pub mod images;
