@@ -1004,6 +1004,48 @@ fn each_controller_writes_as_its_own_service_account() {
             }
         },
     );
+    // A deleted account takes its token with it; the controller gets both back (checked
+    // every 30 s, the token file re-read within a minute) and goes on.
+    let uid_of = || {
+        let out = server.kubectl(&[
+            "get",
+            "serviceaccount",
+            "-n",
+            "kube-system",
+            "replicaset-controller",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        stdout(&out).trim().to_string()
+    };
+    let first_uid = uid_of();
+    assert!(!first_uid.is_empty(), "no account replicaset-controller");
+    server.kubectl_ok(&[
+        "delete",
+        "serviceaccount",
+        "-n",
+        "kube-system",
+        "replicaset-controller",
+    ]);
+    server.kubectl_ok(&["scale", "replicaset", "web", "-n", "owned", "--replicas=3"]);
+    wait_until(
+        "the replica set's third pod, made with a new account",
+        Duration::from_secs(150),
+        || {
+            let names =
+                server.kubectl_ok(&["get", "pods", "-n", "owned", "-l", "app=web", "-o", "name"]);
+            if names.lines().count() == 3 {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    );
+    let second_uid = uid_of();
+    assert!(
+        !second_uid.is_empty() && second_uid != first_uid,
+        "the account was not made again: {first_uid:?} then {second_uid:?}"
+    );
     let job = r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once", "namespace": "owned"},
         "spec": {"template": {"spec": {"restartPolicy": "Never",
                                        "containers": [{"name": "c", "image": "example/x:1"}]}}}}"#;

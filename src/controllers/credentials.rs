@@ -5,13 +5,14 @@
 //!
 //! The accounts are created through the root client and their tokens come from the
 //! TokenRequest API, as kube-controller-manager gets them. Tokens last an hour and are renewed
-//! after 48 minutes (80%, where client-go's token source renews); each is kept in a file that
-//! kube-rs re-reads every minute, so a renewed token reaches its client without a new one.
+//! after 48 minutes (80%, where client-go's token source renews), or as soon as their account
+//! is found deleted (the account is made again); each is kept in a file that kube-rs re-reads
+//! every minute, so a renewed token reaches its client without a new one.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -24,7 +25,15 @@ use crate::apiserver::authz::controller_roles::NAMESPACE;
 
 const TOKEN_SECONDS: i64 = 3600;
 const RENEW_AFTER: Duration = Duration::from_secs(TOKEN_SECONDS as u64 * 8 / 10);
-const RETRY: Duration = Duration::from_secs(5);
+/// How often the accounts are looked at: a token dies with its account, so one deleted (or
+/// deleted and made again) gets a new account and token within this, plus kube-rs' minute.
+const CHECK: Duration = Duration::from_secs(30);
+
+/// The account a token was issued for, and when.
+struct Issued {
+    uid: String,
+    at: Instant,
+}
 
 pub struct ControllerClients {
     root: kube::Client,
@@ -32,7 +41,7 @@ pub struct ControllerClients {
     port: u16,
     ca_pem: String,
     dir: PathBuf,
-    issued: Mutex<BTreeSet<String>>,
+    issued: Mutex<BTreeMap<String, Issued>>,
 }
 
 impl ControllerClients {
@@ -52,7 +61,7 @@ impl ControllerClients {
             port,
             ca_pem: ca_pem.to_string(),
             dir: dir.to_path_buf(),
-            issued: Mutex::new(BTreeSet::new()),
+            issued: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(Self::renew(Arc::downgrade(&this)));
         Ok(this)
@@ -66,9 +75,6 @@ impl ControllerClients {
     /// A client that authenticates as `system:serviceaccount:kube-system:<account>`.
     pub async fn client(&self, account: &str) -> Result<kube::Client> {
         self.issue(account).await?;
-        if let Ok(mut issued) = self.issued.lock() {
-            issued.insert(account.to_string());
-        }
         crate::node::client::connect_with_token_file(
             &self.host,
             self.port,
@@ -93,15 +99,22 @@ impl ControllerClients {
             },
             ..ServiceAccount::default()
         };
-        match accounts.create(&PostParams::default(), &sa).await {
-            Ok(_) => info!(account, "controller service account created"),
-            Err(e) if api_code(&e) == Some(409) => {}
+        let current = match accounts.create(&PostParams::default(), &sa).await {
+            Ok(created) => {
+                info!(account, "controller service account created");
+                created
+            }
+            Err(e) if api_code(&e) == Some(409) => {
+                accounts.get(account).await.with_context(|| {
+                    format!("cannot read the service account {NAMESPACE}/{account}")
+                })?
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("cannot create the service account {NAMESPACE}/{account}")
                 });
             }
-        }
+        };
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 expiration_seconds: Some(TOKEN_SECONDS),
@@ -120,27 +133,52 @@ impl ControllerClients {
             .with_context(|| {
                 format!("the token request for {NAMESPACE}/{account} gave no token")
             })?;
-        write_private(&self.token_file(account), &token)
+        write_private(&self.token_file(account), &token)?;
+        if let Ok(mut issued) = self.issued.lock() {
+            let uid = current.metadata.uid.unwrap_or_default();
+            let at = Instant::now();
+            issued.insert(account.to_string(), Issued { uid, at });
+        }
+        Ok(())
+    }
+
+    /// Whether `account`'s token must be replaced: it is old, or the account it was issued
+    /// for is gone.
+    async fn due(&self, account: &str, uid: &str, at: Instant) -> Result<bool> {
+        if at.elapsed() >= RENEW_AFTER {
+            return Ok(true);
+        }
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.root.clone(), NAMESPACE);
+        let current = accounts
+            .get_opt(account)
+            .await
+            .with_context(|| format!("cannot read the service account {NAMESPACE}/{account}"))?;
+        Ok(current.and_then(|sa| sa.metadata.uid).as_deref() != Some(uid))
     }
 
     async fn renew(this: std::sync::Weak<Self>) {
-        let mut wait = RENEW_AFTER;
         loop {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(CHECK).await;
             let Some(this) = this.upgrade() else { return };
-            let accounts: Vec<String> = match this.issued.lock() {
-                Ok(issued) => issued.iter().cloned().collect(),
+            let issued: Vec<(String, String, Instant)> = match this.issued.lock() {
+                Ok(issued) => issued
+                    .iter()
+                    .map(|(name, i)| (name.clone(), i.uid.clone(), i.at))
+                    .collect(),
                 Err(_) => return,
             };
-            wait = RENEW_AFTER;
-            for account in accounts {
-                if let Err(e) = this.issue(&account).await {
+            for (account, uid, at) in issued {
+                let renewed = match this.due(&account, &uid, at).await {
+                    Ok(false) => Ok(()),
+                    Ok(true) => this.issue(&account).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = renewed {
                     warn!(
                         account,
                         error = format!("{e:#}"),
                         "cannot renew a controller's token"
                     );
-                    wait = RETRY;
                 }
             }
         }
