@@ -991,19 +991,18 @@ fn each_controller_writes_as_its_own_service_account() {
                               "spec": {"containers": [{"name": "c", "image": "example/x:1"}]}}}}"#;
     let out = server.kubectl_stdin(&["apply", "-f", "-"], rs);
     assert!(out.status.success(), "apply failed: {}", text(&out));
-    wait_until(
-        "the replica set's two pods",
-        Duration::from_secs(30),
-        || {
+    let wait_pods = |what: &str, timeout: u64, want: usize| {
+        wait_until(what, Duration::from_secs(timeout), || {
             let names =
                 server.kubectl_ok(&["get", "pods", "-n", "owned", "-l", "app=web", "-o", "name"]);
-            if names.lines().count() == 2 {
+            if names.lines().count() == want {
                 Ok(())
             } else {
                 Err(names)
             }
-        },
-    );
+        });
+    };
+    wait_pods("the replica set's two pods", 30, 2);
     // A deleted account takes its token with it; the controller gets both back (checked
     // every 30 s, the token file re-read within a minute) and goes on.
     let uid_of = || {
@@ -1028,18 +1027,10 @@ fn each_controller_writes_as_its_own_service_account() {
         "replicaset-controller",
     ]);
     server.kubectl_ok(&["scale", "replicaset", "web", "-n", "owned", "--replicas=3"]);
-    wait_until(
+    wait_pods(
         "the replica set's third pod, made with a new account",
-        Duration::from_secs(150),
-        || {
-            let names =
-                server.kubectl_ok(&["get", "pods", "-n", "owned", "-l", "app=web", "-o", "name"]);
-            if names.lines().count() == 3 {
-                Ok(())
-            } else {
-                Err(names)
-            }
-        },
+        150,
+        3,
     );
     let second_uid = uid_of();
     assert!(

@@ -133,7 +133,8 @@ impl ControllerClients {
             .with_context(|| {
                 format!("the token request for {NAMESPACE}/{account} gave no token")
             })?;
-        write_private(&self.token_file(account), &token)?;
+        // In a directory only this process' user may enter.
+        crate::runtime::images::write_atomic(&self.token_file(account), token.as_bytes())?;
         if let Ok(mut issued) = self.issued.lock() {
             let uid = current.metadata.uid.unwrap_or_default();
             let at = Instant::now();
@@ -195,17 +196,4 @@ fn create_private_dir(dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
     }
     Ok(())
-}
-
-/// Written beside and renamed over, so a reader never sees half a token.
-fn write_private(path: &Path, token: &str) -> Result<()> {
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, token).with_context(|| format!("cannot write {}", tmp.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }

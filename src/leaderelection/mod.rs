@@ -27,6 +27,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use crate::controllers::runtime::api_code;
+
 /// Where the control plane's Leases live.
 pub const NAMESPACE: &str = "kube-system";
 
@@ -239,7 +241,7 @@ async fn try_acquire_or_renew(
         };
         return match lock.api.create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(Attempt::Held),
-            Err(e) if code(&e) == Some(409) => Ok(Attempt::Taken(String::new())),
+            Err(e) if api_code(&e) == Some(409) => Ok(Attempt::Taken(String::new())),
             Err(e) => Err(e).with_context(|| format!("cannot create lease {}", lock.name)),
         };
     };
@@ -270,7 +272,7 @@ async fn try_acquire_or_renew(
     {
         Ok(_) => Ok(Attempt::Held),
         // Someone wrote it since we read it: theirs until the next look.
-        Err(e) if code(&e) == Some(409) => Ok(Attempt::Taken(holder)),
+        Err(e) if api_code(&e) == Some(409) => Ok(Attempt::Taken(holder)),
         Err(e) => Err(e).with_context(|| format!("cannot update lease {}", lock.name)),
     }
 }
@@ -296,13 +298,6 @@ async fn release(locks: &[LeaseLock], identity: &str) {
         {
             warn!(lease = %lock.name, error = %e, "cannot release the lease");
         }
-    }
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(status) => Some(status.code),
-        _ => None,
     }
 }
 
