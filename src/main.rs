@@ -12,6 +12,7 @@ mod dns;
 mod ingress;
 mod kubelet;
 mod kubeletapi;
+mod lb;
 mod leaderelection;
 mod netpol;
 mod network;

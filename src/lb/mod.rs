@@ -1,0 +1,183 @@
+//! The API load balancer of a cluster with several servers (the `<cluster>-lb` container,
+//! `kcluster node lb`): it holds the published API port and passes each TCP connection
+//! through, TLS untouched, to a server that answers `/readyz`.
+//!
+//! Backends are container names, resolved through Docker's DNS for every connection and
+//! every check, so a server that comes back with a new address is found again. A server whose
+//! name stops resolving or whose port refuses is down at once (a killed container leaves
+//! Docker's DNS); one that answers badly or slowly is down after two checks in a row. Marking
+//! a server down cuts the connections it still holds (HAProxy's `on-marked-down
+//! shutdown-sessions`): a killed server never answers again, and a client's watch would
+//! otherwise hang on it until TCP gives up, minutes later.
+
+pub mod docker;
+mod health;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// How often every backend's `/readyz` is asked.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A connection attempt to a backend that takes longer than this tries the next one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LbArgs {
+    /// The port to listen on (Docker publishes it on the host).
+    #[arg(long, default_value_t = 6443)]
+    pub port: u16,
+    /// host:port of an API server (a server node's name); repeat for each.
+    #[arg(long = "backend", required = true)]
+    pub backends: Vec<String>,
+    /// The cluster CA, to check the servers' certificates during health checks.
+    #[arg(long, default_value = "/etc/kcluster/pki/ca.crt")]
+    pub ca: PathBuf,
+}
+
+/// One API server as the balancer sees it.
+pub struct Backend {
+    pub address: String,
+    /// The name its certificate is checked against.
+    host: String,
+    healthy: watch::Sender<Health>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not checked yet: tried like a healthy one.
+    Unknown,
+    Up,
+    /// Gone, or failed two checks in a row: tried only when no other backend connects.
+    Down,
+}
+
+impl Backend {
+    fn new(address: &str) -> Result<Backend> {
+        let (host, _) = crate::node::split_host_port(address)?;
+        Ok(Backend {
+            address: address.to_owned(),
+            host,
+            healthy: watch::channel(Health::Unknown).0,
+        })
+    }
+
+    fn usable(&self) -> bool {
+        *self.healthy.borrow() != Health::Down
+    }
+}
+
+pub struct Balancer {
+    backends: Vec<Arc<Backend>>,
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(addresses: &[String]) -> Result<Balancer> {
+        Ok(Balancer {
+            backends: addresses
+                .iter()
+                .map(|a| Backend::new(a).map(Arc::new))
+                .collect::<Result<_>>()?,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Backends in the order to try them: round robin over the usable ones, then the rest (a
+    /// check may be stale, and a connection refused by all is worse than one more attempt).
+    fn candidates(&self) -> Vec<Arc<Backend>> {
+        let n = self.backends.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let ring = (0..n).map(|i| self.backends[(start + i) % n].clone());
+        let (mut usable, down): (Vec<_>, Vec<_>) = ring.partition(|b| b.usable());
+        usable.extend(down);
+        usable
+    }
+
+    async fn connect(&self) -> Option<(Arc<Backend>, TcpStream)> {
+        for backend in self.candidates() {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&backend.address)).await
+            {
+                Ok(Ok(stream)) => return Some((backend, stream)),
+                Ok(Err(e)) => {
+                    debug!(backend = %backend.address, error = %e, "cannot connect; trying the next")
+                }
+                Err(_) => debug!(backend = %backend.address, "connect timed out; trying the next"),
+            }
+        }
+        None
+    }
+}
+
+pub async fn run(args: LbArgs) -> Result<()> {
+    let ca_pem = std::fs::read_to_string(&args.ca)
+        .with_context(|| format!("cannot read the cluster CA {}", args.ca.display()))?;
+    let balancer = Arc::new(Balancer::new(&args.backends)?);
+    let tls = health::tls_config(&ca_pem)?;
+    for backend in &balancer.backends {
+        tokio::spawn(health::watch_backend(backend.clone(), tls.clone()));
+    }
+    let listener = TcpListener::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| format!("cannot listen on port {}", args.port))?;
+    info!(port = args.port, backends = ?args.backends, "API load balancer listening");
+    serve(listener, balancer).await
+}
+
+pub async fn serve(listener: TcpListener, balancer: Arc<Balancer>) -> Result<()> {
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: the next accept may work.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let balancer = balancer.clone();
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            let Some((backend, upstream)) = balancer.connect().await else {
+                warn!(%peer, "no API server accepts connections; closing the client's");
+                return;
+            };
+            let _ = upstream.set_nodelay(true);
+            pipe(client, upstream, &backend).await;
+        });
+    }
+}
+
+/// Copies both ways until either side closes or the backend is marked down.
+async fn pipe(mut client: TcpStream, mut upstream: TcpStream, backend: &Backend) {
+    let mut health = backend.healthy.subscribe();
+    let marked_down = async {
+        loop {
+            if *health.borrow_and_update() == Health::Down {
+                return;
+            }
+            if health.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = r {
+                debug!(backend = %backend.address, error = %e, "connection ended");
+            }
+        }
+        _ = marked_down => {
+            debug!(backend = %backend.address, "backend marked down: cutting its connection");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
