@@ -132,6 +132,24 @@ impl ApiServer {
             }
         }
         kinds::bootstrap(&self.store, &self.advertise, &self.service_subnet).await?;
+        if self.store.is_etcd()
+            && let Some((host, port)) = self
+                .advertise
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            && !host.is_empty()
+        {
+            let (store, subnet) = (self.store.clone(), self.service_subnet.clone());
+            kinds::masterleases::reconcile(
+                &store,
+                &subnet,
+                &host,
+                port,
+                kinds::masterleases::now_secs(),
+            )
+            .await?;
+            tokio::spawn(kinds::masterleases::run(store, subnet, host, port));
+        }
         // Custom resources are served before the first request, then kept current.
         crd::controller::reconcile(&self.store).await?;
         tokio::spawn(crd::controller::run(self.store.clone()));
@@ -240,7 +258,26 @@ impl ApiServer {
             "/version" | "/version/" if get => {
                 return Ok(json_response(200, &discovery::version()));
             }
-            "/healthz" | "/livez" | "/readyz" if get => return Ok(text_response(200, "ok")),
+            // A server whose store cannot answer is alive but neither healthy nor ready, as
+            // kube-apiserver's etcd check makes it; load balancers take it out of rotation.
+            "/healthz" | "/readyz" | "/healthz/etcd" | "/readyz/etcd" if get => {
+                return Ok(match self.store.check_health().await {
+                    Ok(()) => text_response(200, "ok"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "health check: the store does not answer");
+                        let check = path.trim_start_matches('/').split('/').next();
+                        text_response(
+                            500,
+                            if check == Some("readyz") {
+                                "[-]etcd failed: reason withheld\nreadyz check failed\n"
+                            } else {
+                                "[-]etcd failed: reason withheld\nhealthz check failed\n"
+                            },
+                        )
+                    }
+                });
+            }
+            "/livez" if get => return Ok(text_response(200, "ok")),
             p if get
                 && (p.starts_with("/healthz/")
                     || p.starts_with("/livez/")

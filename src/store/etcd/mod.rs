@@ -100,6 +100,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether the store can serve a linearizable read now: etcd answers through its quorum
+    /// within `HEALTH_TIMEOUT` (kube-apiserver's etcd check reads a key the same way). The
+    /// embedded store is always healthy while the process runs.
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let key = format!("{}health", remote.prefix);
+        let body = json!({"key": wire::b64(key.as_bytes()), "count_only": true});
+        match tokio::time::timeout(
+            HEALTH_TIMEOUT,
+            remote
+                .client
+                .call::<serde_json::Value>("/v3/kv/range", &body),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Backend(format!(
+                "etcd did not answer a read within {HEALTH_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+/// A health read that takes longer fails: a load balancer checks every 2 s.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Checks, before a cluster is made, that etcd answers and holds nothing under `prefix` yet.
 pub async fn check_empty(config: &EtcdConfig, prefix: &str) -> Result<(), StoreError> {
     let client = Client::new(config)?;
