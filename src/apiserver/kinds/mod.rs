@@ -10,6 +10,7 @@ pub mod core;
 pub mod field;
 pub mod json;
 pub mod limitrange;
+pub mod masterleases;
 pub mod meta;
 pub mod names;
 pub mod network;
@@ -298,7 +299,7 @@ fn def_of(group: &str, plural: &str) -> Result<&'static ResourceDef> {
 }
 
 /// Whether a stored object no longer says what it should.
-type Stale<'a> = &'a dyn Fn(&Value, &Value) -> bool;
+type Stale<'a> = &'a (dyn Fn(&Value, &Value) -> bool + Sync);
 
 /// Stores `obj` under `def` as a create would (uid, timestamp, defaults), unless it exists;
 /// with `stale`, the stored object is rewritten when the function says it no longer fits.
@@ -370,23 +371,12 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .unwrap_or_else(|| (String::new(), 6443));
-    let (svc, endpoints, slice) = service::kubernetes_service(&range, &host, port);
+    let (svc, _, _) = service::kubernetes_service(&range, &[], port);
     ensure(store, def_of("", "services")?, svc, None).await?;
-    if !host.is_empty() {
-        // The endpoints follow this server's address, which may change between restarts.
-        let moved = |cur: &Value, want: &Value| {
-            cur.get("subsets") != want.get("subsets")
-                || cur.get("endpoints") != want.get("endpoints")
-                || cur.get("ports") != want.get("ports")
-        };
-        ensure(store, def_of("", "endpoints")?, endpoints, Some(&moved)).await?;
-        ensure(
-            store,
-            def_of("discovery.k8s.io", "endpointslices")?,
-            slice,
-            Some(&moved),
-        )
-        .await?;
+    // A store shared with other API servers gets the endpoints from `masterleases`, which
+    // lists every live server; a server alone lists itself.
+    if !host.is_empty() && !store.is_etcd() {
+        publish_kubernetes_endpoints(store, service_subnet, &[host], port).await?;
     }
     for service in local_api_services() {
         ensure(
@@ -409,6 +399,33 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
         .await?;
     }
     Ok(())
+}
+
+/// Points the `kubernetes` Service's Endpoints and EndpointSlice at `hosts` (the API servers'
+/// addresses, which may change between restarts).
+pub async fn publish_kubernetes_endpoints(
+    store: &Store,
+    service_subnet: &str,
+    hosts: &[String],
+    port: u16,
+) -> Result<()> {
+    let cidr: crate::cluster::cidr::Ipv4Cidr = service_subnet
+        .parse()
+        .with_context(|| format!("bad service subnet {service_subnet:?}"))?;
+    let (_, endpoints, slice) = service::kubernetes_service(&cidr, hosts, port);
+    let moved = |cur: &Value, want: &Value| {
+        cur.get("subsets") != want.get("subsets")
+            || cur.get("endpoints") != want.get("endpoints")
+            || cur.get("ports") != want.get("ports")
+    };
+    ensure(store, def_of("", "endpoints")?, endpoints, Some(&moved)).await?;
+    ensure(
+        store,
+        def_of("discovery.k8s.io", "endpointslices")?,
+        slice,
+        Some(&moved),
+    )
+    .await
 }
 
 /// The APIServices kube-apiserver registers for the group versions it serves itself, named

@@ -789,7 +789,7 @@ pub fn allocate(store: &Store, svc: &mut Value) -> Result<(), Errors> {
 
 /// The `kubernetes` Service in `default` and its Endpoints and EndpointSlice, as the API server
 /// keeps them: the first address of the range, 443 → the API server's own port.
-pub fn kubernetes_service(cidr: &Ipv4Cidr, host: &str, port: u16) -> (Value, Value, Value) {
+pub fn kubernetes_service(cidr: &Ipv4Cidr, hosts: &[String], port: u16) -> (Value, Value, Value) {
     let ip = cidr
         .nth(1)
         .map(|ip| ip.to_string())
@@ -809,7 +809,7 @@ pub fn kubernetes_service(cidr: &Ipv4Cidr, host: &str, port: u16) -> (Value, Val
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": host}],
+        "subsets": [{"addresses": hosts.iter().map(|h| json!({"ip": h})).collect::<Vec<_>>(),
                      "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
     let slice = json!({
@@ -817,7 +817,7 @@ pub fn kubernetes_service(cidr: &Ipv4Cidr, host: &str, port: u16) -> (Value, Val
         "metadata": {"name": "kubernetes", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": "kubernetes"}},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "endpoints": hosts.iter().map(|h| json!({"addresses": [h], "conditions": {"ready": true}})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
     (svc, endpoints, slice)
