@@ -60,6 +60,33 @@ fn bad_config_and_names_fail_before_anything_is_created() {
         docker_objects("container", &name).is_empty()
             && docker_objects("network", &name).is_empty()
     );
+
+    // Server counts outside 1..=7, an etcd binary for a cluster that runs none, and an etcd
+    // binary that is not etcd: refused before anything exists.
+    let name = unique_name("srv");
+    for (args, needle) in [
+        (vec!["--servers", "9"], "9"),
+        (vec!["--servers", "0"], "0"),
+        (
+            vec!["--etcd-binary", "/bin/sh"],
+            "--etcd-binary is for clusters with several servers",
+        ),
+        (
+            vec!["--servers", "3", "--etcd-binary", "/nonexistent/etcd"],
+            "/nonexistent/etcd",
+        ),
+    ] {
+        let mut all = vec!["create", "--name", name.as_str()];
+        all.extend(args.iter().copied());
+        let out = sandbox.kcluster(&all);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+        assert!(
+            docker_objects("container", &name).is_empty()
+                && docker_objects("network", &name).is_empty(),
+            "{args:?} left something behind"
+        );
+    }
 }
 
 /// The cluster's nodes and its publisher; the publisher's port proxies (the Ingress

@@ -81,6 +81,8 @@ struct Plan {
     registry: Option<crate::registry::docker::RegistryInfo>,
     /// `--store etcd=…`: the server keeps the state there.
     etcd: Option<crate::store::etcd::EtcdConfig>,
+    /// Several servers without `--store`: the etcd their nodes run.
+    etcd_binary: Option<image::EtcdBinary>,
 }
 
 pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
@@ -106,6 +108,17 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
         };
         config.nodes.extend(std::iter::repeat_n(template, workers));
     }
+    if let Some(servers) = args.servers {
+        let template = config
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Server)
+            .cloned()
+            .unwrap_or_else(|| ClusterConfig::default_for(&name, 0).nodes.remove(0));
+        config.nodes.retain(|n| n.role == Role::Worker);
+        let servers = std::iter::repeat_n(template, usize::from(servers));
+        config.nodes.splice(0..0, servers);
+    }
     apply_size_flags(&mut config, &args)?;
     if let Some(port) = args.api_port {
         config.networking.api_server_port = port;
@@ -125,6 +138,14 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
     config.validate()?;
     check_mounts(&config)?;
     let etcd = args.etcd_tls.config(&args.store)?;
+    // Several servers share one store: the user's etcd, else a member on each server node.
+    let etcd_binary = match (config.servers() > 1 && etcd.is_none(), &args.etcd_binary) {
+        (true, explicit) => Some(image::find_etcd(explicit.as_deref())?),
+        (false, Some(_)) => bail!(
+            "--etcd-binary is for clusters with several servers and their own etcd (--servers 3 without --store etcd=…)"
+        ),
+        (false, None) => None,
+    };
 
     let docker = Docker::connect().await?;
     check_sizes_against_host(&docker, &config, &args).await?;
@@ -197,6 +218,7 @@ pub async fn run(args: CreateArgs, progress: &Progress) -> Result<()> {
         name: name.clone(),
         registry,
         etcd,
+        etcd_binary,
         config,
         api_address,
         api_port,
@@ -260,8 +282,30 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         );
     }
 
+    let node_image = match &plan.etcd_binary {
+        Some(etcd) => {
+            let step = progress.step(format!(
+                "Adding etcd {} from {} to the node image",
+                etcd.version,
+                etcd.path.display()
+            ));
+            let tag = image::ensure_with_etcd(docker, &plan.image, etcd).await?;
+            step.done();
+            tag
+        }
+        None => plan.image.clone(),
+    };
+
     let step = progress.step("Creating certificates");
     let ca = CertificateAuthority::generate(&format!("kcluster-{}-ca", plan.name))?;
+    // The store's own CA, on server nodes only: what it signs reaches etcd, and nothing else.
+    let etcd_ca = match &plan.etcd_binary {
+        Some(_) => Some(CertificateAuthority::generate(&format!(
+            "kcluster-{}-etcd-ca",
+            plan.name
+        ))?),
+        None => None,
+    };
     let admin = ca.issue_client("kubernetes-admin", &["system:masters"])?;
     step.done();
 
@@ -281,6 +325,21 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
         .find(|(_, n)| n.role == Role::Server)
         .map(|(n, _)| n.clone())
         .context("the config has no server node")?;
+    let server_names: Vec<String> = nodes
+        .iter()
+        .filter(|(_, n)| n.role == Role::Server)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let several = server_names.len() > 1;
+    // Where nodes and the port publisher reach the API: the one server, or the balancer.
+    let api_in_cluster = if several {
+        format!(
+            "{}:{API_PORT_IN_NODE}",
+            crate::lb::docker::container_name(&plan.name)
+        )
+    } else {
+        format!("{server_name}:{API_PORT_IN_NODE}")
+    };
     let config_json =
         serde_json::to_string(&plan.config).context("cannot encode the cluster config")?;
     let mut specs = Vec::new();
@@ -298,7 +357,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             cluster: plan.name.clone(),
             node_name: node_name.clone(),
             role: role.to_string(),
-            server: format!("{server_name}:{API_PORT_IN_NODE}"),
+            server: api_in_cluster.clone(),
             labels: node.labels.clone(),
             pod_subnet: plan.config.networking.pod_subnet.to_string(),
             service_subnet: plan.config.networking.service_subnet.to_string(),
@@ -314,6 +373,14 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
                 .map(|(k, m)| (k.clone(), m.endpoints.clone()))
                 .collect(),
             etcd: plan.etcd.clone().filter(|_| node.role == Role::Server),
+            etcd_member: etcd_ca
+                .as_ref()
+                .filter(|_| node.role == Role::Server)
+                .map(|_| crate::node::etcd_member::EtcdMember {
+                    peers: server_names.clone(),
+                    token: plan.name.clone(),
+                }),
+            servers: server_names.len() as u32,
         };
         let mut files = node_files(&ca, &settings)?;
         let mut labels = HashMap::from([
@@ -356,18 +423,36 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
                 plan.api_address.to_string(),
             );
             labels.insert(docker::LABEL_CONFIG.into(), config_json.clone());
-            ports.push(PortSpec {
-                container_port: API_PORT_IN_NODE,
-                protocol: "tcp".into(),
-                host_ip: plan.api_address.to_string(),
-                host_port: plan.api_port,
-            });
+            if let Some(etcd_ca) = &etcd_ca {
+                use crate::node::etcd_member::{CA_CERT, CA_KEY};
+                let dir = crate::node::PKI_DIR;
+                files.push((
+                    format!("{dir}/{CA_CERT}"),
+                    etcd_ca.cert_pem().into_bytes(),
+                    0o644,
+                ));
+                files.push((
+                    format!("{dir}/{CA_KEY}"),
+                    etcd_ca.key_pem().into_bytes(),
+                    0o600,
+                ));
+            }
+            // With several servers the balancer holds the port (the labels still say where
+            // the API is, for every reader that asks a server node).
+            if !several {
+                ports.push(PortSpec {
+                    container_port: API_PORT_IN_NODE,
+                    protocol: "tcp".into(),
+                    host_ip: plan.api_address.to_string(),
+                    host_port: plan.api_port,
+                });
+            }
         }
         let node_log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());
         let spec = NodeSpec {
             name: node_name.clone(),
             cluster: plan.name.clone(),
-            image: plan.image.clone(),
+            image: node_image.clone(),
             cmd: vec![
                 "node".into(),
                 if node.role == Role::Server {
@@ -408,8 +493,33 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     .await?;
     step.done();
 
+    if several {
+        let step = progress.step(format!(
+            "Starting the API load balancer {}",
+            crate::lb::docker::container_name(&plan.name)
+        ));
+        let log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());
+        crate::lb::docker::run_balancer(
+            docker,
+            &crate::lb::docker::BalancerSpec {
+                cluster: &plan.name,
+                image: &plan.image,
+                host_address: plan.api_address.to_string(),
+                host_port: plan.api_port,
+                backends: server_names
+                    .iter()
+                    .map(|s| format!("{s}:{API_PORT_IN_NODE}"))
+                    .collect(),
+                ca_pem: ca.cert_pem(),
+                log: &log,
+            },
+        )
+        .await?;
+        step.done();
+    }
+
     let step = progress.step("Starting the port publisher");
-    start_ports(docker, plan, &ca, &server_name).await?;
+    start_ports(docker, plan, &ca, &api_in_cluster).await?;
     step.done();
 
     let server_url_host = if plan.api_address.is_unspecified() {
@@ -549,7 +659,7 @@ async fn start_ports(
     docker: &Docker,
     plan: &Plan,
     ca: &CertificateAuthority,
-    server_name: &str,
+    api: &str,
 ) -> Result<()> {
     let cert = ca.issue_client("system:kcluster-ports", &[])?;
     let dir = crate::ports::PKI_DIR;
@@ -568,7 +678,7 @@ async fn start_ports(
         &crate::ports::docker::ControllerSpec {
             cluster: &plan.name,
             image: &plan.image,
-            server: &format!("{server_name}:{API_PORT_IN_NODE}"),
+            server: api,
             host_address: &plan.config.networking.host_address.to_string(),
             publish_node_ports: plan.config.networking.publish_node_ports,
             files,

@@ -3,8 +3,8 @@
 //! across a Docker restart or a reboot, and a running one comes back by itself.
 //!
 //! Order matters both ways. Stop: the port publisher first (it would start proxies again), then
-//! its proxies, workers, servers. Start: servers (the store and the API), workers, then the
-//! publisher and proxies; then wait for every node to be Ready and the cluster DNS to answer, as
+//! its proxies, workers, the API load balancer, servers. Start: servers (the store and the API),
+//! the balancer, workers, then the publisher and proxies; then wait for every node to be Ready and the cluster DNS to answer, as
 //! `create --wait` does. Nothing inside depends on a container keeping its IP address: nodes
 //! reach the API server by container name, and every address is re-derived at boot.
 
@@ -34,9 +34,11 @@ async fn stop_container(docker: &Docker, container: &str) -> Result<()> {
 fn start_rank(c: &ContainerSummary) -> u8 {
     match docker::label(c, docker::LABEL_ROLE) {
         Some(docker::ROLE_SERVER) => 0,
-        Some(docker::ROLE_WORKER) => 1,
-        Some(docker::ROLE_PORTS) => 2,
-        _ => 3,
+        // Before the workers, whose agents reach the API through it.
+        Some(docker::ROLE_LB) => 1,
+        Some(docker::ROLE_WORKER) => 2,
+        Some(docker::ROLE_PORTS) => 3,
+        _ => 4,
     }
 }
 
@@ -70,7 +72,8 @@ pub async fn stop(name: &str, progress: &Progress) -> Result<()> {
     // Proxies, workers, servers: the reverse of start.
     rest.sort_by_key(|c| match docker::label(c, docker::LABEL_ROLE) {
         Some(docker::ROLE_PORTS) => 0,
-        Some(docker::ROLE_SERVER) => 3,
+        Some(docker::ROLE_SERVER) => 4,
+        Some(docker::ROLE_LB) => 3,
         Some(docker::ROLE_WORKER) => 2,
         _ => 1,
     });

@@ -101,9 +101,19 @@ pub struct CreateArgs {
     /// Cluster name (a DNS label of at most 40 characters). Default: the config file's, else "kcluster".
     #[arg(long)]
     name: Option<String>,
-    /// Number of worker nodes (beside the one server node). Overrides the config file's nodes.
+    /// Number of worker nodes. Overrides the config file's workers.
     #[arg(long)]
     workers: Option<usize>,
+    /// Number of server nodes (1 to 7; 3 for a control plane that survives losing one).
+    /// Several servers keep the state in an etcd member on each server node (the etcd binary
+    /// comes from this machine, see --etcd-binary) unless --store etcd=… names one, and get
+    /// the API load balancer `<name>-lb`. Overrides the config file's servers.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
+    servers: Option<u8>,
+    /// The etcd (3.4 or newer) put into the node image for several servers; default: `etcd`
+    /// on PATH.
+    #[arg(long, value_name = "FILE")]
+    etcd_binary: Option<PathBuf>,
     /// Cluster config file (apiVersion kcluster.dev/v1alpha1, kind Cluster); see examples/.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -418,6 +428,9 @@ enum NodeCommand {
     /// Forward one published port to a Service's node port on the nodes (a proxy container).
     #[command(hide = true)]
     PortProxy(crate::ports::proxy::ProxyArgs),
+    /// The API load balancer of a cluster with several servers (the `<cluster>-lb` container).
+    #[command(hide = true)]
+    Lb(crate::lb::LbArgs),
     /// The local registry (the `kcluster-registry` container).
     Registry(crate::registry::ServeArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
@@ -651,6 +664,7 @@ pub fn main() -> ExitCode {
             Command::Node(NodeCommand::Registry(args)) => crate::registry::serve(args).await,
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
+            Command::Node(NodeCommand::Lb(args)) => crate::lb::run(args).await,
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
 
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,

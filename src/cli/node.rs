@@ -169,7 +169,7 @@ fn next_worker_index(cluster: &str, nodes: &[ContainerSummary]) -> usize {
 pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     if options.role != docker::ROLE_WORKER {
         bail!(
-            "--role {}: only workers can be added; a second server needs a replicated store, which kcluster does not have yet",
+            "--role {}: only workers can be added to a running cluster; for several servers create it with `kcluster create --servers 3`",
             options.role
         );
     }
@@ -260,6 +260,9 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
             node_name: node_name.clone(),
             role: docker::ROLE_WORKER.to_string(),
             labels: labels.clone(),
+            // A server's store settings are no worker's business.
+            etcd: None,
+            etcd_member: None,
             ..template_settings.clone()
         };
         let files = super::create::node_files(&ca, &settings)?;
@@ -354,8 +357,17 @@ pub async fn delete(options: DeleteOptions, progress: &Progress) -> Result<()> {
         );
     };
     if docker::label(target, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER) {
+        let servers = nodes
+            .iter()
+            .filter(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+            .count();
+        if servers == 1 {
+            bail!(
+                "{node} is the cluster's only server: it cannot be deleted (delete the cluster instead)"
+            );
+        }
         bail!(
-            "{node} is the cluster's only server: it cannot be deleted (delete the cluster instead)"
+            "{node} is one of {servers} servers: removing a server (and its etcd member) from a running cluster is not supported; stop it with `docker stop {node}` to see the others carry on"
         );
     }
     let entry = super::kubeconfig::entry(cluster, false).await?;

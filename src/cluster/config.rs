@@ -110,6 +110,9 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+/// Servers one cluster may have: each runs an etcd member, and etcd advises against more.
+pub const MAX_SERVERS: usize = 7;
+
 /// Like kind, a node without a role is the control plane ("server" here).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -379,13 +382,13 @@ impl ClusterConfig {
             .map(|(i, _)| format!("nodes[{i}]"))
             .collect();
         match servers.len() {
-            1 => {}
+            1..=MAX_SERVERS => {}
             0 => problems.push(
-                "nodes: no node has \"role: server\"; a cluster needs exactly one".to_owned(),
+                "nodes: no node has \"role: server\"; a cluster needs at least one".to_owned(),
             ),
             n => problems.push(format!(
-                "nodes: {n} nodes have \"role: server\" ({}); kcluster supports exactly one \
-                 for now, make the others \"role: worker\"",
+                "nodes: {n} nodes have \"role: server\" ({}); at most {MAX_SERVERS} are \
+                 supported (etcd's own advice), make the others \"role: worker\"",
                 servers.join(", ")
             )),
         }
@@ -835,13 +838,20 @@ mod tests {
     }
 
     #[test]
-    fn exactly_one_server_is_required() {
+    fn one_to_seven_servers_are_required() {
         let none = error_of("nodes: [{role: worker}]\n");
         assert_mentions(&none, &["nodes: no node has \"role: server\""]);
-        let two = error_of("nodes: [{role: server}, {role: worker}, {}]\n");
+        let three = parse("nodes: [{role: server}, {role: worker}, {}, {role: server}]\n")
+            .expect("three servers are a valid config");
+        assert_eq!((three.servers(), three.workers()), (3, 1));
+        let eight = error_of(&format!("nodes: [{}]\n", vec!["{}"; 8].join(", ")));
         assert_mentions(
-            &two,
-            &["2 nodes have \"role: server\"", "nodes[0], nodes[2]"],
+            &eight,
+            &[
+                "8 nodes have \"role: server\"",
+                "nodes[0], nodes[1]",
+                "at most 7",
+            ],
         );
         let empty = error_of("nodes: []\n");
         assert_mentions(&empty, &["no node"]);

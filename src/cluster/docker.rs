@@ -32,6 +32,8 @@ pub const ROLE_SERVER: &str = "server";
 pub const ROLE_WORKER: &str = "worker";
 pub const ROLE_PORTS: &str = "ports";
 pub const ROLE_PORT_PROXY: &str = "port-proxy";
+/// The API load balancer of a cluster with several servers (`lb::docker`).
+pub const ROLE_LB: &str = "lb";
 
 pub fn is_node(c: &ContainerSummary) -> bool {
     matches!(label(c, LABEL_ROLE), Some(ROLE_SERVER | ROLE_WORKER))

@@ -26,6 +26,17 @@ pub struct ControlPlane {
     pub pod_subnet: Option<Ipv4Cidr>,
     /// The controllers' service-account tokens.
     pub tokens: PathBuf,
+    /// With several servers, the built-in Ingress controller runs on the leader only: it
+    /// publishes its own node as the ingress Service's endpoints, and one writer keeps them
+    /// still (a single server runs it beside the API server instead).
+    pub ingress: Option<ElectedIngress>,
+}
+
+pub struct ElectedIngress {
+    pub creds: Credentials,
+    pub config: crate::ingress::IngressConfig,
+    pub cluster: String,
+    pub node: String,
 }
 
 impl ControlPlane {
@@ -63,6 +74,19 @@ impl ControlPlane {
                 tracing::error!(error = format!("{e:#}"), "the CSR signer stopped");
             }
         });
+        if let Some(ingress) = &self.ingress {
+            let client = connect(&self.host, self.port, &ingress.creds).await?;
+            let (config, cluster, node) = (
+                ingress.config.clone(),
+                ingress.cluster.clone(),
+                ingress.node.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = crate::ingress::run(client, config, cluster, node).await {
+                    tracing::error!(error = format!("{e:#}"), "the ingress controller stopped");
+                }
+            });
+        }
         crate::controllers::run(
             clients,
             scheduler_client,

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod containers;
 mod elected;
+pub mod etcd_member;
 mod files;
 pub mod images;
 pub mod incluster;
@@ -19,7 +20,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use files::{NODE_CONFIG_PATH, PKI_DIR};
-pub use server::local_ips;
+pub use server::{API_PORT, local_ips};
 
 /// The node's settings, written by the CLI into the container before it starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +56,17 @@ pub struct NodeSettings {
     /// its own volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<crate::store::etcd::EtcdConfig>,
+    /// `create --servers 3` without an external etcd: this server runs a member of the
+    /// cluster's own etcd, and its API server keeps the state there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_member: Option<etcd_member::EtcdMember>,
+    /// How many server nodes the cluster has (0 in settings written before this existed: one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub servers: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl NodeSettings {

@@ -40,17 +40,35 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     .map(|s| s.to_string())
     .collect();
     dns.push(settings.node_name.clone());
+    // With several servers the nodes dial the load balancer, which passes TLS through.
+    if let Ok((host, _)) = super::split_host_port(&settings.server)
+        && !dns.contains(&host)
+        && host.parse::<IpAddr>().is_err()
+    {
+        dns.push(host);
+    }
     let serving = ca.issue_server("kube-apiserver", &dns, &ips)?;
     let tls = crate::apiserver::tls::server_config(&ca_pem, &serving.cert_pem, &serving.key_pem)?;
 
-    let store = match &settings.etcd {
-        Some(etcd) => {
+    let mut member = None;
+    let etcd = match &settings.etcd_member {
+        Some(m) => {
+            let (child, config) =
+                super::etcd_member::start(&settings.node_name, m, &super::state_dir())?;
+            member = Some(child);
+            Some(config)
+        }
+        None => settings.etcd.clone(),
+    };
+    let store = match (&etcd, member.as_mut()) {
+        (Some(etcd), Some(child)) => wait_for_member(etcd, &settings.cluster, child).await?,
+        (Some(etcd), None) => {
             let prefix = crate::store::etcd::cluster_prefix(&settings.cluster);
             crate::store::Store::etcd(etcd, &prefix)
                 .await
                 .with_context(|| format!("cannot use the cluster's store in etcd ({prefix})"))?
         }
-        None => {
+        (None, _) => {
             let store_dir = super::state_dir().join("store");
             crate::store::Store::open(&store_dir)
                 .with_context(|| format!("cannot open the store in {}", store_dir.display()))?
@@ -104,6 +122,7 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
     let dns_ip = crate::kubelet::etc::cluster_dns(&settings.service_subnet)
         .with_context(|| format!("bad service subnet {:?}", settings.service_subnet))?;
     let ingress = settings.ingress.clone();
+    let several = settings.servers > 1;
     let node_name = settings.node_name.clone();
     let cluster_name = settings.cluster.clone();
     let control_plane = super::elected::ControlPlane {
@@ -115,6 +134,12 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         ca_key_pem: ca.key_pem(),
         pod_subnet: Some(pod_subnet),
         tokens: super::state_dir().join("controller-tokens"),
+        ingress: (several && settings.ingress.enabled).then(|| super::elected::ElectedIngress {
+            creds: ingress_creds.clone(),
+            config: settings.ingress.clone(),
+            cluster: settings.cluster.clone(),
+            node: settings.node_name.clone(),
+        }),
     };
     let identity = crate::leaderelection::identity(&settings.node_name, &super::state_dir())?;
     let controllers = tokio::spawn(async move {
@@ -123,7 +148,7 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
             dns_client,
             dns_ip.to_string(),
         ));
-        if ingress.enabled {
+        if ingress.enabled && !several {
             let client = super::client::connect("127.0.0.1", API_PORT, &ingress_creds).await?;
             tokio::spawn(async move {
                 if let Err(e) = crate::ingress::run(client, ingress, cluster_name, node_name).await
@@ -146,10 +171,46 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         files::node_credentials()?,
     ));
 
+    let member_exit = async move {
+        match member.as_mut() {
+            Some(child) => child.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        r = member_exit => anyhow::bail!("this node's etcd member exited ({}); the node stops so that Docker restarts it whole", r.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
         r = serve => r.context("the API server task failed")?,
         r = controllers => r.context("the controllers task failed")?,
         r = agent => r.context("the agent task failed")?,
+    }
+}
+
+/// The store over this node's etcd member, once the member answers: at the first start it
+/// waits for a quorum of its peers, which start at the same time.
+async fn wait_for_member(
+    etcd: &crate::store::etcd::EtcdConfig,
+    cluster: &str,
+    child: &mut tokio::process::Child,
+) -> Result<crate::store::Store> {
+    let prefix = crate::store::etcd::cluster_prefix(cluster);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Some(status) = child.try_wait().context("cannot watch the etcd member")? {
+            anyhow::bail!("this node's etcd member exited ({status}) before it answered");
+        }
+        match crate::store::Store::etcd(etcd, &prefix).await {
+            Ok(store) => return Ok(store),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for the etcd member and a quorum of its peers");
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "this node's etcd member found no quorum of its peers within 5 minutes",
+                );
+            }
+        }
     }
 }
 

@@ -101,6 +101,7 @@ pub async fn run(options: Options) -> Result<()> {
             ca_key_pem: ca.key_pem(),
             pod_subnet: options.pod_subnet,
             tokens: options.data_dir.join("controller-tokens"),
+            ingress: None,
         };
         let host = nix::unistd::gethostname()
             .ok()

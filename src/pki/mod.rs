@@ -184,6 +184,40 @@ impl CertificateAuthority {
         dns_names: &[String],
         ips: &[IpAddr],
     ) -> Result<IssuedCert> {
+        self.issue_named(
+            common_name,
+            dns_names,
+            ips,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )
+    }
+
+    /// Peer cert (etcd members talking to each other): a serving cert that is also a client
+    /// cert, serverAuth and clientAuth EKUs.
+    pub fn issue_peer(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<IssuedCert> {
+        self.issue_named(
+            common_name,
+            dns_names,
+            ips,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn issue_named(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<IssuedCert> {
         ensure!(
             !common_name.is_empty(),
             "a serving certificate needs a common name, e.g. \"kube-apiserver\""
@@ -194,7 +228,7 @@ impl CertificateAuthority {
             "the serving certificate for \"{common_name}\" needs at least one DNS name or IP address"
         );
         let mut params = self.leaf_params(common_name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages;
         for name in dns_names {
             let ia5 = Ia5String::try_from(name.as_str()).map_err(|e| {
                 anyhow!("\"{name}\" cannot be a DNS name in a certificate (ASCII only): {e}")

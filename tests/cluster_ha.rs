@@ -1,0 +1,354 @@
+//! A control plane of three servers (`create --servers 3`): an etcd member on each server node,
+//! the API load balancer `<name>-lb` holding the published port, controllers and scheduler on
+//! the holder of their Leases. The server holding the Leases is killed while a writer keeps
+//! creating ConfigMaps through the balancer: kubectl keeps working, the Leases and the
+//! `kubernetes` Service's endpoints move, the controllers run on the new leader, and every
+//! write kubectl was told succeeded is there afterwards — after the killed server comes back
+//! and catches up, and after a full stop and start of the cluster.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn holder(cluster: &Cluster, lease: &str) -> String {
+    let out = cluster.kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "lease",
+        lease,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    // The identity is `<node>_<id>`.
+    stdout(&out)
+        .split('_')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn kubernetes_endpoints(cluster: &Cluster) -> Result<Vec<String>, String> {
+    let out = cluster.kubectl(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[*].addresses[*].ip}",
+    ]);
+    if !out.status.success() {
+        return Err(text(&out));
+    }
+    Ok(stdout(&out)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect())
+}
+
+fn container_ip(container: &str, network: &str) -> String {
+    stdout(&docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+        container,
+    ]))
+    .trim()
+    .to_string()
+}
+
+fn config_maps(cluster: &Cluster) -> BTreeSet<String> {
+    cluster
+        .kubectl_ok(&["get", "configmaps", "-o", "name"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("configmap/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Creates ConfigMaps `w-<n>` one after another until stopped, keeping the names kubectl
+/// reported as created.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Writer {
+    fn start(sandbox: &Sandbox, context: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let kubeconfig = sandbox.kubeconfig();
+        let home = sandbox.path().to_path_buf();
+        let (s, a) = (stop.clone(), acked.clone());
+        let thread = std::thread::spawn(move || {
+            let mut failed = 0;
+            let mut n = 0;
+            while !s.load(Ordering::SeqCst) {
+                let name = format!("w-{n}");
+                n += 1;
+                let out = std::process::Command::new("kubectl")
+                    .args(["--context", &context, "--request-timeout=5s"])
+                    .args(["create", "configmap", &name, "--from-literal=n=1"])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("HOME", &home)
+                    .output()
+                    .expect("cannot run kubectl");
+                if out.status.success() {
+                    a.lock().expect("lock").push(name);
+                } else {
+                    failed += 1;
+                }
+            }
+            failed
+        });
+        Writer {
+            stop,
+            acked,
+            thread: Some(thread),
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().expect("lock").len()
+    }
+
+    /// Stops; returns the acknowledged names and how many attempts failed.
+    fn finish(mut self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        let failed = self
+            .thread
+            .take()
+            .map(|t| t.join().expect("the writer panicked"))
+            .unwrap_or(0);
+        let acked = self.acked.lock().expect("lock").clone();
+        (acked, failed)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn three_servers_lose_their_leader_and_no_acknowledged_write() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("ha");
+    let cluster =
+        Cluster::create_quick_to_notice(&sandbox, &name, &["--servers", "3", "--workers", "1"]);
+    let network = format!("kcluster-{name}");
+    let servers: Vec<String> = (0..3).map(|i| format!("{name}-server-{i}")).collect();
+
+    // The shape: the balancer holds the API port; no server publishes one.
+    let lb = format!("{name}-lb");
+    let lb_port = stdout(&docker(&["port", &lb, "6443/tcp"]));
+    assert!(
+        lb_port.contains("127.0.0.1:"),
+        "the balancer publishes the API port: {lb_port:?}"
+    );
+    let server_url = cluster.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let published = lb_port.trim().rsplit(':').next().unwrap_or_default();
+    assert!(
+        server_url.ends_with(&format!(":{published}")),
+        "kubeconfig {server_url} goes through the balancer's port {published}"
+    );
+    for server in &servers {
+        assert_eq!(
+            stdout(&docker(&["port", server])).trim(),
+            "",
+            "{server} publishes nothing itself"
+        );
+    }
+    let list = stdout(&sandbox.kcluster(&["list"]));
+    let row = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} in `kcluster list`: {list}"));
+    assert!(row.contains("3/3") && row.contains("running"), "{row}");
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    for server in &servers {
+        assert!(
+            nodes.contains(server.as_str()),
+            "{server} is a node: {nodes}"
+        );
+    }
+    // Every server behind the kubernetes Service.
+    wait_until(
+        "the kubernetes Service lists 3 servers",
+        Duration::from_secs(60),
+        || {
+            let eps = kubernetes_endpoints(&cluster)?;
+            if eps.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("endpoints {eps:?}"))
+            }
+        },
+    );
+
+    let writer = Writer::start(&sandbox, cluster.context());
+    wait_for("the first writes", Duration::from_secs(60), || {
+        writer.acked() >= 5
+    });
+    let leader = holder(&cluster, "kube-controller-manager");
+    assert!(servers.contains(&leader), "a server leads: {leader:?}");
+    let out = docker(&["kill", &leader]);
+    assert!(out.status.success(), "docker kill: {}", text(&out));
+    let at_kill = writer.acked();
+
+    // kubectl keeps working through the balancer.
+    wait_for(
+        "ten more acknowledged writes after the leader died",
+        Duration::from_secs(60),
+        || writer.acked() >= at_kill + 10,
+    );
+    // The Leases move, and the controllers work on their new holder.
+    wait_until(
+        "both Leases on another server",
+        Duration::from_secs(90),
+        || {
+            let (m, s) = (
+                holder(&cluster, "kube-controller-manager"),
+                holder(&cluster, "kube-scheduler"),
+            );
+            if m != leader && s != leader && servers.contains(&m) && servers.contains(&s) {
+                Ok(())
+            } else {
+                Err(format!("holders {m:?} / {s:?}"))
+            }
+        },
+    );
+    let out = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: after-failover}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: after-failover}}
+  template:
+    metadata: {labels: {app: after-failover}}
+    spec:
+      containers:
+      - {name: c, image: "kcluster-e2e/not-pulled:1", imagePullPolicy: Never}
+"#,
+    );
+    assert!(out.status.success(), "apply: {}", text(&out));
+    wait_until(
+        "the new leader's ReplicaSet controller makes 2 pods",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.kubectl(&["get", "pods", "-l", "app=after-failover", "-o", "name"]);
+            let n = stdout(&out).lines().count();
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(format!("{n} pods: {}", text(&out)))
+            }
+        },
+    );
+    wait_until(
+        "the dead server leaves the kubernetes Service",
+        Duration::from_secs(60),
+        || {
+            let eps = kubernetes_endpoints(&cluster)?;
+            if eps.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("endpoints {eps:?}"))
+            }
+        },
+    );
+    // Taking a server out of the store is not offered: refused, nothing changed.
+    let out = sandbox.kcluster(&["node", "delete", &leader, "--name", &name]);
+    assert!(!out.status.success(), "node delete of a server must fail");
+    assert!(
+        text(&out).contains("not supported"),
+        "node delete says why: {}",
+        text(&out)
+    );
+    let state = stdout(&docker(&["inspect", "-f", "{{.State.Status}}", &leader]));
+    assert_eq!(state.trim(), "exited", "{leader} is left as it was");
+
+    // The killed server comes back and catches up with what was written without it.
+    let written_while_down = {
+        let acked = writer.acked.lock().expect("lock");
+        acked.last().cloned().expect("writes were acknowledged")
+    };
+    let out = docker(&["start", &leader]);
+    assert!(out.status.success(), "docker start: {}", text(&out));
+    wait_until(
+        "the restarted server serves what was written while it was down",
+        Duration::from_secs(120),
+        || {
+            let ip = container_ip(&leader, &network);
+            let out = cluster.kubectl(&[
+                "--server",
+                &format!("https://{ip}:6443"),
+                "--tls-server-name",
+                &leader,
+                "--request-timeout=5s",
+                "get",
+                "configmap",
+                &written_while_down,
+                "-o",
+                "name",
+            ]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    wait_until(
+        "the restarted server is back behind the kubernetes Service",
+        Duration::from_secs(60),
+        || {
+            let eps = kubernetes_endpoints(&cluster)?;
+            let ip = container_ip(&leader, &network);
+            if eps.contains(&ip) {
+                Ok(())
+            } else {
+                Err(format!("endpoints {eps:?}, {leader} at {ip}"))
+            }
+        },
+    );
+
+    let (acked, failed) = writer.finish();
+    eprintln!(
+        "writer: {} acknowledged, {failed} failed (the leader was killed after {at_kill})",
+        acked.len()
+    );
+    let stored = config_maps(&cluster);
+    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+
+    // A full stop and start keeps them all, every node comes back Ready.
+    let out = sandbox.kcluster(&["stop", "--name", &name]);
+    assert!(out.status.success(), "stop: {}", text(&out));
+    let state = stdout(&docker(&["inspect", "-f", "{{.State.Status}}", &lb]));
+    assert_eq!(
+        state.trim(),
+        "exited",
+        "the balancer stops with the cluster"
+    );
+    let out = sandbox.kcluster(&["start", "--name", &name, "--wait", "180s"]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let stored = config_maps(&cluster);
+    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
+    assert!(lost.is_empty(), "lost across stop/start: {lost:?}");
+}
