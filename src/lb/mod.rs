@@ -154,16 +154,19 @@ pub async fn serve(listener: TcpListener, balancer: Arc<Balancer>) -> Result<()>
     }
 }
 
-/// Copies both ways until either side closes or the backend is marked down.
+/// Copies both ways until either side closes or the backend is marked down. A connection
+/// made to a backend already down (the last resort when none is up) stays until the backend
+/// goes down again after coming up.
 async fn pipe(mut client: TcpStream, mut upstream: TcpStream, backend: &Backend) {
     let mut health = backend.healthy.subscribe();
+    health.borrow_and_update();
     let marked_down = async {
         loop {
-            if *health.borrow_and_update() == Health::Down {
-                return;
-            }
             if health.changed().await.is_err() {
                 std::future::pending::<()>().await;
+            }
+            if *health.borrow_and_update() == Health::Down {
+                return;
             }
         }
     };

@@ -71,6 +71,21 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
         .expect("the connection is cut, not left hanging")
         .unwrap_or(0);
     assert_eq!(n, 0, "the client sees the connection end");
+
+    // With every backend down, the balancer still tries them, and keeps what connects.
+    balancer.backends[0].healthy.send_replace(Health::Down);
+    let mut c = TcpStream::connect(&lb).await.expect("connect");
+    c.write_all(b"last").await.expect("write");
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).await.expect("echoed by a backend marked down");
+    assert_eq!(&buf, b"last");
+    balancer.backends[1].healthy.send_replace(Health::Up);
+    balancer.backends[1].healthy.send_replace(Health::Down);
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut one))
+        .await
+        .expect("the connection is cut, not left hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the client sees the connection end");
 }
 
 /// A TLS server for `localhost` answering every request with `status`.
