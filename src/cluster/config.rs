@@ -1114,6 +1114,8 @@ mod tests {
                 .any(|n| !n.extra_port_mappings.is_empty())
         );
         assert_eq!(find("single-node.yaml")?.nodes.len(), 1);
+        let ha = find("ha.yaml")?;
+        assert_eq!((ha.servers(), ha.workers()), (3, 2));
         let sized = find("sized-nodes.yaml")?;
         assert!(
             sized

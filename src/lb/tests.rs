@@ -77,7 +77,9 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
     let mut c = TcpStream::connect(&lb).await.expect("connect");
     c.write_all(b"last").await.expect("write");
     let mut buf = [0u8; 4];
-    c.read_exact(&mut buf).await.expect("echoed by a backend marked down");
+    c.read_exact(&mut buf)
+        .await
+        .expect("echoed by a backend marked down");
     assert_eq!(&buf, b"last");
     balancer.backends[1].healthy.send_replace(Health::Up);
     balancer.backends[1].healthy.send_replace(Health::Down);
