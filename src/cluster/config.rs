@@ -844,7 +844,7 @@ mod tests {
         let three = parse("nodes: [{role: server}, {role: worker}, {}, {role: server}]\n")
             .expect("three servers are a valid config");
         assert_eq!((three.servers(), three.workers()), (3, 1));
-        let eight = error_of(&format!("nodes: [{}]\n", vec!["{}"; 8].join(", ")));
+        let eight = error_of(&format!("nodes: [{}]\n", ["{}"; 8].join(", ")));
         assert_mentions(
             &eight,
             &[
