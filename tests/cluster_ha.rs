@@ -4,7 +4,8 @@
 //! creating ConfigMaps through the balancer: kubectl keeps working, the Leases and the
 //! `kubernetes` Service's endpoints move, the controllers run on the new leader, and every
 //! write kubectl was told succeeded is there afterwards — after the killed server comes back
-//! and catches up, and after a full stop and start of the cluster.
+//! and catches up, after a fourth server joins the running cluster (`node add --role server`),
+//! and after a full stop and start of the cluster onto new addresses.
 
 mod common;
 
@@ -328,6 +329,58 @@ spec:
         },
     );
 
+    // The control plane grows: a fourth server's etcd member joins the store, the balancer
+    // takes it in, and it serves what was written before it existed.
+    let out = sandbox.kcluster(&["node", "add", "--name", &name, "--role", "server"]);
+    assert!(
+        out.status.success(),
+        "node add --role server: {}",
+        text(&out)
+    );
+    let fourth = format!("{name}-server-3");
+    wait_until(
+        "the new server serves the cluster's state through its own API",
+        Duration::from_secs(60),
+        || {
+            let ip = container_ip(&fourth, &network);
+            let out = cluster.kubectl(&[
+                "--server",
+                &format!("https://{ip}:6443"),
+                "--tls-server-name",
+                &fourth,
+                "--request-timeout=5s",
+                "get",
+                "configmap",
+                &written_while_down,
+                "-o",
+                "name",
+            ]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    wait_until(
+        "the balancer takes the new server into rotation",
+        Duration::from_secs(30),
+        || {
+            let log = text(&docker(&["logs", &lb]));
+            if log.contains(&format!("in rotation backend={fourth}:6443"))
+                || log
+                    .lines()
+                    .any(|l| l.contains("in rotation") && l.contains(&fourth))
+            {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    );
+    let mut servers = servers;
+    servers.push(fourth);
+
     let (acked, failed) = writer.finish();
     eprintln!(
         "writer: {} acknowledged, {failed} failed (the leader was killed after {at_kill})",
@@ -352,7 +405,7 @@ spec:
     let tag = format!("kcluster-e2e/ha-spacer:{name}");
     let _image = images::build_busybox_image(&sandbox, &tag, "");
     let mut spacers = Spacers(Vec::new());
-    for i in 0..6 {
+    for i in 0..10 {
         let spacer = format!("{name}-spacer-{i}");
         let out = docker(&[
             "run",
@@ -386,7 +439,7 @@ spec:
         Duration::from_secs(90),
         || {
             let eps = kubernetes_endpoints(&cluster)?;
-            if after.iter().all(|ip| eps.contains(ip)) && eps.len() == 3 {
+            if after.iter().all(|ip| eps.contains(ip)) && eps.len() == after.len() {
                 Ok(())
             } else {
                 Err(format!("endpoints {eps:?}, servers at {after:?}"))

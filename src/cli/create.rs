@@ -379,6 +379,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
                 .map(|_| crate::node::etcd_member::EtcdMember {
                     peers: server_names.clone(),
                     token: plan.name.clone(),
+                    join: false,
                 }),
             servers: server_names.len() as u32,
         };

@@ -321,12 +321,14 @@ enum ImageCommand {
 // Parsed once per process: the size of the run-once variant does not matter.
 #[allow(clippy::large_enum_variant)]
 enum NodeCommand {
-    /// Add worker nodes to a running cluster (settings copied from a node of that role).
+    /// Add nodes to a running cluster (settings copied from a node of that role; a server
+    /// joins the store of a cluster made with several servers).
     Add {
         /// Cluster name.
         #[arg(long, default_value = "kcluster")]
         name: String,
-        /// Role of the new nodes (worker; adding a server is not supported yet).
+        /// Role of the new nodes: worker, or server (clusters made with --servers 3 or more;
+        /// the new server's etcd member joins the store, the balancer takes it in).
         #[arg(long, default_value = "worker")]
         role: String,
         /// How many nodes to add.
@@ -431,6 +433,9 @@ enum NodeCommand {
     /// The API load balancer of a cluster with several servers (the `<cluster>-lb` container).
     #[command(hide = true)]
     Lb(crate::lb::LbArgs),
+    /// The store's membership, from inside a server node that runs an etcd member.
+    #[command(hide = true, subcommand)]
+    EtcdMember(crate::node::etcd_member::MemberCommand),
     /// The local registry (the `kcluster-registry` container).
     Registry(crate::registry::ServeArgs),
     /// The API server alone on 127.0.0.1, with its own CA, writing a kubeconfig for it (tests).
@@ -504,7 +509,8 @@ pub fn main() -> ExitCode {
             | NodeCommand::ImageTag { .. }
             | NodeCommand::PodSandbox(_)
             | NodeCommand::Ps
-            | NodeCommand::Net(_),
+            | NodeCommand::Net(_)
+            | NodeCommand::EtcdMember(_),
         ) => Some("warn"),
         _ => None,
     };
@@ -665,6 +671,9 @@ pub fn main() -> ExitCode {
             Command::Node(NodeCommand::Ports(args)) => crate::ports::controller::run(args).await,
             Command::Node(NodeCommand::PortProxy(args)) => crate::ports::proxy::run(args).await,
             Command::Node(NodeCommand::Lb(args)) => crate::lb::run(args).await,
+            Command::Node(NodeCommand::EtcdMember(command)) => {
+                crate::node::etcd_member::run_command(command).await
+            }
             Command::Node(NodeCommand::Server) => crate::node::run_server().await,
 
             Command::Node(NodeCommand::Agent) => crate::node::run_agent().await,

@@ -3,7 +3,9 @@
 //! Add: a new worker copies its settings from an existing node (image, mounts, environment, the
 //! privileged-or-capabilities choice the engine allowed, the cluster's subnets) and takes its
 //! labels from the flags; it gets its certificates from the cluster CA kept on the server node
-//! and registers like any other node.
+//! and registers like any other node. A new server (clusters made with several) copies a
+//! server, CA keys included; its etcd member is added to the store through a running server
+//! before it starts, so it joins, and the balancer's backends file gets its name.
 //!
 //! Update (`--cpus/--memory`): other limits for a running node. Docker changes the container's
 //! cgroup in place; the node reads it at its next heartbeat (10 s) and reports the new capacity
@@ -152,8 +154,149 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
 
 /// The index after the highest `<cluster>-worker-<n>`, so names are never reused while a node
 /// of that name might still be known to the API.
-fn next_worker_index(cluster: &str, nodes: &[ContainerSummary]) -> usize {
-    let prefix = format!("{cluster}-worker-");
+/// What a new server takes from the cluster's servers: their PKI files and labels, and the
+/// ways to its store's membership and its balancer.
+struct ServerPlan {
+    /// The server the membership commands run in.
+    via: String,
+    files: Vec<(String, Vec<u8>, u32)>,
+    labels: HashMap<String, String>,
+    /// Every server's name, the new ones appended as they are added.
+    servers: std::sync::Mutex<Vec<String>>,
+}
+
+impl ServerPlan {
+    async fn read(
+        docker: &Docker,
+        cluster: &str,
+        server: &str,
+        settings: &NodeSettings,
+        nodes: &[ContainerSummary],
+    ) -> Result<ServerPlan> {
+        if settings.servers <= 1 {
+            bail!(
+                "cluster {cluster:?} has one server, whose state is in its own volume; a server can be added only to a cluster made with several (`kcluster create --servers 3`)"
+            );
+        }
+        if settings.etcd_member.is_none() && settings.etcd.is_none() {
+            bail!("{server} keeps no etcd settings: cannot tell where a new server's store is");
+        }
+        let mut names = vec!["ca.key", "admin.crt", "admin.key"];
+        if settings.etcd_member.is_some() {
+            names.extend([
+                crate::node::etcd_member::CA_CERT,
+                crate::node::etcd_member::CA_KEY,
+            ]);
+        }
+        let mut files = Vec::new();
+        for name in names {
+            let text = super::kubeconfig::read_pki(docker, server, name).await?;
+            let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+            files.push((
+                format!("{}/{name}", crate::node::PKI_DIR),
+                text.into_bytes(),
+                mode,
+            ));
+        }
+        let template = nodes
+            .iter()
+            .find(|c| docker::container_name(c) == server)
+            .context("the template server vanished")?;
+        let labels = [
+            docker::LABEL_API_PORT,
+            docker::LABEL_API_ADDRESS,
+            docker::LABEL_CONFIG,
+        ]
+        .iter()
+        .filter_map(|k| docker::label(template, k).map(|v| (k.to_string(), v.to_string())))
+        .collect();
+        let servers = nodes
+            .iter()
+            .filter(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+            .map(docker::container_name)
+            .collect();
+        Ok(ServerPlan {
+            via: server.to_string(),
+            files,
+            labels,
+            servers: std::sync::Mutex::new(servers),
+        })
+    }
+
+    /// Adds `node` as an etcd member; returns the members' node names for its initial cluster.
+    async fn add_member(&self, docker: &Docker, node: &str) -> Result<Vec<String>> {
+        let out = docker
+            .exec(
+                &self.via,
+                &["/kcluster", "node", "etcd-member", "add", node],
+            )
+            .await?;
+        if out.exit_code != 0 {
+            bail!(
+                "the store refused the new member {node} (asked through {}): {}",
+                self.via,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let peers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !peers.iter().any(|p| p == node) {
+            bail!("the store's members after adding {node} do not include it: {peers:?}");
+        }
+        Ok(peers)
+    }
+
+    async fn remove_member(&self, docker: &Docker, node: &str) {
+        match docker
+            .exec(
+                &self.via,
+                &["/kcluster", "node", "etcd-member", "remove", node],
+            )
+            .await
+        {
+            Ok(out) if out.exit_code == 0 => {}
+            Ok(out) => eprintln!(
+                "warning: {node} stays a member of the store: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("warning: {node} stays a member of the store: {e:#}"),
+        }
+    }
+
+    /// Tells the balancer of the new server (it reads its backends file every 2 s).
+    async fn add_to_balancer(&self, docker: &Docker, cluster: &str, node: &str) -> Result<()> {
+        let text = {
+            let mut servers = self
+                .servers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            servers.push(node.to_string());
+            servers
+                .iter()
+                .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
+                .collect::<String>()
+        };
+        let lb = crate::lb::docker::container_name(cluster);
+        docker
+            .upload(
+                &lb,
+                &[(
+                    crate::lb::BACKENDS_FILE.to_string(),
+                    text.into_bytes(),
+                    0o644,
+                )],
+            )
+            .await
+            .with_context(|| format!("cannot tell the balancer {lb} of {node}"))
+    }
+}
+
+fn next_index(cluster: &str, role: &str, nodes: &[ContainerSummary]) -> usize {
+    let prefix = format!("{cluster}-{role}-");
     nodes
         .iter()
         .filter_map(|c| {
@@ -167,12 +310,11 @@ fn next_worker_index(cluster: &str, nodes: &[ContainerSummary]) -> usize {
 }
 
 pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
-    if options.role != docker::ROLE_WORKER {
-        bail!(
-            "--role {}: only workers can be added to a running cluster; for several servers create it with `kcluster create --servers 3`",
-            options.role
-        );
-    }
+    let adding_server = match options.role.as_str() {
+        docker::ROLE_WORKER => false,
+        docker::ROLE_SERVER => true,
+        other => bail!("--role {other:?}: expected worker or server"),
+    };
     if options.count == 0 {
         bail!("--count must be at least 1");
     }
@@ -191,11 +333,27 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
             "cluster {cluster:?} is not running (see `kcluster list`); start it with `kcluster start --name {cluster}` first"
         );
     }
-    // A worker if there is one (its mounts are a worker's), else the server.
-    let template = nodes
+    let servers = nodes
         .iter()
-        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_WORKER))
-        .unwrap_or(server);
+        .filter(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+        .count();
+    if adding_server && servers + options.count > crate::cluster::config::MAX_SERVERS {
+        bail!(
+            "cluster {cluster:?} has {servers} servers; {} more would pass the limit of {}",
+            options.count,
+            crate::cluster::config::MAX_SERVERS
+        );
+    }
+    // A new server copies a server; a worker copies a worker if there is one (its mounts are
+    // a worker's), else the server.
+    let template = if adding_server {
+        server
+    } else {
+        nodes
+            .iter()
+            .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_WORKER))
+            .unwrap_or(server)
+    };
     let template_name = docker::container_name(template);
     let server_name = docker::container_name(server);
     let inspect = docker
@@ -251,37 +409,64 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     let ca = CertificateAuthority::from_pem(&read_pki("ca.crt").await?, &read_pki("ca.key").await?)
         .context("cannot load the cluster CA from the server node")?;
 
-    let first = next_worker_index(cluster, &nodes);
+    let server_plan = if adding_server {
+        Some(ServerPlan::read(&docker, cluster, &server_name, &template_settings, &nodes).await?)
+    } else {
+        None
+    };
+    let role = if adding_server {
+        docker::ROLE_SERVER
+    } else {
+        docker::ROLE_WORKER
+    };
+    let first = next_index(cluster, role, &nodes);
     let mut added = Vec::new();
     for i in 0..options.count {
-        let node_name = format!("{cluster}-worker-{}", first + i);
+        let node_name = format!("{cluster}-{role}-{}", first + i);
         let step = progress.step(format!("Adding node {node_name}"));
-        let settings = NodeSettings {
+        let mut settings = NodeSettings {
             node_name: node_name.clone(),
-            role: docker::ROLE_WORKER.to_string(),
+            role: role.to_string(),
             labels: labels.clone(),
             // A server's store settings are no worker's business.
             etcd: None,
             etcd_member: None,
             ..template_settings.clone()
         };
-        let files = super::create::node_files(&ca, &settings)?;
+        let mut node_labels = HashMap::from([
+            (docker::LABEL_CLUSTER.to_string(), cluster.clone()),
+            (docker::LABEL_ROLE.to_string(), role.to_string()),
+            (
+                docker::LABEL_VERSION.to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ]);
+        let mut files = Vec::new();
+        if let Some(plan) = &server_plan {
+            settings.etcd = template_settings.etcd.clone();
+            settings.servers = (servers + i + 1) as u32;
+            if template_settings.etcd_member.is_some() {
+                // The store learns of the member first; it then starts and joins.
+                let peers = plan.add_member(&docker, &node_name).await?;
+                settings.etcd_member = Some(crate::node::etcd_member::EtcdMember {
+                    peers,
+                    token: cluster.clone(),
+                    join: true,
+                });
+            }
+            node_labels.extend(plan.labels.clone());
+            files.extend(plan.files.clone());
+        }
+        files.extend(super::create::node_files(&ca, &settings)?);
         let spec = NodeSpec {
             name: node_name.clone(),
             cluster: cluster.clone(),
             image: image.clone(),
-            cmd: vec!["node".into(), "agent".into()],
-            labels: HashMap::from([
-                (docker::LABEL_CLUSTER.to_string(), cluster.clone()),
-                (
-                    docker::LABEL_ROLE.to_string(),
-                    docker::ROLE_WORKER.to_string(),
-                ),
-                (
-                    docker::LABEL_VERSION.to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                ),
-            ]),
+            cmd: vec![
+                "node".into(),
+                if adding_server { "server" } else { "agent" }.into(),
+            ],
+            labels: node_labels,
             env: env.clone(),
             ports: Vec::new(),
             binds: binds.clone(),
@@ -290,7 +475,15 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
         };
         if let Err(e) = docker.run_node(&spec, security, &files).await {
             let _ = docker.remove_node(&node_name).await;
+            if let Some(plan) = &server_plan
+                && template_settings.etcd_member.is_some()
+            {
+                plan.remove_member(&docker, &node_name).await;
+            }
             return Err(e.context(format!("cannot add {node_name}; nothing of it is left")));
+        }
+        if let Some(plan) = &server_plan {
+            plan.add_to_balancer(&docker, cluster, &node_name).await?;
         }
         step.done();
         added.push(node_name);

@@ -14,8 +14,8 @@ pub mod docker;
 mod health;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -39,7 +39,13 @@ pub struct LbArgs {
     /// The cluster CA, to check the servers' certificates during health checks.
     #[arg(long, default_value = "/etc/kcluster/pki/ca.crt")]
     pub ca: PathBuf,
+    /// More backends, one host:port a line, read again every CHECK_INTERVAL: `kcluster node
+    /// add --role server` writes it, so a new server joins without a restart.
+    #[arg(long, default_value = BACKENDS_FILE)]
+    pub backends_file: PathBuf,
 }
+
+pub const BACKENDS_FILE: &str = "/etc/kcluster/lb/backends";
 
 /// One API server as the balancer sees it.
 pub struct Backend {
@@ -74,27 +80,60 @@ impl Backend {
 }
 
 pub struct Balancer {
-    backends: Vec<Arc<Backend>>,
+    backends: RwLock<Vec<Arc<Backend>>>,
     next: AtomicUsize,
 }
 
 impl Balancer {
     pub fn new(addresses: &[String]) -> Result<Balancer> {
         Ok(Balancer {
-            backends: addresses
-                .iter()
-                .map(|a| Backend::new(a).map(Arc::new))
-                .collect::<Result<_>>()?,
+            backends: RwLock::new(
+                addresses
+                    .iter()
+                    .map(|a| Backend::new(a).map(Arc::new))
+                    .collect::<Result<_>>()?,
+            ),
             next: AtomicUsize::new(0),
         })
+    }
+
+    fn all(&self) -> Vec<Arc<Backend>> {
+        self.backends
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Adds the addresses not known yet; returns the new backends.
+    fn add(&self, addresses: &[String]) -> Vec<Arc<Backend>> {
+        let mut backends = self
+            .backends
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut added = Vec::new();
+        for address in addresses {
+            if backends.iter().any(|b| &b.address == address) {
+                continue;
+            }
+            match Backend::new(address) {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    backends.push(b.clone());
+                    added.push(b);
+                }
+                Err(e) => warn!(%address, error = %e, "not a backend address; ignored"),
+            }
+        }
+        added
     }
 
     /// Backends in the order to try them: round robin over the usable ones, then the rest (a
     /// check may be stale, and a connection refused by all is worse than one more attempt).
     fn candidates(&self) -> Vec<Arc<Backend>> {
-        let n = self.backends.len();
+        let backends = self.all();
+        let n = backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        let ring = (0..n).map(|i| self.backends[(start + i) % n].clone());
+        let ring = (0..n).map(|i| backends[(start + i) % n].clone());
         let (mut usable, down): (Vec<_>, Vec<_>) = ring.partition(|b| b.usable());
         usable.extend(down);
         usable
@@ -120,14 +159,48 @@ pub async fn run(args: LbArgs) -> Result<()> {
         .with_context(|| format!("cannot read the cluster CA {}", args.ca.display()))?;
     let balancer = Arc::new(Balancer::new(&args.backends)?);
     let tls = health::tls_config(&ca_pem)?;
-    for backend in &balancer.backends {
-        tokio::spawn(health::watch_backend(backend.clone(), tls.clone()));
+    for backend in balancer.all() {
+        tokio::spawn(health::watch_backend(backend, tls.clone()));
     }
+    tokio::spawn(follow_backends_file(
+        balancer.clone(),
+        args.backends_file.clone(),
+        tls,
+    ));
     let listener = TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("cannot listen on port {}", args.port))?;
     info!(port = args.port, backends = ?args.backends, "API load balancer listening");
     serve(listener, balancer).await
+}
+
+/// Reads `path` every CHECK_INTERVAL and starts checking the backends it adds.
+async fn follow_backends_file(
+    balancer: Arc<Balancer>,
+    path: PathBuf,
+    tls: Arc<rustls::ClientConfig>,
+) {
+    let mut tick = tokio::time::interval(CHECK_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            continue;
+        };
+        let addresses = backends_in(&text);
+        for backend in balancer.add(&addresses) {
+            info!(backend = %backend.address, "new API server from {}", path.display());
+            tokio::spawn(health::watch_backend(backend, tls.clone()));
+        }
+    }
+}
+
+/// One host:port a line; blank lines and `#` comments skipped.
+fn backends_in(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
 }
 
 pub async fn serve(listener: TcpListener, balancer: Arc<Balancer>) -> Result<()> {

@@ -41,12 +41,26 @@ async fn start(balancer: Arc<Balancer>) -> String {
 #[test]
 fn down_backends_are_tried_last() {
     let b = Balancer::new(&["a:1".into(), "b:1".into(), "c:1".into()]).expect("balancer");
-    b.backends[1].healthy.send_replace(Health::Down);
+    b.all()[1].healthy.send_replace(Health::Down);
     for _ in 0..6 {
         let order: Vec<_> = b.candidates().iter().map(|c| c.address.clone()).collect();
         assert_eq!(order.len(), 3);
         assert_eq!(order[2], "b:1", "{order:?}");
     }
+}
+
+#[test]
+fn backends_are_added_once_from_the_file() {
+    let b = Balancer::new(&["a:1".into()]).expect("balancer");
+    let text = "# servers\na:1\n\n b:1 \nc:1\n";
+    let added: Vec<_> = b
+        .add(&backends_in(text))
+        .iter()
+        .map(|x| x.address.clone())
+        .collect();
+    assert_eq!(added, ["b:1", "c:1"]);
+    assert!(b.add(&backends_in(text)).is_empty());
+    assert_eq!(b.all().len(), 3);
 }
 
 #[tokio::test]
@@ -65,7 +79,7 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
     c.write_all(b"x").await.expect("write");
     let mut one = [0u8; 1];
     c.read_exact(&mut one).await.expect("echoed");
-    balancer.backends[1].healthy.send_replace(Health::Down);
+    balancer.all()[1].healthy.send_replace(Health::Down);
     let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut one))
         .await
         .expect("the connection is cut, not left hanging")
@@ -73,7 +87,7 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
     assert_eq!(n, 0, "the client sees the connection end");
 
     // With every backend down, the balancer still tries them, and keeps what connects.
-    balancer.backends[0].healthy.send_replace(Health::Down);
+    balancer.all()[0].healthy.send_replace(Health::Down);
     let mut c = TcpStream::connect(&lb).await.expect("connect");
     c.write_all(b"last").await.expect("write");
     let mut buf = [0u8; 4];
@@ -81,8 +95,8 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
         .await
         .expect("echoed by a backend marked down");
     assert_eq!(&buf, b"last");
-    balancer.backends[1].healthy.send_replace(Health::Up);
-    balancer.backends[1].healthy.send_replace(Health::Down);
+    balancer.all()[1].healthy.send_replace(Health::Up);
+    balancer.all()[1].healthy.send_replace(Health::Down);
     let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut one))
         .await
         .expect("the connection is cut, not left hanging")

@@ -36,6 +36,10 @@ pub struct EtcdMember {
     pub peers: Vec<String>,
     /// etcd's initial-cluster-token: the cluster's name, so members of two clusters never join.
     pub token: String,
+    /// A member added to a running store (`node add --role server`): it joins the existing
+    /// cluster instead of forming a new one with its peers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
 }
 
 pub fn peer_url(node: &str) -> String {
@@ -61,7 +65,10 @@ pub fn arguments(node: &str, member: &EtcdMember, data: &Path, pki: &Path) -> Ve
         format!("--initial-advertise-peer-urls={}", peer_url(node)),
         format!("--initial-cluster={initial_cluster}"),
         // Ignored once the data directory holds a member: a restart rejoins.
-        "--initial-cluster-state=new".to_string(),
+        format!(
+            "--initial-cluster-state={}",
+            if member.join { "existing" } else { "new" }
+        ),
         format!("--initial-cluster-token={}", member.token),
         format!("--cert-file={}", file("server.crt")),
         format!("--key-file={}", file("server.key")),
@@ -98,7 +105,7 @@ pub fn start(node: &str, member: &EtcdMember, state: &Path) -> Result<(Child, Et
     // a client certificate too (as kubeadm's etcd server certificate is).
     let server = ca.issue_peer("etcd-server", &["localhost".to_string()], &loopback)?;
     let peer = ca.issue_peer(node, &[node.to_string()], &[])?;
-    let client = ca.issue_client("kube-apiserver-etcd-client", &[])?;
+    let config = client_config(&ca, &ca_pem)?;
     for (name, text, mode) in [
         ("ca.crt", ca_pem.as_str(), 0o644),
         ("server.crt", &server.cert_pem, 0o644),
@@ -120,13 +127,85 @@ pub fn start(node: &str, member: &EtcdMember, state: &Path) -> Result<(Child, Et
             format!("cannot start {BINARY}: this node's image was not built for several servers")
         })?;
     tracing::info!(pid = child.id(), peers = ?member.peers, "etcd member started");
-    let config = EtcdConfig {
+    Ok((child, config))
+}
+
+/// How this node's API server (or a membership command) reaches its member.
+fn client_config(ca: &CertificateAuthority, ca_pem: &str) -> Result<EtcdConfig> {
+    let client = ca.issue_client("kube-apiserver-etcd-client", &[])?;
+    Ok(EtcdConfig {
         endpoints: vec![format!("https://127.0.0.1:{CLIENT_PORT}")],
-        ca_pem: Some(ca_pem),
+        ca_pem: Some(ca_pem.to_owned()),
         cert_pem: Some(client.cert_pem),
         key_pem: Some(client.key_pem),
-    };
-    Ok((child, config))
+    })
+}
+
+/// `kcluster node etcd-member …`, run in a server node by `kcluster node add --role server`.
+#[derive(clap::Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Adds NODE (peer https://NODE:2380) to the store and prints every member's node name,
+    /// one a line, the new one included.
+    Add { node: String },
+    /// Takes NODE out of the store again (a server whose container could not be started).
+    Remove { node: String },
+}
+
+pub async fn run_command(command: MemberCommand) -> Result<()> {
+    use crate::store::etcd;
+    let ca_pem = read_pki(CA_CERT)?;
+    let ca = CertificateAuthority::from_pem(&ca_pem, &read_pki(CA_KEY)?)
+        .context("cannot load the etcd CA: this node runs no etcd member")?;
+    let config = client_config(&ca, &ca_pem)?;
+    match command {
+        MemberCommand::Add { node } => {
+            // etcd refuses a new voting member ("unhealthy cluster") until enough members have
+            // been connected for a few seconds, e.g. just after one came back: wait for that.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let members = loop {
+                tick.tick().await;
+                match etcd::add_member(&config, &peer_url(&node)).await {
+                    Ok(members) => break members,
+                    Err(e)
+                        if e.to_string().contains("unhealthy cluster")
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tracing::info!(error = %e, "the store is not ready for a new member yet");
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot add {node} to the store"));
+                    }
+                }
+            };
+            for m in members {
+                println!("{}", member_node(&m));
+            }
+        }
+        MemberCommand::Remove { node } => {
+            let url = peer_url(&node);
+            let members = etcd::members(&config).await?;
+            if let Some(m) = members.iter().find(|m| m.peer_urls.contains(&url)) {
+                etcd::remove_member(&config, &m.id)
+                    .await
+                    .with_context(|| format!("cannot remove {node} from the store"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A member's node: its name, or for a member that has not started yet, the host of its peer
+/// URL (members are always named and addressed by their node).
+fn member_node(m: &crate::store::etcd::Member) -> String {
+    if !m.name.is_empty() {
+        return m.name.clone();
+    }
+    m.peer_urls
+        .first()
+        .and_then(|u| u.parse::<http::Uri>().ok())
+        .and_then(|u| u.host().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -142,6 +221,7 @@ mod tests {
                 "ha-server-2".into(),
             ],
             token: "ha".into(),
+            join: false,
         };
         let args = arguments("ha-server-1", &member, Path::new("/d"), Path::new("/p"));
         let has = |a: &str| args.iter().any(|x| x == a);
@@ -156,5 +236,12 @@ mod tests {
         assert!(has("--client-cert-auth=true"));
         assert!(has("--peer-client-cert-auth=true"));
         assert!(has("--initial-cluster-token=ha"));
+        assert!(has("--initial-cluster-state=new"));
+        let joining = EtcdMember {
+            join: true,
+            ..member
+        };
+        let args = arguments("ha-server-1", &joining, Path::new("/d"), Path::new("/p"));
+        assert!(args.iter().any(|a| a == "--initial-cluster-state=existing"));
     }
 }

@@ -173,6 +173,75 @@ pub async fn wipe(config: &EtcdConfig, prefix: &str) -> Result<u64, StoreError> 
         .unwrap_or(0))
 }
 
+/// One member of an etcd cluster as its membership API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// etcd's member ID (a uint64, as JSON carries it: a decimal string).
+    pub id: String,
+    /// Empty for a member added but not started yet.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+fn members_of(answer: &serde_json::Value) -> Vec<Member> {
+    answer
+        .get("members")
+        .and_then(serde_json::Value::as_array)
+        .map(|members| {
+            members
+                .iter()
+                .map(|m| Member {
+                    id: match m.get("ID") {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    },
+                    name: m
+                        .get("name")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    peer_urls: m
+                        .get("peerURLs")
+                        .and_then(serde_json::Value::as_array)
+                        .map(|u| {
+                            u.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The members of the etcd cluster behind `config`.
+pub async fn members(config: &EtcdConfig) -> Result<Vec<Member>, StoreError> {
+    let client = Client::new(config)?;
+    let answer: serde_json::Value = client.call("/v3/cluster/member/list", &json!({})).await?;
+    Ok(members_of(&answer))
+}
+
+/// Adds a member that will listen on `peer_url`; returns every member, the new one included
+/// (with no name until it starts).
+pub async fn add_member(config: &EtcdConfig, peer_url: &str) -> Result<Vec<Member>, StoreError> {
+    let client = Client::new(config)?;
+    let answer: serde_json::Value = client
+        .call("/v3/cluster/member/add", &json!({"peerURLs": [peer_url]}))
+        .await?;
+    Ok(members_of(&answer))
+}
+
+/// Removes the member with etcd's ID `id`.
+pub async fn remove_member(config: &EtcdConfig, id: &str) -> Result<(), StoreError> {
+    let client = Client::new(config)?;
+    let _: serde_json::Value = client
+        .call("/v3/cluster/member/remove", &json!({"ID": id}))
+        .await?;
+    Ok(())
+}
+
 /// Everything under `prefix` at one revision, page by page.
 async fn seed(client: &Client, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
     let end = wire::b64(&wire::prefix_end(prefix.as_bytes()));
