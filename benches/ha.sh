@@ -5,7 +5,8 @@
 # on one such cluster, the API failover after `docker kill` of the server holding the
 # controllers' Lease: the time until a read and a write through the balancer succeed again
 # (curl with the admin's certificate, one attempt every 50 ms, 1 s timeout each), and until the
-# Leases are held by another server. Prints a Markdown block for BENCHMARKS.md.
+# Leases are held by another server; last, `node add --role server` to Ready. Prints a Markdown
+# block for BENCHMARKS.md.
 #
 #   benches/ha.sh [runs]      (default 5; KCLUSTER_BIN=<kcluster> to skip the release build)
 set -euo pipefail
@@ -85,6 +86,11 @@ for run in $(seq "$runs"); do
   until [ "$(kubectl --context "$ctx" get endpoints kubernetes -o jsonpath='{.subsets[0].addresses[*].ip}' | wc -w)" = 3 ]; do sleep 0.5; done
 done
 
+# One more server on the running cluster, to Ready (its etcd member joined).
+t0=$(now)
+"$bin" node add --name "$name" --role server --wait 120s -q
+add_server=$(since "$t0")
+
 echo "  create runs: ${creates[*]}; floor runs: ${floors[*]}" >&2
 cat <<EOF
 | what | median of $runs | same-run floor | target |
@@ -93,4 +99,5 @@ cat <<EOF
 | API read through the balancer after the Lease holder is killed | **$(printf '%s\n' "${reads[@]}" | median) s** | — | < 5 s |
 | API write through the balancer after the Lease holder is killed | **$(printf '%s\n' "${writes[@]}" | median) s** | — | < 5 s |
 | controllers' Leases on another server | $(printf '%s\n' "${leases[@]}" | median) s | — | (15 s lease) |
+| \`node add --role server --wait\` (one run) | ${add_server} s | — | — |
 EOF
