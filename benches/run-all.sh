@@ -21,6 +21,7 @@ step() { # title, command…
   echo "   ($(( $(date +%s) - t0 )) s)"
 }
 step "cluster create (3 runs)" benches/cluster-create.sh 3
+step "three servers (3 runs)" benches/ha.sh 3
 step "pod start, 200 pods" cargo test --quiet --test kubelet_bench -- --ignored --nocapture
 step "scheduler, 3,000 pods" cargo test --quiet --test controllers_bench -- --ignored --nocapture scheduler_binds
 step "service proxy sync" cargo test --release --quiet --bin kcluster -- --ignored proxy_sync_bench --nocapture
