@@ -446,6 +446,53 @@ spec:
             }
         },
     );
+
+    // Beyond quorum: with two of the four servers gone, the store cannot commit. A write is
+    // answered with a 5xx that names etcd (never a success), /readyz says why, and once the
+    // servers are back writes work again.
+    for server in &servers[2..] {
+        let out = docker(&["kill", server]);
+        assert!(out.status.success(), "docker kill {server}: {}", text(&out));
+    }
+    let out = cluster.kubectl(&[
+        "--request-timeout=60s",
+        "create",
+        "configmap",
+        "without-quorum",
+    ]);
+    assert!(!out.status.success(), "a write without quorum must fail");
+    assert!(
+        text(&out).contains("Internal error") && text(&out).contains("etcd"),
+        "the failure says it is the store: {}",
+        text(&out)
+    );
+    let out = cluster.kubectl(&["get", "--raw", "/readyz"]);
+    assert!(!out.status.success(), "readyz fails without quorum");
+    for server in &servers[2..] {
+        let out = docker(&["start", server]);
+        assert!(
+            out.status.success(),
+            "docker start {server}: {}",
+            text(&out)
+        );
+    }
+    wait_until(
+        "writes work again once the quorum is back",
+        Duration::from_secs(120),
+        || {
+            let out = cluster.kubectl(&[
+                "--request-timeout=10s",
+                "create",
+                "configmap",
+                "quorum-back",
+            ]);
+            if out.status.success() || text(&out).contains("AlreadyExists") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
 }
 
 struct Spacers(Vec<String>);

@@ -84,7 +84,7 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
     for (args, message) in [
         (
             vec!["node", "add", "--name", &name, "--role", "server"],
-            "only workers can be added",
+            "can be added only to a cluster made with several",
         ),
         (
             vec!["node", "add", "--name", &name, "--labels", "novalue"],
