@@ -15,7 +15,9 @@ use super::{Backend, CHECK_INTERVAL, Health};
 
 /// One check that takes longer fails.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
-/// Checks in a row that must fail, for a server that still answers, before it is down.
+/// Connecting takes at most this long; a server that does not answer TCP is gone.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Checks in a row that must fail, for a server that still answers, before it is out.
 const FALL: u32 = 2;
 
 /// Why a check failed.
@@ -63,11 +65,11 @@ pub async fn watch_backend(backend: Arc<Backend>, tls: Arc<rustls::ClientConfig>
                 failures = 0;
                 Health::Up
             }
-            Err(Failure::Gone(_)) => Health::Down,
+            Err(Failure::Gone(_)) => Health::Gone,
             Err(Failure::Bad(_)) => {
                 failures += 1;
                 if failures >= FALL {
-                    Health::Down
+                    Health::Unready
                 } else {
                     before
                 }
@@ -77,7 +79,7 @@ pub async fn watch_backend(backend: Arc<Backend>, tls: Arc<rustls::ClientConfig>
             match &result {
                 Ok(()) => info!(backend = %backend.address, "API server is ready: in rotation"),
                 Err(f) => {
-                    warn!(backend = %backend.address, failure = ?f, "API server is down: out of rotation, its connections cut")
+                    warn!(backend = %backend.address, failure = ?f, state = ?now, "API server out of rotation (gone: its connections cut)")
                 }
             }
             backend.healthy.send_replace(now);
@@ -97,10 +99,17 @@ pub async fn check(
     let addr = addrs
         .next()
         .ok_or_else(|| Failure::Gone(format!("{address} resolves to nothing")))?;
-    let tcp = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => Failure::Gone(format!("{addr} refuses: {e}")),
-        _ => Failure::Bad(format!("cannot connect to {addr}: {e}")),
-    })?;
+    // No TCP at all (refused, unreachable, or no answer within a second) means nothing can
+    // come back on the connections it holds either.
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(Failure::Gone(format!("cannot connect to {addr}: {e}"))),
+        Err(_) => {
+            return Err(Failure::Gone(format!(
+                "{addr} did not answer a connection within {CONNECT_TIMEOUT:?}"
+            )));
+        }
+    };
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| Failure::Bad(format!("{host} is not a server name: {e}")))?;
     let mut stream = tokio_rustls::TlsConnector::from(tls)

@@ -5,10 +5,10 @@
 //! Backends are container names, resolved through Docker's DNS for every connection and
 //! every check, so a server that comes back with a new address is found again. A server whose
 //! name stops resolving or whose port refuses is down at once (a killed container leaves
-//! Docker's DNS); one that answers badly or slowly is down after two checks in a row. Marking
-//! a server down cuts the connections it still holds (HAProxy's `on-marked-down
-//! shutdown-sessions`): a killed server never answers again, and a client's watch would
-//! otherwise hang on it until TCP gives up, minutes later.
+//! Docker's DNS); one that answers badly or slowly is out after two checks in a row. A server
+//! found gone has its connections cut (HAProxy's `on-marked-down shutdown-sessions`): a killed
+//! server never answers again, and a client's watch would otherwise hang on it until TCP gives
+//! up, minutes later. An unready one keeps them, so requests in flight get its answer.
 
 pub mod docker;
 mod health;
@@ -60,8 +60,12 @@ pub enum Health {
     /// Not checked yet: tried like a healthy one.
     Unknown,
     Up,
-    /// Gone, or failed two checks in a row: tried only when no other backend connects.
-    Down,
+    /// Answers, but not ready (e.g. its store lost quorum) two checks in a row: no new
+    /// connections while another backend connects; open ones finish what they asked.
+    Unready,
+    /// Unreachable (its name does not resolve, its port refuses or never answers): its
+    /// connections are cut, since nothing will come back on them.
+    Gone,
 }
 
 impl Backend {
@@ -75,7 +79,7 @@ impl Backend {
     }
 
     fn usable(&self) -> bool {
-        *self.healthy.borrow() != Health::Down
+        matches!(*self.healthy.borrow(), Health::Unknown | Health::Up)
     }
 }
 
@@ -227,9 +231,10 @@ pub async fn serve(listener: TcpListener, balancer: Arc<Balancer>) -> Result<()>
     }
 }
 
-/// Copies both ways until either side closes or the backend is marked down. A connection
-/// made to a backend already down (the last resort when none is up) stays until the backend
-/// goes down again after coming up.
+/// Copies both ways until either side closes or the backend is found gone. A connection made
+/// to a backend already gone (the last resort when none is up) stays until it is found gone
+/// again after coming back. An unready backend keeps its connections: a request in flight
+/// gets the server's own answer (a 5xx naming the store) rather than an EOF.
 async fn pipe(mut client: TcpStream, mut upstream: TcpStream, backend: &Backend) {
     let mut health = backend.healthy.subscribe();
     health.borrow_and_update();
@@ -238,7 +243,7 @@ async fn pipe(mut client: TcpStream, mut upstream: TcpStream, backend: &Backend)
             if health.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
-            if *health.borrow_and_update() == Health::Down {
+            if *health.borrow_and_update() == Health::Gone {
                 return;
             }
         }
@@ -250,7 +255,7 @@ async fn pipe(mut client: TcpStream, mut upstream: TcpStream, backend: &Backend)
             }
         }
         _ = marked_down => {
-            debug!(backend = %backend.address, "backend marked down: cutting its connection");
+            debug!(backend = %backend.address, "backend gone: cutting its connection");
         }
     }
 }

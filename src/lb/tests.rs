@@ -41,7 +41,7 @@ async fn start(balancer: Arc<Balancer>) -> String {
 #[test]
 fn down_backends_are_tried_last() {
     let b = Balancer::new(&["a:1".into(), "b:1".into(), "c:1".into()]).expect("balancer");
-    b.all()[1].healthy.send_replace(Health::Down);
+    b.all()[1].healthy.send_replace(Health::Unready);
     for _ in 0..6 {
         let order: Vec<_> = b.candidates().iter().map(|c| c.address.clone()).collect();
         assert_eq!(order.len(), 3);
@@ -64,7 +64,7 @@ fn backends_are_added_once_from_the_file() {
 }
 
 #[tokio::test]
-async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down() {
+async fn connections_skip_a_refusing_backend_and_are_cut_only_when_theirs_is_gone() {
     let balancer =
         Arc::new(Balancer::new(&[refused_address().await, echo().await]).expect("balancer"));
     let lb = start(balancer.clone()).await;
@@ -79,15 +79,24 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
     c.write_all(b"x").await.expect("write");
     let mut one = [0u8; 1];
     c.read_exact(&mut one).await.expect("echoed");
-    balancer.all()[1].healthy.send_replace(Health::Down);
+    // Unready: the connection stays, and still answers.
+    balancer.all()[1].healthy.send_replace(Health::Unready);
+    c.write_all(b"y").await.expect("write");
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut one))
+        .await
+        .expect("an unready backend's connection still answers")
+        .expect("echoed");
+    assert_eq!(&one, b"y");
+    // Gone: cut.
+    balancer.all()[1].healthy.send_replace(Health::Gone);
     let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut one))
         .await
         .expect("the connection is cut, not left hanging")
         .unwrap_or(0);
     assert_eq!(n, 0, "the client sees the connection end");
 
-    // With every backend down, the balancer still tries them, and keeps what connects.
-    balancer.all()[0].healthy.send_replace(Health::Down);
+    // With every backend gone, the balancer still tries them, and keeps what connects.
+    balancer.all()[0].healthy.send_replace(Health::Gone);
     let mut c = TcpStream::connect(&lb).await.expect("connect");
     c.write_all(b"last").await.expect("write");
     let mut buf = [0u8; 4];
@@ -96,7 +105,7 @@ async fn connections_skip_a_refusing_backend_and_are_cut_when_theirs_goes_down()
         .expect("echoed by a backend marked down");
     assert_eq!(&buf, b"last");
     balancer.all()[1].healthy.send_replace(Health::Up);
-    balancer.all()[1].healthy.send_replace(Health::Down);
+    balancer.all()[1].healthy.send_replace(Health::Gone);
     let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut one))
         .await
         .expect("the connection is cut, not left hanging")
