@@ -62,6 +62,33 @@ fn container_ip(container: &str, network: &str) -> String {
     .to_string()
 }
 
+/// A ConfigMap read through `server`'s own API (not the balancer), by its current address.
+fn get_through_own_api(
+    cluster: &Cluster,
+    server: &str,
+    network: &str,
+    configmap: &str,
+) -> Result<(), String> {
+    let ip = container_ip(server, network);
+    let out = cluster.kubectl(&[
+        "--server",
+        &format!("https://{ip}:6443"),
+        "--tls-server-name",
+        server,
+        "--request-timeout=5s",
+        "get",
+        "configmap",
+        configmap,
+        "-o",
+        "name",
+    ]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out))
+    }
+}
+
 fn config_maps(cluster: &Cluster) -> BTreeSet<String> {
     cluster
         .kubectl_ok(&["get", "configmaps", "-o", "name"])
@@ -294,26 +321,7 @@ spec:
     wait_until(
         "the restarted server serves what was written while it was down",
         Duration::from_secs(120),
-        || {
-            let ip = container_ip(&leader, &network);
-            let out = cluster.kubectl(&[
-                "--server",
-                &format!("https://{ip}:6443"),
-                "--tls-server-name",
-                &leader,
-                "--request-timeout=5s",
-                "get",
-                "configmap",
-                &written_while_down,
-                "-o",
-                "name",
-            ]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(text(&out))
-            }
-        },
+        || get_through_own_api(&cluster, &leader, &network, &written_while_down),
     );
     wait_until(
         "the restarted server is back behind the kubernetes Service",
@@ -341,26 +349,7 @@ spec:
     wait_until(
         "the new server serves the cluster's state through its own API",
         Duration::from_secs(60),
-        || {
-            let ip = container_ip(&fourth, &network);
-            let out = cluster.kubectl(&[
-                "--server",
-                &format!("https://{ip}:6443"),
-                "--tls-server-name",
-                &fourth,
-                "--request-timeout=5s",
-                "get",
-                "configmap",
-                &written_while_down,
-                "-o",
-                "name",
-            ]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(text(&out))
-            }
-        },
+        || get_through_own_api(&cluster, &fourth, &network, &written_while_down),
     );
     wait_until(
         "the balancer takes the new server into rotation",
@@ -404,23 +393,7 @@ spec:
     );
     let tag = format!("kcluster-e2e/ha-spacer:{name}");
     let _image = images::build_busybox_image(&sandbox, &tag, "");
-    let mut spacers = Spacers(Vec::new());
-    for i in 0..10 {
-        let spacer = format!("{name}-spacer-{i}");
-        let out = docker(&[
-            "run",
-            "-d",
-            "--name",
-            &spacer,
-            "--network",
-            &network,
-            &tag,
-            "sleep",
-            "3600",
-        ]);
-        assert!(out.status.success(), "spacer: {}", text(&out));
-        spacers.0.push(spacer);
-    }
+    let _spacers = Spacers::start(&name, &network, &tag, 10);
     let out = sandbox.kcluster(&["start", "--name", &name, "--wait", "180s"]);
     assert!(out.status.success(), "start: {}", text(&out));
     let after: Vec<String> = servers.iter().map(|s| container_ip(s, &network)).collect();
@@ -493,14 +466,4 @@ spec:
             }
         },
     );
-}
-
-struct Spacers(Vec<String>);
-
-impl Drop for Spacers {
-    fn drop(&mut self) {
-        for s in &self.0 {
-            let _ = docker(&["rm", "-f", s]);
-        }
-    }
 }

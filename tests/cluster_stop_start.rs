@@ -156,24 +156,7 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
     // Spacers take addresses on the cluster's network while it is down, whichever way Docker
     // hands them out (lowest free or next in turn), so the nodes cannot get their old ones back.
     let network = format!("kcluster-{name}");
-    let mut spacers = Vec::new();
-    for i in 0..3 {
-        let spacer = format!("{name}-spacer-{i}");
-        let out = docker(&[
-            "run",
-            "-d",
-            "--name",
-            &spacer,
-            "--network",
-            &network,
-            &tag,
-            "sleep",
-            "3600",
-        ]);
-        assert!(out.status.success(), "spacer: {}", text(&out));
-        spacers.push(spacer);
-    }
-    let _spacers = Spacers(spacers);
+    let _spacers = Spacers::start(&name, &network, &tag, 3);
 
     // The ingress's HTTP host port is taken while the cluster is down: start still succeeds,
     // and the port moves to the next free one, as at create.
@@ -298,14 +281,4 @@ fn a_stopped_cluster_starts_again_on_new_addresses_with_everything_working() {
         "{}",
         text(&out)
     );
-}
-
-struct Spacers(Vec<String>);
-
-impl Drop for Spacers {
-    fn drop(&mut self) {
-        for s in &self.0 {
-            let _ = docker(&["rm", "-f", s]);
-        }
-    }
 }

@@ -306,6 +306,31 @@ impl Docker {
         Ok(())
     }
 
+    /// Creates the container `name` (a cluster helper: `what` says which, for errors), puts
+    /// `files` in and starts it; `start_hint` is added to a start failure.
+    pub async fn create_and_start(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        files: &[(String, Vec<u8>, u32)],
+        what: &str,
+        start_hint: &str,
+    ) -> Result<()> {
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        self.inner
+            .create_container(Some(options), body)
+            .await
+            .with_context(|| format!("cannot create the {what} {name}"))?;
+        if !files.is_empty() {
+            self.upload(name, files).await?;
+        }
+        self.inner
+            .start_container(name, None)
+            .await
+            .with_context(|| format!("cannot start the {what} {name}{start_hint}"))?;
+        Ok(())
+    }
+
     pub async fn upload(&self, container: &str, files: &[(String, Vec<u8>, u32)]) -> Result<()> {
         let mut builder = tar::Builder::new(Vec::new());
         for (path, data, mode) in files {

@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bollard::models::{
     ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 
 use crate::cluster::docker::{self, Docker, LABEL_CLUSTER, LABEL_ROLE};
 
@@ -77,22 +76,12 @@ pub async fn run_balancer(docker: &Docker, spec: &BalancerSpec<'_>) -> Result<()
         host_config: Some(host_config),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::new().name(&name).build();
-    docker
-        .api()
-        .create_container(Some(options), body)
-        .await
-        .with_context(|| format!("cannot create the API load balancer {name}"))?;
     let files = vec![(
         format!("{}/ca.crt", crate::node::PKI_DIR),
         spec.ca_pem.clone().into_bytes(),
         0o644,
     )];
-    docker.upload(&name, &files).await?;
     docker
-        .api()
-        .start_container(&name, None)
+        .create_and_start(&name, body, &files, "API load balancer", "")
         .await
-        .with_context(|| format!("cannot start the API load balancer {name}"))?;
-    Ok(())
 }

@@ -302,24 +302,15 @@ pub async fn run_controller(docker: &Docker, spec: &ControllerSpec<'_>) -> Resul
         host_config: Some(host_config),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::new().name(&name).build();
     docker
-        .api()
-        .create_container(Some(options), body)
+        .create_and_start(
+            &name,
+            body,
+            &spec.files,
+            "port publisher",
+            &format!(" (it needs the Docker socket {} mounted)", docker_socket()),
+        )
         .await
-        .with_context(|| format!("cannot create the port publisher {name}"))?;
-    docker.upload(&name, &spec.files).await?;
-    docker
-        .api()
-        .start_container(&name, None)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot start the port publisher {name} (it needs the Docker socket {} mounted)",
-                docker_socket()
-            )
-        })?;
-    Ok(())
 }
 
 /// One proxy as its labels describe it.

@@ -478,6 +478,45 @@ impl Drop for Cluster<'_> {
     }
 }
 
+/// Containers that take addresses on a cluster's network while it is down, whichever way
+/// Docker hands them out (lowest free or next in turn), so its nodes come back on new ones;
+/// removed when dropped.
+#[allow(dead_code)]
+pub struct Spacers(Vec<String>);
+
+#[allow(dead_code)]
+impl Spacers {
+    /// `count` containers of `image` (one with `sleep`) named `<prefix>-spacer-<n>`.
+    pub fn start(prefix: &str, network: &str, image: &str, count: usize) -> Spacers {
+        let mut spacers = Spacers(Vec::new());
+        for i in 0..count {
+            let spacer = format!("{prefix}-spacer-{i}");
+            let out = docker(&[
+                "run",
+                "-d",
+                "--name",
+                &spacer,
+                "--network",
+                network,
+                image,
+                "sleep",
+                "3600",
+            ]);
+            assert!(out.status.success(), "spacer {spacer}: {}", text(&out));
+            spacers.0.push(spacer);
+        }
+        spacers
+    }
+}
+
+impl Drop for Spacers {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            let _ = docker(&["rm", "-f", s]);
+        }
+    }
+}
+
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
