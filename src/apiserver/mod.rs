@@ -132,24 +132,6 @@ impl ApiServer {
             }
         }
         kinds::bootstrap(&self.store, &self.advertise, &self.service_subnet).await?;
-        if self.store.is_etcd()
-            && let Some((host, port)) = self
-                .advertise
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            && !host.is_empty()
-        {
-            let (store, subnet) = (self.store.clone(), self.service_subnet.clone());
-            kinds::masterleases::reconcile(
-                &store,
-                &subnet,
-                &host,
-                port,
-                kinds::masterleases::now_secs(),
-            )
-            .await?;
-            tokio::spawn(kinds::masterleases::run(store, subnet, host, port));
-        }
         // Custom resources are served before the first request, then kept current.
         crd::controller::reconcile(&self.store).await?;
         tokio::spawn(crd::controller::run(self.store.clone()));

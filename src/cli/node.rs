@@ -162,7 +162,7 @@ struct ServerPlan {
     files: Vec<(String, Vec<u8>, u32)>,
     labels: HashMap<String, String>,
     /// Every server's name, the new ones appended as they are added.
-    servers: std::sync::Mutex<Vec<String>>,
+    servers: Vec<String>,
 }
 
 impl ServerPlan {
@@ -219,7 +219,7 @@ impl ServerPlan {
             via: server.to_string(),
             files,
             labels,
-            servers: std::sync::Mutex::new(servers),
+            servers,
         })
     }
 
@@ -268,18 +268,13 @@ impl ServerPlan {
     }
 
     /// Tells the balancer of the new server (it reads its backends file every 2 s).
-    async fn add_to_balancer(&self, docker: &Docker, cluster: &str, node: &str) -> Result<()> {
-        let text = {
-            let mut servers = self
-                .servers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            servers.push(node.to_string());
-            servers
-                .iter()
-                .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
-                .collect::<String>()
-        };
+    async fn add_to_balancer(&mut self, docker: &Docker, cluster: &str, node: &str) -> Result<()> {
+        self.servers.push(node.to_string());
+        let text: String = self
+            .servers
+            .iter()
+            .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
+            .collect();
         let lb = crate::lb::docker::container_name(cluster);
         docker
             .upload(
@@ -409,7 +404,7 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     let ca = CertificateAuthority::from_pem(&read_pki("ca.crt").await?, &read_pki("ca.key").await?)
         .context("cannot load the cluster CA from the server node")?;
 
-    let server_plan = if adding_server {
+    let mut server_plan = if adding_server {
         Some(ServerPlan::read(&docker, cluster, &server_name, &template_settings, &nodes).await?)
     } else {
         None
@@ -482,7 +477,7 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
             }
             return Err(e.context(format!("cannot add {node_name}; nothing of it is left")));
         }
-        if let Some(plan) = &server_plan {
+        if let Some(plan) = server_plan.as_mut() {
             plan.add_to_balancer(&docker, cluster, &node_name).await?;
         }
         step.done();

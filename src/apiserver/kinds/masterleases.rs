@@ -23,12 +23,13 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Keeps `host`'s record and the endpoints current for as long as the task runs.
-pub async fn run(store: Store, service_subnet: String, host: String, port: u16) {
-    let mut tick = tokio::time::interval(INTERVAL);
+/// Keeps `host`'s record and the endpoints current for as long as the task runs, from one
+/// INTERVAL after the pass `kinds::bootstrap` made.
+pub async fn run(store: Store, host: String, port: u16) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + INTERVAL, INTERVAL);
     loop {
         tick.tick().await;
-        if let Err(e) = reconcile(&store, &service_subnet, &host, port, now_secs()).await {
+        if let Err(e) = reconcile(&store, &host, port, now_secs()).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "cannot update the kubernetes Service's endpoints"
@@ -39,13 +40,7 @@ pub async fn run(store: Store, service_subnet: String, host: String, port: u16) 
 
 /// One pass at time `now` (seconds): renew this server's record, drop the expired ones,
 /// publish the live addresses.
-pub async fn reconcile(
-    store: &Store,
-    service_subnet: &str,
-    host: &str,
-    port: u16,
-    now: u64,
-) -> Result<Vec<String>> {
+pub async fn reconcile(store: &Store, host: &str, port: u16, now: u64) -> Result<Vec<String>> {
     let key = format!("{PREFIX}{host}");
     let record = json!({"ip": host, "port": port, "expires": now + TTL.as_secs()});
     let bytes: bytes::Bytes = serde_json::to_vec(&record)?.into();
@@ -73,7 +68,7 @@ pub async fn reconcile(
     }
     live.sort();
     live.dedup();
-    super::publish_kubernetes_endpoints(store, service_subnet, &live, port).await?;
+    super::publish_kubernetes_endpoints(store, &live, port).await?;
     Ok(live)
 }
 
@@ -100,19 +95,16 @@ mod tests {
     #[tokio::test]
     async fn endpoints_list_the_servers_whose_records_are_alive() {
         let store = Store::in_memory().expect("store");
-        let subnet = "10.96.0.0/16";
         let t = 1_000_000;
-        reconcile(&store, subnet, "172.18.0.3", 6443, t)
-            .await
-            .expect("a");
-        let live = reconcile(&store, subnet, "172.18.0.2", 6443, t + 1)
+        reconcile(&store, "172.18.0.3", 6443, t).await.expect("a");
+        let live = reconcile(&store, "172.18.0.2", 6443, t + 1)
             .await
             .expect("b");
         assert_eq!(live, ["172.18.0.2", "172.18.0.3"]);
         assert_eq!(addresses(&store), ["172.18.0.2", "172.18.0.3"]);
         // .3 stops renewing: after the TTL only .2 is left, and .3's record is gone.
         let later = t + TTL.as_secs() + 1;
-        let live = reconcile(&store, subnet, "172.18.0.2", 6443, later)
+        let live = reconcile(&store, "172.18.0.2", 6443, later)
             .await
             .expect("b again");
         assert_eq!(live, ["172.18.0.2"]);

@@ -371,12 +371,17 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .unwrap_or_else(|| (String::new(), 6443));
-    let (svc, _, _) = service::kubernetes_service(&range, &[], port);
+    let svc = service::kubernetes_service(&range, port);
     ensure(store, def_of("", "services")?, svc, None).await?;
-    // A store shared with other API servers gets the endpoints from `masterleases`, which
-    // lists every live server; a server alone lists itself.
-    if !host.is_empty() && !store.is_etcd() {
-        publish_kubernetes_endpoints(store, service_subnet, &[host], port).await?;
+    // A server alone lists itself; one whose store other API servers may share (etcd) keeps
+    // its record beside theirs and lists every live one (`masterleases`).
+    if !host.is_empty() {
+        if store.is_etcd() {
+            masterleases::reconcile(store, &host, port, masterleases::now_secs()).await?;
+            tokio::spawn(masterleases::run(store.clone(), host, port));
+        } else {
+            publish_kubernetes_endpoints(store, &[host], port).await?;
+        }
     }
     for service in local_api_services() {
         ensure(
@@ -405,14 +410,10 @@ pub async fn bootstrap(store: &Store, advertise: &str, service_subnet: &str) -> 
 /// addresses, which may change between restarts).
 pub async fn publish_kubernetes_endpoints(
     store: &Store,
-    service_subnet: &str,
     hosts: &[String],
     port: u16,
 ) -> Result<()> {
-    let cidr: crate::cluster::cidr::Ipv4Cidr = service_subnet
-        .parse()
-        .with_context(|| format!("bad service subnet {service_subnet:?}"))?;
-    let (_, endpoints, slice) = service::kubernetes_service(&cidr, hosts, port);
+    let (endpoints, slice) = service::kubernetes_endpoints(hosts, port);
     let moved = |cur: &Value, want: &Value| {
         cur.get("subsets") != want.get("subsets")
             || cur.get("endpoints") != want.get("endpoints")

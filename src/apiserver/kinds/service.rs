@@ -787,9 +787,9 @@ pub fn allocate(store: &Store, svc: &mut Value) -> Result<(), Errors> {
     Ok(())
 }
 
-/// The `kubernetes` Service in `default` and its Endpoints and EndpointSlice, as the API server
-/// keeps them: the first address of the range, 443 → the API server's own port.
-pub fn kubernetes_service(cidr: &Ipv4Cidr, hosts: &[String], port: u16) -> (Value, Value, Value) {
+/// The `kubernetes` Service in `default`, as the API server keeps it: the first address of the
+/// range, 443 → the API server's own port.
+pub fn kubernetes_service(cidr: &Ipv4Cidr, port: u16) -> Value {
     let ip = cidr
         .nth(1)
         .map(|ip| ip.to_string())
@@ -805,6 +805,11 @@ pub fn kubernetes_service(cidr: &Ipv4Cidr, hosts: &[String], port: u16) -> (Valu
         "status": {"loadBalancer": {}},
     });
     default_service(&mut svc);
+    svc
+}
+
+/// The `kubernetes` Service's Endpoints and EndpointSlice: `hosts` (the API servers) at `port`.
+pub fn kubernetes_endpoints(hosts: &[String], port: u16) -> (Value, Value) {
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default",
@@ -820,7 +825,7 @@ pub fn kubernetes_service(cidr: &Ipv4Cidr, hosts: &[String], port: u16) -> (Valu
         "endpoints": hosts.iter().map(|h| json!({"addresses": [h], "conditions": {"ready": true}})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    (svc, endpoints, slice)
+    (endpoints, slice)
 }
 
 #[cfg(test)]

@@ -65,12 +65,13 @@ impl Store {
     /// (naming the endpoints) if etcd cannot be reached now. Needs a tokio runtime.
     pub async fn etcd(config: &EtcdConfig, prefix: &str) -> Result<Store, StoreError> {
         let client = Client::new(config)?;
+        // Seeded first: a server waiting for its etcd member retries this every second.
+        let (kvs, revision) = seed(&client, prefix).await?;
         let local = Store::in_memory_with(StoreOptions {
             // The mirror lives in memory: keep its page cache small, it only indexes.
             cache_size: 16 * 1024 * 1024,
             ..StoreOptions::default()
         })?;
-        let (kvs, revision) = seed(&client, prefix).await?;
         let keys = kvs.len();
         local.submit(Op::Reset { kvs, revision }).await?;
         let (tell, mirrored) = notify::channel(revision);
