@@ -1187,6 +1187,81 @@ fn webhooks_served_by_a_pod_behind_a_service() {
         binding["userInfo"]["username"], "system:kube-scheduler",
         "{binding}"
     );
+
+    conversion_webhook_behind_the_service(&cluster, namespace, service, &ca_bundle);
+}
+
+/// A CustomResourceDefinition whose conversion webhook is the same pod, named by its Service:
+/// Notes written at v2 (`spec.message`) are stored at v1 (`spec.text`) through it and read
+/// back at either version.
+fn conversion_webhook_behind_the_service(
+    cluster: &Cluster,
+    namespace: &str,
+    service: &str,
+    ca_bundle: &str,
+) {
+    let schema = |field: &str| {
+        json!({"openAPIV3Schema": {"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {field: {"type": "string"}}}}}})
+    };
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "notes.conversion.example.com"},
+        "spec": {"group": "conversion.example.com", "scope": "Namespaced",
+            "names": {"plural": "notes", "singular": "note", "kind": "Note"},
+            "conversion": {"strategy": "Webhook", "webhook": {
+                "conversionReviewVersions": ["v1"],
+                "clientConfig": {"caBundle": ca_bundle, "service": {
+                    "name": service, "namespace": namespace, "path": "/convert", "port": 443}}}},
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": schema("text")},
+                {"name": "v2", "served": true, "storage": false, "schema": schema("message")}]}});
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &crd.to_string());
+    assert!(out.status.success(), "{}", text(&out));
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/notes.conversion.example.com",
+        "--timeout=30s",
+    ]);
+    let note = json!({"apiVersion": "conversion.example.com/v2", "kind": "Note",
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {"message": "converted in a pod"}});
+    // The CRD is served within moments of Established; kubectl's discovery may lag as well.
+    wait_until(
+        "a Note to be created at v2",
+        Duration::from_secs(30),
+        || {
+            let out = cluster.kubectl_stdin(&["create", "-f", "-"], &note.to_string());
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let read = |resource: &str| -> Value {
+        let out = cluster.kubectl_ok(&["get", resource, "hello", "-n", "default", "-o", "json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let v1 = read("notes.v1.conversion.example.com");
+    assert_eq!(v1["apiVersion"], "conversion.example.com/v1", "{v1}");
+    assert_eq!(v1["spec"], json!({"text": "converted in a pod"}), "{v1}");
+    let v2 = read("notes.v2.conversion.example.com");
+    assert_eq!(v2["spec"], json!({"message": "converted in a pod"}), "{v2}");
+    let logs = cluster.kubectl_ok(&["logs", "-n", namespace, &format!("deployment/{service}")]);
+    let conversions: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["path"] == "/convert")
+        .collect();
+    for desired in ["conversion.example.com/v1", "conversion.example.com/v2"] {
+        assert!(
+            conversions
+                .iter()
+                .any(|c| c["desired"] == desired && c["names"] == json!(["hello"])),
+            "the pod never converted hello to {desired}: {conversions:?}"
+        );
+    }
 }
 
 /// p50 of `samples` ConfigMap creates through a kube-rs client, in milliseconds.

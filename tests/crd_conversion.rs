@@ -1,7 +1,9 @@
-//! Webhook conversion of custom resources with the real kubectl against the standalone API
-//! server: a CronTab stored as v1 (`spec.schedule`) and also served as v1beta1
-//! (`spec.cronSpec`), converted by a real HTTPS conversion webhook in this test process (TLS
-//! with a serving certificate from a CA the test makes and hands over as caBundle).
+//! Custom resources served at several versions, with the real kubectl against the standalone
+//! API server: a CronTab stored as v1 (`spec.schedule`, `spec.replicas`) and also served as
+//! v1beta1 (`spec.cronSpec`, `spec.size`), converted by a real HTTPS conversion webhook in this
+//! test process (TLS with a serving certificate from a CA the test makes and hands over as
+//! caBundle), which also serves admission webhooks; and versions whose schemas differ under
+//! strategy None.
 
 mod common;
 
@@ -23,9 +25,16 @@ impl Converter {
     fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
-        let https = common::https::serve_json("crd-conversion-test-ca", move |_, review| {
-            recorder.lock().unwrap().push(review.clone());
-            convert(&review).to_string()
+        let https = common::https::serve_json("crd-conversion-test-ca", move |path, review| {
+            let path = path.split('?').next().unwrap_or_default().to_string();
+            recorder
+                .lock()
+                .unwrap()
+                .push(json!({"path": path, "review": review}));
+            match path.as_str() {
+                "/convert" => convert(&review).to_string(),
+                _ => admit(&path, &review).to_string(),
+            }
         });
         Converter {
             port: https.port,
@@ -34,9 +43,36 @@ impl Converter {
         }
     }
 
+    /// The ConversionReviews received, oldest first.
     fn requests(&self) -> Vec<Value> {
-        self.seen.lock().unwrap().clone()
+        self.at("/convert")
     }
+
+    /// The AdmissionReviews received at `path`, oldest first.
+    fn at(&self, path: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == path)
+            .map(|r| r["review"].clone())
+            .collect()
+    }
+}
+
+/// The admission webhooks: `/validate` allows everything; `/mutate` sets `spec.size` (a
+/// v1beta1 field) to 7 on CronTabs named `mutated`.
+fn admit(path: &str, review: &Value) -> Value {
+    let request = &review["request"];
+    let mut response = json!({"uid": request["uid"], "allowed": true});
+    if path == "/mutate" && request["name"] == "mutated" {
+        use base64::Engine;
+        let ops = json!([{"op": "add", "path": "/spec/size", "value": 7}]);
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(ops.to_string()));
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
 }
 
 /// What the webhook answers: `spec.cronSpec` (v1beta1) and `spec.schedule` (v1) renamed, a
@@ -49,15 +85,23 @@ fn convert(review: &Value) -> Value {
     for obj in request["objects"].as_array().cloned().unwrap_or_default() {
         let mut obj = obj;
         let from = obj["apiVersion"].as_str().unwrap_or_default().to_string();
-        let spec = obj["spec"].as_object_mut().cloned().unwrap_or_default();
-        let mut new_spec = serde_json::Map::new();
-        for (k, v) in spec {
-            let k = match (k.as_str(), desired) {
-                ("cronSpec", "stable.example.com/v1") => "schedule".to_string(),
-                ("schedule", "stable.example.com/v1beta1") => "cronSpec".to_string(),
-                _ => k,
-            };
-            new_spec.insert(k, v);
+        let rename = |part: &Value| -> serde_json::Map<String, Value> {
+            let mut renamed = serde_json::Map::new();
+            for (k, v) in part.as_object().cloned().unwrap_or_default() {
+                let k = match (k.as_str(), desired) {
+                    ("cronSpec", "stable.example.com/v1") => "schedule".to_string(),
+                    ("schedule", "stable.example.com/v1beta1") => "cronSpec".to_string(),
+                    ("size", "stable.example.com/v1") => "replicas".to_string(),
+                    ("replicas", "stable.example.com/v1beta1") => "size".to_string(),
+                    _ => k,
+                };
+                renamed.insert(k, v);
+            }
+            renamed
+        };
+        let new_spec = rename(&obj["spec"]);
+        if obj.get("status").is_some() {
+            obj["status"] = Value::Object(rename(&obj["status"]));
         }
         let schedule = new_spec
             .get("schedule")
@@ -107,28 +151,45 @@ spec:
     storage: true
     additionalPrinterColumns:
     - {{name: Schedule, type: string, jsonPath: .spec.schedule}}
+    subresources:
+      status: {{}}
+      scale: {{specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}}
     schema:
       openAPIV3Schema:
         type: object
         properties:
           spec: {{type: object, properties: {{schedule: {{type: string}}, replicas: {{type: integer}}}}}}
+          status: {{type: object, properties: {{replicas: {{type: integer}}}}}}
   - name: v1beta1
     served: true
     storage: false
     additionalPrinterColumns:
     - {{name: CronSpec, type: string, jsonPath: .spec.cronSpec}}
+    subresources:
+      status: {{}}
+      scale: {{specReplicasPath: .spec.size, statusReplicasPath: .status.size}}
     schema:
       openAPIV3Schema:
         type: object
         properties:
-          spec: {{type: object, properties: {{cronSpec: {{type: string}}, replicas: {{type: integer}}}}}}
+          spec:
+            type: object
+            properties: {{cronSpec: {{type: string}}, size: {{type: integer, maximum: 10}}}}
+            x-kubernetes-validations:
+            - {{rule: "self.size >= oldSelf.size", message: "size may not shrink at v1beta1"}}
+          status: {{type: object, properties: {{size: {{type: integer}}}}}}
 "#
     )
 }
 
 fn crontab(version: &str, name: &str, field: &str, schedule: &str) -> String {
+    let replicas = if version == "v1beta1" {
+        "size"
+    } else {
+        "replicas"
+    };
     format!(
-        "apiVersion: stable.example.com/{version}\nkind: CronTab\nmetadata:\n  name: {name}\n  labels: {{app: cron}}\nspec:\n  {field}: {schedule:?}\n  replicas: 1\n"
+        "apiVersion: stable.example.com/{version}\nkind: CronTab\nmetadata:\n  name: {name}\n  labels: {{app: cron}}\nspec:\n  {field}: {schedule:?}\n  {replicas}: 1\n"
     )
 }
 
@@ -250,7 +311,7 @@ fn a_conversion_webhook_converts_every_read_and_write() {
 
     // Update (replace) at v1beta1.
     let mut beta = get_json(&server, &["crontabs.v1beta1.stable.example.com", "nightly"]);
-    beta["spec"]["replicas"] = json!(3);
+    beta["spec"]["size"] = json!(3);
     let out = server.kubectl_stdin(&["replace", "-f", "-"], &beta.to_string());
     assert!(out.status.success(), "{}", text(&out));
     let v1 = get_json(&server, &["crontabs.v1.stable.example.com", "nightly"]);
@@ -408,4 +469,432 @@ fn conversion_webhook_settings_are_validated_in_kubernetes_words() {
     let out = server.kubectl_stdin(&["create", "-f", "-"], &good);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("Warning"), "{}", text(&out));
+}
+
+/// The CRD served by the converter at `converter`.
+fn apply_crontabs(server: &ApiServer, converter: &Converter) {
+    let url = format!("https://127.0.0.1:{}/convert", converter.port);
+    let client = format!("{{url: {url:?}, caBundle: {:?}}}", converter.ca_bundle);
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &crd(&client, "[v1]"));
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/crontabs.stable.example.com",
+        "--timeout=30s",
+    ]);
+}
+
+/// `/scale` at v1beta1 reads and writes `spec.size` of the object converted to v1beta1 (v1
+/// keeps the count in `spec.replicas`); admission webhooks registered for v1beta1 see objects
+/// written at v1 converted by the conversion webhook, and a patch written in v1beta1's terms
+/// is converted back before it is stored.
+#[test]
+fn scale_and_admission_webhooks_work_at_a_webhook_converted_version() {
+    let converter = Converter::start();
+    let server = ApiServer::start();
+    apply_crontabs(&server, &converter);
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        &crontab("v1", "nightly", "schedule", "0 3 * * *"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // kubectl scale at v1beta1 lands in v1's spec.replicas.
+    server.kubectl_ok(&[
+        "scale",
+        "crontabs.v1beta1.stable.example.com",
+        "nightly",
+        "--replicas=4",
+    ]);
+    let v1 = get_json(&server, &["crontabs.v1.stable.example.com", "nightly"]);
+    assert_eq!(v1["spec"]["replicas"], 4, "{v1}");
+    assert!(v1["spec"].get("size").is_none(), "{v1}");
+    server.kubectl_ok(&[
+        "patch",
+        "crontabs.v1.stable.example.com",
+        "nightly",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":2}}"#,
+    ]);
+    let scale: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/stable.example.com/v1beta1/namespaces/default/crontabs/nightly/scale",
+    ]))
+    .unwrap();
+    assert_eq!(scale["kind"], "Scale", "{scale}");
+    assert_eq!(scale["spec"]["replicas"], 4, "{scale}");
+    assert_eq!(scale["status"]["replicas"], 2, "{scale}");
+    let v1_scale: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs/nightly/scale",
+    ]))
+    .unwrap();
+    assert_eq!(v1_scale["spec"]["replicas"], 4, "{v1_scale}");
+
+    // Admission webhooks that only know v1beta1 (matchPolicy Equivalent, the default).
+    let hook = |kind: &str, path: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+            "metadata": {"name": format!("crontabs{}", path.replace('/', "-"))},
+            "webhooks": [{"name": format!("{}.crontabs.example.com", &path[1..]),
+                "clientConfig": {"url": format!("https://127.0.0.1:{}{path}", converter.port),
+                                 "caBundle": converter.ca_bundle},
+                "rules": [{"operations": ["CREATE"], "apiGroups": ["stable.example.com"],
+                           "apiVersions": ["v1beta1"], "resources": ["crontabs"]}],
+                "sideEffects": "None", "admissionReviewVersions": ["v1"]}]})
+        .to_string()
+    };
+    for (kind, path) in [
+        ("MutatingWebhookConfiguration", "/mutate"),
+        ("ValidatingWebhookConfiguration", "/validate"),
+    ] {
+        let out = server.kubectl_stdin(&["apply", "-f", "-"], &hook(kind, path));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let mut probes = 0;
+    wait_until(
+        "the validating webhook to be called",
+        std::time::Duration::from_secs(20),
+        || {
+            probes += 1;
+            let name = format!("probe-{probes}");
+            let out = server.kubectl_stdin(
+                &["create", "-f", "-"],
+                &crontab("v1", &name, "schedule", "0 0 * * *"),
+            );
+            if !out.status.success() {
+                return Err(text(&out));
+            }
+            if converter.at("/validate").is_empty() {
+                Err(format!("{name} was not reviewed"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        &crontab("v1", "mutated", "schedule", "0 1 * * *"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let named = |path: &str| -> Value {
+        converter
+            .at(path)
+            .into_iter()
+            .map(|r| r["request"].clone())
+            .find(|r| r["name"] == "mutated")
+            .unwrap_or_else(|| panic!("{path} never saw the CronTab \"mutated\""))
+    };
+    let mutating = named("/mutate");
+    assert_eq!(mutating["kind"]["version"], "v1beta1", "{mutating}");
+    assert_eq!(mutating["requestKind"]["version"], "v1", "{mutating}");
+    assert_eq!(
+        mutating["object"]["apiVersion"], "stable.example.com/v1beta1",
+        "{mutating}"
+    );
+    assert_eq!(
+        mutating["object"]["spec"]["cronSpec"], "0 1 * * *",
+        "{mutating}"
+    );
+    assert_eq!(mutating["object"]["spec"]["size"], 1, "{mutating}");
+    assert!(
+        mutating["object"]["spec"].get("schedule").is_none(),
+        "{mutating}"
+    );
+    let validating = named("/validate");
+    assert_eq!(validating["object"]["spec"]["cronSpec"], "0 1 * * *");
+    assert_eq!(validating["object"]["spec"]["size"], 7, "{validating}");
+    let stored = get_json(&server, &["crontabs.v1.stable.example.com", "mutated"]);
+    assert_eq!(stored["spec"]["replicas"], 7, "{stored}");
+    assert_eq!(stored["spec"]["schedule"], "0 1 * * *", "{stored}");
+    assert!(stored["spec"].get("size").is_none(), "{stored}");
+
+    // v1beta1's own rules judge writes at v1beta1 (its maximum, its transition rule), in its
+    // field names; v1 has neither.
+    let out = server.kubectl(&[
+        "patch",
+        "crontabs.v1beta1.stable.example.com",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":11}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = server.kubectl(&[
+        "patch",
+        "crontabs.v1beta1.stable.example.com",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":3}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("size may not shrink at v1beta1"),
+        "{}",
+        text(&out)
+    );
+    server.kubectl_ok(&[
+        "patch",
+        "crontabs.v1.stable.example.com",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":30}}"#,
+    ]);
+    let v1 = get_json(&server, &["crontabs.v1.stable.example.com", "nightly"]);
+    assert_eq!(v1["spec"]["replicas"], 30, "{v1}");
+}
+
+/// Widgets: v1 (storage) and v1beta1 with different schemas, conversion None.
+const WIDGETS_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.org
+spec:
+  group: example.org
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size, owner]
+            properties:
+              size: {type: integer}
+              owner: {type: string}
+              tier: {type: string, default: gold}
+            x-kubernetes-validations:
+            - {rule: "self.size < 100", message: "size must be below 100"}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {type: integer}
+              legacy: {type: string, maxLength: 5}
+              color: {type: string, default: red}
+            x-kubernetes-validations:
+            - {rule: "self.size >= oldSelf.size", message: "size may not shrink"}
+"#;
+
+fn widget(version: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: example.org/{version}\nkind: Widget\nmetadata:\n  name: {name}\nspec: {spec}\n"
+    )
+}
+
+/// With conversion None, a write at v1beta1 is judged by v1beta1's schema (its required
+/// fields, limits, unknown fields and rules; not v1's), then stored as v1 pruned to v1's
+/// schema, as kube-apiserver does.
+#[test]
+fn writes_are_judged_by_the_schema_of_the_version_written() {
+    let server = ApiServer::start();
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], WIDGETS_CRD);
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.org",
+        "--timeout=30s",
+    ]);
+    let create = |yaml: String| server.kubectl_stdin(&["create", "-f", "-"], &yaml);
+
+    // Valid at v1beta1 although v1 would refuse it (no owner, size over 100, a v1beta1 field).
+    let out = create(widget("v1beta1", "w1", "{size: 500, legacy: abc}"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Warning"), "{}", text(&out));
+    let v1 = get_json(&server, &["widgets.v1.example.org", "w1"]);
+    assert_eq!(v1["apiVersion"], "example.org/v1", "{v1}");
+    assert_eq!(v1["spec"]["size"], 500, "{v1}");
+    assert_eq!(v1["spec"]["tier"], "gold", "{v1}");
+    for dropped in ["legacy", "color"] {
+        assert!(v1["spec"].get(dropped).is_none(), "{dropped}: {v1}");
+    }
+    let beta = get_json(&server, &["widgets.v1beta1.example.org", "w1"]);
+    assert_eq!(beta["apiVersion"], "example.org/v1beta1", "{beta}");
+    assert_eq!(beta["spec"]["size"], 500, "{beta}");
+    assert!(beta["spec"].get("tier").is_none(), "{beta}");
+
+    // v1beta1's own checks, in its field names.
+    let out = create(widget("v1beta1", "w2", "{legacy: toolong}"));
+    assert!(!out.status.success());
+    for want in [
+        "spec.size: Required value",
+        "spec.legacy: Too long: may not be more than 5 bytes",
+    ] {
+        assert!(text(&out).contains(want), "no {want:?} in {}", text(&out));
+    }
+    assert!(!text(&out).contains("owner"), "{}", text(&out));
+    let out = create(widget("v1beta1", "w3", "{size: 1, bogus: 1}"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(r#"unknown field "spec.bogus""#),
+        "{}",
+        text(&out)
+    );
+    // v1's checks still hold at v1.
+    let out = create(widget("v1", "w4", "{size: 1}"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("spec.owner: Required value"),
+        "{}",
+        text(&out)
+    );
+    let out = create(widget("v1", "w5", "{size: 200, owner: me}"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("size must be below 100"),
+        "{}",
+        text(&out)
+    );
+    for name in ["w2", "w3", "w4", "w5"] {
+        assert!(gone(&server.kubectl(&[
+            "get",
+            "widgets.v1.example.org",
+            name
+        ])));
+    }
+
+    // v1beta1's transition rule judges updates at v1beta1 against the object as v1beta1 saw it.
+    let out = server.kubectl(&[
+        "patch",
+        "widgets.v1beta1.example.org",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":400}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("size may not shrink"), "{}", text(&out));
+    server.kubectl_ok(&[
+        "patch",
+        "widgets.v1beta1.example.org",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":600}}"#,
+    ]);
+    let v1 = get_json(&server, &["widgets.v1.example.org", "w1"]);
+    assert_eq!(v1["spec"]["size"], 600, "{v1}");
+
+    // Server-side apply at v1beta1 is checked by v1beta1's schema too.
+    let out = server.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &widget("v1beta1", "w6", "{size: 2, legacy: ok}"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v1 = get_json(&server, &["widgets.v1.example.org", "w6"]);
+    assert_eq!(v1["spec"]["size"], 2, "{v1}");
+    assert!(v1["spec"].get("legacy").is_none(), "{v1}");
+}
+
+/// An object stored at a version that its definition no longer serves is read with that
+/// version's defaults (its schema is still in the definition), then shown at the version asked.
+#[test]
+fn defaults_of_a_version_no_longer_served_apply_to_objects_stored_at_it() {
+    let server = ApiServer::start();
+    let gizmos = |alpha_served: bool, alpha_default: &str, with_v1: bool| {
+        let mut crd = format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gizmos.example.org
+spec:
+  group: example.org
+  scope: Namespaced
+  names: {{plural: gizmos, singular: gizmo, kind: Gizmo}}
+  versions:
+  - name: v1alpha1
+    served: {alpha_served}
+    storage: {}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{mode: {{type: string{alpha_default}}}}}}}
+"#,
+            !with_v1
+        );
+        if with_v1 {
+            crd.push_str(
+                r#"  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, properties: {mode: {type: string}, level: {type: integer}}}
+"#,
+            );
+        }
+        crd
+    };
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &gizmos(true, "", false));
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/gizmos.example.org",
+        "--timeout=30s",
+    ]);
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: example.org/v1alpha1\nkind: Gizmo\nmetadata:\n  name: g1\nspec: {}\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // v1 becomes the storage version, v1alpha1 is no longer served but gains a default.
+    let out = server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &gizmos(false, ", default: auto", true),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(
+        "v1 to be served",
+        std::time::Duration::from_secs(10),
+        || {
+            let out = server.kubectl(&["get", "gizmos.v1.example.org", "g1", "-o", "json"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let g1 = get_json(&server, &["gizmos.v1.example.org", "g1"]);
+    assert_eq!(g1["apiVersion"], "example.org/v1", "{g1}");
+    assert_eq!(g1["spec"]["mode"], "auto", "{g1}");
+    let listed = get_json(&server, &["gizmos.v1.example.org"]);
+    assert_eq!(listed["items"][0]["spec"]["mode"], "auto", "{listed}");
+    assert_eq!(
+        listed["items"][0]["apiVersion"], "example.org/v1",
+        "{listed}"
+    );
+    let out = server.kubectl(&["get", "gizmos.v1alpha1.example.org", "g1"]);
+    assert!(!out.status.success(), "{}", text(&out));
 }

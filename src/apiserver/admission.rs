@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::crd::versions;
 use super::defaults;
 use super::kinds::{self, cluster, field::Errors, limitrange, pod, quantity, quota, service};
 use super::object::{self, meta_str};
@@ -319,8 +320,18 @@ pub async fn on_create(store: &Store, def: &ResourceDef, obj: &mut Value) -> Res
     // What a webhook wrote is decoded with defaults, as kube-apiserver decodes its patch.
     kinds::default(def, obj);
     let mut errs = Errors::new();
-    kinds::validate(def, obj, &mut errs);
-    finish(def, obj, errs)?;
+    match versions::current(def) {
+        Some(view) => {
+            let written = versions::as_written(store, &view, obj).await?;
+            kinds::validate(view.def, &written, &mut errs);
+            finish(def, obj, errs)?;
+            versions::prune_to(def, obj);
+        }
+        None => {
+            kinds::validate(def, obj, &mut errs);
+            finish(def, obj, errs)?;
+        }
+    }
     webhooks::validate(store, def, Operation::Create, Some(obj), None).await?;
     admit_limits_and_quota(store, def, obj, &ranges)?;
     if (def.group, def.plural) == ("", "services") {
@@ -374,9 +385,21 @@ pub async fn on_update(
     defaults::on_update(def, &mut old);
     // As in Kubernetes, what may not change is reported before what is wrong with the result.
     let mut errs = Errors::new();
-    kinds::validate_update(def, &old, new, &mut errs);
-    kinds::validate(def, new, &mut errs);
-    finish(def, new, errs)?;
+    match versions::current(def) {
+        Some(view) => {
+            let written = versions::as_written(store, &view, new).await?;
+            let before = versions::old_as_written(store, &view, &old).await?;
+            kinds::validate_update(view.def, &before, &written, &mut errs);
+            kinds::validate(view.def, &written, &mut errs);
+            finish(def, new, errs)?;
+            versions::prune_to(def, new);
+        }
+        None => {
+            kinds::validate_update(def, &old, new, &mut errs);
+            kinds::validate(def, new, &mut errs);
+            finish(def, new, errs)?;
+        }
+    }
     webhooks::validate(store, def, Operation::Update, Some(new), Some(&old)).await?;
     if quota::checked_on_update(def.group, def.plural) {
         admit_quota(store, def, new, Some(&old))?;

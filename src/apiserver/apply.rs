@@ -43,9 +43,14 @@ fn read_config(req: &Request<'_>) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     // An undeclared field fails the typed conversion whatever fieldValidation says.
+    // A custom resource applied at another version is checked by that version's schema.
     let mut checked = config.clone();
     let mode = super::schema::FieldValidation::from_query(req.query.get("fieldValidation"))?;
-    super::schema::check_fields(def, &req.body, req.content_type, &mut checked, mode)?;
+    let fields_of = match req.target.served_as {
+        Some(served) if served.custom.is_some() => served,
+        _ => def,
+    };
+    super::schema::check_fields(fields_of, &req.body, req.content_type, &mut checked, mode)?;
     Ok(config)
 }
 

@@ -25,9 +25,30 @@ pub async fn dispatch(req: &Request<'_>, sub: &str) -> Result<Reply, ApiError> {
     }
 }
 
-/// The paths a custom resource's definition gives for its scale (None for built-in kinds).
+/// The paths a custom resource's definition gives for its scale at the version the client
+/// asked for (None for built-in kinds).
 fn custom_scale(req: &Request<'_>) -> Option<&'static super::crd::ScalePaths> {
-    req.def().custom.and_then(|c| c.scale.as_ref())
+    req.target
+        .served_def()
+        .custom
+        .and_then(|c| c.scale.as_ref())
+}
+
+/// A custom resource's scale asked for at another version than its storage version is read
+/// and written on the object at that version, whose paths may differ (kube-apiserver serves
+/// `/scale` per version, converting the object).
+fn scale_version(req: &Request<'_>) -> Option<&'static resources::ResourceDef> {
+    req.target
+        .served_as
+        .filter(|d| d.custom.is_some() && !std::ptr::eq(*d, req.def()))
+}
+
+/// A stored object at the version `/scale` was asked at.
+async fn scaled_view(req: &Request<'_>, stored: Value) -> Result<Value, ApiError> {
+    match scale_version(req) {
+        Some(served) => super::crd::versions::to_version(req.store, served, stored).await,
+        None => Ok(stored),
+    }
 }
 
 fn scale_of(paths: Option<&super::crd::ScalePaths>, obj: &Value) -> Value {
@@ -80,7 +101,7 @@ fn scale_of(paths: Option<&super::crd::ScalePaths>, obj: &Value) -> Value {
 
 async fn scale_get(req: &Request<'_>) -> Result<Reply, ApiError> {
     let obj = object::from_stored_as(req.def(), &req.load(req.name()?).await?)?;
-    ok(scale_of(custom_scale(req), &obj))
+    ok(scale_of(custom_scale(req), &scaled_view(req, obj).await?))
 }
 
 async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
@@ -94,7 +115,8 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
     let body = req.decode_body()?;
     for _attempt in 0..8 {
         let current = req.load(&name).await?;
-        let old = object::from_stored_as(req.def(), &current)?;
+        let stored_old = object::from_stored_as(req.def(), &current)?;
+        let old = scaled_view(req, stored_old.clone()).await?;
         let mut scale = scale_of(custom_scale(req), &old);
         match (req.target.verb, media) {
             (Verb::Update, _) => scale = body.clone(),
@@ -170,9 +192,17 @@ async fn scale_write(req: &Request<'_>) -> Result<Reply, ApiError> {
                 + 1;
             new["metadata"]["generation"] = generation.into();
         }
-        super::fieldmanager::on_scale(req, &old, &mut new);
+        if scale_version(req).is_some() {
+            new = super::crd::versions::to_version(req.store, req.def(), new).await?;
+        }
+        super::fieldmanager::on_scale(req, &stored_old, &mut new);
         match write_update(req, &name, &current, new).await {
-            Ok(written) => return ok(scale_of(custom_scale(req), &written)),
+            Ok(written) => {
+                return ok(scale_of(
+                    custom_scale(req),
+                    &scaled_view(req, written).await?,
+                ));
+            }
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
         }

@@ -15,6 +15,8 @@
 //! - `conversion`: the conversion webhook of a definition with `strategy: Webhook`.
 //! - `printer`: additionalPrinterColumns (JSONPath cells) for Tables.
 //! - `scale`: the `/scale` subresource through specReplicasPath/statusReplicasPath/labelSelectorPath.
+//! - `versions`: writes at a non-storage version judged at the client's version, and moving
+//!   objects between versions (conversion, then pruning by the target version's schema).
 
 pub mod cel;
 pub mod controller;
@@ -23,6 +25,7 @@ pub mod definition;
 pub mod jsonpath;
 pub mod printer;
 pub mod schema;
+pub mod versions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -95,6 +98,48 @@ static SERVED: RwLock<Option<Served>> = RwLock::new(None);
 /// distinct definition (by uid and spec) is built once and kept, so a server leaks only one
 /// set of entries per change of a definition.
 static BUILT: Mutex<Option<HashMap<String, Vec<&'static ResourceDef>>>> = Mutex::new(None);
+
+/// The schema of a version a definition lists but does not serve: objects stored at it are
+/// still pruned and defaulted by it on read, as kube-apiserver's storage decoder does.
+#[derive(Debug)]
+struct UnservedSchema {
+    group: String,
+    plural: String,
+    version: String,
+    schema: Value,
+    has_defaults: bool,
+}
+
+static UNSERVED: RwLock<Vec<Arc<UnservedSchema>>> = RwLock::new(Vec::new());
+
+fn unserved(group: &str, plural: &str, version: &str) -> Option<Arc<UnservedSchema>> {
+    let all = UNSERVED.read().ok()?;
+    all.iter()
+        .find(|u| u.group == group && u.plural == plural && u.version == version)
+        .cloned()
+}
+
+/// The unserved versions' schemas of the Established definitions.
+fn unserved_of(definitions: &[&Value]) -> Vec<Arc<UnservedSchema>> {
+    let mut out = Vec::new();
+    for crd in definitions {
+        let spec = j::at(crd, "spec");
+        let group = j::str_or(spec, "group");
+        let plural = j::str_or(j::at(j::at(crd, "status"), "acceptedNames"), "plural");
+        for v in j::items(spec, "versions").filter(|v| !j::bool_at(v, "served").unwrap_or(false)) {
+            if let Some(schema) = v.pointer("/schema/openAPIV3Schema") {
+                out.push(Arc::new(UnservedSchema {
+                    group: group.to_string(),
+                    plural: plural.to_string(),
+                    version: j::str_or(v, "name").to_string(),
+                    has_defaults: schema::has_defaults(schema),
+                    schema: schema.clone(),
+                }));
+            }
+        }
+    }
+    out
+}
 
 /// The custom resources served now.
 pub fn served() -> Served {
@@ -296,6 +341,14 @@ pub fn rebuild(definitions: &[Value]) {
     let mut defs = Vec::new();
     let mut sorted: Vec<&Value> = definitions.iter().collect();
     sorted.sort_by_key(|c| j::str_or(j::at(c, "metadata"), "name").to_string());
+    let established: Vec<&Value> = sorted
+        .iter()
+        .copied()
+        .filter(|c| condition_true(c, "Established"))
+        .collect();
+    if let Ok(mut u) = UNSERVED.write() {
+        *u = unserved_of(&established);
+    }
     for crd in sorted {
         let key = format!(
             "{}/{}/{}",
@@ -349,19 +402,23 @@ pub fn check_fields(
 /// stored bytes as they are otherwise.
 pub fn decoded_on_read(def: &ResourceDef) -> bool {
     def.custom.is_some()
-        && served().iter().any(|r| {
+        && (served().iter().any(|r| {
             r.group == def.group
                 && r.plural == def.plural
                 && r.custom
                     .is_some_and(|c| c.has_defaults || c.schema.is_some())
-        })
+        }) || UNSERVED.read().is_ok_and(|u| {
+            u.iter()
+                .any(|u| u.group == def.group && u.plural == def.plural)
+        }))
 }
 
 /// An object read from storage, as kube-apiserver's storage decoder gives it: pruned of what
 /// the schema of the version it was stored at no longer declares, then given that schema's
 /// defaults, so an object stored before a field was dropped loses it and one stored before a
 /// default was added gets it. Nothing is written back. The definition in force now decides,
-/// not the one a long-running watch started under.
+/// not the one a long-running watch started under; a version no longer served still has its
+/// schema in the definition, and that schema decides for objects stored at it.
 pub fn normalize_stored(def: &ResourceDef, obj: &mut Value) {
     if def.custom.is_none() {
         return;
@@ -375,13 +432,28 @@ pub fn normalize_stored(def: &ResourceDef, obj: &mut Value) {
         .iter()
         .copied()
         .find(|r| r.group == def.group && r.plural == def.plural && r.version == version);
-    if let Some(custom) = current.and_then(|r| r.custom)
-        && let Some(schema) = custom.schema.as_ref()
-    {
-        schema::prune(schema, obj, "", true, &mut Vec::new());
-        if custom.has_defaults {
-            schema::apply_defaults(schema, obj);
+    if let Some(custom) = current.and_then(|r| r.custom) {
+        if let Some(schema) = custom.schema.as_ref() {
+            schema::prune(schema, obj, "", true, &mut Vec::new());
+            if custom.has_defaults {
+                schema::apply_defaults(schema, obj);
+            }
         }
+    } else if let Some(old) = unserved(def.group, def.plural, &version) {
+        schema::prune(&old.schema, obj, "", true, &mut Vec::new());
+        if old.has_defaults {
+            schema::apply_defaults(&old.schema, obj);
+        }
+    }
+    // Stored at another version (the storage version has changed since): strategy None
+    // converts by rewriting apiVersion, then prunes by the version served. A conversion
+    // webhook is asked on the way out of `kinds::convert` instead.
+    if version != def.version
+        && let Some(custom) = def.custom
+        && custom.webhook.is_none()
+    {
+        *obj = versions::rewrite(std::mem::take(obj), &def.api_version());
+        versions::prune_to(def, obj);
     }
 }
 

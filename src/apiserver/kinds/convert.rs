@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::super::crd::conversion::{self, Webhook};
+use super::super::crd::versions::{self, View};
 use super::super::handlers::{self, Reply, Request};
 use super::super::object;
 use super::super::request::{ResourceRequest, Verb};
@@ -253,12 +254,12 @@ pub fn to_storage(def: &ResourceDef, mut obj: Value) -> Value {
     }
 }
 
-/// A stored object as `def`'s version shows it.
-pub fn from_storage(def: &ResourceDef, mut obj: Value) -> Value {
+/// A stored object as `def`'s version shows it (custom resources: strategy None, then pruned
+/// by that version's schema).
+pub fn from_storage(def: &ResourceDef, obj: Value) -> Value {
     if def.custom.is_some() {
-        if obj.is_object() {
-            obj["apiVersion"] = json!(def.api_version());
-        }
+        let mut obj = versions::rewrite(obj, &def.api_version());
+        versions::prune_to(def, &mut obj);
         return obj;
     }
     match (def.group, def.version, def.plural) {
@@ -323,11 +324,15 @@ async fn into_storage(
 }
 
 /// A stored object at `def`'s version, through the webhook where there is one.
-async fn out_of_storage(store: &Store, def: &ResourceDef, obj: Value) -> Result<Value, ApiError> {
-    match webhook_of(def) {
-        Some(hook) => conversion::convert_one(store, hook, obj, &def.api_version()).await,
-        None => Ok(from_storage(def, obj)),
+pub async fn out_of_storage(
+    store: &Store,
+    def: &ResourceDef,
+    obj: Value,
+) -> Result<Value, ApiError> {
+    if def.custom.is_some() {
+        return versions::to_version(store, def, obj).await;
     }
+    Ok(from_storage(def, obj))
 }
 
 /// `convert_reply` through the webhook where there is one: a list's objects go in one review.
@@ -341,10 +346,13 @@ async fn convert_reply_via(
         return Ok(convert_reply(def, storage, body));
     };
     if is_stored_object(storage, &body) {
-        return conversion::convert_one(store, hook, body, &def.api_version()).await;
+        return versions::to_version(store, def, body).await;
     }
     if j::str_or(&body, "kind") == format!("{}List", storage.kind) {
         let mut list = conversion::convert_list(store, hook, body, &def.api_version()).await?;
+        for item in j::items_mut(&mut list, "items") {
+            versions::prune_to(def, item);
+        }
         list["kind"] = json!(format!("{}List", def.kind));
         return Ok(list);
     }
@@ -401,10 +409,18 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
     };
     let mut body = req.body.clone();
     let mut content_type = req.content_type.to_string();
+    let mut field_warnings = Vec::new();
+    // A Scale is the same at every version: `subresources` reads and writes the object at
+    // the version asked for.
+    let scale = req.target.subresource.as_deref() == Some("scale");
     match req.target.verb {
+        _ if scale => {}
         Verb::Create | Verb::Update => {
             let mut obj = handlers::decode(req.content_type, &req.body)?;
             object::check_type(&mut obj, def)?;
+            if def.custom.is_some() {
+                field_warnings = at_written_version(&req, def, &mut obj)?;
+            }
             let stored = into_storage(req.store, def, storage, obj).await?;
             body = Bytes::from(serde_json::to_vec(&stored).unwrap_or_default());
             content_type = "application/json".into();
@@ -415,7 +431,7 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         _ => {}
     }
     let table = wants_converted_table(&req);
-    let reply = handlers::dispatch(Request {
+    let served = handlers::dispatch(Request {
         store: req.store,
         target: &target,
         query: req.query,
@@ -427,10 +443,17 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         content_type: &content_type,
         user_agent: req.user_agent,
         body,
-    })
-    .await?;
+    });
+    let view = View { def, old: None };
+    let reply = if def.custom.is_some() && matches!(req.target.verb, Verb::Create | Verb::Update) {
+        versions::scope(view, served).await?
+    } else {
+        served.await?
+    };
     let code = reply.code;
-    let (body, warnings) = reply.into_json()?;
+    let (body, mut warnings) = reply.into_json()?;
+    field_warnings.append(&mut warnings);
+    let warnings = field_warnings;
     let mut body = convert_reply_via(req.store, def, storage, body).await?;
     if table {
         body = tabulate(def, body, include_object(req.query));
@@ -441,6 +464,20 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         encoded: None,
         warnings,
     })
+}
+
+/// A custom resource written at `def`'s version is decoded there: its unknown fields are
+/// checked by that version's schema (per fieldValidation) and dropped, and its defaults
+/// applied, before it is converted to the storage version.
+fn at_written_version(
+    req: &Request<'_>,
+    def: &ResourceDef,
+    obj: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    let mode = super::super::schema::FieldValidation::from_query(req.query.get("fieldValidation"))?;
+    let warnings = super::super::schema::check_fields(def, &req.body, req.content_type, obj, mode)?;
+    super::default(def, obj);
+    Ok(warnings)
 }
 
 /// A patch is written in the request's version: it is applied to the object converted to that
@@ -513,9 +550,13 @@ async fn patch(
         if object::meta_str(&patched, "resourceVersion").is_none() {
             object::set_resource_version(&mut patched, kv.mod_revision);
         }
+        let mut field_warnings = Vec::new();
+        if def.custom.is_some() {
+            field_warnings = at_written_version(req, def, &mut patched)?;
+        }
         let stored = into_storage(req.store, def, storage, patched).await?;
         let body = Bytes::from(serde_json::to_vec(&stored).unwrap_or_default());
-        let result = handlers::dispatch(Request {
+        let served = handlers::dispatch(Request {
             store: req.store,
             target: &target,
             query: req.query,
@@ -523,12 +564,22 @@ async fn patch(
             content_type: "application/json",
             user_agent: req.user_agent,
             body,
-        })
-        .await;
+        });
+        let result = if def.custom.is_some() {
+            let view = View {
+                def,
+                old: Some(current.clone()),
+            };
+            versions::scope(view, served).await
+        } else {
+            served.await
+        };
         match result {
             Ok(reply) => {
                 let code = reply.code;
-                let (body, warnings) = reply.into_json()?;
+                let (body, mut warnings) = reply.into_json()?;
+                field_warnings.append(&mut warnings);
+                let warnings = field_warnings;
                 return Ok(Reply {
                     code,
                     body: convert_reply_via(req.store, def, storage, body).await?,
@@ -566,7 +617,7 @@ async fn apply(
     }
     let body = serde_json::to_vec(&config)
         .map_err(|e| ApiError::internal(format!("cannot encode the configuration: {e}")))?;
-    let reply = handlers::dispatch(Request {
+    let served = handlers::dispatch(Request {
         store: req.store,
         target,
         query: req.query,
@@ -574,8 +625,8 @@ async fn apply(
         content_type: "application/apply-patch+yaml",
         user_agent: req.user_agent,
         body: Bytes::from(body),
-    })
-    .await?;
+    });
+    let reply = versions::scope(View { def, old: None }, served).await?;
     let code = reply.code;
     let (body, warnings) = reply.into_json()?;
     Ok(Reply {

@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
+use super::crd;
 use super::kinds::convert;
 use super::object::meta_str;
 use super::resources::{self, ResourceDef};
@@ -639,8 +640,8 @@ impl Call<'_> {
                 (None, Some(u)) => json!({"username": u.user, "groups": u.groups}),
                 (None, None) => json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}),
             },
-            "object": obj.map(|o| convert::from_storage(matched, o.clone())).unwrap_or(Value::Null),
-            "oldObject": old.map(|o| convert::from_storage(matched, o.clone())).unwrap_or(Value::Null),
+            "object": obj.cloned().unwrap_or(Value::Null),
+            "oldObject": old.cloned().unwrap_or(Value::Null),
             "dryRun": self.request.dry_run,
         });
         if let Some(sub) = &self.request.subresource {
@@ -716,6 +717,24 @@ impl Call<'_> {
         ApiError::forbidden(format!("{what} {:?} is forbidden: {why}", self.name))
     }
 
+    /// A stored object at the version a webhook asked for: custom resources through their
+    /// definition's conversion (a conversion webhook too) and pruned by that version's schema.
+    async fn at_version(
+        &self,
+        matched: &'static ResourceDef,
+        stored: Option<&Value>,
+    ) -> Result<Option<Value>, ApiError> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        if matched.custom.is_some() {
+            return crd::versions::to_version(self.store, matched, stored.clone())
+                .await
+                .map(Some);
+        }
+        Ok(Some(convert::from_storage(matched, stored.clone())))
+    }
+
     /// Calls one webhook that matched. `Ok(None)` is a webhook skipped by its matchConditions
     /// or ignored after failing under failurePolicy Ignore.
     async fn call(
@@ -727,7 +746,15 @@ impl Call<'_> {
         old: Option<&Value>,
     ) -> Result<Option<review::Answer>, ApiError> {
         let uid = uuid::Uuid::new_v4().to_string();
-        let request = self.review_request(&uid, matched, obj, old);
+        let (obj, old) = if self.object_kind.is_none() && self.operation.options_kind().is_some() {
+            (
+                self.at_version(matched, obj).await?,
+                self.at_version(matched, old).await?,
+            )
+        } else {
+            (obj.cloned(), old.cloned())
+        };
+        let request = self.review_request(&uid, matched, obj.as_ref(), old.as_ref());
         let ignore = hook.spec.get("failurePolicy").and_then(Value::as_str) == Some("Ignore");
         let null = Value::Null;
         match matching::conditions_match(
@@ -916,14 +943,21 @@ async fn mutate_once(
         *obj = patched;
         return Ok(changed);
     }
-    let mut versioned = convert::from_storage(matched, obj.clone());
+    let mut versioned = match call.at_version(matched, Some(obj)).await? {
+        Some(v) => v,
+        None => return Ok(false),
+    };
     json_patch::patch(&mut versioned, patch).map_err(|e| {
         ApiError::internal(format!(
             "failed calling webhook {:?}: the JSON patch could not be applied: {e}",
             hook.name
         ))
     })?;
-    let patched = convert::to_storage(matched, versioned);
+    let patched = if matched.custom.is_some() {
+        crd::versions::convert(call.store, call.def, versioned).await?
+    } else {
+        convert::to_storage(matched, versioned)
+    };
     if patched == *obj {
         return Ok(false);
     }

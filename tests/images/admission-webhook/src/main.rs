@@ -13,6 +13,10 @@
 //! - `/slow`: allows after 5 seconds;
 //! - `/allow`: allows, with a warning naming the operation and subresource.
 //!
+//! `/convert` takes a ConversionReview instead: Notes of `conversion.example.com` keep their
+//! words in `spec.text` at v1 and in `spec.message` at v2; it logs
+//! `{"path": "/convert", "desired": …, "names": […]}`.
+//!
 //! It ignores SIGTERM (PID 1 without a handler), so a pod's deletion ends it with SIGKILL.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -105,6 +109,7 @@ fn serve(config: Arc<rustls::ServerConfig>, tcp: TcpStream) {
             ("200 OK", "ok".to_string())
         } else if method == "POST" {
             match serde_json::from_slice::<Value>(&body) {
+                Ok(review) if path == "/convert" => ("200 OK", convert(&review["request"])),
                 Ok(review) => ("200 OK", admit(path, &review["request"])),
                 Err(e) => ("400 Bad Request", format!("not an AdmissionReview: {e}")),
             }
@@ -169,4 +174,37 @@ fn admit(path: &str, request: &Value) -> String {
     };
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
         .to_string()
+}
+
+/// Converts Notes between v1 (`spec.text`) and v2 (`spec.message`).
+fn convert(request: &Value) -> String {
+    let desired = request["desiredAPIVersion"].as_str().unwrap_or_default();
+    let objects = request["objects"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&Value> = objects.iter().map(|o| &o["metadata"]["name"]).collect();
+    println!(
+        "{}",
+        json!({"path": "/convert", "desired": desired, "names": names})
+    );
+    let _ = std::io::stdout().flush();
+    let (from, to) = if desired.ends_with("/v1") {
+        ("message", "text")
+    } else {
+        ("text", "message")
+    };
+    let converted: Vec<Value> = objects
+        .into_iter()
+        .map(|mut obj| {
+            if let Some(spec) = obj["spec"].as_object_mut()
+                && let Some(words) = spec.remove(from)
+            {
+                spec.insert(to.to_string(), words);
+            }
+            obj["apiVersion"] = json!(desired);
+            obj
+        })
+        .collect();
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+           "response": {"uid": request["uid"], "result": {"status": "Success"},
+                        "convertedObjects": converted}})
+    .to_string()
 }
