@@ -441,6 +441,24 @@ spec:
     );
     let out = cluster.kubectl(&["get", "--raw", "/readyz"]);
     assert!(!out.status.success(), "readyz fails without quorum");
+    // Reads without a resourceVersion are quorum reads and fail too, rather than answer from
+    // a mirror that may be stale; resourceVersion=0 (informers' first list) is answered.
+    let out = cluster.kubectl(&["--request-timeout=60s", "get", "configmaps"]);
+    assert!(
+        !out.status.success(),
+        "a quorum read without quorum must fail"
+    );
+    assert!(
+        text(&out).contains("etcd"),
+        "the failure says it is the store: {}",
+        text(&out)
+    );
+    let cached = cluster.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=0",
+    ]);
+    assert!(cached.contains("\"ConfigMapList\""), "{cached}");
     for server in &servers[2..] {
         let out = docker(&["start", server]);
         assert!(

@@ -208,8 +208,27 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
     }
 }
 
+/// GET and LIST without a resourceVersion are quorum reads in Kubernetes: on etcd the mirror
+/// is first brought up to what etcd's quorum has committed (and without a quorum the read
+/// fails rather than answer with what may be stale). "0" or a revision read what is here.
+async fn quorum_read(req: &Request<'_>) -> Result<(), ApiError> {
+    if req
+        .query
+        .get("resourceVersion")
+        .is_some_and(|rv| !rv.is_empty())
+        || req.query.get("continue").is_some()
+    {
+        return Ok(());
+    }
+    req.store
+        .consistent()
+        .await
+        .map_err(|e| ApiError::from_store(e, req.def().group, req.def().plural, ""))
+}
+
 async fn get(req: &Request<'_>) -> Result<Reply, ApiError> {
     let name = req.name()?;
+    quorum_read(req).await?;
     let obj = object::from_stored_as(req.def(), &req.load(name).await?)?;
     if req.wants_table() {
         let meta = json!({"resourceVersion": meta_str(&obj, "resourceVersion")});
@@ -269,6 +288,7 @@ pub fn select(
 
 async fn list(req: &Request<'_>) -> Result<Reply, ApiError> {
     let def = req.def();
+    quorum_read(req).await?;
     let selectors = Selectors::from_query(req.query, def)?;
     let limit = match req.query.get("limit") {
         Some(l) => l

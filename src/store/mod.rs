@@ -460,6 +460,16 @@ impl Store {
         }
     }
 
+    /// How many keys the store holds and the revision they are at, from one snapshot.
+    fn key_count(&self) -> Result<(u64, Revision), StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.begin_read()?;
+        let (revision, _) = read_revs(&txn)?;
+        let table = txn.open_table(KV).ctx("opening kv table")?;
+        let count = table.len().ctx("counting keys")?;
+        Ok((count, revision))
+    }
+
     fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
         self.inner.db.begin_read().ctx("starting read transaction")
     }

@@ -128,6 +128,82 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Waits until this store holds everything etcd's quorum has committed now, so a read
+    /// after it is as current as kube-apiserver's quorum reads (GET and LIST without a
+    /// resourceVersion). Fails when etcd cannot answer a linearizable read, as during a loss
+    /// of quorum, rather than serve the mirror's possibly stale state. The embedded store is
+    /// always current.
+    pub async fn consistent(&self) -> Result<(), StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let local = Store {
+            inner: self.inner.clone(),
+            remote: None,
+        };
+        tokio::time::timeout(CONSISTENT_READ_TIMEOUT, remote.catch_up(&local))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend(format!(
+                    "etcd did not confirm the latest state within {CONSISTENT_READ_TIMEOUT:?}"
+                )))
+            })
+    }
+}
+
+/// How long a quorum read may take before the request fails.
+const CONSISTENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Remote {
+    /// One linearizable read through etcd's quorum: the keys under the prefix and, when etcd
+    /// has moved past the mirror, which of them changed since. The mirror is current once it
+    /// has reached etcd's revision, or (etcd shared with other writers, whose revisions the
+    /// mirror never sees) once nothing under the prefix changed since the mirror's revision
+    /// and both hold as many keys; otherwise the next applied change is waited for.
+    async fn catch_up(&self, local: &Store) -> Result<(), StoreError> {
+        let end = wire::b64(&wire::prefix_end(self.prefix.as_bytes()));
+        let start = wire::b64(self.prefix.as_bytes());
+        loop {
+            let (count, mirrored) = local.key_count()?;
+            let range = |extra: serde_json::Value| {
+                let mut r = json!({"key": start, "range_end": end});
+                for (k, v) in extra.as_object().into_iter().flatten() {
+                    r[k] = v.clone();
+                }
+                json!({"request_range": r})
+            };
+            let body = json!({
+                "compare": [],
+                "success": [
+                    range(json!({"count_only": true})),
+                    range(json!({"keys_only": true, "min_mod_revision": (mirrored + 1).to_string()})),
+                ],
+            });
+            let answer: TxnResponse = self.client.call("/v3/kv/txn", &body).await?;
+            let ranges: Vec<&RangeResponse> = answer
+                .responses
+                .iter()
+                .filter_map(|r| r.response_range.as_ref())
+                .collect();
+            let [all, changed] = ranges.as_slice() else {
+                return Err(StoreError::Backend(
+                    "etcd answered a two-range transaction without two ranges".into(),
+                ));
+            };
+            if answer.header.revision <= mirrored
+                || (changed.kvs.is_empty() && u64::try_from(all.count).ok() == Some(count))
+            {
+                return Ok(());
+            }
+            let mut seen = self.mirrored.clone();
+            seen.wait_for(|r| *r > mirrored)
+                .await
+                .map_err(|_| StoreError::Backend("the etcd mirror has stopped".into()))?;
+        }
+    }
+}
+
 /// A health read that takes longer fails: a load balancer checks every 2 s.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 

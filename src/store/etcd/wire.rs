@@ -88,6 +88,9 @@ pub(super) struct RangeResponse {
     pub kvs: Vec<WireKv>,
     #[serde(default)]
     pub more: bool,
+    /// How many keys the range holds (what `count_only` asks for).
+    #[serde(default, deserialize_with = "int64")]
+    pub count: i64,
 }
 
 #[derive(Debug, Deserialize)]
