@@ -97,7 +97,11 @@ fn mask_trailing_dash(s: &str) -> String {
 }
 
 fn failing(ok: bool, message: &str) -> Vec<String> {
-    if ok { vec![] } else { vec![message.to_string()] }
+    if ok {
+        vec![]
+    } else {
+        vec![message.to_string()]
+    }
 }
 
 fn uri(s: &str) -> Vec<String> {
@@ -110,10 +114,8 @@ fn uri(s: &str) -> Vec<String> {
 /// kube-openapi's patterns. They are constants: `None` (never expected) fails every check
 /// rather than panic.
 static UUID: LazyLock<Option<::regex::Regex>> = LazyLock::new(|| {
-    ::regex::Regex::new(
-        "(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$",
-    )
-    .ok()
+    ::regex::Regex::new("(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
+        .ok()
 });
 static BASE64: LazyLock<Option<::regex::Regex>> = LazyLock::new(|| {
     ::regex::Regex::new(
@@ -122,10 +124,8 @@ static BASE64: LazyLock<Option<::regex::Regex>> = LazyLock::new(|| {
     .ok()
 });
 static TIME: LazyLock<Option<::regex::Regex>> = LazyLock::new(|| {
-    ::regex::Regex::new(
-        "^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$",
-    )
-    .ok()
+    ::regex::Regex::new("^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$")
+        .ok()
 });
 
 fn matches(re: &Option<::regex::Regex>, s: &str) -> bool {
@@ -137,7 +137,8 @@ fn matches(re: &Option<::regex::Regex>, s: &str) -> bool {
 fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| {
-        b.get(r.clone()).is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+        b.get(r.clone())
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
             && s.get(r).and_then(|d| d.parse::<i16>().ok()).is_some()
     };
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) {
@@ -314,12 +315,21 @@ mod tests {
                 "format.uri().validate('../relative')",
                 "parse \"../relative\": invalid URI for request",
             ),
-            ("format.uuid().validate('123')", "does not match the UUID format"),
+            (
+                "format.uuid().validate('123')",
+                "does not match the UUID format",
+            ),
             ("format.byte().validate('aGVsbG8')", "invalid base64"),
             ("format.date().validate('2023-02-29')", "invalid date"),
             ("format.date().validate('2021-1-01')", "invalid date"),
-            ("format.datetime().validate('2021-01-01T24:00:00Z')", "invalid datetime"),
-            ("format.datetime().validate('2021-01-01 00:00:00Z')", "invalid datetime"),
+            (
+                "format.datetime().validate('2021-01-01T24:00:00Z')",
+                "invalid datetime",
+            ),
+            (
+                "format.datetime().validate('2021-01-01 00:00:00Z')",
+                "invalid datetime",
+            ),
         ] {
             assert_eq!(
                 eval(&format!("{expr}.value()")),
@@ -330,7 +340,12 @@ mod tests {
         let long = "a".repeat(64);
         assert_eq!(
             eval(&format!("format.dns1123Label().validate('{long}').value()")),
-            Value::List(vec![Value::String("must be no more than 63 characters".to_string().into())].into()),
+            Value::List(
+                vec![Value::String(
+                    "must be no more than 63 characters".to_string().into()
+                )]
+                .into()
+            ),
         );
         assert_true("format.labelValue().validate('-x').hasValue()");
         assert_true("format.dns1123LabelPrefix().validate('_x-').hasValue()");

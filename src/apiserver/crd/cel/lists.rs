@@ -16,7 +16,13 @@ use cel::{DeclarationError, Env, ExecutionError};
 use super::{fail, take};
 
 pub fn library(env: &mut Env) -> Result<(), DeclarationError> {
-    env.add_member_overload("isSorted", "list_is_sorted_bool", LIST_TYPE, vec![], is_sorted)?;
+    env.add_member_overload(
+        "isSorted",
+        "list_is_sorted_bool",
+        LIST_TYPE,
+        vec![],
+        is_sorted,
+    )?;
     env.add_member_overload("sum", "list_sum", LIST_TYPE, vec![], sum)?;
     env.add_member_overload("min", "list_min", LIST_TYPE, vec![], min)?;
     env.add_member_overload("max", "list_max", LIST_TYPE, vec![], max)?;
@@ -264,7 +270,10 @@ mod tests {
         assert_eq!(eval("[1, 3].min()"), Value::Int(1));
         assert_eq!(eval("[1, 3].max()"), Value::Int(3));
         assert_eq!(eval("[3].min()"), Value::Int(3));
-        assert_eq!(eval("['b', 'a', 'c'].max()"), Value::String("c".to_string().into()));
+        assert_eq!(
+            eval("['b', 'a', 'c'].max()"),
+            Value::String("c".to_string().into())
+        );
         assert_eq!(eval("[2.5, -1.0].min()"), Value::Float(-1.0));
         assert_eq!(eval("([0] + []).min()"), Value::Int(0));
         assert_eq!(eval_err("[].min()"), "min called on empty list");

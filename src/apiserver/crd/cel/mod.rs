@@ -216,11 +216,7 @@ pub fn validate(
                     Some(m) if !m.is_empty() => m,
                     _ => text.trim(),
                 };
-                errs.invalid(
-                    &at,
-                    Bad::str(kind),
-                    format!("{e} evaluating rule: {named}"),
-                )
+                errs.invalid(&at, Bad::str(kind), format!("{e} evaluating rule: {named}"))
             }
         }
     }

@@ -310,7 +310,9 @@ mod tests {
 
     #[test]
     fn parsing_follows_kubernetes() {
-        for ok in ["20", "20M", "20Mi", "1.3G", "10000k", ".5", "1.G", "-1e3", "1E3", "0"] {
+        for ok in [
+            "20", "20M", "20Mi", "1.3G", "10000k", ".5", "1.G", "-1e3", "1E3", "0",
+        ] {
             assert_true(&format!("isQuantity('{ok}')"));
         }
         for bad in ["20Mo", "10Mm", "200K", "Three", "1,3G", " 1", "1 ", ""] {
@@ -370,7 +372,10 @@ mod tests {
     #[test]
     fn integers_as_go_holds_them() {
         assert_eq!(eval("quantity('50k').asInteger()"), Value::Int(50000));
-        assert_eq!(eval("quantity('50000000G').asInteger()"), Value::Int(50_000_000_000_000_000));
+        assert_eq!(
+            eval("quantity('50000000G').asInteger()"),
+            Value::Int(50_000_000_000_000_000)
+        );
         assert_eq!(eval("quantity('2Ki').asInteger()"), Value::Int(2048));
         for (text, integer) in [
             ("50", true),
@@ -394,15 +399,33 @@ mod tests {
             "cannot convert value to integer"
         );
         // Sums stay int64 amounts at the smaller scale, as in Go.
-        assert_eq!(eval("quantity('1.5').add(quantity('0.5')).isInteger()"), Value::Bool(false));
-        assert_eq!(eval("quantity('1k').add(quantity('2')).asInteger()"), Value::Int(1002));
+        assert_eq!(
+            eval("quantity('1.5').add(quantity('0.5')).isInteger()"),
+            Value::Bool(false)
+        );
+        assert_eq!(
+            eval("quantity('1k').add(quantity('2')).asInteger()"),
+            Value::Int(1002)
+        );
     }
 
     #[test]
     fn floats() {
-        assert_eq!(eval("quantity('50.703k').asApproximateFloat()"), Value::Float(50703.0));
-        assert_eq!(eval("quantity('50k').sub(20000).asApproximateFloat()"), Value::Float(30000.0));
-        assert_eq!(eval("quantity('1.5Gi').asApproximateFloat()"), Value::Float(1610612736.0));
-        assert_eq!(eval("quantity('100m').asApproximateFloat()"), Value::Float(0.1));
+        assert_eq!(
+            eval("quantity('50.703k').asApproximateFloat()"),
+            Value::Float(50703.0)
+        );
+        assert_eq!(
+            eval("quantity('50k').sub(20000).asApproximateFloat()"),
+            Value::Float(30000.0)
+        );
+        assert_eq!(
+            eval("quantity('1.5Gi').asApproximateFloat()"),
+            Value::Float(1610612736.0)
+        );
+        assert_eq!(
+            eval("quantity('100m').asApproximateFloat()"),
+            Value::Float(0.1)
+        );
     }
 }

@@ -96,18 +96,36 @@ mod tests {
 
     #[test]
     fn find_returns_the_first_match_or_nothing() {
-        assert_eq!(eval("'abc 123'.find('[0-9]+')"), Value::String("123".to_string().into()));
-        assert_eq!(eval("'abc 123'.find('xyz')"), Value::String(String::new().into()));
+        assert_eq!(
+            eval("'abc 123'.find('[0-9]+')"),
+            Value::String("123".to_string().into())
+        );
+        assert_eq!(
+            eval("'abc 123'.find('xyz')"),
+            Value::String(String::new().into())
+        );
         // An empty match at the start is a match, as in Go.
-        assert_eq!(eval("'abc 123'.find('[0-9]*')"), Value::String(String::new().into()));
+        assert_eq!(
+            eval("'abc 123'.find('[0-9]*')"),
+            Value::String(String::new().into())
+        );
     }
 
     #[test]
     fn find_all_returns_every_match_up_to_a_limit() {
-        assert_eq!(eval("'123 abc 456'.findAll('[0-9]+')"), strings(&["123", "456"]));
-        assert_eq!(eval("'123 abc 456'.findAll('[0-9]+', 1)"), strings(&["123"]));
+        assert_eq!(
+            eval("'123 abc 456'.findAll('[0-9]+')"),
+            strings(&["123", "456"])
+        );
+        assert_eq!(
+            eval("'123 abc 456'.findAll('[0-9]+', 1)"),
+            strings(&["123"])
+        );
         assert_eq!(eval("'123 abc 456'.findAll('[0-9]+', 0)"), strings(&[]));
-        assert_eq!(eval("'123 abc 456'.findAll('[0-9]+', -1)"), strings(&["123", "456"]));
+        assert_eq!(
+            eval("'123 abc 456'.findAll('[0-9]+', -1)"),
+            strings(&["123", "456"])
+        );
         assert_eq!(eval("'123 abc 456'.findAll('xyz')"), strings(&[]));
         // Go skips the empty match right after "123" and the one at the end.
         assert_eq!(

@@ -306,7 +306,8 @@ fn parse_host(host: &str) -> Result<Vec<u8>, String> {
 }
 
 fn valid_userinfo(s: &str) -> bool {
-    s.chars().all(|c| c.is_ascii_alphanumeric() || "-._:~!$&'()*+,;=%@".contains(c))
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._:~!$&'()*+,;=%@".contains(c))
 }
 
 /// Go's `parseAuthority`: the user information (kept for equality only) and the host.
@@ -567,7 +568,11 @@ mod tests {
             "http://[::1/",
             "/bad%zzescape",
         ] {
-            assert_eq!(eval(&format!("isURL({bad:?})")), Value::Bool(false), "{bad}");
+            assert_eq!(
+                eval(&format!("isURL({bad:?})")),
+                Value::Bool(false),
+                "{bad}"
+            );
         }
     }
 
@@ -589,7 +594,10 @@ mod tests {
                 "http://a b/",
                 r#"parse "http://a b/": invalid character " " in host name"#,
             ),
-            ("http://[::1/", r#"parse "http://[::1/": missing ']' in host"#),
+            (
+                "http://[::1/",
+                r#"parse "http://[::1/": missing ']' in host"#,
+            ),
             (
                 "http://a\u{1}b/",
                 r#"parse "http://a\x01b/": net/url: invalid control character in URL"#,
@@ -617,7 +625,10 @@ mod tests {
             ("url('https://[::1]:80/').getHost()", "[::1]:80"),
             ("url('https://[::1]/').getHost()", "[::1]"),
             ("url('/path').getHost()", ""),
-            ("url('https://example.com:80/').getHostname()", "example.com"),
+            (
+                "url('https://example.com:80/').getHostname()",
+                "example.com",
+            ),
             ("url('https://127.0.0.1:80/').getHostname()", "127.0.0.1"),
             ("url('https://[::1]:80/').getHostname()", "::1"),
             ("url('/path').getHostname()", ""),
@@ -630,7 +641,10 @@ mod tests {
                 "/path%20with%20spaces/",
             ),
             ("url('https://example.com').getEscapedPath()", ""),
-            ("url('https://example.com/a%2Fb').getEscapedPath()", "/a%2Fb"),
+            (
+                "url('https://example.com/a%2Fb').getEscapedPath()",
+                "/a%2Fb",
+            ),
             ("url('https://example.com/%7e').getEscapedPath()", "/%7e"),
             ("url('https://example.com/p?q#frag').getEscapedPath()", "/p"),
             ("url('https://example.com/%FF').getEscapedPath()", "/%FF"),
@@ -653,8 +667,14 @@ mod tests {
             ),
             ("url('https://example.com/path?').getQuery() == {}", true),
             ("url('https://example.com/path').getQuery() == {}", true),
-            ("url('https://x/?a=1+2&b=%41&c;=3&d').getQuery() == {'a': ['1 2'], 'b': ['A'], 'd': ['']}", true),
-            ("url('https://x/p?a=1#b=2').getQuery() == {'a': ['1']}", true),
+            (
+                "url('https://x/?a=1+2&b=%41&c;=3&d').getQuery() == {'a': ['1 2'], 'b': ['A'], 'd': ['']}",
+                true,
+            ),
+            (
+                "url('https://x/p?a=1#b=2').getQuery() == {'a': ['1']}",
+                true,
+            ),
             ("url('https://x/a') == url('https://x/a')", true),
             ("url('https://x/a') == url('https://x/b')", false),
         ] {
