@@ -148,9 +148,10 @@ fn message(rule: &Value, value: &Value, old: Option<&Value>) -> String {
     {
         return s.to_string();
     }
+    // Kubernetes trims both (ruleMessageOrDefault).
     match rule.get("message").and_then(Value::as_str) {
-        Some(m) if !m.is_empty() => m.to_string(),
-        _ => format!("failed rule: {text}"),
+        Some(m) if !m.is_empty() => m.trim().to_string(),
+        _ => format!("failed rule: {}", text.trim()),
     }
 }
 
@@ -334,6 +335,40 @@ mod tests {
             Ok(v) => panic!("{expr}: evaluated to {v:?}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn evaluation_errors_name_the_rule_as_kubernetes_does() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.xs.min() > 0"},
+                {"rule": "isURL(self.home) && url(self.home).getScheme() == 'https'"},
+                {"rule": "url(self.home).getHost() != ''", "message": " home needs a host "}],
+            "properties": {"xs": {"type": "array", "items": {"type": "integer"}},
+                "home": {"type": "string"}}}}});
+        let obj = json!({"spec": {"xs": [], "home": "/docs"}});
+        let mut errs = Errors::new();
+        validate(&schema, &obj, None, false, &Path::default(), &mut errs);
+        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec: Invalid value: \"object\": min called on empty list evaluating rule: self.xs.min() > 0",
+                "spec: Invalid value: \"object\": failed rule: isURL(self.home) && url(self.home).getScheme() == 'https'",
+                "spec: Invalid value: \"object\": home needs a host",
+            ]
+        );
+        let obj = json!({"spec": {"xs": [1], "home": "no"}});
+        let mut errs = Errors::new();
+        validate(&schema, &obj, None, false, &Path::default(), &mut errs);
+        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec: Invalid value: \"object\": failed rule: isURL(self.home) && url(self.home).getScheme() == 'https'",
+                "spec: Invalid value: \"object\": URL parse error during conversion from string: parse \"no\": invalid URI for request evaluating rule: home needs a host",
+            ]
+        );
     }
 
     #[test]
