@@ -1,11 +1,13 @@
 //! `x-kubernetes-validations`: CEL rules on a custom resource's schema nodes, evaluated with the
 //! `cel` crate (standard library plus its strings, lists and math extensions, which Kubernetes'
 //! environment also has) and Kubernetes' own libraries, one file each: [`lists`] (`isSorted`,
-//! `sum`, `min`, `indexOf`...), [`regex`] (`find`, `findAll`), [`url`], [`quantity`] and
-//! [`format`]. `self` is the node's value; a rule that mentions `oldSelf` is a transition rule,
-//! evaluated only on updates, against the node's previous value.
+//! `sum`, `min`, `indexOf`...), [`regex`] (`find`, `findAll`), [`url`], [`quantity`],
+//! [`format`], [`ip`] and [`cidr`]. `self` is the node's value; a rule that mentions `oldSelf`
+//! is a transition rule, evaluated only on updates, against the node's previous value.
 
+mod cidr;
 mod format;
+mod ip;
 mod lists;
 mod quantity;
 mod regex;
@@ -23,7 +25,7 @@ use crate::apiserver::kinds::field::{Bad, ErrorType, Errors, Path};
 type Library = fn(&mut Env) -> Result<(), DeclarationError>;
 
 /// Every library the environment has, by name (for the log, should one fail to register).
-const LIBRARIES: [(&str, Library); 8] = [
+const LIBRARIES: [(&str, Library); 10] = [
     ("strings", cel::extensions::strings),
     ("lists", cel::extensions::lists),
     ("math", cel::extensions::math),
@@ -32,6 +34,8 @@ const LIBRARIES: [(&str, Library); 8] = [
     ("kubernetes.urls", url::library),
     ("kubernetes.quantity", quantity::library),
     ("format", format::library),
+    ("kubernetes.net.ip", ip::library),
+    ("net.cidr", cidr::library),
 ];
 
 fn env() -> Arc<Env> {
@@ -61,11 +65,36 @@ fn fail(function: &str, message: impl ToString) -> ExecutionError {
     ExecutionError::function_error(function, message)
 }
 
+/// Go's `strconv.Quote`, for the strings its errors quote.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// What an evaluation error says: a function's own message as Kubernetes words it (cel-go
 /// does not name the function), the interpreter's description otherwise.
 fn error_text(e: ExecutionError) -> String {
     match e {
         ExecutionError::FunctionError { message, .. } => message,
+        // cel-go's wording leads, so that the error is reported as Kubernetes reports it.
+        ExecutionError::NoSuchOverload(o) => format!("no such overload: {o}"),
         other => other.to_string(),
     }
 }
