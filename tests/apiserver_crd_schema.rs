@@ -3,7 +3,7 @@
 //! (get, list, watch), server-side apply merges by `x-kubernetes-list-type`/`map-type`, applies
 //! at a non-storage version record that version, a HorizontalPodAutoscaler scales a custom
 //! resource through its `/scale` subresource, and `x-kubernetes-validations` rules use
-//! Kubernetes' CEL libraries (lists, regex, URLs, quantities, formats).
+//! Kubernetes' CEL libraries (lists, regex, URLs, quantities, formats, IPs and CIDRs).
 
 mod common;
 
@@ -719,6 +719,16 @@ spec:
                 x-kubernetes-validations:
                 - rule: "!format.dns1123Label().validate(self).hasValue()"
                   messageExpression: "format.dns1123Label().validate(self).value().join(', ')"
+              address:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isIP(self) && ip(self).family() == 4", message: must be an IPv4 address}
+                - {rule: "!ip(self).isLoopback()", message: must not be a loopback address}
+              network:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "cidr(self).containsCIDR('10.0.0.0/16')", message: must contain 10.0.0.0/16}
+                - {rule: "cidr(self) == cidr(self).masked()", message: must be a network address}
 "#;
 
 fn toolkit(spec: &str) -> String {
@@ -733,7 +743,7 @@ fn rules_use_kubernetes_cel_libraries() {
 
     let valid = toolkit(
         "{ports: [80, 443], version: v1.2.3, home: 'https://example.com/docs?a=1', \
-         memory: 512Mi, name: my-tool}",
+         memory: 512Mi, name: my-tool, address: 192.168.1.10, network: 10.0.0.0/8}",
     );
     apply(&server, &valid);
     let stored = get_json(&server, &["toolkit", "kit"]);
@@ -754,7 +764,7 @@ fn rules_use_kubernetes_cel_libraries() {
     server.kubectl_ok(&["delete", "toolkit", "kit"]);
     let t = refused(
         "{ports: [443, 22], version: 1.2.3.4, home: 'http://example.com', \
-         memory: 2Gi, name: My_Tool}",
+         memory: 2Gi, name: My_Tool, address: '::1', network: 10.0.1.0/8}",
     );
     for want in [
         r#"spec.ports: Invalid value: "array": must be sorted"#,
@@ -767,20 +777,30 @@ fn rules_use_kubernetes_cel_libraries() {
          case alphanumeric characters or '-', and must start and end with an alphanumeric \
          character (e.g. 'my-name',  or '123-abc', regex used for validation is \
          '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        r#"spec.address: Invalid value: "string": must be an IPv4 address"#,
+        r#"spec.address: Invalid value: "string": must not be a loopback address"#,
+        r#"spec.network: Invalid value: "string": must be a network address"#,
     ] {
         assert!(t.contains(want), "no {want:?} in {t}");
     }
-    for passed in ["too many ports", "must be a quantity", "must not be local"] {
+    for passed in [
+        "too many ports",
+        "must be a quantity",
+        "must not be local",
+        "must contain 10.0.0.0/16",
+    ] {
         assert!(!t.contains(passed), "{passed:?} in {t}");
     }
 
     // A function that fails is an evaluation error, worded as Kubernetes words it.
-    let t = refused("{ports: [], home: relative, memory: lots}");
+    let t = refused("{ports: [], home: relative, memory: lots, address: 10.0.0.256}");
     for want in [
         r#"spec.home: Invalid value: "string": must be an https URL"#,
         r#"spec.home: Invalid value: "string": URL parse error during conversion from string: parse "relative": invalid URI for request evaluating rule: must not be local"#,
         r#"spec.memory: Invalid value: "string": must be a quantity"#,
         r#"spec.memory: Invalid value: "string": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' evaluating rule: must be less than 1Gi"#,
+        r#"spec.address: Invalid value: "string": must be an IPv4 address"#,
+        r#"spec.address: Invalid value: "string": IP Address "10.0.0.256" parse error during conversion from string: ParseAddr("10.0.0.256"): IPv4 field has value >255 evaluating rule: must not be a loopback address"#,
     ] {
         assert!(t.contains(want), "no {want:?} in {t}");
     }
