@@ -1,8 +1,9 @@
 //! What a custom resource's structural schema does beyond validation, through the real kubectl
 //! against the standalone API server: defaults added to a schema show on objects stored before
 //! (get, list, watch), server-side apply merges by `x-kubernetes-list-type`/`map-type`, applies
-//! at a non-storage version record that version, and a HorizontalPodAutoscaler scales a custom
-//! resource through its `/scale` subresource.
+//! at a non-storage version record that version, a HorizontalPodAutoscaler scales a custom
+//! resource through its `/scale` subresource, and `x-kubernetes-validations` rules use
+//! Kubernetes' CEL libraries (lists, regex, URLs, quantities, formats, IPs and CIDRs).
 
 mod common;
 
@@ -668,4 +669,140 @@ fn an_autoscaler_scales_a_custom_resource_through_its_scale_subresource() {
     assert_eq!(crew_replicas(&server, "blind"), "1");
     let table = server.kubectl_ok(&["get", "hpa", "high"]);
     assert!(table.contains("Crew/high"), "{table}");
+}
+
+/// Rules from each of Kubernetes' CEL libraries, as a CRD written for a real kube-apiserver has
+/// them.
+const TOOLKITS_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: toolkits.example.org
+spec:
+  group: example.org
+  scope: Namespaced
+  names: {plural: toolkits, singular: toolkit, kind: Toolkit}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              ports:
+                type: array
+                items: {type: integer}
+                x-kubernetes-validations:
+                - {rule: "self.isSorted()", message: must be sorted}
+                - {rule: "self.indexOf(22) == -1", message: port 22 is reserved}
+                - {rule: "self.sum() <= 100000", message: too many ports}
+              version:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "self.find('^v[0-9]+') != ''", message: must start with v and a number}
+                - {rule: "self.findAll('[0-9]+').size() <= 3", message: at most three numbers}
+              home:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isURL(self) && url(self).getScheme() == 'https'", message: must be an https URL}
+                - {rule: "url(self).getHostname() != 'localhost'", message: must not be local}
+              memory:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isQuantity(self)", message: must be a quantity}
+                - {rule: "quantity(self).isLessThan(quantity('1Gi'))", message: must be less than 1Gi}
+              name:
+                type: string
+                x-kubernetes-validations:
+                - rule: "!format.dns1123Label().validate(self).hasValue()"
+                  messageExpression: "format.dns1123Label().validate(self).value().join(', ')"
+              address:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isIP(self) && ip(self).family() == 4", message: must be an IPv4 address}
+                - {rule: "!ip(self).isLoopback()", message: must not be a loopback address}
+              network:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "cidr(self).containsCIDR('10.0.0.0/16')", message: must contain 10.0.0.0/16}
+                - {rule: "cidr(self) == cidr(self).masked()", message: must be a network address}
+"#;
+
+fn toolkit(spec: &str) -> String {
+    format!("apiVersion: example.org/v1\nkind: Toolkit\nmetadata: {{name: kit}}\nspec: {spec}\n")
+}
+
+#[test]
+fn rules_use_kubernetes_cel_libraries() {
+    let server = ApiServer::start();
+    apply(&server, TOOLKITS_CRD);
+    established(&server, "toolkits.example.org");
+
+    let valid = toolkit(
+        "{ports: [80, 443], version: v1.2.3, home: 'https://example.com/docs?a=1', \
+         memory: 512Mi, name: my-tool, address: 192.168.1.10, network: 10.0.0.0/8}",
+    );
+    apply(&server, &valid);
+    let stored = get_json(&server, &["toolkit", "kit"]);
+    assert_eq!(stored["spec"]["memory"], "512Mi", "{stored:#}");
+
+    // Every library refuses its field, all in one 422 naming each path as Kubernetes does.
+    let refused = |spec: &str| {
+        let out = server.kubectl_stdin(&["create", "-f", "-", "-v=6"], &toolkit(spec));
+        assert!(!out.status.success(), "accepted: {spec}");
+        let t = text(&out);
+        assert!(t.contains(" 422 Unprocessable Entity"), "no 422 in {t}");
+        assert!(
+            t.contains(r#"The Toolkit "kit" is invalid: "#),
+            "not refused as invalid: {t}"
+        );
+        t
+    };
+    server.kubectl_ok(&["delete", "toolkit", "kit"]);
+    let t = refused(
+        "{ports: [443, 22], version: 1.2.3.4, home: 'http://example.com', \
+         memory: 2Gi, name: My_Tool, address: '::1', network: 10.0.1.0/8}",
+    );
+    for want in [
+        r#"spec.ports: Invalid value: "array": must be sorted"#,
+        r#"spec.ports: Invalid value: "array": port 22 is reserved"#,
+        r#"spec.version: Invalid value: "string": must start with v and a number"#,
+        r#"spec.version: Invalid value: "string": at most three numbers"#,
+        r#"spec.home: Invalid value: "string": must be an https URL"#,
+        r#"spec.memory: Invalid value: "string": must be less than 1Gi"#,
+        "spec.name: Invalid value: \"string\": a lowercase RFC 1123 label must consist of lower \
+         case alphanumeric characters or '-', and must start and end with an alphanumeric \
+         character (e.g. 'my-name',  or '123-abc', regex used for validation is \
+         '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+        r#"spec.address: Invalid value: "string": must be an IPv4 address"#,
+        r#"spec.address: Invalid value: "string": must not be a loopback address"#,
+        r#"spec.network: Invalid value: "string": must be a network address"#,
+    ] {
+        assert!(t.contains(want), "no {want:?} in {t}");
+    }
+    for passed in [
+        "too many ports",
+        "must be a quantity",
+        "must not be local",
+        "must contain 10.0.0.0/16",
+    ] {
+        assert!(!t.contains(passed), "{passed:?} in {t}");
+    }
+
+    // A function that fails is an evaluation error, worded as Kubernetes words it.
+    let t = refused("{ports: [], home: relative, memory: lots, address: 10.0.0.256}");
+    for want in [
+        r#"spec.home: Invalid value: "string": must be an https URL"#,
+        r#"spec.home: Invalid value: "string": URL parse error during conversion from string: parse "relative": invalid URI for request evaluating rule: must not be local"#,
+        r#"spec.memory: Invalid value: "string": must be a quantity"#,
+        r#"spec.memory: Invalid value: "string": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' evaluating rule: must be less than 1Gi"#,
+        r#"spec.address: Invalid value: "string": must be an IPv4 address"#,
+        r#"spec.address: Invalid value: "string": IP Address "10.0.0.256" parse error during conversion from string: ParseAddr("10.0.0.256"): IPv4 field has value >255 evaluating rule: must not be a loopback address"#,
+    ] {
+        assert!(t.contains(want), "no {want:?} in {t}");
+    }
+    assert!(gone(&server.kubectl(&["get", "toolkit", "kit"])));
 }

@@ -21,6 +21,92 @@ pub struct Quantity {
 pub const REGEX_MESSAGE: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
+/// Kubernetes' error for a quantity whose shape is right but whose suffix is unknown (`10Mm`).
+pub const SUFFIX_MESSAGE: &str = "unable to parse quantity's suffix";
+
+/// Kubernetes' error for a number it cannot hold; here, one beyond an i128 mantissa.
+pub const NUMERIC_MESSAGE: &str = "unable to parse numeric part of quantity";
+
+/// A quantity's text as Kubernetes' scanner (`parseQuantityString`) splits it: sign, whole
+/// digits without leading zeros (`"0"` when none are left), fraction digits, suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned<'a> {
+    pub negative: bool,
+    pub num: &'a str,
+    pub denom: &'a str,
+    pub suffix: &'a str,
+}
+
+/// Splits `text` as Kubernetes does, refusing what it refuses with its message. The scanner
+/// is lenient where Kubernetes' is: `1.G`, `.5` and even `.` and `+` (zero) pass.
+pub fn scan(text: &str) -> Result<Scanned<'_>, &'static str> {
+    if text.is_empty() {
+        return Err(REGEX_MESSAGE);
+    }
+    let (negative, body) = match text.as_bytes()[0] {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let body = body.trim_start_matches('0');
+    let digits_end = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, rest) = body.split_at(digits_end(body));
+    let (denom, suffix) = match rest.strip_prefix('.') {
+        Some(after) => after.split_at(digits_end(after)),
+        None => ("", rest),
+    };
+    // The suffix: letters of `eEinumkKMGTP`, then an optionally signed exponent.
+    let letters = suffix
+        .find(|c: char| !"eEinumkKMGTP".contains(c))
+        .unwrap_or(suffix.len());
+    let exponent = suffix[letters..]
+        .strip_prefix(['+', '-'])
+        .unwrap_or(&suffix[letters..]);
+    if !exponent.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(REGEX_MESSAGE);
+    }
+    Ok(Scanned {
+        negative,
+        num: if num.is_empty() { "0" } else { num },
+        denom,
+        suffix,
+    })
+}
+
+/// What a suffix means to Kubernetes (`quantitySuffixer.interpret`): base (10 or 2), its
+/// exponent, and the format it gives.
+pub fn interpret_suffix(suffix: &str) -> Option<(u32, i32, Format)> {
+    let decimal = [
+        ("n", -9),
+        ("u", -6),
+        ("m", -3),
+        ("", 0),
+        ("k", 3),
+        ("M", 6),
+        ("G", 9),
+        ("T", 12),
+        ("P", 15),
+        ("E", 18),
+    ];
+    if let Some((_, e)) = decimal.iter().find(|(s, _)| *s == suffix) {
+        return Some((10, *e, Format::DecimalSI));
+    }
+    let binary = [
+        ("Ki", 10),
+        ("Mi", 20),
+        ("Gi", 30),
+        ("Ti", 40),
+        ("Pi", 50),
+        ("Ei", 60),
+    ];
+    if let Some((_, e)) = binary.iter().find(|(s, _)| *s == suffix) {
+        return Some((2, *e, Format::BinarySI));
+    }
+    let exponent = suffix.strip_prefix(['e', 'E'])?;
+    let e: i64 = exponent.parse().ok()?;
+    Some((10, i32::try_from(e).ok()?, Format::DecimalExponent))
+}
+
 fn pow10(n: u32) -> Option<i128> {
     10i128.checked_pow(n)
 }
@@ -99,6 +185,49 @@ impl Quantity {
             }
             .normalized(),
         )
+    }
+
+    /// `text` read exactly as Kubernetes' `ParseQuantity` reads it: no surrounding blanks, its
+    /// errors, values below a nano rounded away from zero to one, binary ones capped at the
+    /// largest int64.
+    pub fn parse_exact(text: &str) -> Result<Quantity, &'static str> {
+        let scanned = scan(text)?;
+        let (_, _, format) = interpret_suffix(scanned.suffix).ok_or(SUFFIX_MESSAGE)?;
+        // The scanner's parts, spelt so that `parse` takes them (`.` is `0.`).
+        let sign = if scanned.negative { "-" } else { "" };
+        let spelt = format!("{sign}{}.{}{}", scanned.num, scanned.denom, scanned.suffix);
+        let mut q = Quantity::parse(&spelt).ok_or(NUMERIC_MESSAGE)?;
+        if q.exponent < -9 {
+            let magnitude = Quantity {
+                mantissa: q.mantissa.abs(),
+                ..q
+            }
+            .round_up(-9);
+            q.mantissa = magnitude.mantissa * q.mantissa.signum();
+            q.exponent = magnitude.exponent;
+        }
+        if format == Format::BinarySI
+            && q.cmp_value(&Quantity::int(i64::MAX)).is_gt()
+            && !q.is_negative()
+        {
+            q = Quantity::binary(i64::MAX);
+        } else if format == Format::BinarySI && q.cmp_value(&Quantity::int(-i64::MAX)).is_lt() {
+            q = Quantity::binary(-i64::MAX);
+        }
+        Ok(q)
+    }
+
+    /// -1, 0 or 1, as the value is negative, zero or positive.
+    pub fn sign(&self) -> i64 {
+        self.mantissa.signum() as i64
+    }
+
+    /// The value as a float, rounded once (Kubernetes' AsApproximateFloat64 may be an ulp
+    /// off this); infinite beyond the range of a float.
+    pub fn approximate_f64(&self) -> f64 {
+        format!("{}e{}", self.mantissa, self.exponent)
+            .parse()
+            .unwrap_or(f64::NAN)
     }
 
     /// Quantities may be sent as JSON numbers (`cpu: 1` in YAML).

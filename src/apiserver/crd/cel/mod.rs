@@ -1,32 +1,102 @@
 //! `x-kubernetes-validations`: CEL rules on a custom resource's schema nodes, evaluated with the
 //! `cel` crate (standard library plus its strings, lists and math extensions, which Kubernetes'
-//! environment also has). `self` is the node's value; a rule that mentions `oldSelf` is a
-//! transition rule, evaluated only on updates, against the node's previous value.
+//! environment also has) and Kubernetes' own libraries, one file each: [`lists`] (`isSorted`,
+//! `sum`, `min`, `indexOf`...), [`regex`] (`find`, `findAll`), [`url`], [`quantity`],
+//! [`format`], [`ip`] and [`cidr`]. `self` is the node's value; a rule that mentions `oldSelf`
+//! is a transition rule, evaluated only on updates, against the node's previous value.
+
+mod cidr;
+mod format;
+mod ip;
+mod lists;
+mod quantity;
+mod regex;
+mod url;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cel::{Context, Env, Program};
+use cel::common::value::CowVal;
+use cel::{Context, DeclarationError, Env, ExecutionError, Program};
 use serde_json::Value;
 
 use crate::apiserver::kinds::field::{Bad, ErrorType, Errors, Path};
+
+type Library = fn(&mut Env) -> Result<(), DeclarationError>;
+
+/// Every library the environment has, by name (for the log, should one fail to register).
+const LIBRARIES: [(&str, Library); 10] = [
+    ("strings", cel::extensions::strings),
+    ("lists", cel::extensions::lists),
+    ("math", cel::extensions::math),
+    ("kubernetes.lists", lists::library),
+    ("kubernetes.regex", regex::library),
+    ("kubernetes.urls", url::library),
+    ("kubernetes.quantity", quantity::library),
+    ("format", format::library),
+    ("kubernetes.net.ip", ip::library),
+    ("net.cidr", cidr::library),
+];
 
 fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Env::stdlib();
-        for (name, ext) in [
-            ("strings", cel::extensions::strings as fn(&mut Env) -> _),
-            ("lists", cel::extensions::lists),
-            ("math", cel::extensions::math),
-        ] {
-            if let Err(e) = env.add_extension(ext) {
+        for (name, library) in LIBRARIES {
+            if let Err(e) = env.add_extension(library) {
                 tracing::warn!(extension = name, error = ?e, "CEL extension unavailable");
             }
         }
         Arc::new(env)
     })
     .clone()
+}
+
+/// `args` as the `N` arguments an overload was declared with.
+fn take<'b, 'v, const N: usize>(
+    args: Vec<CowVal<'b, 'v>>,
+) -> Result<[CowVal<'b, 'v>; N], ExecutionError> {
+    args.try_into()
+        .map_err(|args: Vec<_>| ExecutionError::invalid_argument_count(N, args.len()))
+}
+
+/// An error of one of Kubernetes' functions: its text is what Kubernetes reports.
+fn fail(function: &str, message: impl ToString) -> ExecutionError {
+    ExecutionError::function_error(function, message)
+}
+
+/// Go's `strconv.Quote`, for the strings its errors quote.
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What an evaluation error says: a function's own message as Kubernetes words it (cel-go
+/// does not name the function), the interpreter's description otherwise.
+fn error_text(e: ExecutionError) -> String {
+    match e {
+        ExecutionError::FunctionError { message, .. } => message,
+        // cel-go's wording leads, so that the error is reported as Kubernetes reports it.
+        ExecutionError::NoSuchOverload(o) => format!("no such overload: {o}"),
+        other => other.to_string(),
+    }
 }
 
 type Compiled = Result<Arc<Program>, String>;
@@ -57,7 +127,10 @@ fn is_transition(rule: &str) -> bool {
 enum Outcome {
     Pass,
     Fail,
+    /// The rule cannot be run, or gave no bool.
     Error(String),
+    /// Running the rule failed (`min` of an empty list, an invalid URL...).
+    EvalError(String),
 }
 
 fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
@@ -68,7 +141,7 @@ fn run(program: &Program, value: &Value, old: Option<&Value>) -> Result<cel::Val
         ctx.add_variable("oldSelf", old.clone())
             .map_err(|e| format!("cannot bind oldSelf: {e}"))?;
     }
-    program.execute(&ctx).map_err(|e| e.to_string())
+    program.execute(&ctx).map_err(error_text)
 }
 
 /// Runs `program` with the named variables bound: the admission webhooks' match conditions
@@ -79,7 +152,7 @@ pub fn run_with(program: &Program, vars: &[(&str, &Value)]) -> Result<cel::Value
         ctx.add_variable(*name, (*value).clone())
             .map_err(|e| format!("cannot bind {name}: {e}"))?;
     }
-    program.execute(&ctx).map_err(|e| e.to_string())
+    program.execute(&ctx).map_err(error_text)
 }
 
 fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Outcome {
@@ -91,7 +164,7 @@ fn evaluate(rule: &str, value: &Value, old: Option<&Value>) -> Outcome {
         Ok(cel::Value::Bool(true)) => Outcome::Pass,
         Ok(cel::Value::Bool(false)) => Outcome::Fail,
         Ok(other) => Outcome::Error(format!("rule did not evaluate to a bool: {other:?}")),
-        Err(e) => Outcome::Error(e),
+        Err(e) => Outcome::EvalError(e),
     }
 }
 
@@ -104,9 +177,10 @@ fn message(rule: &Value, value: &Value, old: Option<&Value>) -> String {
     {
         return s.to_string();
     }
+    // Kubernetes trims both (ruleMessageOrDefault).
     match rule.get("message").and_then(Value::as_str) {
-        Some(m) if !m.is_empty() => m.to_string(),
-        _ => format!("failed rule: {text}"),
+        Some(m) if !m.is_empty() => m.trim().to_string(),
+        _ => format!("failed rule: {}", text.trim()),
     }
 }
 
@@ -166,6 +240,14 @@ pub fn validate(
                 }
             }
             Outcome::Error(e) => errs.invalid(&at, Bad::str(kind), e),
+            Outcome::EvalError(e) => {
+                // Kubernetes names the rule by its message when it has one.
+                let named = match rule.get("message").and_then(Value::as_str).map(str::trim) {
+                    Some(m) if !m.is_empty() => m,
+                    _ => text.trim(),
+                };
+                errs.invalid(&at, Bad::str(kind), format!("{e} evaluating rule: {named}"))
+            }
         }
     }
     match value {
@@ -268,6 +350,63 @@ pub fn compile_errors(schema: &Value, path: &Path, errs: &mut Errors) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What `expr` evaluates to, with `self` null.
+    pub(super) fn eval(expr: &str) -> cel::Value {
+        let program = compile(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        run_with(&program, &[]).unwrap_or_else(|e| panic!("{expr}: {e}"))
+    }
+
+    /// The error `expr` fails with.
+    pub(super) fn eval_err(expr: &str) -> String {
+        let program = compile(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        match run_with(&program, &[]) {
+            Ok(v) => panic!("{expr}: evaluated to {v:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn evaluation_errors_name_the_rule_as_kubernetes_does() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.xs.min() > 0"},
+                {"rule": "isURL(self.home) && url(self.home).getScheme() == 'https'"},
+                {"rule": "url(self.home).getHost() != ''", "message": " home needs a host "}],
+            "properties": {"xs": {"type": "array", "items": {"type": "integer"}},
+                "home": {"type": "string"}}}}});
+        let obj = json!({"spec": {"xs": [], "home": "/docs"}});
+        let mut errs = Errors::new();
+        validate(&schema, &obj, None, false, &Path::default(), &mut errs);
+        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec: Invalid value: \"object\": min called on empty list evaluating rule: self.xs.min() > 0",
+                "spec: Invalid value: \"object\": failed rule: isURL(self.home) && url(self.home).getScheme() == 'https'",
+                "spec: Invalid value: \"object\": home needs a host",
+            ]
+        );
+        let obj = json!({"spec": {"xs": [1], "home": "no"}});
+        let mut errs = Errors::new();
+        validate(&schema, &obj, None, false, &Path::default(), &mut errs);
+        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec: Invalid value: \"object\": failed rule: isURL(self.home) && url(self.home).getScheme() == 'https'",
+                "spec: Invalid value: \"object\": URL parse error during conversion from string: parse \"no\": invalid URI for request evaluating rule: home needs a host",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_library_registers() {
+        let mut env = Env::stdlib();
+        for (name, library) in LIBRARIES {
+            assert_eq!(env.add_extension(library), Ok(()), "{name}");
+        }
+    }
 
     #[test]
     fn rules_fail_with_their_messages() {
