@@ -544,20 +544,11 @@ pub async fn delete(options: DeleteOptions, progress: &Progress) -> Result<()> {
             "cluster {cluster:?} has no node {node:?} (see `kcluster get nodes --name {cluster}`)"
         );
     };
-    if docker::label(target, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER) {
-        let servers = nodes
-            .iter()
-            .filter(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
-            .count();
-        if servers == 1 {
-            bail!(
-                "{node} is the cluster's only server: it cannot be deleted (delete the cluster instead)"
-            );
-        }
-        bail!(
-            "{node} is one of {servers} servers: removing a server (and its etcd member) from a running cluster is not supported; stop it with `docker stop {node}` to see the others carry on"
-        );
-    }
+    let removal = if docker::label(target, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER) {
+        Some(ServerRemoval::plan(&docker, cluster, node, &nodes).await?)
+    } else {
+        None
+    };
     let entry = super::kubeconfig::entry(cluster, false).await?;
     let client = super::kubeconfig::client(&entry).await?;
     let nodes_api: Api<Node> = Api::all(client.clone());
@@ -646,15 +637,126 @@ pub async fn delete(options: DeleteOptions, progress: &Progress) -> Result<()> {
     }
     step.done();
 
-    let step = progress.step(format!("Removing {node}"));
-    match nodes_api.delete(node, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot delete the Node {node}")),
+    if let Some(removal) = &removal {
+        let step = progress.step(format!("Taking {node} out of the control plane"));
+        removal.leave(&docker, cluster, node).await?;
+        step.done();
     }
-    docker.remove_node(node).await?;
+    let step = progress.step(format!("Removing {node}"));
+    // A server out of the store is gone for good: its container goes first, so its agent
+    // cannot register the Node again.
+    if removal.is_some() {
+        docker.remove_node(node).await?;
+    }
+    // The store may be electing a new leader just after a member left: a 5xx then is
+    // retried for a while, as kubectl's clients retry.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match nodes_api.delete(node, &DeleteParams::default()).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 404 => break,
+            Err(kube::Error::Api(e)) if e.code >= 500 && Instant::now() < deadline => {
+                tracing::info!(error = %e.message, "the API server failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot delete the Node {node}")),
+        }
+    }
+    if removal.is_none() {
+        docker.remove_node(node).await?;
+    }
     step.done();
     Ok(())
+}
+
+/// Deleting one of several servers: its etcd member leaves the store (through another
+/// server, while every member runs, so the store keeps its quorum through the change) and
+/// the balancer stops sending to it.
+struct ServerRemoval {
+    /// A server that stays, where the membership command runs.
+    via: String,
+    /// The servers that stay.
+    staying: Vec<String>,
+    /// Whether the servers run their own etcd members (not an external etcd).
+    stacked: bool,
+}
+
+impl ServerRemoval {
+    /// Checks, before anything changes, that `node` can leave.
+    async fn plan(
+        docker: &Docker,
+        cluster: &str,
+        node: &str,
+        nodes: &[ContainerSummary],
+    ) -> Result<ServerRemoval> {
+        let servers: Vec<String> = nodes
+            .iter()
+            .filter(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+            .map(docker::container_name)
+            .collect();
+        if servers.len() == 1 {
+            bail!(
+                "{node} is the cluster's only server: it cannot be deleted (delete the cluster instead)"
+            );
+        }
+        let stopped: Vec<String> = nodes
+            .iter()
+            .filter(|c| !docker::is_running(c))
+            .map(docker::container_name)
+            .collect();
+        if !stopped.is_empty() {
+            bail!(
+                "cannot take {node} out of the store while {} not running: a store member leaves only with every member up (start the cluster with `kcluster start --name {cluster}` first)",
+                stopped.join(", ") + if stopped.len() == 1 { " is" } else { " are" }
+            );
+        }
+        let settings_json = docker
+            .read_file(node, crate::node::NODE_CONFIG_PATH)
+            .await?;
+        let settings: NodeSettings = serde_json::from_slice(&settings_json)
+            .with_context(|| format!("cannot read {node}'s node settings"))?;
+        let staying: Vec<String> = servers.into_iter().filter(|s| s != node).collect();
+        Ok(ServerRemoval {
+            via: staying[0].clone(),
+            staying,
+            stacked: settings.etcd_member.is_some(),
+        })
+    }
+
+    async fn leave(&self, docker: &Docker, cluster: &str, node: &str) -> Result<()> {
+        if self.stacked {
+            let out = docker
+                .exec(
+                    &self.via,
+                    &["/kcluster", "node", "etcd-member", "remove", node],
+                )
+                .await?;
+            if out.exit_code != 0 {
+                bail!(
+                    "the store kept {node} as a member (asked through {}): {}; {node} stays, cordoned",
+                    self.via,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let text: String = self
+            .staying
+            .iter()
+            .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
+            .collect();
+        let lb = crate::lb::docker::container_name(cluster);
+        docker
+            .upload(
+                &lb,
+                &[(
+                    crate::lb::BACKENDS_FILE.to_string(),
+                    text.into_bytes(),
+                    0o644,
+                )],
+            )
+            .await
+            .with_context(|| format!("cannot tell the balancer {lb} that {node} is gone"))
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ pub async fn watch_backend(backend: Arc<Backend>, tls: Arc<rustls::ClientConfig>
     let mut failures = 0;
     loop {
         tick.tick().await;
+        if backend.retired() {
+            return;
+        }
         let result = tokio::time::timeout(
             CHECK_TIMEOUT,
             check(&backend.address, &backend.host, tls.clone()),

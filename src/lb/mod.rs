@@ -53,6 +53,8 @@ pub struct Backend {
     /// The name its certificate is checked against.
     host: String,
     healthy: watch::Sender<Health>,
+    /// Taken out of the backends (its server was deleted): its checks stop.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +77,12 @@ impl Backend {
             address: address.to_owned(),
             host,
             healthy: watch::channel(Health::Unknown).0,
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     fn usable(&self) -> bool {
@@ -131,6 +138,26 @@ impl Balancer {
         added
     }
 
+    /// Makes `addresses` the backends: adds the new ones (returned) and takes out the others,
+    /// whose open connections are cut (their server is being deleted).
+    fn set(&self, addresses: &[String]) -> Vec<Arc<Backend>> {
+        let added = self.add(addresses);
+        let mut backends = self
+            .backends
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        backends.retain(|b| {
+            let keep = addresses.contains(&b.address);
+            if !keep {
+                b.retired.store(true, Ordering::Release);
+                b.healthy.send_replace(Health::Gone);
+                info!(backend = %b.address, "API server removed from the backends");
+            }
+            keep
+        });
+        added
+    }
+
     /// Backends in the order to try them: round robin over the usable ones, then the rest (a
     /// check may be stale, and a connection refused by all is worse than one more attempt).
     fn candidates(&self) -> Vec<Arc<Backend>> {
@@ -178,7 +205,9 @@ pub async fn run(args: LbArgs) -> Result<()> {
     serve(listener, balancer).await
 }
 
-/// Reads `path` every CHECK_INTERVAL and starts checking the backends it adds.
+/// Reads `path` every CHECK_INTERVAL: once it exists, it lists every backend (`node add`
+/// and `node delete` of a server rewrite it), so the ones it adds are checked from then on
+/// and the ones it leaves out are taken out.
 async fn follow_backends_file(
     balancer: Arc<Balancer>,
     path: PathBuf,
@@ -191,7 +220,11 @@ async fn follow_backends_file(
             continue;
         };
         let addresses = backends_in(&text);
-        for backend in balancer.add(&addresses) {
+        // An empty list is a file being written, never a cluster without servers.
+        if addresses.is_empty() {
+            continue;
+        }
+        for backend in balancer.set(&addresses) {
             info!(backend = %backend.address, "new API server from {}", path.display());
             tokio::spawn(health::watch_backend(backend, tls.clone()));
         }

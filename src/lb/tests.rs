@@ -63,6 +63,27 @@ fn backends_are_added_once_from_the_file() {
     assert_eq!(b.all().len(), 3);
 }
 
+#[test]
+fn the_file_is_the_whole_list_once_written() {
+    let b = Balancer::new(&["a:1".into(), "b:1".into()]).expect("balancer");
+    let old_b = b.all()[1].clone();
+    let added: Vec<_> = b
+        .set(&backends_in("a:1\nc:1\n"))
+        .iter()
+        .map(|x| x.address.clone())
+        .collect();
+    assert_eq!(added, ["c:1"]);
+    let now: Vec<_> = b.all().iter().map(|x| x.address.clone()).collect();
+    assert_eq!(now, ["a:1", "c:1"]);
+    assert!(old_b.retired(), "a removed backend's checks stop");
+    assert_eq!(
+        *old_b.healthy.borrow(),
+        Health::Gone,
+        "its connections are cut"
+    );
+    assert!(!b.all()[0].retired());
+}
+
 #[tokio::test]
 async fn connections_skip_a_refusing_backend_and_are_cut_only_when_theirs_is_gone() {
     let balancer =

@@ -147,7 +147,8 @@ pub enum MemberCommand {
     /// Adds NODE (peer https://NODE:2380) to the store and prints every member's node name,
     /// one a line, the new one included.
     Add { node: String },
-    /// Takes NODE out of the store again (a server whose container could not be started).
+    /// Takes NODE out of the store (a server being deleted, or one whose container could not
+    /// be started).
     Remove { node: String },
 }
 
