@@ -5,7 +5,8 @@
 # on one such cluster, the API failover after `docker kill` of the server holding the
 # controllers' Lease: the time until a read and a write through the balancer succeed again
 # (curl with the admin's certificate, one attempt every 50 ms, 1 s timeout each), and until the
-# Leases are held by another server; last, `node add --role server` to Ready. Prints a Markdown
+# Leases are held by another server; last, `node add --role server` to Ready and `node delete`
+# of a server. Prints a Markdown
 # block for BENCHMARKS.md.
 #
 #   benches/ha.sh [runs]      (default 5; KCLUSTER_BIN=<kcluster> to skip the release build)
@@ -90,6 +91,10 @@ done
 t0=$(now)
 "$bin" node add --name "$name" --role server --wait 120s -q
 add_server=$(since "$t0")
+# And one taken out again: drained, its etcd member removed, the balancer told.
+t0=$(now)
+"$bin" node delete "$name-server-1" --name "$name" -q
+delete_server=$(since "$t0")
 
 echo "  create runs: ${creates[*]}; floor runs: ${floors[*]}" >&2
 cat <<EOF
@@ -100,4 +105,5 @@ cat <<EOF
 | API write through the balancer after the Lease holder is killed | **$(printf '%s\n' "${writes[@]}" | median) s** | — | < 5 s |
 | controllers' Leases on another server | $(printf '%s\n' "${leases[@]}" | median) s | — | (15 s lease) |
 | \`node add --role server --wait\` (one run) | ${add_server} s | — | — |
+| \`node delete\` of a server (one run) | ${delete_server} s | — | — |
 EOF

@@ -620,16 +620,35 @@ async fn store_write_throughput() {
             println!(
                 "round {round} {store}: {objects} creates by {clients} clients in {elapsed:.2?}: {rate:.0}/s"
             );
-            rows.push((store, rate));
+            // GETs without a resourceVersion: quorum reads (on etcd, a linearizable
+            // transaction before the mirror answers).
+            let started = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..clients {
+                let api = api.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in (c..objects).step_by(clients) {
+                        api.get(&format!("cm-{i}"))
+                            .await
+                            .unwrap_or_else(|e| panic!("get cm-{i} on {store}: {e}"));
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("client task");
+            }
+            let read_rate = objects as f64 / started.elapsed().as_secs_f64();
+            println!("round {round} {store}: {objects} gets: {read_rate:.0}/s");
+            rows.push((store, rate, read_rate));
         }
     }
     for store in ["embedded", "etcd"] {
         let rates: Vec<String> = rows
             .iter()
             .filter(|r| r.0 == store)
-            .map(|r| format!("{:.0}", r.1))
+            .map(|r| format!("{:.0} creates/s, {:.0} gets/s", r.1, r.2))
             .collect();
-        println!("{store}: creates/s per round {}", rates.join(", "));
+        println!("{store}: per round {}", rates.join("; "));
     }
 }
 
