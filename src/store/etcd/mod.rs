@@ -156,45 +156,50 @@ impl Store {
 const CONSISTENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Remote {
-    /// One linearizable read through etcd's quorum: the keys under the prefix and, when etcd
-    /// has moved past the mirror, which of them changed since. The mirror is current once it
-    /// has reached etcd's revision, or (etcd shared with other writers, whose revisions the
-    /// mirror never sees) once nothing under the prefix changed since the mirror's revision
-    /// and both hold as many keys; otherwise the next applied change is waited for.
+    /// Brings the mirror up to etcd's quorum. One linearizable read of a single key gives
+    /// etcd's revision; a mirror already there is current (the usual case: the cluster's own
+    /// etcd, idle or not, only ever moves by the mirror's keys). When etcd has moved past the
+    /// mirror, either the mirror's changes are still on their way or others write to the same
+    /// etcd (revisions the mirror never sees): then the prefix is read at that revision, and the
+    /// mirror is current if nothing under the prefix changed since its revision and both hold
+    /// as many keys; otherwise the next applied change is waited for and all of it repeated.
     async fn catch_up(&self, local: &Store) -> Result<(), StoreError> {
-        let end = wire::b64(&wire::prefix_end(self.prefix.as_bytes()));
         let start = wire::b64(self.prefix.as_bytes());
+        let end = wire::b64(&wire::prefix_end(self.prefix.as_bytes()));
         loop {
             let (count, mirrored) = local.key_count()?;
-            let range = |extra: serde_json::Value| {
-                let mut r = json!({"key": start, "range_end": end});
+            let probe: RangeResponse = self
+                .client
+                .call("/v3/kv/range", &json!({"key": start, "count_only": true}))
+                .await?;
+            let revision = probe.header.revision;
+            if revision <= mirrored {
+                return Ok(());
+            }
+            let at = |extra: serde_json::Value| {
+                let mut r =
+                    json!({"key": start, "range_end": end, "revision": revision.to_string()});
                 for (k, v) in extra.as_object().into_iter().flatten() {
                     r[k] = v.clone();
                 }
-                json!({"request_range": r})
+                r
             };
-            let body = json!({
-                "compare": [],
-                "success": [
-                    range(json!({"count_only": true})),
-                    range(json!({"keys_only": true, "min_mod_revision": (mirrored + 1).to_string()})),
-                ],
-            });
-            let answer: TxnResponse = self.client.call("/v3/kv/txn", &body).await?;
-            let ranges: Vec<&RangeResponse> = answer
-                .responses
-                .iter()
-                .filter_map(|r| r.response_range.as_ref())
-                .collect();
-            let [all, changed] = ranges.as_slice() else {
-                return Err(StoreError::Backend(
-                    "etcd answered a two-range transaction without two ranges".into(),
-                ));
-            };
-            if answer.header.revision <= mirrored
-                || (changed.kvs.is_empty() && u64::try_from(all.count).ok() == Some(count))
-            {
-                return Ok(());
+            let all: RangeResponse = self
+                .client
+                .call("/v3/kv/range", &at(json!({"count_only": true})))
+                .await?;
+            if u64::try_from(all.count).ok() == Some(count) {
+                let changed: RangeResponse = self
+                    .client
+                    .call(
+                        "/v3/kv/range",
+                        &at(json!({"keys_only": true,
+                                   "min_mod_revision": (mirrored + 1).to_string()})),
+                    )
+                    .await?;
+                if changed.kvs.is_empty() {
+                    return Ok(());
+                }
             }
             let mut seen = self.mirrored.clone();
             seen.wait_for(|r| *r > mirrored)
