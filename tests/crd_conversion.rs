@@ -898,3 +898,68 @@ spec:
     let out = server.kubectl(&["get", "gizmos.v1alpha1.example.org", "g1"]);
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+/// Objects keep the version they were stored at until written again: after the definition's
+/// storage version changes from v1beta1 to v1, an object stored at v1beta1 is converted by the
+/// webhook on reads at v1 too (get, list, table, watch), as kube-apiserver converts every
+/// object it decodes.
+#[test]
+fn objects_stored_at_a_former_storage_version_are_converted_by_the_webhook() {
+    let converter = Converter::start();
+    let server = ApiServer::start();
+    let url = format!("https://127.0.0.1:{}/convert", converter.port);
+    let client = format!("{{url: {url:?}, caBundle: {:?}}}", converter.ca_bundle);
+    let beta_stored = crd(&client, "[v1]")
+        .replace("storage: true", "storage: SWAP")
+        .replace("storage: false", "storage: true")
+        .replace("storage: SWAP", "storage: false");
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &beta_stored);
+    assert!(out.status.success(), "{}", text(&out));
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/crontabs.stable.example.com",
+        "--timeout=30s",
+    ]);
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        &crontab("v1beta1", "old", "cronSpec", "5 4 * * *"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // v1 becomes the storage version; the object stays stored at v1beta1.
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &crd(&client, "[v1]"));
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(
+        "reads at v1 to convert the object stored at v1beta1",
+        std::time::Duration::from_secs(10),
+        || {
+            let v1 = get_json(&server, &["crontabs.v1.stable.example.com", "old"]);
+            if v1["apiVersion"] == "stable.example.com/v1" && v1["spec"]["schedule"] == "5 4 * * *"
+            {
+                Ok(())
+            } else {
+                Err(v1.to_string())
+            }
+        },
+    );
+    let list = get_json(&server, &["crontabs.v1.stable.example.com"]);
+    assert_eq!(list["items"][0]["spec"]["schedule"], "5 4 * * *", "{list}");
+    assert!(list["items"][0]["spec"].get("cronSpec").is_none(), "{list}");
+    let table = server.kubectl_ok(&["get", "crontabs.v1.stable.example.com", "old"]);
+    assert!(
+        table.contains("SCHEDULE") && table.contains("5 4 * * *"),
+        "{table}"
+    );
+    let raw = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs?watch=1&timeoutSeconds=1",
+    ]);
+    let event: Value = serde_json::from_str(raw.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {raw}"));
+    assert_eq!(
+        event["object"]["apiVersion"], "stable.example.com/v1",
+        "{raw}"
+    );
+    assert_eq!(event["object"]["spec"]["schedule"], "5 4 * * *", "{raw}");
+}

@@ -269,9 +269,23 @@ pub fn from_storage(def: &ResourceDef, obj: Value) -> Value {
     }
 }
 
+/// An object of the storage entry's kind, at the storage version or (custom resources
+/// stored before their definition's storage version changed) another version of its group.
 fn is_stored_object(storage: &ResourceDef, v: &Value) -> bool {
+    let api_version = j::str_or(v, "apiVersion");
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     j::str_at(v, "kind") == Some(storage.kind)
-        && j::str_at(v, "apiVersion") == Some(storage.api_version().as_str())
+        && (api_version == storage.api_version()
+            || storage.custom.is_some() && group == storage.group)
+}
+
+/// Reads at the storage version of a definition converted by a webhook still go through
+/// conversion: objects stored before the storage version changed keep their old version
+/// until they are written again, and only the webhook can convert them.
+fn reads_through_webhook(target: &ResourceRequest) -> bool {
+    webhook_of(target.def).is_some()
+        && matches!(target.verb, Verb::Get | Verb::List | Verb::Watch)
+        && target.subresource.is_none()
 }
 
 /// Converts whatever a handler answered (an object, a list, a Table with objects) back.
@@ -396,8 +410,10 @@ fn tabulate(def: &ResourceDef, body: Value, include: IncludeObject) -> Value {
 /// Serves `req`, converting between its version and the storage version where they differ.
 pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
     let def = req.target.def;
-    let Some(storage) = storage_def(def) else {
-        return handlers::dispatch(req).await;
+    let storage = match storage_def(def) {
+        Some(storage) => storage,
+        None if reads_through_webhook(req.target) => def,
+        None => return handlers::dispatch(req).await,
     };
     let target = ResourceRequest {
         def: storage,
@@ -405,7 +421,7 @@ pub async fn dispatch(req: Request<'_>) -> Result<Reply, ApiError> {
         name: req.target.name.clone(),
         subresource: req.target.subresource.clone(),
         verb: req.target.verb,
-        served_as: Some(def),
+        served_as: (!std::ptr::eq(storage, def)).then_some(def),
     };
     let mut body = req.body.clone();
     let mut content_type = req.content_type.to_string();
@@ -644,8 +660,10 @@ pub fn watch(
     params: watch::WatchParams,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let def = target.def;
-    let Some(storage) = storage_def(def) else {
-        return watch::start(store, target, params);
+    let storage = match storage_def(def) {
+        Some(storage) => storage,
+        None if reads_through_webhook(target) => def,
+        None => return watch::start(store, target, params),
     };
     let storage_target = ResourceRequest {
         def: storage,
@@ -653,7 +671,7 @@ pub fn watch(
         name: target.name.clone(),
         subresource: target.subresource.clone(),
         verb: target.verb,
-        served_as: Some(def),
+        served_as: (!std::ptr::eq(storage, def)).then_some(def),
     };
     // Webhook-converted events are printed after conversion, with this version's columns.
     let hook = webhook_of(def);
