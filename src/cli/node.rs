@@ -267,27 +267,33 @@ impl ServerPlan {
         }
     }
 
-    /// Tells the balancer of the new server (it reads its backends file every 2 s).
+    /// Tells the balancer of the new server.
     async fn add_to_balancer(&mut self, docker: &Docker, cluster: &str, node: &str) -> Result<()> {
         self.servers.push(node.to_string());
-        let text: String = self
-            .servers
-            .iter()
-            .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
-            .collect();
-        let lb = crate::lb::docker::container_name(cluster);
-        docker
-            .upload(
-                &lb,
-                &[(
-                    crate::lb::BACKENDS_FILE.to_string(),
-                    text.into_bytes(),
-                    0o644,
-                )],
-            )
+        write_backends(docker, cluster, &self.servers)
             .await
-            .with_context(|| format!("cannot tell the balancer {lb} of {node}"))
+            .with_context(|| format!("cannot tell the balancer of {node}"))
     }
+}
+
+/// Gives the balancer its whole list of servers (it reads its backends file every 2 s).
+async fn write_backends(docker: &Docker, cluster: &str, servers: &[String]) -> Result<()> {
+    let text: String = servers
+        .iter()
+        .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
+        .collect();
+    let lb = crate::lb::docker::container_name(cluster);
+    docker
+        .upload(
+            &lb,
+            &[(
+                crate::lb::BACKENDS_FILE.to_string(),
+                text.into_bytes(),
+                0o644,
+            )],
+        )
+        .await
+        .with_context(|| format!("cannot write the backends of the balancer {lb}"))
 }
 
 fn next_index(cluster: &str, role: &str, nodes: &[ContainerSummary]) -> usize {
@@ -739,23 +745,9 @@ impl ServerRemoval {
                 );
             }
         }
-        let text: String = self
-            .staying
-            .iter()
-            .map(|s| format!("{s}:{}\n", crate::node::API_PORT))
-            .collect();
-        let lb = crate::lb::docker::container_name(cluster);
-        docker
-            .upload(
-                &lb,
-                &[(
-                    crate::lb::BACKENDS_FILE.to_string(),
-                    text.into_bytes(),
-                    0o644,
-                )],
-            )
+        write_backends(docker, cluster, &self.staying)
             .await
-            .with_context(|| format!("cannot tell the balancer {lb} that {node} is gone"))
+            .with_context(|| format!("cannot tell the balancer that {node} is gone"))
     }
 }
 
