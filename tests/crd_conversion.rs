@@ -655,6 +655,38 @@ fn scale_and_admission_webhooks_work_at_a_webhook_converted_version() {
     ]);
     let v1 = get_json(&server, &["crontabs.v1.stable.example.com", "nightly"]);
     assert_eq!(v1["spec"]["replicas"], 30, "{v1}");
+
+    // Server-side apply at v1beta1 merges v1beta1's fields into the object as v1beta1 sees
+    // it; the webhook converts the result, and the managed fields record v1beta1.
+    for schedule in ["0 6 * * *", "0 7 * * *"] {
+        let out = server.kubectl_stdin(
+            &["apply", "--server-side", "-f", "-"],
+            &crontab("v1beta1", "applied", "cronSpec", schedule),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let v1 = get_json(&server, &["crontabs.v1.stable.example.com", "applied"]);
+        assert_eq!(v1["spec"]["schedule"], schedule, "{v1}");
+        assert_eq!(v1["spec"]["replicas"], 1, "{v1}");
+        assert!(v1["spec"].get("cronSpec").is_none(), "{v1}");
+        let shown = get_json(
+            &server,
+            &[
+                "crontabs.v1.stable.example.com",
+                "applied",
+                "--show-managed-fields",
+            ],
+        );
+        let entry = shown["metadata"]["managedFields"]
+            .as_array()
+            .and_then(|m| m.iter().find(|e| e["operation"] == "Apply"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no Apply entry: {shown}"));
+        assert_eq!(entry["apiVersion"], "stable.example.com/v1beta1", "{entry}");
+        assert!(
+            entry["fieldsV1"]["f:spec"].get("f:cronSpec").is_some(),
+            "{entry}"
+        );
+    }
 }
 
 /// Widgets: v1 (storage) and v1beta1 with different schemas, conversion None.

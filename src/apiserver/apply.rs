@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::crd::versions;
 use super::fieldmanager::{self, Context};
 use super::handlers::{
     Reply, Request, check_body_identity, check_precondition, create_object, prepare_update,
@@ -15,7 +16,7 @@ use super::status::ApiError;
 
 /// The applied configuration, checked as Kubernetes checks it before merging.
 fn read_config(req: &Request<'_>) -> Result<Value, ApiError> {
-    let def = req.def();
+    let def = through_webhook(req).unwrap_or(req.def());
     let config = req.decode_body()?;
     if !config.is_object() {
         return Err(ApiError::bad_request(
@@ -54,6 +55,17 @@ fn read_config(req: &Request<'_>) -> Result<Value, ApiError> {
     Ok(config)
 }
 
+/// The version a custom resource is applied at, when it is not the storage version and only
+/// the definition's conversion webhook can convert between them: the configuration is then
+/// merged into the live object converted to that version, and the result converted back
+/// before admission and storage (strategy None applies at the storage version instead).
+fn through_webhook(req: &Request<'_>) -> Option<&'static super::resources::ResourceDef> {
+    req.target
+        .served_as
+        .filter(|d| d.custom.is_some_and(|c| c.webhook.is_some()))
+        .filter(|d| !std::ptr::eq(*d, req.def()))
+}
+
 pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
     fieldmanager::validate_options(req, true)?;
     let manager = req
@@ -80,27 +92,37 @@ pub async fn apply(req: &Request<'_>) -> Result<Reply, ApiError> {
             // object of its kind.
             let mut created =
                 fieldmanager::apply(&ctx, &json!({}), false, &config, &manager, force)?;
+            if through_webhook(req).is_some() {
+                created = versions::convert(req.store, req.def(), created).await?;
+            }
             check_body_identity(req, &name, &mut created)?;
             match create_object(req, created, Vec::new(), false).await {
                 Err(e) if e.reason == "AlreadyExists" => continue,
                 other => return other,
             }
         };
-        let old = object::from_stored_as(req.def(), &current)?;
+        let stored = object::from_stored_as(req.def(), &current)?;
+        let old = match through_webhook(req) {
+            Some(version) => versions::to_version(req.store, version, stored.clone()).await?,
+            None => stored.clone(),
+        };
         let mut applied = fieldmanager::apply(&ctx, &old, true, &config, &manager, force)?;
+        if through_webhook(req).is_some() {
+            applied = versions::convert(req.store, req.def(), applied).await?;
+        }
         check_body_identity(req, &name, &mut applied)?;
         check_precondition(req, &name, &applied, &current)?;
         // A status write keeps nothing of the object but its status; the managed fields the
         // apply computed go with it.
         let managed = applied.pointer("/metadata/managedFields").cloned();
-        let mut merged = prepare_update(req.def(), &old, applied, subresource)?;
+        let mut merged = prepare_update(req.def(), &stored, applied, subresource)?;
         if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
             match managed {
                 Some(m) => meta.insert("managedFields".into(), m),
                 None => meta.remove("managedFields"),
             };
         }
-        super::admission::on_update(req.store, req.def(), &old, &mut merged).await?;
+        super::admission::on_update(req.store, req.def(), &stored, &mut merged).await?;
         match write_update(req, &name, &current, merged).await {
             Err(e) if e.reason == "Conflict" => continue,
             other => {

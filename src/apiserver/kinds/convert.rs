@@ -615,9 +615,11 @@ async fn patch(
     Err(last.unwrap_or_else(|| ApiError::internal("patch retries exhausted")))
 }
 
-/// A server-side apply at another version of a custom resource: the configuration is applied at
-/// the storage version (strategy None: only apiVersion differs), and the managed fields record
-/// the version it was applied at (`target.served_as`).
+/// A server-side apply at another version of a custom resource, with the managed fields
+/// recording the version it was applied at (`target.served_as`). Strategy None: the
+/// configuration is applied at the storage version (only apiVersion differs). Strategy
+/// Webhook: it is applied as it is, to the live object converted to its version, and the
+/// result converted back (`apply::apply`).
 async fn apply(
     req: &Request<'_>,
     def: &'static ResourceDef,
@@ -626,7 +628,8 @@ async fn apply(
 ) -> Result<Reply, ApiError> {
     let mut config = handlers::decode(req.content_type, &req.body)?;
     // A configuration of another type is left as it is, for the apply to refuse in its words.
-    if j::str_at(&config, "apiVersion") == Some(def.api_version().as_str())
+    if webhook_of(def).is_none()
+        && j::str_at(&config, "apiVersion") == Some(def.api_version().as_str())
         && j::str_at(&config, "kind") == Some(def.kind)
     {
         config = to_storage(def, config);
@@ -647,7 +650,7 @@ async fn apply(
     let (body, warnings) = reply.into_json()?;
     Ok(Reply {
         code,
-        body: convert_reply(def, storage, body),
+        body: convert_reply_via(req.store, def, storage, body).await?,
         encoded: None,
         warnings,
     })
