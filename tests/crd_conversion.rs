@@ -206,15 +206,12 @@ fn a_conversion_webhook_converts_every_read_and_write() {
     let server = ApiServer::start();
     let url = format!("https://127.0.0.1:{}/convert", converter.port);
     let client = format!("{{url: {url:?}, caBundle: {:?}}}", converter.ca_bundle);
-    let out = server.kubectl_stdin(&["apply", "-f", "-"], &crd(&client, "[v1]"));
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(!text(&out).contains("Warning"), "{}", text(&out));
-    server.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/crontabs.stable.example.com",
-        "--timeout=30s",
-    ]);
+    let applied = crds::install(
+        &server,
+        &crd(&client, "[v1]"),
+        "crontabs.stable.example.com",
+    );
+    assert!(!applied.contains("Warning"), "{applied}");
 
     // Created at v1beta1: stored as v1 through the webhook, which added a label.
     let out = server.kubectl_stdin(
@@ -475,14 +472,7 @@ fn conversion_webhook_settings_are_validated_in_kubernetes_words() {
 fn apply_crontabs(server: &ApiServer, converter: &Converter) {
     let url = format!("https://127.0.0.1:{}/convert", converter.port);
     let client = format!("{{url: {url:?}, caBundle: {:?}}}", converter.ca_bundle);
-    let out = server.kubectl_stdin(&["apply", "-f", "-"], &crd(&client, "[v1]"));
-    assert!(out.status.success(), "{}", text(&out));
-    server.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/crontabs.stable.example.com",
-        "--timeout=30s",
-    ]);
+    crds::install(server, &crd(&client, "[v1]"), "crontabs.stable.example.com");
 }
 
 /// `/scale` at v1beta1 reads and writes `spec.size` of the object converted to v1beta1 (v1
@@ -615,36 +605,24 @@ fn scale_and_admission_webhooks_work_at_a_webhook_converted_version() {
 
     // v1beta1's own rules judge writes at v1beta1 (its maximum, its transition rule), in its
     // field names; v1 has neither.
-    let out = server.kubectl(&[
-        "patch",
-        "crontabs.v1beta1.stable.example.com",
-        "nightly",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"size":11}}"#,
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains(
-            "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10"
+    for (patch, want) in [
+        (
+            r#"{"spec":{"size":11}}"#,
+            "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10",
         ),
-        "{}",
-        text(&out)
-    );
-    let out = server.kubectl(&[
-        "patch",
-        "crontabs.v1beta1.stable.example.com",
-        "nightly",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"size":3}}"#,
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("size may not shrink at v1beta1"),
-        "{}",
-        text(&out)
-    );
+        (r#"{"spec":{"size":3}}"#, "size may not shrink at v1beta1"),
+    ] {
+        let out = server.kubectl(&[
+            "patch",
+            "crontabs.v1beta1.stable.example.com",
+            "nightly",
+            "--type=merge",
+            "-p",
+            patch,
+        ]);
+        assert!(!out.status.success(), "{patch} was taken");
+        assert!(text(&out).contains(want), "{}", text(&out));
+    }
     server.kubectl_ok(&[
         "patch",
         "crontabs.v1.stable.example.com",
@@ -745,14 +723,7 @@ fn widget(version: &str, name: &str, spec: &str) -> String {
 #[test]
 fn writes_are_judged_by_the_schema_of_the_version_written() {
     let server = ApiServer::start();
-    let out = server.kubectl_stdin(&["apply", "-f", "-"], WIDGETS_CRD);
-    assert!(out.status.success(), "{}", text(&out));
-    server.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/widgets.example.org",
-        "--timeout=30s",
-    ]);
+    crds::install(&server, WIDGETS_CRD, "widgets.example.org");
     let create = |yaml: String| server.kubectl_stdin(&["create", "-f", "-"], &yaml);
 
     // Valid at v1beta1 although v1 would refuse it (no owner, size over 100, a v1beta1 field).
@@ -886,14 +857,7 @@ spec:
         }
         crd
     };
-    let out = server.kubectl_stdin(&["apply", "-f", "-"], &gizmos(true, "", false));
-    assert!(out.status.success(), "{}", text(&out));
-    server.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/gizmos.example.org",
-        "--timeout=30s",
-    ]);
+    crds::install(&server, &gizmos(true, "", false), "gizmos.example.org");
     let out = server.kubectl_stdin(
         &["create", "-f", "-"],
         "apiVersion: example.org/v1alpha1\nkind: Gizmo\nmetadata:\n  name: g1\nspec: {}\n",
@@ -945,14 +909,7 @@ fn objects_stored_at_a_former_storage_version_are_converted_by_the_webhook() {
         .replace("storage: true", "storage: SWAP")
         .replace("storage: false", "storage: true")
         .replace("storage: SWAP", "storage: false");
-    let out = server.kubectl_stdin(&["apply", "-f", "-"], &beta_stored);
-    assert!(out.status.success(), "{}", text(&out));
-    server.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/crontabs.stable.example.com",
-        "--timeout=30s",
-    ]);
+    crds::install(&server, &beta_stored, "crontabs.stable.example.com");
     let out = server.kubectl_stdin(
         &["create", "-f", "-"],
         &crontab("v1beta1", "old", "cronSpec", "5 4 * * *"),

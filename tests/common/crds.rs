@@ -1,4 +1,20 @@
-//! CustomResourceDefinitions more than one test file installs.
+//! CustomResourceDefinitions more than one test file installs, and installing one.
+
+use super::{ApiServer, text};
+
+/// `kubectl apply` of `manifest` (a definition) and a wait until the definition `name` is
+/// Established; returns what apply printed.
+pub fn install(server: &ApiServer, manifest: &str, name: &str) -> String {
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], manifest);
+    assert!(out.status.success(), "apply of {name}: {}", text(&out));
+    server.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{name}"),
+        "--timeout=30s",
+    ]);
+    text(&out)
+}
 
 /// An operator's Crew: namespaced, with a status subresource and a scale subresource whose
 /// selector is the one its status publishes (what `kubectl scale` and autoscalers use).

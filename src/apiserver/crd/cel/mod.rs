@@ -375,24 +375,21 @@ mod tests {
                 {"rule": "url(self.home).getHost() != ''", "message": " home needs a host "}],
             "properties": {"xs": {"type": "array", "items": {"type": "integer"}},
                 "home": {"type": "string"}}}}});
-        let obj = json!({"spec": {"xs": [], "home": "/docs"}});
-        let mut errs = Errors::new();
-        validate(&schema, &obj, None, false, &Path::default(), &mut errs);
-        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
+        let messages = |obj: Value| {
+            let mut errs = Errors::new();
+            validate(&schema, &obj, None, false, &Path::default(), &mut errs);
+            errs.0.iter().map(|e| e.message()).collect::<Vec<String>>()
+        };
         assert_eq!(
-            msgs,
+            messages(json!({"spec": {"xs": [], "home": "/docs"}})),
             vec![
                 "spec: Invalid value: \"object\": min called on empty list evaluating rule: self.xs.min() > 0",
                 "spec: Invalid value: \"object\": failed rule: isURL(self.home) && url(self.home).getScheme() == 'https'",
                 "spec: Invalid value: \"object\": home needs a host",
             ]
         );
-        let obj = json!({"spec": {"xs": [1], "home": "no"}});
-        let mut errs = Errors::new();
-        validate(&schema, &obj, None, false, &Path::default(), &mut errs);
-        let msgs: Vec<String> = errs.0.iter().map(|e| e.message()).collect();
         assert_eq!(
-            msgs,
+            messages(json!({"spec": {"xs": [1], "home": "no"}})),
             vec![
                 "spec: Invalid value: \"object\": failed rule: isURL(self.home) && url(self.home).getScheme() == 'https'",
                 "spec: Invalid value: \"object\": URL parse error during conversion from string: parse \"no\": invalid URI for request evaluating rule: home needs a host",

@@ -96,25 +96,7 @@ fn should_escape(c: u8, mode: Mode) -> bool {
         return false;
     }
     if matches!(mode, Mode::Host | Mode::Zone)
-        && matches!(
-            c,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-                | b'<'
-                | b'>'
-                | b'"'
-        )
+        && (matches!(c, b'[' | b']' | b'<' | b'>' | b'"') || sub_delim_or_colon(c))
     {
         return false;
     }
@@ -211,27 +193,20 @@ fn escape_path(s: &[u8]) -> String {
     out
 }
 
+/// RFC 3986's sub-delims and `:`, which both of Go's escaping rules above leave alone.
+fn sub_delim_or_colon(c: u8) -> bool {
+    matches!(
+        c,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':'
+    )
+}
+
 /// Go's `validEncoded`: whether `s` is a path as a browser would leave it.
 fn valid_encoded_path(s: &str) -> bool {
     s.bytes().all(|c| {
-        matches!(
-            c,
-            b'!' | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'['
-                | b']'
-                | b'%'
-        ) || !should_escape(c, Mode::Path)
+        sub_delim_or_colon(c)
+            || matches!(c, b'@' | b'[' | b']' | b'%')
+            || !should_escape(c, Mode::Path)
     })
 }
 
