@@ -752,28 +752,26 @@ fn writes_are_judged_by_the_schema_of_the_version_written() {
         assert!(text(&out).contains(want), "no {want:?} in {}", text(&out));
     }
     assert!(!text(&out).contains("owner"), "{}", text(&out));
-    let out = create(widget("v1beta1", "w3", "{size: 1, bogus: 1}"));
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains(r#"unknown field "spec.bogus""#),
-        "{}",
-        text(&out)
-    );
-    // v1's checks still hold at v1.
-    let out = create(widget("v1", "w4", "{size: 1}"));
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("spec.owner: Required value"),
-        "{}",
-        text(&out)
-    );
-    let out = create(widget("v1", "w5", "{size: 200, owner: me}"));
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("size must be below 100"),
-        "{}",
-        text(&out)
-    );
+    // An unknown field at v1beta1; v1's checks still hold at v1.
+    for (version, name, spec, want) in [
+        (
+            "v1beta1",
+            "w3",
+            "{size: 1, bogus: 1}",
+            r#"unknown field "spec.bogus""#,
+        ),
+        ("v1", "w4", "{size: 1}", "spec.owner: Required value"),
+        (
+            "v1",
+            "w5",
+            "{size: 200, owner: me}",
+            "size must be below 100",
+        ),
+    ] {
+        let out = create(widget(version, name, spec));
+        assert!(!out.status.success(), "{name} was taken");
+        assert!(text(&out).contains(want), "{}", text(&out));
+    }
     for name in ["w2", "w3", "w4", "w5"] {
         assert!(gone(&server.kubectl(&[
             "get",

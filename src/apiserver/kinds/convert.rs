@@ -237,15 +237,13 @@ pub fn event_from_core(ev: Value) -> Value {
 // ---------------------------------------------------------------------------------------------
 
 /// `obj` (of `def`'s kind, at `def`'s version) in its storage version.
-pub fn to_storage(def: &ResourceDef, mut obj: Value) -> Value {
+pub fn to_storage(def: &ResourceDef, obj: Value) -> Value {
     // Custom resources convert with strategy None: only apiVersion changes.
     if def.custom.is_some() {
-        if let Some((group, version)) = def.stored_as
-            && obj.is_object()
-        {
-            obj["apiVersion"] = json!(format!("{group}/{version}"));
-        }
-        return obj;
+        return match def.stored_as {
+            Some((group, version)) => versions::rewrite(obj, &format!("{group}/{version}")),
+            None => obj,
+        };
     }
     match (def.group, def.version, def.plural) {
         ("autoscaling", "v1", "horizontalpodautoscalers") => hpa_v1_to_v2(obj),

@@ -138,11 +138,7 @@ impl Store {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let local = Store {
-            inner: self.inner.clone(),
-            remote: None,
-        };
-        tokio::time::timeout(CONSISTENT_READ_TIMEOUT, remote.catch_up(&local))
+        tokio::time::timeout(CONSISTENT_READ_TIMEOUT, remote.catch_up(self))
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Backend(format!(
@@ -163,11 +159,12 @@ impl Remote {
     /// etcd (revisions the mirror never sees): then the prefix is read at that revision, and the
     /// mirror is current if nothing under the prefix changed since its revision and both hold
     /// as many keys; otherwise the next applied change is waited for and all of it repeated.
-    async fn catch_up(&self, local: &Store) -> Result<(), StoreError> {
+    /// `mirror` is the store whose local part (its key count and revision) is compared.
+    async fn catch_up(&self, mirror: &Store) -> Result<(), StoreError> {
         let start = wire::b64(self.prefix.as_bytes());
         let end = wire::b64(&wire::prefix_end(self.prefix.as_bytes()));
         loop {
-            let (count, mirrored) = local.key_count()?;
+            let (count, mirrored) = mirror.key_count()?;
             let probe: RangeResponse = self
                 .client
                 .call("/v3/kv/range", &json!({"key": start, "count_only": true}))
