@@ -5,7 +5,9 @@
 //! `kubernetes` Service's endpoints move, the controllers run on the new leader, and every
 //! write kubectl was told succeeded is there afterwards — after the killed server comes back
 //! and catches up, after a fourth server joins the running cluster (`node add --role server`),
-//! and after a full stop and start of the cluster onto new addresses.
+//! and after a full stop and start of the cluster onto new addresses. A cluster made with one
+//! server grows into three: its state moves into etcd, the balancer takes its API port, and it
+//! survives losing the server that held the state.
 
 mod common;
 
@@ -558,5 +560,195 @@ spec:
                 Err(text(&out))
             }
         },
+    );
+}
+
+/// The `resourceVersion` the API answers `path` with (a list's is the store's newest).
+fn resource_version(cluster: &Cluster, path: &str) -> u64 {
+    let body = cluster.kubectl_ok(&["get", "--raw", path]);
+    let json: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    json["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric resourceVersion in {path}: {body}"))
+}
+
+#[test]
+fn a_cluster_made_with_one_server_grows_into_three_with_its_state() {
+    require_docker_and_kubectl();
+    let sandbox = Sandbox::new();
+    let name = unique_name("grow");
+    let tag = format!("kcluster-e2e/grow-busybox:{name}");
+    let _image = images::build_busybox_image(&sandbox, &tag, "");
+    let cluster = Cluster::create_quick_to_notice(&sandbox, &name, &["--workers", "1"]);
+    cluster.load_image(&tag);
+    let network = format!("kcluster-{name}");
+    let servers: Vec<String> = (0..3).map(|i| format!("{name}-server-{i}")).collect();
+    let worker = format!("{name}-worker-0");
+
+    cluster.kubectl_ok(&["create", "configmap", "before", "--from-literal=kept=yes"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "deployment",
+        "sleeper",
+        "--image",
+        &tag,
+        "--replicas=2",
+        "--",
+        "sleep",
+        "100000",
+    ]);
+    let out = cluster.kubectl(&["rollout", "status", "deploy/sleeper", "--timeout=120s"]);
+    assert!(out.status.success(), "rollout: {}", text(&out));
+    let server_url = cluster.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let port_before = stdout(&docker(&["port", &servers[0], "6443/tcp"]));
+    assert!(
+        port_before.contains("127.0.0.1:"),
+        "the one server publishes the API port: {port_before:?}"
+    );
+    let newest_before = resource_version(&cluster, "/api/v1/configmaps");
+
+    let out = sandbox.kcluster(&[
+        "node", "add", "--name", &name, "--role", "server", "--count", "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "node add --role server: {}",
+        text(&out)
+    );
+
+    // The balancer took the API port; kubeconfig, unchanged, reaches the API through it.
+    let lb = format!("{name}-lb");
+    assert_eq!(
+        stdout(&docker(&["port", &lb, "6443/tcp"])).trim(),
+        port_before.trim(),
+        "the balancer publishes the port the server did"
+    );
+    assert_eq!(
+        stdout(&docker(&["port", &servers[0]])).trim(),
+        "",
+        "{} publishes nothing now",
+        servers[0]
+    );
+    assert_eq!(
+        cluster.kubectl_ok(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]),
+        server_url
+    );
+    // The state moved, and no resourceVersion went backwards for a client that saw one.
+    assert_eq!(
+        cluster.kubectl_ok(&["get", "configmap", "before", "-o", "jsonpath={.data.kept}"]),
+        "yes"
+    );
+    let moved = resource_version(&cluster, "/api/v1/namespaces/default/configmaps/before");
+    assert!(
+        moved > newest_before,
+        "the moved object's resourceVersion {moved} is newer than the newest before the move ({newest_before})"
+    );
+    // Every node Ready, the worker dialing the balancer, the pods running again.
+    wait_until("4 Ready nodes", Duration::from_secs(120), || {
+        let out = cluster.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
+        ]);
+        let got = stdout(&out);
+        let ready = got
+            .split_whitespace()
+            .filter(|n| n.ends_with("=True"))
+            .count();
+        if ready == 4 { Ok(()) } else { Err(got) }
+    });
+    let settings = node_file(&worker, "/etc/kcluster/node.json");
+    assert!(
+        settings.contains(&format!("\"{lb}:6443\"")),
+        "{worker} dials the balancer: {settings}"
+    );
+    let out = cluster.kubectl(&["rollout", "status", "deploy/sleeper", "--timeout=120s"]);
+    assert!(
+        out.status.success(),
+        "rollout after the move: {}",
+        text(&out)
+    );
+    wait_until(
+        "the kubernetes Service lists 3 servers",
+        Duration::from_secs(60),
+        || {
+            let eps = kubernetes_endpoints(&cluster)?;
+            if eps.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("endpoints {eps:?}"))
+            }
+        },
+    );
+
+    // The store has three members: with the server that held the state gone, writes go on.
+    let out = docker(&["kill", &servers[0]]);
+    assert!(out.status.success(), "docker kill: {}", text(&out));
+    wait_until(
+        "a write with the first server gone",
+        Duration::from_secs(60),
+        || {
+            let out = cluster.kubectl(&[
+                "--request-timeout=5s",
+                "create",
+                "configmap",
+                "after",
+                "--from-literal=n=1",
+            ]);
+            if out.status.success() || text(&out).contains("AlreadyExists") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    assert_eq!(
+        cluster.kubectl_ok(&["get", "configmap", "before", "-o", "jsonpath={.data.kept}"]),
+        "yes"
+    );
+    // It comes back on etcd (the old store was moved aside, not read again) and catches up.
+    let out = docker(&["start", &servers[0]]);
+    assert!(out.status.success(), "docker start: {}", text(&out));
+    wait_until(
+        "the first server serves what was written while it was down",
+        Duration::from_secs(120),
+        || get_through_own_api(&cluster, &servers[0], &network, "after"),
+    );
+    let out = docker(&[
+        "cp",
+        &format!(
+            "{}:/var/lib/kcluster/store.moved-to-etcd/store.redb",
+            servers[0]
+        ),
+        "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "the embedded store is kept aside in store.moved-to-etcd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docker(&[
+        "cp",
+        &format!("{}:/var/lib/kcluster/store/store.redb", servers[0]),
+        "-",
+    ]);
+    assert!(
+        !out.status.success(),
+        "no embedded store is in use: docker cp found /var/lib/kcluster/store/store.redb"
     );
 }

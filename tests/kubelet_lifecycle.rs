@@ -166,17 +166,6 @@ sleep 10; echo $(date +%s): END >> /loap/timing;']
     .replace("IMAGE", image)
 }
 
-/// A file of a node container (nodes have no `cat`; docker cp also reads stopped ones).
-fn node_file(node: &str, path: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("copy");
-    let out = docker(&["cp", &format!("{node}:{path}"), local.to_str().unwrap()]);
-    if !out.status.success() {
-        return String::new();
-    }
-    std::fs::read_to_string(&local).unwrap_or_default()
-}
-
 /// A pod beside the tutorial's that shows the node's /tmp/loap (a node's /tmp is a tmpfs,
 /// which docker cp cannot read).
 fn reader_pod(image: &str) -> String {

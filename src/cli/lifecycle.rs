@@ -18,7 +18,7 @@ use super::Progress;
 use crate::cluster::docker::{self, Docker};
 
 /// Stops one container; one removed since it was listed counts as stopped.
-async fn stop_container(docker: &Docker, container: &str) -> Result<()> {
+pub(super) async fn stop_container(docker: &Docker, container: &str) -> Result<()> {
     let options = StopContainerOptions {
         t: Some(10),
         ..Default::default()

@@ -6,6 +6,7 @@ mod delete;
 mod doctor;
 pub mod duration;
 mod export_logs;
+mod grow;
 mod image;
 mod kubeconfig;
 mod lifecycle;
@@ -322,13 +323,15 @@ enum ImageCommand {
 #[allow(clippy::large_enum_variant)]
 enum NodeCommand {
     /// Add nodes to a running cluster (settings copied from a node of that role; a server
-    /// joins the store of a cluster made with several servers).
+    /// joins the cluster's store, which a cluster made with one server first moves into etcd).
     Add {
         /// Cluster name.
         #[arg(long, default_value = "kcluster")]
         name: String,
-        /// Role of the new nodes: worker, or server (clusters made with --servers 3 or more;
-        /// the new server's etcd member joins the store, the balancer takes it in).
+        /// Role of the new nodes: worker, or server (the new server's etcd member joins the
+        /// store, the balancer takes it in; a cluster made with one server first gets both:
+        /// its server is made anew with an etcd member holding its state, its nodes restart to
+        /// dial the balancer, and their pods restart with them).
         #[arg(long, default_value = "worker")]
         role: String,
         /// How many nodes to add.
@@ -340,6 +343,10 @@ enum NodeCommand {
         /// How long to wait for the new nodes to be Ready (0 = don't wait).
         #[arg(long, default_value = "120s", value_parser = duration::parse)]
         wait: std::time::Duration,
+        /// The etcd (3.4 or newer) for the first servers added to a cluster made with one
+        /// (its state moves into an etcd member on each server); default: `etcd` on PATH.
+        #[arg(long, value_name = "FILE")]
+        etcd_binary: Option<PathBuf>,
     },
     /// Drain a worker (evictions honour PodDisruptionBudgets), delete its Node, container and volume.
     Delete {
@@ -641,6 +648,7 @@ pub fn main() -> ExitCode {
                 count,
                 labels,
                 wait,
+                etcd_binary,
             }) => {
                 let options = node::AddOptions {
                     cluster: name,
@@ -648,6 +656,7 @@ pub fn main() -> ExitCode {
                     count,
                     labels,
                     wait,
+                    etcd_binary,
                 };
                 node::add(options, &progress).await
             }

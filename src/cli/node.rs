@@ -3,9 +3,10 @@
 //! Add: a new worker copies its settings from an existing node (image, mounts, environment, the
 //! privileged-or-capabilities choice the engine allowed, the cluster's subnets) and takes its
 //! labels from the flags; it gets its certificates from the cluster CA kept on the server node
-//! and registers like any other node. A new server (clusters made with several) copies a
-//! server, CA keys included; its etcd member is added to the store through a running server
-//! before it starts, so it joins, and the balancer's backends file gets its name.
+//! and registers like any other node. A new server copies a server, CA keys included; its etcd
+//! member is added to the store through a running server before it starts, so it joins, and
+//! the balancer's backends file gets its name. A cluster made with one server first gets a
+//! store and a balancer several can share (`grow`).
 //!
 //! Update (`--cpus/--memory`): other limits for a running node. Docker changes the container's
 //! cgroup in place; the node reads it at its next heartbeat (10 s) and reports the new capacity
@@ -136,6 +137,8 @@ pub struct AddOptions {
     pub count: usize,
     pub labels: Vec<String>,
     pub wait: Duration,
+    /// For a server added to a cluster of one: the etcd put into the node image.
+    pub etcd_binary: Option<std::path::PathBuf>,
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
@@ -152,8 +155,99 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// The index after the highest `<cluster>-worker-<n>`, so names are never reused while a node
-/// of that name might still be known to the API.
+/// A node container as Docker has it: a new node copies one, and a server that grows into
+/// several is made anew from its own.
+pub(super) struct NodeTemplate {
+    pub image: String,
+    pub cmd: Vec<String>,
+    /// Without PATH, which the image sets.
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// The user's extraMounts only: the node's own state volume is made per node.
+    pub binds: Vec<(String, String, bool)>,
+    /// Its published ports (the user's extraPortMappings, and a single server's API port).
+    pub ports: Vec<docker::PortSpec>,
+    /// Its size (`--node-cpus/--node-memory` at create, or a later `node update`).
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub security: Security,
+}
+
+impl NodeTemplate {
+    pub(super) async fn inspect(docker: &Docker, node: &ContainerSummary) -> Result<NodeTemplate> {
+        let name = docker::container_name(node);
+        let inspect = docker
+            .api()
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .with_context(|| format!("cannot inspect {name}"))?;
+        let config = inspect.config.unwrap_or_default();
+        let image = config
+            .image
+            .with_context(|| format!("{name} has no image"))?;
+        let env = config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| !e.starts_with("PATH="))
+            .collect();
+        let host_config = inspect.host_config.unwrap_or_default();
+        let binds = host_config
+            .binds
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| {
+                let mut parts = b.split(':');
+                let host = parts.next()?.to_string();
+                let container = parts.next()?.to_string();
+                if !host.starts_with('/') {
+                    return None;
+                }
+                let read_only = parts
+                    .next()
+                    .is_some_and(|o| o.split(',').any(|o| o == "ro"));
+                Some((host, container, read_only))
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for (key, bindings) in host_config.port_bindings.unwrap_or_default() {
+            let (port, protocol) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+            let Ok(container_port) = port.parse::<u16>() else {
+                continue;
+            };
+            for b in bindings.unwrap_or_default() {
+                let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse().ok()) else {
+                    continue;
+                };
+                ports.push(docker::PortSpec {
+                    container_port,
+                    protocol: protocol.to_string(),
+                    host_ip: b.host_ip.unwrap_or_default(),
+                    host_port,
+                });
+            }
+        }
+        let security = match docker::label(node, docker::LABEL_SECURITY) {
+            Some("privileged") => Security::Privileged,
+            _ => Security::Capabilities,
+        };
+        Ok(NodeTemplate {
+            image,
+            cmd: config.cmd.unwrap_or_default(),
+            env,
+            labels: config.labels.unwrap_or_default(),
+            binds,
+            ports,
+            cpu_millis: host_config
+                .nano_cpus
+                .filter(|n| *n > 0)
+                .map(|n| (n / 1_000_000) as u64),
+            memory_bytes: host_config.memory.filter(|m| *m > 0).map(|m| m as u64),
+            security,
+        })
+    }
+}
+
 /// What a new server takes from the cluster's servers: their PKI files and labels, and the
 /// ways to its store's membership and its balancer.
 struct ServerPlan {
@@ -296,6 +390,8 @@ async fn write_backends(docker: &Docker, cluster: &str, servers: &[String]) -> R
         .with_context(|| format!("cannot write the backends of the balancer {lb}"))
 }
 
+/// The index after the highest `<cluster>-<role>-<n>`, so names are never reused while a node
+/// of that name might still be known to the API.
 fn next_index(cluster: &str, role: &str, nodes: &[ContainerSummary]) -> usize {
     let prefix = format!("{cluster}-{role}-");
     nodes
@@ -323,12 +419,12 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     let cluster = &options.cluster;
     let docker = Docker::connect().await?;
     let nodes = docker.node_containers(Some(cluster)).await?;
-    let Some(server) = nodes
+    if !nodes
         .iter()
-        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
-    else {
+        .any(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+    {
         bail!("no cluster named {cluster:?} (see `kcluster list`)");
-    };
+    }
     if !nodes.iter().all(docker::is_running) {
         bail!(
             "cluster {cluster:?} is not running (see `kcluster list`); start it with `kcluster start --name {cluster}` first"
@@ -345,6 +441,32 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
             crate::cluster::config::MAX_SERVERS
         );
     }
+    if options.etcd_binary.is_some() && !(adding_server && servers == 1) {
+        bail!(
+            "--etcd-binary is for adding servers to a cluster that has one (its nodes get an etcd member); this cluster's nodes already have what they need"
+        );
+    }
+    // A cluster made with one server gets a store and an API balancer that several can share.
+    let nodes = if adding_server
+        && servers == 1
+        && super::grow::into_several(
+            &docker,
+            cluster,
+            &nodes,
+            servers + options.count,
+            options.etcd_binary.as_deref(),
+            progress,
+        )
+        .await?
+    {
+        docker.node_containers(Some(cluster)).await?
+    } else {
+        nodes
+    };
+    let server = nodes
+        .iter()
+        .find(|c| docker::label(c, docker::LABEL_ROLE) == Some(docker::ROLE_SERVER))
+        .context("the cluster's server vanished")?;
     // A new server copies a server; a worker copies a worker if there is one (its mounts are
     // a worker's), else the server.
     let template = if adding_server {
@@ -357,50 +479,15 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
     };
     let template_name = docker::container_name(template);
     let server_name = docker::container_name(server);
-    let inspect = docker
-        .api()
-        .inspect_container(&template_name, None::<InspectContainerOptions>)
-        .await
-        .with_context(|| format!("cannot inspect {template_name}"))?;
-    let config = inspect.config.unwrap_or_default();
-    let image = config
-        .image
-        .with_context(|| format!("{template_name} has no image"))?;
-    let env: Vec<String> = config
-        .env
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| !e.starts_with("PATH="))
-        .collect();
-    let host_config = inspect.host_config.unwrap_or_default();
-    // The template's size (`--node-cpus/--node-memory` at create, or a later `node update`).
-    let cpu_millis = host_config
-        .nano_cpus
-        .filter(|n| *n > 0)
-        .map(|n| (n / 1_000_000) as u64);
-    let memory_bytes = host_config.memory.filter(|m| *m > 0).map(|m| m as u64);
-    let binds: Vec<(String, String, bool)> = host_config
-        .binds
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|b| {
-            let mut parts = b.split(':');
-            let host = parts.next()?.to_string();
-            let container = parts.next()?.to_string();
-            // Only the user's extraMounts: the node's own state volume is made per node.
-            if !host.starts_with('/') {
-                return None;
-            }
-            let read_only = parts
-                .next()
-                .is_some_and(|o| o.split(',').any(|o| o == "ro"));
-            Some((host, container, read_only))
-        })
-        .collect();
-    let security = match docker::label(template, docker::LABEL_SECURITY) {
-        Some("privileged") => Security::Privileged,
-        _ => Security::Capabilities,
-    };
+    let NodeTemplate {
+        image,
+        env,
+        binds,
+        cpu_millis,
+        memory_bytes,
+        security,
+        ..
+    } = NodeTemplate::inspect(&docker, template).await?;
     let settings_json = docker
         .read_file(&template_name, crate::node::NODE_CONFIG_PATH)
         .await?;

@@ -161,7 +161,9 @@ pub async fn run_command(command: MemberCommand) -> Result<()> {
     match command {
         MemberCommand::Add { node } => {
             // etcd refuses a new voting member ("unhealthy cluster") until enough members have
-            // been connected for a few seconds, e.g. just after one came back: wait for that.
+            // been connected for a few seconds, e.g. just after one came back, and ("not
+            // enough started members") until the member added before it has started, e.g.
+            // the second of two servers added to a store of one: wait for that.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             let members = loop {
@@ -169,7 +171,8 @@ pub async fn run_command(command: MemberCommand) -> Result<()> {
                 match etcd::add_member(&config, &peer_url(&node)).await {
                     Ok(members) => break members,
                     Err(e)
-                        if e.to_string().contains("unhealthy cluster")
+                        if (e.to_string().contains("unhealthy cluster")
+                            || e.to_string().contains("not enough started members"))
                             && std::time::Instant::now() < deadline =>
                     {
                         tracing::info!(error = %e, "the store is not ready for a new member yet");

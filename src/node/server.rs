@@ -61,7 +61,10 @@ pub async fn run(settings: NodeSettings) -> Result<()> {
         None => settings.etcd.clone(),
     };
     let store = match (&etcd, member.as_mut()) {
-        (Some(etcd), Some(child)) => wait_for_member(etcd, &settings.cluster, child).await?,
+        (Some(etcd), Some(child)) => {
+            let store = wait_for_member(etcd, &settings.cluster, child).await?;
+            move_embedded_store(etcd, &settings.cluster, store).await?
+        }
         (Some(etcd), None) => {
             let prefix = crate::store::etcd::cluster_prefix(&settings.cluster);
             crate::store::Store::etcd(etcd, &prefix)
@@ -213,6 +216,55 @@ async fn wait_for_member(
         }
     }
 }
+
+/// A cluster made with one server kept its state in that server's own store; when it grew a
+/// second server, that server came back with an etcd member, and its first start moves the
+/// state there. The old store is then renamed (kept, not deleted), so the move happens once;
+/// a move cut short is done again at the next start.
+async fn move_embedded_store(
+    etcd: &crate::store::etcd::EtcdConfig,
+    cluster: &str,
+    store: crate::store::Store,
+) -> Result<crate::store::Store> {
+    let dir = super::state_dir().join("store");
+    if !dir.join(crate::store::DB_FILE).exists() {
+        return Ok(store);
+    }
+    // The mirror seeded before the move would only replay it.
+    drop(store);
+    let prefix = crate::store::etcd::cluster_prefix(cluster);
+    let embedded = crate::store::Store::open(&dir).with_context(|| {
+        format!(
+            "cannot open the store to move into etcd in {}",
+            dir.display()
+        )
+    })?;
+    let moved = crate::store::etcd::import_embedded(etcd, &prefix, &embedded)
+        .await
+        .with_context(|| format!("cannot move the store in {} into etcd", dir.display()))?;
+    drop(embedded);
+    let kept = super::state_dir().join(MOVED_STORE);
+    std::fs::rename(&dir, &kept).with_context(|| {
+        format!(
+            "the store was moved into etcd, but {} cannot be renamed to {}",
+            dir.display(),
+            kept.display()
+        )
+    })?;
+    info!(
+        keys = moved.keys,
+        from_revision = moved.from,
+        to_revision = moved.to,
+        kept = %kept.display(),
+        "store moved into etcd"
+    );
+    crate::store::Store::etcd(etcd, &prefix)
+        .await
+        .with_context(|| format!("cannot use the cluster's store in etcd ({prefix})"))
+}
+
+/// Where the embedded store of a server that grew into several is kept after its move.
+pub const MOVED_STORE: &str = "store.moved-to-etcd";
 
 /// Addresses of this node's interfaces, loopback included (the serving certificate covers them all).
 pub fn local_ips() -> Vec<IpAddr> {

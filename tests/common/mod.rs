@@ -478,6 +478,19 @@ impl Drop for Cluster<'_> {
     }
 }
 
+/// A file of a node container (nodes have no `cat`; docker cp also reads stopped ones); empty
+/// if it cannot be read.
+#[allow(dead_code)]
+pub fn node_file(node: &str, path: &str) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let local = dir.path().join("copy");
+    let out = docker(&["cp", &format!("{node}:{path}"), &local.to_string_lossy()]);
+    if !out.status.success() {
+        return String::new();
+    }
+    std::fs::read_to_string(&local).unwrap_or_default()
+}
+
 /// Containers that take addresses on a cluster's network while it is down, whichever way
 /// Docker hands them out (lowest free or next in turn), so its nodes come back on new ones;
 /// removed when dropped.

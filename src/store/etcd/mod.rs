@@ -11,6 +11,7 @@
 //! between API servers.
 
 mod client;
+mod import;
 mod wire;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use client::Client;
 pub use client::EtcdConfig;
+pub use import::import_embedded;
 use wire::{RangeResponse, TxnResponse, WatchMessage};
 
 use super::writer::{Change, Op};
