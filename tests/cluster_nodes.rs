@@ -83,8 +83,28 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
     // Bad input first: nothing may be created by any of these.
     for (args, message) in [
         (
-            vec!["node", "add", "--name", &name, "--role", "server"],
-            "can be added only to a cluster made with several",
+            vec![
+                "node",
+                "add",
+                "--name",
+                &name,
+                "--role",
+                "server",
+                "--etcd-binary",
+                "/nonexistent/etcd",
+            ],
+            "cannot run /nonexistent/etcd --version",
+        ),
+        (
+            vec![
+                "node",
+                "add",
+                "--name",
+                &name,
+                "--etcd-binary",
+                "/usr/bin/etcd",
+            ],
+            "--etcd-binary is for adding servers to a cluster that has one",
         ),
         (
             vec!["node", "add", "--name", &name, "--labels", "novalue"],
@@ -106,6 +126,16 @@ fn nodes_are_added_with_labels_and_deleted_after_a_drain_that_honours_budgets() 
             .count(),
         1,
         "a refused add left a container"
+    );
+    assert!(
+        stdout(&docker(&["port", &format!("{name}-server-0"), "6443/tcp"])).contains("127.0.0.1:"),
+        "a refused server add left the API port where it was"
+    );
+    assert!(
+        !docker_objects("container", &name)
+            .iter()
+            .any(|c| c.ends_with("-lb")),
+        "a refused server add started no balancer"
     );
 
     at("bad input done");
