@@ -1526,3 +1526,81 @@ fn an_eviction_spends_the_budgets_allowed_disruption() {
     );
     assert!(server.kubectl(&["get", "pod", "web-b"]).status.success());
 }
+
+/// Events expire `--event-ttl` after their last write, as kube-apiserver keeps them (an hour by
+/// default): written either as core/v1 or events.k8s.io/v1, they are deleted by the store and
+/// watchers see them go; other kinds stay.
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let server = ApiServer::start_with(&["--event-ttl", "3s"]);
+    let list: Value = serde_json::from_str(&server.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/events",
+    ]))
+    .expect("a list");
+    let before = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("the list's resourceVersion")
+        .to_string();
+    create_ok(
+        &server,
+        "apiVersion: v1\nkind: Event\nmetadata: {name: core-one}\ninvolvedObject: {kind: Pod, name: p, namespace: default}\nreason: Tested\nmessage: from core/v1\ntype: Normal\n",
+    );
+    let out = server.kubectl_stdin(
+        &["create", "--raw", "/apis/events.k8s.io/v1/namespaces/default/events", "-f", "-"],
+        r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"new-one"},"eventTime":"2024-01-01T00:00:00.000000Z","reportingController":"test","reportingInstance":"t1","action":"Checking","reason":"Tested","regarding":{"kind":"Pod","name":"p","namespace":"default"},"note":"from events.k8s.io","type":"Normal"}"#,
+    );
+    assert!(out.status.success(), "events.k8s.io create: {}", text(&out));
+    server.kubectl_ok(&["create", "configmap", "stays", "--from-literal=a=b"]);
+    for event in ["core-one", "new-one"] {
+        wait_until(
+            &format!("event {event} to expire"),
+            std::time::Duration::from_secs(60),
+            || {
+                let out = server.kubectl(&["get", "event", event]);
+                if gone(&out) {
+                    Ok(())
+                } else if out.status.success() {
+                    Err("still there".into())
+                } else {
+                    panic!("get event {event} failed otherwise: {}", text(&out))
+                }
+            },
+        );
+    }
+    server.kubectl_ok(&["get", "configmap", "stays"]);
+    // A watch from before the writes replays what the store did: each Event added, then deleted.
+    let replay = server.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/default/events?watch=1&resourceVersion={before}&timeoutSeconds=1"
+        ),
+    ]);
+    let seen: Vec<(String, String)> = replay
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    for event in ["core-one", "new-one"] {
+        let of: Vec<&str> = seen
+            .iter()
+            .filter(|(_, name)| name == event)
+            .map(|(kind, _)| kind.as_str())
+            .collect();
+        assert_eq!(
+            of,
+            ["ADDED", "DELETED"],
+            "the watch's events of {event}: {replay}"
+        );
+    }
+}

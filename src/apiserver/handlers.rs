@@ -115,6 +115,23 @@ impl Request<'_> {
         self.def().key(self.target.namespace.as_deref(), name)
     }
 
+    /// The store lease a write of this kind goes under: Events live for `--event-ttl` after
+    /// their last write, as kube-apiserver keeps them; other kinds live until deleted.
+    pub(super) async fn lease(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::store::LeaseId>, ApiError> {
+        match super::kinds::time_to_live(self.def()) {
+            Some(ttl) => self
+                .store
+                .lease_for(ttl)
+                .await
+                .map(Some)
+                .map_err(self.store_err(name)),
+            None => Ok(None),
+        }
+    }
+
     pub(super) fn not_found(&self, name: &str) -> ApiError {
         ApiError::not_found(self.def().group, self.def().plural, name)
     }
@@ -519,9 +536,10 @@ pub(super) async fn create_object(
             warnings,
         });
     }
+    let lease = req.lease(&name).await?;
     let kv = req
         .store
-        .create(&req.key(&name), object::to_stored(&obj)?)
+        .create_leased(&req.key(&name), object::to_stored(&obj)?, lease)
         .await
         .map_err(req.store_err(&name))?;
     object::set_resource_version(&mut obj, kv.mod_revision);
@@ -624,9 +642,15 @@ pub(super) async fn write_update(
             .map_err(req.store_err(name))?;
         return object::from_stored(&prev).map(|_| new);
     }
+    let lease = req.lease(name).await?;
     let kv = req
         .store
-        .update(&key, object::to_stored(&new)?, Some(old.mod_revision))
+        .update_leased(
+            &key,
+            object::to_stored(&new)?,
+            Some(old.mod_revision),
+            lease,
+        )
         .await
         .map_err(req.store_err(name))?;
     object::from_stored(&kv)

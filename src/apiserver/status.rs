@@ -270,6 +270,7 @@ impl ApiError {
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
             StoreError::Backend(msg) => Self::internal(msg),
+            StoreError::LeaseNotFound { .. } => Self::internal(err.to_string()),
         }
     }
 }

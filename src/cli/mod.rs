@@ -471,6 +471,9 @@ enum NodeCommand {
         etcd_prefix: String,
         #[command(flatten)]
         etcd_tls: EtcdTlsArgs,
+        /// How long Events are kept after their last write (kube-apiserver's --event-ttl).
+        #[arg(long, default_value = "1h", value_parser = duration::parse)]
+        event_ttl: std::time::Duration,
     },
 }
 
@@ -701,8 +704,10 @@ pub fn main() -> ExitCode {
                 store,
                 etcd_prefix,
                 etcd_tls,
+                event_ttl,
             }) => {
                 let etcd = etcd_tls.config(&store)?;
+                crate::apiserver::kinds::set_event_ttl(event_ttl);
                 crate::node::run_standalone(crate::node::standalone::Options {
                     data_dir,
                     port,

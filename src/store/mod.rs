@@ -15,6 +15,7 @@
 
 mod codec;
 pub mod etcd;
+mod lease;
 mod watch;
 mod writer;
 
@@ -36,6 +37,7 @@ use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+pub use lease::LeaseId;
 pub use watch::{SharedEvent, Watch};
 use writer::{Op, Reply, Request};
 
@@ -99,6 +101,8 @@ pub enum StoreError {
         requested: Revision,
         current: Revision,
     },
+    #[error("lease {lease} not found (it ended, or was never granted)")]
+    LeaseNotFound { lease: LeaseId },
     #[error("storage backend: {0}")]
     Backend(String),
 }
@@ -179,6 +183,8 @@ struct Inner {
     watch_buffer: usize,
     revs: Arc<Revs>,
     writer: Option<JoinHandle<()>>,
+    /// The lease handed out last by `lease_for`, for reuse.
+    leases: Mutex<lease::LeaseCache>,
 }
 
 impl Drop for Inner {
@@ -259,6 +265,7 @@ impl Store {
                 watch_buffer,
                 revs,
                 writer: Some(handle),
+                leases: lease::new_cache(),
             }),
             remote: None,
         })
@@ -354,18 +361,7 @@ impl Store {
     }
 
     pub async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError> {
-        check_len(key, &value)?;
-        if let Some(remote) = &self.remote {
-            return remote.create(key, value).await;
-        }
-        let op = Op::Create {
-            key: key.to_owned(),
-            value,
-        };
-        match self.submit(op).await? {
-            Reply::Kv(kv) => Ok(kv),
-            other => Err(unexpected(other)),
-        }
+        self.create_leased(key, value, None).await
     }
 
     /// `expected = Some(rev)`: fail with `Conflict` unless the key's current `mod_revision` is
@@ -378,19 +374,7 @@ impl Store {
         value: Bytes,
         expected: Option<Revision>,
     ) -> Result<KeyValue, StoreError> {
-        check_len(key, &value)?;
-        if let Some(remote) = &self.remote {
-            return remote.update(self, key, value, expected).await;
-        }
-        let op = Op::Update {
-            key: key.to_owned(),
-            value,
-            expected,
-        };
-        match self.submit(op).await? {
-            Reply::Kv(kv) => Ok(kv),
-            other => Err(unexpected(other)),
-        }
+        self.update_leased(key, value, expected, None).await
     }
 
     /// Returns the deleted key-value (with its last `mod_revision`) and the delete's revision.
@@ -519,6 +503,9 @@ fn init_tables(db: &Database) -> Result<(Revision, Revision), StoreError> {
     let revs = {
         txn.open_table(KV).ctx("creating kv table")?;
         txn.open_table(HISTORY).ctx("creating history table")?;
+        txn.open_table(lease::LEASES).ctx("creating lease table")?;
+        txn.open_table(lease::LEASED)
+            .ctx("creating leased-key table")?;
         let mut meta = txn.open_table(META).ctx("creating meta table")?;
         let format = meta
             .get(META_FORMAT)

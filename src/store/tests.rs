@@ -868,3 +868,113 @@ async fn a_reset_cuts_watches_off_and_replaces_the_state() {
         Err(StoreError::Compacted { compacted: 50, .. })
     ));
 }
+
+#[tokio::test]
+async fn keys_under_a_lease_are_deleted_when_it_ends_and_watchers_see_it() {
+    let (_dir, s) = store();
+    let lease = s.grant_lease(Duration::from_secs(1)).await.expect("grant");
+    let other = s
+        .grant_lease(Duration::from_secs(3600))
+        .await
+        .expect("grant");
+    assert_ne!(lease, other);
+    let mut watch = s.watch("/r/events/", s.current_revision()).expect("watch");
+    s.create_leased("/r/events/ns/a", b("A"), Some(lease))
+        .await
+        .expect("create a");
+    s.create_leased("/r/events/ns/b", b("B"), Some(lease))
+        .await
+        .expect("create b");
+    // Freed by a put without a lease, as in etcd; moved to another lease by a put with it.
+    s.create_leased("/r/events/ns/c", b("C"), Some(lease))
+        .await
+        .expect("create c");
+    s.update("/r/events/ns/c", b("C2"), None)
+        .await
+        .expect("update c");
+    s.create_leased("/r/events/ns/d", b("D"), Some(lease))
+        .await
+        .expect("create d");
+    s.update_leased("/r/events/ns/d", b("D2"), None, Some(other))
+        .await
+        .expect("update d");
+    // Deleted before the lease ends: nothing more happens to it.
+    s.create_leased("/r/events/ns/e", b("E"), Some(lease))
+        .await
+        .expect("create e");
+    s.delete("/r/events/ns/e", None).await.expect("delete e");
+    for _ in 0..8 {
+        assert!(matches!(
+            next_ok(&mut watch).await,
+            Event::Put { .. } | Event::Delete { .. }
+        ));
+    }
+    let before = s.current_revision();
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        match next_ok(&mut watch).await {
+            Event::Delete { prev, revision } => {
+                assert!(revision > before);
+                gone.push(prev.key);
+            }
+            other => panic!("expected the lease's deletes, got {other:?}"),
+        }
+    }
+    gone.sort();
+    assert_eq!(gone, ["/r/events/ns/a", "/r/events/ns/b"]);
+    let (left, _) = s.list("/r/events/").expect("list");
+    assert_eq!(keys(&left), ["/r/events/ns/c", "/r/events/ns/d"]);
+    // An ended lease takes no more keys.
+    assert!(matches!(
+        s.create_leased("/r/events/ns/f", b("F"), Some(lease)).await,
+        Err(StoreError::LeaseNotFound { .. })
+    ));
+    assert!(s.get("/r/events/ns/f").expect("get").is_none());
+    // Revoking ends a lease at once.
+    s.revoke_lease(other).await.expect("revoke");
+    match next_ok(&mut watch).await {
+        Event::Delete { prev, .. } => assert_eq!(prev.key, "/r/events/ns/d"),
+        other => panic!("expected d's delete, got {other:?}"),
+    }
+    assert!(matches!(
+        s.revoke_lease(other).await,
+        Err(StoreError::LeaseNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_lease_outlives_a_reopen_of_the_store_and_still_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = Store::open(dir.path()).expect("open");
+        let lease = s.grant_lease(Duration::from_secs(1)).await.expect("grant");
+        s.create_leased("/r/events/ns/a", b("A"), Some(lease))
+            .await
+            .expect("create");
+        s.create("/r/pods/ns/p", b("P")).await.expect("create");
+    }
+    let s = Store::open(dir.path()).expect("reopen");
+    // From the start: the lease may end before or after the watch begins.
+    let mut watch = s.watch("/r/events/", 1).expect("watch");
+    let _created = next_ok(&mut watch).await;
+    match next_ok(&mut watch).await {
+        Event::Delete { prev, .. } => assert_eq!(prev.key, "/r/events/ns/a"),
+        other => panic!("expected the leased key's delete, got {other:?}"),
+    }
+    assert!(s.get("/r/pods/ns/p").expect("get").is_some());
+    // Leases granted after the reopen get new IDs.
+    let next = s.grant_lease(Duration::from_secs(60)).await.expect("grant");
+    assert!(next > 1, "lease IDs are not reused: {next}");
+}
+
+#[tokio::test]
+async fn lease_for_reuses_one_lease_for_writes_close_together() {
+    let (_dir, s) = store();
+    let ttl = Duration::from_secs(3600);
+    let first = s.lease_for(ttl).await.expect("lease");
+    assert_eq!(s.lease_for(ttl).await.expect("lease"), first);
+    assert_ne!(
+        s.lease_for(Duration::from_secs(60)).await.expect("lease"),
+        first
+    );
+}

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::lease::{LEASED, LEASES, LeaseId, META_NEXT_LEASE, now_ms};
 use super::{
     Context, Event, HISTORY, KV, KeyValue, META, META_COMPACTED, META_REVISION, Revision, Revs,
     StoreError, StoreOptions, codec, watch,
@@ -33,11 +34,13 @@ pub(super) enum Op {
     Create {
         key: String,
         value: Bytes,
+        lease: Option<LeaseId>,
     },
     Update {
         key: String,
         value: Bytes,
         expected: Option<Revision>,
+        lease: Option<LeaseId>,
     },
     Delete {
         key: String,
@@ -45,6 +48,19 @@ pub(super) enum Op {
     },
     Compact {
         revision: Revision,
+    },
+    /// A lease that ends `ttl` after `now` (milliseconds since the epoch).
+    Grant {
+        ttl_ms: i64,
+        now_ms: i64,
+    },
+    /// Ends a lease now: its keys are deleted.
+    Revoke {
+        lease: LeaseId,
+    },
+    /// Ends every lease whose time is up at `now_ms` (the writer's own tick).
+    Expire {
+        now_ms: i64,
     },
     /// Changes another store (etcd) already made, at its revisions: applied as they are, the
     /// previous values taken from our own state. Changes at or below the current revision were
@@ -72,6 +88,7 @@ pub(super) enum Reply {
     Deleted(KeyValue, Revision),
     Compacted,
     Applied,
+    Lease(LeaseId),
 }
 
 pub(super) struct Request {
@@ -93,14 +110,21 @@ pub(super) struct Writer {
     /// Requests in the last batch and how long committing it took, for `gather`.
     last_batch: usize,
     last_commit: Duration,
+    /// When the next lease ends (ms since the epoch), if any lease is granted.
+    lease_deadline: Option<i64>,
 }
 
 /// The tables of one write transaction plus the counters as they stand inside it.
 struct Tx<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
     history: Table<'t, i64, &'static [u8]>,
+    leases: Table<'t, i64, i64>,
+    leased: Table<'t, &'static str, i64>,
     current: Revision,
     compacted: Revision,
+    next_lease: LeaseId,
+    /// Set when a lease was granted or ended, so the writer looks for the next deadline again.
+    leases_changed: bool,
     dirty: bool,
 }
 
@@ -122,12 +146,22 @@ impl Writer {
             compact_target: None,
             last_batch: 0,
             last_commit: Duration::ZERO,
+            lease_deadline: None,
         }
     }
 
     pub(super) fn run(mut self) {
-        let mut next_tick = self.options.compaction_interval.map(|i| Instant::now() + i);
+        let mut compaction_tick = self.options.compaction_interval.map(|i| Instant::now() + i);
+        self.find_lease_deadline();
         loop {
+            self.expire_leases();
+            let lease_tick = self.lease_deadline.map(|at| {
+                Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
+            });
+            let next_tick = match (compaction_tick, lease_tick) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let first = if self.compact_target.is_some() {
                 // Compaction work is pending: serve writers first, but do not sleep.
                 match self.queue.try_recv() {
@@ -163,11 +197,12 @@ impl Writer {
                 self.commit_batch(batch);
                 self.last_commit = started.elapsed();
             }
-            if let (Some(tick), Some(interval)) = (next_tick, self.options.compaction_interval)
+            if let (Some(tick), Some(interval)) =
+                (compaction_tick, self.options.compaction_interval)
                 && Instant::now() >= tick
             {
                 self.plan_compaction();
-                next_tick = Some(Instant::now() + interval);
+                compaction_tick = Some(Instant::now() + interval);
             }
             if let Some(target) = self.compact_target {
                 self.compact_chunk(target);
@@ -243,22 +278,73 @@ impl Writer {
     ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
         let txn = self.begin()?;
         let mut results = Vec::with_capacity(ops.len());
-        let (current, compacted, dirty) = {
+        let (current, compacted, dirty, leases_changed) = {
             let mut tx = Tx::open(&txn)?;
             for op in ops {
                 results.push(tx.apply(op, events)?);
             }
             tx.finish(&txn)?;
-            (tx.current, tx.compacted, tx.dirty)
+            (tx.current, tx.compacted, tx.dirty, tx.leases_changed)
         };
         if dirty {
             txn.commit().ctx("committing writes")?;
             self.publish(current, compacted);
+            if leases_changed {
+                self.find_lease_deadline();
+            }
         } else {
             // Nothing to persist (all rejected or no-ops): skip the fsync.
             txn.abort().ctx("aborting empty transaction")?;
         }
         Ok(results)
+    }
+
+    /// Reads when the next lease ends.
+    fn find_lease_deadline(&mut self) {
+        let found = (|| -> Result<Option<i64>, StoreError> {
+            let txn = self.db.begin_read().ctx("starting read transaction")?;
+            let leases = match txn.open_table(LEASES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e).ctx("opening lease table"),
+            };
+            let mut earliest: Option<i64> = None;
+            for entry in leases.iter().ctx("reading leases")? {
+                let (_, until) = entry.ctx("reading leases")?;
+                earliest = Some(earliest.map_or(until.value(), |e| e.min(until.value())));
+            }
+            Ok(earliest)
+        })();
+        self.lease_deadline = match found {
+            Ok(deadline) => deadline,
+            Err(err) => {
+                // Looked for again in a second: a lease must not outlive its time for good.
+                tracing::warn!(error = %err, "store: cannot read the leases");
+                Some(now_ms() + 1000)
+            }
+        };
+    }
+
+    /// Ends the leases whose time is up, deleting their keys as any delete does (watchers see
+    /// each go).
+    fn expire_leases(&mut self) {
+        let now = now_ms();
+        if self.lease_deadline.is_none_or(|at| at > now) {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        self.commit_batch(vec![Request {
+            op: Op::Expire { now_ms: now },
+            reply,
+        }]);
+        // commit_batch found the next deadline if anything changed; if nothing did (the
+        // deadline was stale), look again so the writer does not spin.
+        if self.lease_deadline.is_some_and(|at| at <= now) {
+            self.find_lease_deadline();
+            if self.lease_deadline.is_some_and(|at| at <= now) {
+                self.lease_deadline = Some(now + 1000);
+            }
+        }
     }
 
     fn begin(&self) -> Result<WriteTransaction, StoreError> {
@@ -340,11 +426,20 @@ impl<'t> Tx<'t> {
         };
         let current = get(META_REVISION)?;
         let compacted = get(META_COMPACTED)?;
+        // Files from before leases have no counter: the first lease is 1.
+        let next_lease = meta
+            .get(META_NEXT_LEASE)
+            .ctx("reading meta table")?
+            .map_or(1, |g| g.value());
         Ok(Tx {
             kv: txn.open_table(KV).ctx("opening kv table")?,
             history: txn.open_table(HISTORY).ctx("opening history table")?,
+            leases: txn.open_table(LEASES).ctx("opening lease table")?,
+            leased: txn.open_table(LEASED).ctx("opening leased-key table")?,
             current,
             compacted,
+            next_lease,
+            leases_changed: false,
             dirty: false,
         })
     }
@@ -356,7 +451,67 @@ impl<'t> Tx<'t> {
                 .ctx("writing revision")?;
             meta.insert(META_COMPACTED, self.compacted)
                 .ctx("writing compacted revision")?;
+            meta.insert(META_NEXT_LEASE, self.next_lease)
+                .ctx("writing the lease counter")?;
         }
+        Ok(())
+    }
+
+    /// Ties `key` to `lease`, or frees it of any (a put without a lease, as in etcd). Refused
+    /// for a lease that is not granted (it ended, or never was).
+    fn attach(
+        &mut self,
+        key: &str,
+        lease: Option<LeaseId>,
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        match lease {
+            Some(id) => {
+                if self.leases.get(id).ctx("reading leases")?.is_none() {
+                    return Ok(Err(StoreError::LeaseNotFound { lease: id }));
+                }
+                self.leased.insert(key, id).ctx("writing a leased key")?;
+            }
+            None => {
+                self.leased.remove(key).ctx("freeing a leased key")?;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Deletes every key of the leases `doomed` and the leases themselves.
+    fn end_leases(
+        &mut self,
+        doomed: &[LeaseId],
+        events: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        for entry in self.leased.iter().ctx("reading leased keys")? {
+            let (key, id) = entry.ctx("reading leased keys")?;
+            if doomed.contains(&id.value()) {
+                keys.push(key.value().to_owned());
+            }
+        }
+        for key in keys {
+            self.leased
+                .remove(key.as_str())
+                .ctx("freeing a leased key")?;
+            if let Some(prev) = self.current_kv(&key)? {
+                let event = Event::Delete {
+                    prev,
+                    revision: self.current + 1,
+                };
+                self.record(&event)?;
+                events.push(event);
+            }
+        }
+        for id in doomed {
+            self.leases.remove(*id).ctx("ending a lease")?;
+        }
+        self.leases_changed = true;
+        self.dirty = true;
         Ok(())
     }
 
@@ -372,9 +527,12 @@ impl<'t> Tx<'t> {
         events: &mut Vec<Event>,
     ) -> Result<Result<Reply, StoreError>, StoreError> {
         match op {
-            Op::Create { key, value } => {
+            Op::Create { key, value, lease } => {
                 if self.kv.get(key.as_str()).ctx("reading key")?.is_some() {
                     return Ok(Err(StoreError::AlreadyExists { key }));
+                }
+                if let Err(e) = self.attach(&key, lease)? {
+                    return Ok(Err(e));
                 }
                 let revision = self.current + 1;
                 let kv = KeyValue {
@@ -395,6 +553,7 @@ impl<'t> Tx<'t> {
                 key,
                 value,
                 expected,
+                lease,
             } => {
                 let Some(prev) = self.current_kv(&key)? else {
                     return Ok(Err(StoreError::NotFound { key }));
@@ -410,6 +569,9 @@ impl<'t> Tx<'t> {
                 }
                 if prev.value == value {
                     return Ok(Ok(Reply::Kv(prev)));
+                }
+                if let Err(e) = self.attach(&key, lease)? {
+                    return Ok(Err(e));
                 }
                 let kv = KeyValue {
                     key,
@@ -443,9 +605,40 @@ impl<'t> Tx<'t> {
                     prev: prev.clone(),
                     revision,
                 };
+                self.leased
+                    .remove(key.as_str())
+                    .ctx("freeing a leased key")?;
                 self.record(&event)?;
                 events.push(event);
                 Ok(Ok(Reply::Deleted(prev, revision)))
+            }
+            Op::Grant { ttl_ms, now_ms } => {
+                let id = self.next_lease;
+                self.next_lease += 1;
+                self.leases
+                    .insert(id, now_ms.saturating_add(ttl_ms))
+                    .ctx("granting a lease")?;
+                self.leases_changed = true;
+                self.dirty = true;
+                Ok(Ok(Reply::Lease(id)))
+            }
+            Op::Revoke { lease } => {
+                if self.leases.get(lease).ctx("reading leases")?.is_none() {
+                    return Ok(Err(StoreError::LeaseNotFound { lease }));
+                }
+                self.end_leases(&[lease], events)?;
+                Ok(Ok(Reply::Applied))
+            }
+            Op::Expire { now_ms } => {
+                let mut doomed = Vec::new();
+                for entry in self.leases.iter().ctx("reading leases")? {
+                    let (id, until) = entry.ctx("reading leases")?;
+                    if until.value() <= now_ms {
+                        doomed.push(id.value());
+                    }
+                }
+                self.end_leases(&doomed, events)?;
+                Ok(Ok(Reply::Applied))
             }
             Op::Compact { revision } => {
                 if revision > self.current {

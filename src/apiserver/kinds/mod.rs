@@ -35,6 +35,25 @@ fn id(def: &ResourceDef) -> (&'static str, &'static str) {
 
 /// Kubernetes' defaulting of a decoded object (also applied to every incoming update, so a field
 /// a client dropped comes back as its default).
+/// How long an Event lives after its last write: kube-apiserver's `--event-ttl`, an hour
+/// unless the process was started with another. Kept per process, as the flag is.
+static EVENT_TTL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(3_600_000);
+
+pub fn set_event_ttl(ttl: std::time::Duration) {
+    EVENT_TTL_MS.store(
+        ttl.as_millis().max(1000) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The time to live of objects of `def` (Events only, as in Kubernetes), which the store
+/// keeps under a lease.
+pub fn time_to_live(def: &ResourceDef) -> Option<std::time::Duration> {
+    (def.group.is_empty() && def.plural == "events").then(|| {
+        std::time::Duration::from_millis(EVENT_TTL_MS.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
 pub fn default(def: &ResourceDef, obj: &mut Value) {
     if let Some(schema) = def.custom.and_then(|c| c.schema.as_ref()) {
         super::crd::schema::apply_defaults(schema, obj);

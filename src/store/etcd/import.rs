@@ -9,10 +9,13 @@
 //! resourceVersion newer than any a client has seen, and a watch resumed from an old one
 //! replays each object as added.
 
+use std::collections::HashMap;
+
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use super::super::{KeyValue, Revision, Store, StoreError};
+use super::super::lease::now_ms;
+use super::super::{KeyValue, LeaseId, Revision, Store, StoreError};
 use super::client::{Client, EtcdConfig};
 use super::wire::{self, RangeResponse, TxnResponse};
 
@@ -66,11 +69,22 @@ pub async fn import_embedded(
         )
         .await?;
     raise_revision(&client, &floor, from - probe.header.revision).await?;
+    let leased = embedded.leased_keys()?;
+    // Leased keys (Events) keep their time to live, each under an etcd lease of its own (see
+    // `Store::lease_for`).
+    let mut granted: HashMap<&str, LeaseId> = HashMap::new();
+    for (key, ends) in &leased {
+        let left = (ends - now_ms()).max(1000) / 1000;
+        granted.insert(key, super::grant(&client, left).await?);
+    }
     let mut to = probe.header.revision;
     for batch in batches(&kvs) {
         let ops: Vec<_> = batch
             .iter()
-            .map(|kv| wire::put(format!("{prefix}{}", kv.key).as_bytes(), &kv.value))
+            .map(|kv| {
+                let lease = granted.get(kv.key.as_str()).copied();
+                wire::put(format!("{prefix}{}", kv.key).as_bytes(), &kv.value, lease)
+            })
             .collect();
         let answer: TxnResponse = client
             .call("/v3/kv/txn", &json!({"compare": [], "success": ops}))

@@ -28,7 +28,7 @@ pub use import::import_embedded;
 use wire::{RangeResponse, TxnResponse, WatchMessage};
 
 use super::writer::{Change, Op};
-use super::{KeyValue, Revision, Store, StoreError, StoreOptions};
+use super::{KeyValue, LeaseId, Revision, Store, StoreError, StoreOptions};
 
 /// Keys per range call while seeding the mirror; keeps each answer well under etcd's limits.
 const SEED_PAGE: i64 = 500;
@@ -252,6 +252,24 @@ pub async fn wipe(config: &EtcdConfig, prefix: &str) -> Result<u64, StoreError> 
                 .or(c.as_u64())
         })
         .unwrap_or(0))
+}
+
+/// Grants an etcd lease of `ttl_secs` (at least 1).
+async fn grant(client: &Client, ttl_secs: i64) -> Result<LeaseId, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Granted {
+        #[serde(rename = "ID")]
+        id: String,
+    }
+    let granted: Granted = client
+        .call(
+            "/v3/lease/grant",
+            &json!({"TTL": ttl_secs.max(1).to_string()}),
+        )
+        .await?;
+    granted.id.parse().map_err(|_| {
+        StoreError::Backend(format!("etcd granted a lease with the ID {:?}", granted.id))
+    })
 }
 
 /// One member of an etcd cluster as its membership API reports it.
@@ -523,12 +541,17 @@ impl Remote {
         }
     }
 
-    pub(super) async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue, StoreError> {
+    pub(super) async fn create(
+        &self,
+        key: &str,
+        value: Bytes,
+        lease: Option<LeaseId>,
+    ) -> Result<KeyValue, StoreError> {
         let full = self.key(key);
         let answer = self
             .txn(
                 wire::compare(&full, "CREATE", "EQUAL", 0),
-                wire::put(&full, &value),
+                wire::put(&full, &value, lease),
                 &full,
             )
             .await?;
@@ -553,6 +576,7 @@ impl Remote {
         key: &str,
         value: Bytes,
         expected: Option<Revision>,
+        lease: Option<LeaseId>,
     ) -> Result<KeyValue, StoreError> {
         let full = self.key(key);
         // A byte-identical update writes nothing (as the embedded store): confirmed against
@@ -572,7 +596,11 @@ impl Remote {
             }
         }
         let answer = self
-            .txn(guard(&full, expected), wire::put(&full, &value), &full)
+            .txn(
+                guard(&full, expected),
+                wire::put(&full, &value, lease),
+                &full,
+            )
             .await?;
         if !answer.succeeded {
             return Err(self.refusal(key, &answer, expected));
@@ -592,6 +620,25 @@ impl Remote {
             create_revision: prev.create_revision,
             mod_revision: revision,
         })
+    }
+
+    /// etcd's own lease: its keys are deleted by etcd, and the mirror hears of it.
+    pub(super) async fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        grant(&self.client, ttl.as_secs() as i64).await
+    }
+
+    pub(super) async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        match self
+            .client
+            .call::<serde_json::Value>("/v3/lease/revoke", &json!({"ID": lease.to_string()}))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::Backend(m)) if m.contains("requested lease not found") => {
+                Err(StoreError::LeaseNotFound { lease })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) async fn delete(

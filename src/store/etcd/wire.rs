@@ -174,8 +174,13 @@ pub(super) fn compare(key: &[u8], target: &str, result: &str, revision: Revision
     })
 }
 
-pub(super) fn put(key: &[u8], value: &[u8]) -> Value {
-    json!({"request_put": {"key": b64(key), "value": b64(value), "prev_kv": true}})
+/// A put under `lease`; without one the key is freed of any, as etcd does.
+pub(super) fn put(key: &[u8], value: &[u8], lease: Option<i64>) -> Value {
+    let mut put = json!({"key": b64(key), "value": b64(value), "prev_kv": true});
+    if let Some(lease) = lease {
+        put["lease"] = json!(lease.to_string());
+    }
+    json!({ "request_put": put })
 }
 
 pub(super) fn delete(key: &[u8]) -> Value {
