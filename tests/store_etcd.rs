@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::etcd::Etcd;
-use common::{ApiServer, Sandbox, text, unique_name, wait_for, wait_until};
+use common::{ApiServer, Sandbox, stdout, text, unique_name, wait_for, wait_until};
 
 fn on_etcd(etcd: &Etcd, prefix: &str) -> ApiServer {
     ApiServer::start_with(&[
@@ -549,6 +549,38 @@ fn a_cluster_on_etcd_runs_pods_and_its_delete_removes_its_keys() {
         "sleep",
         "3600",
     ]);
+    cluster.wait_pod_ready("sleeper");
+    // A second server of a cluster on an external etcd shares that store: it needs no etcd of
+    // its own, only the balancer in front of both.
+    let out = sandbox.kcluster(&["node", "add", "--name", &name, "--role", "server"]);
+    assert!(
+        out.status.success(),
+        "node add --role server: {}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains("etcd member"),
+        "no etcd member for a cluster on an external etcd: {}",
+        text(&out)
+    );
+    let lb = stdout(&common::docker(&[
+        "port",
+        &format!("{name}-lb"),
+        "6443/tcp",
+    ]));
+    assert!(
+        lb.contains("127.0.0.1:"),
+        "the balancer holds the API port: {lb:?}"
+    );
+    let nodes = cluster.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert!(nodes.contains(&format!("node/{name}-server-1")), "{nodes}");
+    cluster.kubectl_ok(&["create", "configmap", "after-growing"]);
+    let keys = etcd.etcdctl(&["get", "--prefix", &prefix, "--keys-only"]);
+    assert!(
+        keys.lines()
+            .any(|k| k.ends_with("/configmaps/default/after-growing")),
+        "written through the balancer into the same etcd: {keys}"
+    );
     cluster.wait_pod_ready("sleeper");
     drop(cluster);
     wait_for(
