@@ -10,6 +10,7 @@
 #                                      debug build; nothing is built here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 runs=${1:-3}
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 bin=${KCLUSTER_BIN:-$target/x86_64-unknown-linux-gnu/debug/kcluster}
@@ -19,9 +20,6 @@ export KUBECONFIG=$work/kubeconfig HOME=$work
 name=actbench-$$
 trap '"$bin" delete --name "$name" -q >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
 
 # This binary's node image: removed before each Action run (a fresh runner has none).
 tag=$("$bin" doctor 2>/dev/null | sed -n 's/.*Node image: \([^ ]*\).*/\1/p')

@@ -12,16 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-cargo build --release --quiet
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/x86_64-unknown-linux-gnu/release/kcluster
+. benches/lib.sh
+bin=$(KCLUSTER_BIN='' kcluster_bin release)
 work=$(mktemp -d)
 export KUBECONFIG=$work/kubeconfig HOME=$work
 name=bench-$$
 # Only this run's cluster: other clusters on the engine (a test suite running beside) stay.
 trap '"$bin" delete --name "$name" -q >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-now() { date +%s.%N; }
 
 # Image build: remove this binary's image, then let create build it and read the step's time.
 tag=$("$bin" doctor 2>/dev/null | sed -n 's/.*Node image: \([^ ]*\).*/\1/p')

@@ -13,19 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-if [ -z "${KCLUSTER_BIN:-}" ]; then
-  cargo build --release --quiet
-  KCLUSTER_BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/x86_64-unknown-linux-gnu/release/kcluster
-fi
-bin=$KCLUSTER_BIN
+. benches/lib.sh
+bin=$(kcluster_bin release)
 work=$(mktemp -d)
 export KUBECONFIG=$work/kubeconfig HOME=$work
 name=habench-$$
 trap '"$bin" delete --name "$name" -q >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
 
 # Builds both images (the node image and its etcd variant) outside the timed runs.
 "$bin" create --name "$name" --servers 3 --wait 120s -q

@@ -15,8 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 profile=${KCLUSTER_PROFILE:-release}
-if [ "$profile" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
-bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/x86_64-unknown-linux-gnu/$profile/kcluster
+. benches/lib.sh
+bin=$(KCLUSTER_BIN='' kcluster_bin "$profile")
 work=$(mktemp -d)
 export KUBECONFIG=$work/kubeconfig HOME=$work
 name=imgbench-$$
@@ -43,9 +43,6 @@ EOF
 docker build -q -t "$img" "$ctx" >/dev/null
 size_mb=$(docker image inspect "$img" --format '{{.Size}}' | awk '{printf "%.1f", $1/1048576}')
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
 
 # Warm the engine's page cache for the layers once, so the first timed save is not the odd one.
 docker save "$img" >/dev/null

@@ -53,6 +53,35 @@ fn kubernetes_endpoints(cluster: &Cluster) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Waits until the `kubernetes` Service lists `count` API servers.
+fn wait_servers_behind_the_service(cluster: &Cluster, count: usize) {
+    wait_until(
+        &format!("the kubernetes Service lists {count} servers"),
+        Duration::from_secs(60),
+        || {
+            let eps = kubernetes_endpoints(cluster)?;
+            if eps.len() == count {
+                Ok(())
+            } else {
+                Err(format!("endpoints {eps:?}"))
+            }
+        },
+    );
+}
+
+/// Waits until a ConfigMap `name` is created (or found made by an earlier attempt that kubectl
+/// did not see answered): the store takes writes.
+fn wait_write(cluster: &Cluster, what: &str, name: &str) {
+    wait_until(what, Duration::from_secs(60), || {
+        let out = cluster.kubectl(&["--request-timeout=10s", "create", "configmap", name]);
+        if out.status.success() || text(&out).contains("AlreadyExists") {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    });
+}
+
 fn container_ip(container: &str, network: &str) -> String {
     stdout(&docker(&[
         "inspect",
@@ -216,18 +245,7 @@ fn three_servers_lose_their_leader_and_no_acknowledged_write() {
         );
     }
     // Every server behind the kubernetes Service.
-    wait_until(
-        "the kubernetes Service lists 3 servers",
-        Duration::from_secs(60),
-        || {
-            let eps = kubernetes_endpoints(&cluster)?;
-            if eps.len() == 3 {
-                Ok(())
-            } else {
-                Err(format!("endpoints {eps:?}"))
-            }
-        },
-    );
+    wait_servers_behind_the_service(&cluster, 3);
 
     let writer = Writer::start(&sandbox, cluster.context());
     wait_for("the first writes", Duration::from_secs(60), || {
@@ -290,18 +308,8 @@ spec:
             }
         },
     );
-    wait_until(
-        "the dead server leaves the kubernetes Service",
-        Duration::from_secs(60),
-        || {
-            let eps = kubernetes_endpoints(&cluster)?;
-            if eps.len() == 2 {
-                Ok(())
-            } else {
-                Err(format!("endpoints {eps:?}"))
-            }
-        },
-    );
+    // The dead server leaves the kubernetes Service.
+    wait_servers_behind_the_service(&cluster, 2);
     // A store member leaves only with every member up: refused, nothing changed.
     let out = sandbox.kcluster(&["node", "delete", &leader, "--name", &name]);
     assert!(
@@ -431,22 +439,10 @@ spec:
     // the deleted member still counted, two of four would not).
     let out = docker(&["kill", &servers[0]]);
     assert!(out.status.success(), "docker kill: {}", text(&out));
-    wait_until(
+    wait_write(
+        &cluster,
         "a write with one of three servers down",
-        Duration::from_secs(60),
-        || {
-            let out = cluster.kubectl(&[
-                "--request-timeout=10s",
-                "create",
-                "configmap",
-                "one-of-three-down",
-            ]);
-            if out.status.success() || text(&out).contains("AlreadyExists") {
-                Ok(())
-            } else {
-                Err(text(&out))
-            }
-        },
+        "one-of-three-down",
     );
     let out = docker(&["start", &servers[0]]);
     assert!(out.status.success(), "docker start: {}", text(&out));
@@ -683,40 +679,12 @@ fn a_cluster_made_with_one_server_grows_into_three_with_its_state() {
         "rollout after the move: {}",
         text(&out)
     );
-    wait_until(
-        "the kubernetes Service lists 3 servers",
-        Duration::from_secs(60),
-        || {
-            let eps = kubernetes_endpoints(&cluster)?;
-            if eps.len() == 3 {
-                Ok(())
-            } else {
-                Err(format!("endpoints {eps:?}"))
-            }
-        },
-    );
+    wait_servers_behind_the_service(&cluster, 3);
 
     // The store has three members: with the server that held the state gone, writes go on.
     let out = docker(&["kill", &servers[0]]);
     assert!(out.status.success(), "docker kill: {}", text(&out));
-    wait_until(
-        "a write with the first server gone",
-        Duration::from_secs(60),
-        || {
-            let out = cluster.kubectl(&[
-                "--request-timeout=5s",
-                "create",
-                "configmap",
-                "after",
-                "--from-literal=n=1",
-            ]);
-            if out.status.success() || text(&out).contains("AlreadyExists") {
-                Ok(())
-            } else {
-                Err(text(&out))
-            }
-        },
-    );
+    wait_write(&cluster, "a write with the first server gone", "after");
     assert_eq!(
         cluster.kubectl_ok(&["get", "configmap", "before", "-o", "jsonpath={.data.kept}"]),
         "yes"

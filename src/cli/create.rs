@@ -425,18 +425,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
             );
             labels.insert(docker::LABEL_CONFIG.into(), config_json.clone());
             if let Some(etcd_ca) = &etcd_ca {
-                use crate::node::etcd_member::{CA_CERT, CA_KEY};
-                let dir = crate::node::PKI_DIR;
-                files.push((
-                    format!("{dir}/{CA_CERT}"),
-                    etcd_ca.cert_pem().into_bytes(),
-                    0o644,
-                ));
-                files.push((
-                    format!("{dir}/{CA_KEY}"),
-                    etcd_ca.key_pem().into_bytes(),
-                    0o600,
-                ));
+                files.extend(crate::node::etcd_member::ca_files(etcd_ca));
             }
             // With several servers the balancer holds the port (the labels still say where
             // the API is, for every reader that asks a server node).

@@ -25,11 +25,11 @@ use bollard::query_parameters::{
 };
 
 use super::Progress;
-use super::node::NodeTemplate;
+use super::node::{NodeTemplate, read_settings};
 use crate::cluster::docker::{self, Docker, NodeSpec};
 use crate::cluster::image;
 use crate::node::NodeSettings;
-use crate::node::etcd_member::{CA_CERT, CA_KEY, EtcdMember};
+use crate::node::etcd_member::EtcdMember;
 use crate::pki::CertificateAuthority;
 
 /// How long the server may take to come back with its state moved, and the nodes to be Ready
@@ -112,17 +112,7 @@ pub(super) async fn into_several(
             let tag = image::ensure_with_etcd(docker, &template.image, etcd).await?;
             step.done();
             let etcd_ca = CertificateAuthority::generate(&format!("kcluster-{cluster}-etcd-ca"))?;
-            let dir = crate::node::PKI_DIR;
-            files.push((
-                format!("{dir}/{CA_CERT}"),
-                etcd_ca.cert_pem().into_bytes(),
-                0o644,
-            ));
-            files.push((
-                format!("{dir}/{CA_KEY}"),
-                etcd_ca.key_pem().into_bytes(),
-                0o600,
-            ));
+            files.extend(crate::node::etcd_member::ca_files(&etcd_ca));
             tag
         }
         None => template.image.clone(),
@@ -237,13 +227,6 @@ pub(super) async fn into_several(
     })?;
     step.done();
     Ok(true)
-}
-
-async fn read_settings(docker: &Docker, node: &str) -> Result<NodeSettings> {
-    let json = docker
-        .read_file(node, crate::node::NODE_CONFIG_PATH)
-        .await?;
-    serde_json::from_slice(&json).with_context(|| format!("cannot read {node}'s node settings"))
 }
 
 /// Removes a container, keeping its volume.

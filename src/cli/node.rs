@@ -155,6 +155,14 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// A node's settings (`/etc/kcluster/node.json`), as its container has them.
+pub(super) async fn read_settings(docker: &Docker, node: &str) -> Result<NodeSettings> {
+    let json = docker
+        .read_file(node, crate::node::NODE_CONFIG_PATH)
+        .await?;
+    serde_json::from_slice(&json).with_context(|| format!("cannot read {node}'s node settings"))
+}
+
 /// A node container as Docker has it: a new node copies one, and a server that grows into
 /// several is made anew from its own.
 pub(super) struct NodeTemplate {
@@ -488,11 +496,7 @@ pub async fn add(options: AddOptions, progress: &Progress) -> Result<()> {
         security,
         ..
     } = NodeTemplate::inspect(&docker, template).await?;
-    let settings_json = docker
-        .read_file(&template_name, crate::node::NODE_CONFIG_PATH)
-        .await?;
-    let template_settings: NodeSettings = serde_json::from_slice(&settings_json)
-        .with_context(|| format!("cannot read {template_name}'s node settings"))?;
+    let template_settings = read_settings(&docker, &template_name).await?;
     let read_pki = |file| super::kubeconfig::read_pki(&docker, &server_name, file);
     let ca = CertificateAuthority::from_pem(&read_pki("ca.crt").await?, &read_pki("ca.key").await?)
         .context("cannot load the cluster CA from the server node")?;
@@ -803,11 +807,7 @@ impl ServerRemoval {
                 stopped.join(", ") + if stopped.len() == 1 { " is" } else { " are" }
             );
         }
-        let settings_json = docker
-            .read_file(node, crate::node::NODE_CONFIG_PATH)
-            .await?;
-        let settings: NodeSettings = serde_json::from_slice(&settings_json)
-            .with_context(|| format!("cannot read {node}'s node settings"))?;
+        let settings = read_settings(docker, node).await?;
         let staying: Vec<String> = servers.into_iter().filter(|s| s != node).collect();
         Ok(ServerRemoval {
             via: staying[0].clone(),

@@ -28,6 +28,19 @@ pub const CA_KEY: &str = "etcd/ca.key";
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 
+/// The etcd CA's files for a server node, as uploaded before it starts.
+pub fn ca_files(ca: &CertificateAuthority) -> Vec<(String, Vec<u8>, u32)> {
+    let dir = super::PKI_DIR;
+    vec![
+        (
+            format!("{dir}/{CA_CERT}"),
+            ca.cert_pem().into_bytes(),
+            0o644,
+        ),
+        (format!("{dir}/{CA_KEY}"), ca.key_pem().into_bytes(), 0o600),
+    ]
+}
+
 /// The store's members, in the node settings of every server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
