@@ -488,8 +488,13 @@ fn init_logging(verbose: u8, node: bool, quiet_node: Option<&str>) {
     // their own filter unless -v asks for more.
     let filter = match quiet_node {
         Some(quiet) if verbose == 0 => tracing_subscriber::EnvFilter::new(quiet),
-        _ => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        // An empty RUST_LOG counts as unset (tracing would read it as "errors of everything",
+        // and print every retry of a client library).
+        _ => match std::env::var("RUST_LOG") {
+            Ok(set) if !set.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&set)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+            _ => tracing_subscriber::EnvFilter::new(default),
+        },
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

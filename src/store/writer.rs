@@ -451,8 +451,10 @@ impl<'t> Tx<'t> {
                 .ctx("writing revision")?;
             meta.insert(META_COMPACTED, self.compacted)
                 .ctx("writing compacted revision")?;
-            meta.insert(META_NEXT_LEASE, self.next_lease)
-                .ctx("writing the lease counter")?;
+            if self.leases_changed {
+                meta.insert(META_NEXT_LEASE, self.next_lease)
+                    .ctx("writing the lease counter")?;
+            }
         }
         Ok(())
     }
