@@ -11,8 +11,10 @@
 //! - every other node, and the port publisher, is pointed at the balancer and restarted. Pods
 //!   restart with their nodes, as after a Docker restart.
 //!
-//! Then `node add` goes on as for any cluster with several servers: the new members join
-//! through the first one.
+//! Each step is skipped when it was done before (the server dials the balancer, the balancer
+//! exists, a node dials it, the publisher does), so running `node add --role server` again
+//! after a failure part-way finishes the job. Then `node add` goes on as for any cluster with
+//! several servers: the new members join through the first one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,7 +39,8 @@ use crate::pki::CertificateAuthority;
 const BACK_WITHIN: Duration = Duration::from_secs(300);
 
 /// Gives a one-server cluster a shared store and the balancer; `servers` is how many it will
-/// have. Returns false (and changes nothing) if the cluster has them already.
+/// have. Each step is done unless it was done before, so running it again after a failure
+/// finishes the job. Returns false (and changes nothing) if the cluster has them already.
 pub(super) async fn into_several(
     docker: &Docker,
     cluster: &str,
@@ -55,53 +58,145 @@ pub(super) async fn into_several(
     };
     let name = docker::container_name(server);
     let settings = read_settings(docker, &name).await?;
-    // A cluster whose other servers were deleted keeps its store and balancer.
-    if settings.servers > 1 || settings.etcd_member.is_some() {
+    let balancer = crate::lb::docker::container_name(cluster);
+    let api_in_cluster = format!("{balancer}:{}", crate::node::API_PORT);
+    let template = NodeTemplate::inspect(docker, server).await?;
+    let read_pki = |file| super::kubeconfig::read_pki(docker, &name, file);
+    let ca_pem = read_pki("ca.crt").await?;
+    let ca = CertificateAuthority::from_pem(&ca_pem, &read_pki("ca.key").await?)
+        .context("cannot load the cluster CA from the server node")?;
+
+    // A server that dials the balancer was made for several already (or made anew before).
+    let mut changed = false;
+    if settings.server != api_in_cluster {
+        let grown = NodeSettings {
+            server: api_in_cluster.clone(),
+            servers: servers as u32,
+            ..settings.clone()
+        };
+        make_server_anew(
+            docker,
+            cluster,
+            &template,
+            &ca,
+            settings,
+            grown,
+            etcd_binary,
+            progress,
+        )
+        .await?;
+        changed = true;
+    }
+    if !exists(docker, &balancer).await? {
+        let step = progress.step(format!("Starting the API load balancer {balancer}"));
+        let log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());
+        let label = |key| template.labels.get(key).cloned();
+        crate::lb::docker::run_balancer(
+            docker,
+            &crate::lb::docker::BalancerSpec {
+                cluster,
+                image: &template.image,
+                host_address: label(docker::LABEL_API_ADDRESS)
+                    .unwrap_or_else(|| "127.0.0.1".to_string()),
+                host_port: label(docker::LABEL_API_PORT)
+                    .and_then(|p| p.parse().ok())
+                    .with_context(|| format!("{name} has no API port label"))?,
+                backends: vec![format!("{name}:{}", crate::node::API_PORT)],
+                ca_pem,
+                log: &log,
+            },
+        )
+        .await?;
+        step.done();
+        changed = true;
+    }
+
+    let since = jiff::Timestamp::now();
+    let mut elsewhere = Vec::new();
+    for node in nodes.iter().map(docker::container_name) {
+        if node != name && read_settings(docker, &node).await?.server != api_in_cluster {
+            elsewhere.push(node);
+        }
+    }
+    if !elsewhere.is_empty() {
+        let step = progress.step(format!(
+            "Restarting {} node(s) to dial the balancer (their pods restart)",
+            elsewhere.len()
+        ));
+        futures::future::try_join_all(
+            elsewhere
+                .iter()
+                .map(|node| dial_balancer(docker, node, &api_in_cluster)),
+        )
+        .await?;
+        step.done();
+        changed = true;
+    }
+    if repoint_publisher(docker, cluster, &api_in_cluster, progress).await? {
+        changed = true;
+    }
+    if !changed {
         return Ok(false);
     }
-    // Everything that can fail without changing anything comes first.
+
+    let (host, port, creds) = super::kubeconfig::api_access(cluster, server).await?;
+    let mut step = progress.step(format!(
+        "Waiting for the API through {balancer} and {} Ready node(s)",
+        nodes.len()
+    ));
+    super::create::wait_ready(
+        &host,
+        port,
+        &creds,
+        nodes.len(),
+        BACK_WITHIN,
+        Some(since),
+        &mut step,
+    )
+    .await
+    .with_context(|| {
+        format!("{name} did not come back with its state (see `docker logs {name}`)")
+    })?;
+    step.done();
+    Ok(true)
+}
+
+/// Makes the one server anew with `grown` settings: on the etcd image as the first member of
+/// a new etcd (unless its store is an external etcd), without the API port. Everything that
+/// can fail without changing anything comes first; a new container that fails to start is
+/// replaced by the old one again.
+#[allow(clippy::too_many_arguments)]
+async fn make_server_anew(
+    docker: &Docker,
+    cluster: &str,
+    template: &NodeTemplate,
+    ca: &CertificateAuthority,
+    settings: NodeSettings,
+    mut grown: NodeSettings,
+    etcd_binary: Option<&Path>,
+    progress: &Progress,
+) -> Result<()> {
+    let name = settings.node_name.clone();
     let etcd = match settings.etcd {
         Some(_) => None,
         None => Some(image::find_etcd(etcd_binary).context(
             "a cluster with several servers keeps its state in etcd, and the node image gets it from this machine",
         )?),
     };
-    let template = NodeTemplate::inspect(docker, server).await?;
-    let host_port: u16 = template
-        .labels
-        .get(docker::LABEL_API_PORT)
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("{name} has no API port label"))?;
-    let host_address = template
-        .labels
-        .get(docker::LABEL_API_ADDRESS)
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1".to_string());
-    let read_pki = |file| super::kubeconfig::read_pki(docker, &name, file);
-    let ca_pem = read_pki("ca.crt").await?;
-    let ca = CertificateAuthority::from_pem(&ca_pem, &read_pki("ca.key").await?)
-        .context("cannot load the cluster CA from the server node")?;
+    grown.etcd_member = etcd.as_ref().map(|_| EtcdMember {
+        peers: vec![name.clone()],
+        token: cluster.to_string(),
+        join: false,
+    });
     let mut kept = Vec::new();
     for file in ["ca.key", "admin.crt", "admin.key"] {
         let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
         let path = format!("{}/{file}", crate::node::PKI_DIR);
-        kept.push((path, read_pki(file).await?.into_bytes(), mode));
+        let text = super::kubeconfig::read_pki(docker, &name, file).await?;
+        kept.push((path, text.into_bytes(), mode));
     }
-
-    let balancer = crate::lb::docker::container_name(cluster);
-    let api_in_cluster = format!("{balancer}:{}", crate::node::API_PORT);
-    let grown = NodeSettings {
-        server: api_in_cluster.clone(),
-        servers: servers as u32,
-        etcd_member: etcd.as_ref().map(|_| EtcdMember {
-            peers: vec![name.clone()],
-            token: cluster.to_string(),
-            join: false,
-        }),
-        ..settings.clone()
-    };
     let mut files = kept.clone();
-    files.extend(super::create::node_files(&ca, &grown)?);
+    files.extend(super::create::node_files(ca, &grown)?);
     let node_image = match &etcd {
         Some(etcd) => {
             let step = progress.step(format!(
@@ -153,7 +248,7 @@ pub(super) async fn into_several(
         // Back as it was: the old image and settings, over the same volume.
         let _ = remove_container(docker, &name).await;
         let mut old_files = kept;
-        old_files.extend(super::create::node_files(&ca, &settings)?);
+        old_files.extend(super::create::node_files(ca, &settings)?);
         let restored = docker
             .run_node(&spec(&template.image, true), template.security, &old_files)
             .await;
@@ -166,67 +261,20 @@ pub(super) async fn into_several(
         });
     }
     step.done();
+    Ok(())
+}
 
-    let step = progress.step(format!("Starting the API load balancer {balancer}"));
-    let log = std::env::var("KCLUSTER_NODE_LOG").unwrap_or_else(|_| "info".into());
-    crate::lb::docker::run_balancer(
-        docker,
-        &crate::lb::docker::BalancerSpec {
-            cluster,
-            image: &template.image,
-            host_address,
-            host_port,
-            backends: vec![format!("{name}:{api_port}")],
-            ca_pem: ca.cert_pem(),
-            log: &log,
-        },
-    )
-    .await?;
-    step.done();
-
-    let others: Vec<String> = nodes
-        .iter()
-        .map(docker::container_name)
-        .filter(|n| *n != name)
-        .collect();
-    let since = jiff::Timestamp::now();
-    if !others.is_empty() {
-        let step = progress.step(format!(
-            "Restarting {} node(s) to dial the balancer (their pods restart)",
-            others.len()
-        ));
-        futures::future::try_join_all(
-            others
-                .iter()
-                .map(|node| dial_balancer(docker, node, &api_in_cluster)),
-        )
-        .await?;
-        step.done();
+/// Whether a container of that name exists, running or not.
+async fn exists(docker: &Docker, name: &str) -> Result<bool> {
+    match docker
+        .api()
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if docker::is_not_found(&e) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {name}")),
     }
-    let step = progress.step("Pointing the port publisher at the balancer");
-    repoint_publisher(docker, cluster, &api_in_cluster).await?;
-    step.done();
-
-    let (host, port, creds) = super::kubeconfig::api_access(cluster, server).await?;
-    let mut step = progress.step(format!(
-        "Waiting for the API through {balancer} and {} Ready node(s)",
-        nodes.len()
-    ));
-    super::create::wait_ready(
-        &host,
-        port,
-        &creds,
-        nodes.len(),
-        BACK_WITHIN,
-        Some(since),
-        &mut step,
-    )
-    .await
-    .with_context(|| {
-        format!("{name} did not come back with its state (see `docker logs {name}`)")
-    })?;
-    step.done();
-    Ok(true)
 }
 
 /// Removes a container, keeping its volume.
@@ -267,8 +315,14 @@ async fn dial_balancer(docker: &Docker, node: &str, api: &str) -> Result<()> {
 }
 
 /// The port publisher dials the API given on its command line, which Docker cannot change:
-/// it is made anew with `api` instead, keeping its files, mounts and labels.
-async fn repoint_publisher(docker: &Docker, cluster: &str, api: &str) -> Result<()> {
+/// it is made anew with `api` instead, keeping its files, mounts and labels. Returns whether
+/// it had to be.
+async fn repoint_publisher(
+    docker: &Docker,
+    cluster: &str,
+    api: &str,
+    progress: &Progress,
+) -> Result<bool> {
     let name = crate::ports::controller_name(cluster);
     let inspect = match docker
         .api()
@@ -277,7 +331,7 @@ async fn repoint_publisher(docker: &Docker, cluster: &str, api: &str) -> Result<
     {
         Ok(inspect) => inspect,
         // Never started, or removed by hand: nothing dials the old address.
-        Err(e) if docker::is_not_found(&e) => return Ok(()),
+        Err(e) if docker::is_not_found(&e) => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {name}")),
     };
     let config = inspect.config.unwrap_or_default();
@@ -285,9 +339,12 @@ async fn repoint_publisher(docker: &Docker, cluster: &str, api: &str) -> Result<
     let Some(at) = cmd.iter().position(|a| a == "--server") else {
         bail!("{name} was started without --server: cannot point it at the balancer");
     };
-    if let Some(value) = cmd.get_mut(at + 1) {
-        *value = api.to_string();
+    match cmd.get_mut(at + 1) {
+        Some(value) if value == api => return Ok(false),
+        Some(value) => *value = api.to_string(),
+        None => bail!("{name} was started with an empty --server"),
     }
+    let step = progress.step("Pointing the port publisher at the balancer");
     let mut files = Vec::new();
     for (file, mode) in [
         ("ca.crt", 0o644),
@@ -317,5 +374,7 @@ async fn repoint_publisher(docker: &Docker, cluster: &str, api: &str) -> Result<
     remove_container(docker, &name).await?;
     docker
         .create_and_start(&name, body, &files, "port publisher", "")
-        .await
+        .await?;
+    step.done();
+    Ok(true)
 }
