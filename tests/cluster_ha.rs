@@ -82,6 +82,17 @@ fn wait_write(cluster: &Cluster, what: &str, name: &str) {
     });
 }
 
+/// The API address the cluster's kubeconfig context names.
+fn kubeconfig_server(cluster: &Cluster) -> String {
+    cluster.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ])
+}
+
 fn container_ip(container: &str, network: &str) -> String {
     stdout(&docker(&[
         "inspect",
@@ -212,13 +223,7 @@ fn three_servers_lose_their_leader_and_no_acknowledged_write() {
         lb_port.contains("127.0.0.1:"),
         "the balancer publishes the API port: {lb_port:?}"
     );
-    let server_url = cluster.kubectl_ok(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
+    let server_url = kubeconfig_server(&cluster);
     let published = lb_port.trim().rsplit(':').next().unwrap_or_default();
     assert!(
         server_url.ends_with(&format!(":{published}")),
@@ -597,13 +602,7 @@ fn a_cluster_made_with_one_server_grows_into_three_with_its_state() {
     ]);
     let out = cluster.kubectl(&["rollout", "status", "deploy/sleeper", "--timeout=120s"]);
     assert!(out.status.success(), "rollout: {}", text(&out));
-    let server_url = cluster.kubectl_ok(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
+    let server_url = kubeconfig_server(&cluster);
     let port_before = stdout(&docker(&["port", &servers[0], "6443/tcp"]));
     assert!(
         port_before.contains("127.0.0.1:"),
@@ -633,16 +632,7 @@ fn a_cluster_made_with_one_server_grows_into_three_with_its_state() {
         "{} publishes nothing now",
         servers[0]
     );
-    assert_eq!(
-        cluster.kubectl_ok(&[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ]),
-        server_url
-    );
+    assert_eq!(kubeconfig_server(&cluster), server_url);
     // The state moved, and no resourceVersion went backwards for a client that saw one.
     assert_eq!(
         cluster.kubectl_ok(&["get", "configmap", "before", "-o", "jsonpath={.data.kept}"]),
