@@ -283,16 +283,7 @@ async fn build(docker: &Docker, plan: &Plan, args: &CreateArgs, progress: &Progr
     }
 
     let node_image = match &plan.etcd_binary {
-        Some(etcd) => {
-            let step = progress.step(format!(
-                "Adding etcd {} from {} to the node image",
-                etcd.version,
-                etcd.path.display()
-            ));
-            let tag = image::ensure_with_etcd(docker, &plan.image, etcd).await?;
-            step.done();
-            tag
-        }
+        Some(etcd) => with_etcd(docker, &plan.image, etcd, progress).await?,
         None => plan.image.clone(),
     };
 
@@ -706,6 +697,24 @@ pub(super) async fn wait_dns(docker: &Docker, server: &str, deadline: Instant) -
 /// and kubelet-style hard-eviction thresholds (`KCLUSTER_EVICTION_HARD`).
 /// What every node gets before it starts: its settings, the cluster CA, its client certificate
 /// (`system:node:<name>` in `system:nodes`) and its kubelet API serving certificate.
+/// The node image `base` plus this machine's etcd, for servers with an etcd member each: built
+/// once per pair, as a step the user sees.
+pub(super) async fn with_etcd(
+    docker: &Docker,
+    base: &str,
+    etcd: &image::EtcdBinary,
+    progress: &Progress,
+) -> Result<String> {
+    let step = progress.step(format!(
+        "Adding etcd {} from {} to the node image",
+        etcd.version,
+        etcd.path.display()
+    ));
+    let tag = image::ensure_with_etcd(docker, base, etcd).await?;
+    step.done();
+    Ok(tag)
+}
+
 pub(super) fn node_files(
     ca: &CertificateAuthority,
     settings: &NodeSettings,

@@ -199,13 +199,7 @@ async fn make_server_anew(
     files.extend(super::create::node_files(ca, &grown)?);
     let node_image = match &etcd {
         Some(etcd) => {
-            let step = progress.step(format!(
-                "Adding etcd {} from {} to the node image",
-                etcd.version,
-                etcd.path.display()
-            ));
-            let tag = image::ensure_with_etcd(docker, &template.image, etcd).await?;
-            step.done();
+            let tag = super::create::with_etcd(docker, &template.image, etcd, progress).await?;
             let etcd_ca = CertificateAuthority::generate(&format!("kcluster-{cluster}-etcd-ca"))?;
             files.extend(crate::node::etcd_member::ca_files(&etcd_ca));
             tag

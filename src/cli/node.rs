@@ -277,7 +277,7 @@ impl ServerPlan {
     ) -> Result<ServerPlan> {
         if settings.servers <= 1 {
             bail!(
-                "cluster {cluster:?} has one server, whose state is in its own volume; a server can be added only to a cluster made with several (`kcluster create --servers 3`)"
+                "{server} still has a single server's settings: the move of cluster {cluster:?} to a store several servers share did not finish; run `kcluster node add --name {cluster} --role server` again to finish it"
             );
         }
         if settings.etcd_member.is_none() && settings.etcd.is_none() {
